@@ -1,0 +1,2 @@
+"""Traceo Sampler: tail sampling for OpenTelemetry traces."""
+__version__ = "0.1.0"

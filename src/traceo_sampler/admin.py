@@ -1,0 +1,63 @@
+"""Admin HTTP: /metrics, /healthz, /readyz, /api/status, /status."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+log = logging.getLogger("traceo_sampler.admin")
+
+_PAGE = """<!doctype html><html><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<title>Traceo Sampler</title>
+<style>:root{color-scheme:light dark}body{font:15px system-ui,sans-serif;margin:1rem}
+pre{white-space:pre-wrap}</style></head><body><h1>Traceo Sampler</h1>
+<pre id="s">loading…</pre><script>
+async function r(){try{const x=await fetch('/api/status');
+document.getElementById('s').textContent=JSON.stringify(await x.json(),null,2)}catch(e){}}
+r();setInterval(r,1000)</script></body></html>"""
+
+
+class Admin:
+    def __init__(self, endpoint: str, app_state):
+        host, _, port = endpoint.split("://", 1)[-1].rpartition(":")
+        self.host, self.port = host, int(port)
+        self.state = app_state
+        self.runner: web.AppRunner | None = None
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.state.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        ok, why = self.state.ready()
+        return web.Response(status=200 if ok else 503, text=("ready" if ok else why) + "\n")
+
+    async def api_status(self, request: web.Request) -> web.Response:
+        return web.Response(text=json.dumps(self.state.status(), indent=1),
+                            content_type="application/json")
+
+    async def page(self, request: web.Request) -> web.Response:
+        return web.Response(text=_PAGE, content_type="text/html")
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/api/status", self.api_status)
+        app.router.add_get("/status", self.page)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, self.host, self.port).start()
+        log.info("admin listening on http://%s:%d", self.host, self.port)
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()

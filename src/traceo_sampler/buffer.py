@@ -1,0 +1,433 @@
+"""TraceBuffer: spans held per trace ID until their trace is decided.
+
+Pure-Python twin of ext/_buffer.pyx; ``TraceBuffer`` at the bottom of this
+module is whichever loaded (accel.py). Both keep the same state:
+
+* per trace, one ``bytearray`` of span entries ``[group u32][len u32][span
+  bytes]`` — the span's original encoding, nothing decoded — and a summary
+  (span count, min start, max end, status codes seen, root seen, services,
+  referenced attribute values, randomness) updated on insert, so no policy
+  walks spans;
+* an interned table of (resource header, scope header) pairs, refcounted,
+  so a request's headers are stored once however many traces use them;
+* the completion schedule of DESIGN.md §2 as a heap of candidate deadlines,
+  re-checked lazily when they come due (a deadline only moves later when a
+  span arrives, except for a root, which pushes an earlier one);
+* the decision cache: kept trace IDs with attribution and threshold in an
+  insertion-ordered dict, dropped ones as 64-bit fingerprints in two
+  generations of sets (the oldest generation is forgotten when the newest
+  fills), so late spans follow the decision.
+
+Memory is accounted in bytes (span entries plus a fixed per-trace overhead)
+against ``memory_limit``; ``make_room`` picks the traces that free the most.
+"""
+from __future__ import annotations
+
+import heapq
+from typing import Any
+
+from . import accel
+from .tracestate import merge_threshold, randomness
+
+_ENTRY_HDR = 8
+# Python object, dict slot, heap entries and summary of one trace: measured
+# with tracemalloc on the pure twin, rounded up.
+TRACE_OVERHEAD = 600
+# Distinct values kept per referenced attribute key and trace.
+MAX_ATTR_VALUES = 64
+
+TRIGGERS = ("root", "idle", "max_wait", "max_spans", "memory", "shutdown")
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(tag: int, payload: bytes) -> bytes:
+    return bytes((tag,)) + _varint(len(payload)) + payload
+
+
+class Trace:
+    """One buffered trace: its span entries and its summary."""
+
+    __slots__ = (
+        "trace_id", "data", "span_count", "first_arrival", "last_arrival",
+        "root_arrival", "min_start", "max_end", "status_mask", "root_seen",
+        "services", "attrs", "randomness", "root_name", "root_service",
+        "tracestates", "decided", "deadline",
+    )
+
+    def __init__(self, trace_id: bytes, now: float):
+        self.trace_id = trace_id
+        self.data = bytearray()
+        self.span_count = 0
+        self.first_arrival = now
+        self.last_arrival = now
+        self.root_arrival = -1.0
+        self.min_start = 0
+        self.max_end = 0
+        self.status_mask = 0
+        self.root_seen = False
+        self.services: set[str] = set()
+        self.attrs: dict[str, set[Any]] | None = None
+        self.randomness = -1
+        self.root_name = ""
+        self.root_service = ""
+        self.tracestates: dict[int, str] | None = None
+        self.decided = False
+        self.deadline = 0.0
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.data) + TRACE_OVERHEAD
+
+    def entries(self):
+        """Yield (group, offset, length, trace_state) of every span entry."""
+        d = self.data
+        pos = 0
+        n = len(d)
+        ts = self.tracestates
+        while pos < n:
+            g = int.from_bytes(d[pos:pos + 4], "little")
+            ln = int.from_bytes(d[pos + 4:pos + 8], "little")
+            yield g, pos + 8, ln, (ts.get(pos, "") if ts else "")
+            pos += 8 + ln
+
+
+class AddResult:
+    """What one ``add`` call did besides buffering."""
+
+    __slots__ = ("late_kept", "late_dropped", "full", "new_traces", "spans", "per_service")
+
+    def __init__(self):
+        # [(trace_id, policy, threshold, resource_header, scope_header,
+        #   span_bytes, trace_state, service)]
+        self.late_kept: list[tuple] = []
+        self.per_service: dict[str, list[int]] = {}   # service → [spans, bytes]
+        self.late_dropped = 0
+        self.full: list[Trace] = []      # reached max_spans_per_trace
+        self.new_traces = 0
+        self.spans = 0
+
+
+class TraceBufferPy:
+    def __init__(self, *, decision_wait: float, root_wait: float, idle_timeout: float,
+                 max_spans_per_trace: int, memory_limit: int,
+                 cache_sampled: int, cache_not_sampled: int):
+        self.decision_wait = decision_wait
+        self.root_wait = root_wait
+        self.idle_timeout = idle_timeout
+        self.max_spans = max_spans_per_trace
+        self.memory_limit = memory_limit
+        self.traces: dict[bytes, Trace] = {}
+        self.nbytes = 0
+        self.nspans = 0
+        self._heap: list[tuple[float, int, bytes]] = []
+        self._seq = 0
+        # interned (resource_header, scope_header) → group id
+        self._group_ids: dict[tuple[bytes, bytes], int] = {}
+        self._groups: list[list | None] = []   # id → [rh, sh, service, refs, key]
+        self._free_groups: list[int] = []
+        # decision cache
+        self.cache_sampled = cache_sampled
+        self.cache_not_sampled = cache_not_sampled
+        self._kept: dict[bytes, tuple[str, int]] = {}
+        self._dropped_new: set[int] = set()
+        self._dropped_old: set[int] = set()
+
+    # ------------------------------------------------------------ groups
+    def _group(self, rh: bytes, sh: bytes, service: str) -> int:
+        key = (rh, sh)
+        gid = self._group_ids.get(key)
+        if gid is None:
+            entry = [rh, sh, service, 0, key]
+            if self._free_groups:
+                gid = self._free_groups.pop()
+                self._groups[gid] = entry
+            else:
+                gid = len(self._groups)
+                self._groups.append(entry)
+            self._group_ids[key] = gid
+        return gid
+
+    def group(self, gid: int) -> tuple[bytes, bytes, str]:
+        g = self._groups[gid]
+        return g[0], g[1], g[2]
+
+    def _release(self, gid: int, n: int) -> None:
+        g = self._groups[gid]
+        g[3] -= n
+        if g[3] <= 0:
+            del self._group_ids[g[4]]
+            self._groups[gid] = None
+            self._free_groups.append(gid)
+
+    @property
+    def ngroups(self) -> int:
+        return len(self._group_ids)
+
+    # ------------------------------------------------------------ cache
+    @staticmethod
+    def _fp(trace_id: bytes) -> int:
+        return int.from_bytes(trace_id[:8], "little") ^ int.from_bytes(trace_id[8:], "little")
+
+    def remember(self, trace_id: bytes, sampled: bool, policy: str, threshold: int) -> None:
+        if sampled:
+            if self.cache_sampled <= 0:
+                return
+            kept = self._kept
+            kept[trace_id] = (policy, threshold)
+            if len(kept) > self.cache_sampled:
+                del kept[next(iter(kept))]
+        else:
+            if self.cache_not_sampled <= 0:
+                return
+            self._dropped_new.add(self._fp(trace_id))
+            if len(self._dropped_new) >= (self.cache_not_sampled + 1) // 2:
+                self._dropped_old = self._dropped_new
+                self._dropped_new = set()
+
+    def cached(self, trace_id: bytes):
+        """(policy, threshold) if kept, False if dropped, None if unknown."""
+        k = self._kept.get(trace_id)
+        if k is not None:
+            return k
+        fp = self._fp(trace_id)
+        if fp in self._dropped_new or fp in self._dropped_old:
+            return False
+        return None
+
+    # ------------------------------------------------------------ insert
+    def add(self, scan, data: bytes, now: float) -> AddResult:
+        res = AddResult()
+        groups = scan.groups
+        gids = [-1] * len(groups)
+        traces = self.traces
+        max_spans = self.max_spans
+        per_service = res.per_service
+        for sp in scan.spans:
+            (tid, _sid, parent, start, end, status, _kind, gi, off, ln,
+             tstate, name, attrs) = sp
+            t = traces.get(tid)
+            if t is None:
+                c = self.cached(tid)
+                if c is not None:
+                    rh, sh, svc, _rattrs = groups[gi]
+                    if c is False:
+                        res.late_dropped += 1
+                    else:
+                        res.late_kept.append((tid, c[0], c[1], rh, sh,
+                                              data[off:off + ln], tstate, svc))
+                    continue
+                t = Trace(tid, now)
+                traces[tid] = t
+                self.nbytes += TRACE_OVERHEAD
+                res.new_traces += 1
+                self._schedule(t, now + min(self.idle_timeout, self.decision_wait))
+            gid = gids[gi]
+            if gid < 0:
+                rh, sh, svc, _ = groups[gi]
+                gid = gids[gi] = self._group(rh, sh, svc)
+            g = self._groups[gid]
+            g[3] += 1
+            svc = g[2]
+            ps = per_service.get(svc)
+            if ps is None:
+                per_service[svc] = [1, ln]
+            else:
+                ps[0] += 1
+                ps[1] += ln
+            d = t.data
+            if tstate:
+                if t.tracestates is None:
+                    t.tracestates = {}
+                t.tracestates[len(d) + _ENTRY_HDR] = tstate
+            d += gid.to_bytes(4, "little")
+            d += ln.to_bytes(4, "little")
+            d += data[off:off + ln]
+            self.nbytes += ln + _ENTRY_HDR
+            self.nspans += 1
+            res.spans += 1
+            if t.span_count == 0 or start < t.min_start:
+                t.min_start = start
+            if end > t.max_end:
+                t.max_end = end
+            t.span_count += 1
+            t.status_mask |= 1 << status
+            t.last_arrival = now
+            t.services.add(svc)
+            if t.randomness < 0 or (tstate and "rv:" in tstate):
+                t.randomness = randomness(tid, tstate)
+            if not parent and not t.root_seen:
+                t.root_seen = True
+                t.root_arrival = now
+                t.root_name = name
+                t.root_service = svc
+                self._schedule(t, now + self.root_wait)
+            rattrs = groups[gi][3]
+            if attrs or rattrs:
+                if t.attrs is None:
+                    t.attrs = {}
+                for a in (rattrs, attrs):
+                    if a:
+                        for k, v in a.items():
+                            s = t.attrs.get(k)
+                            if s is None:
+                                t.attrs[k] = {v}
+                            elif len(s) < MAX_ATTR_VALUES:
+                                s.add(v)
+            if t.span_count >= max_spans and not t.decided:
+                t.decided = True
+                res.full.append(t)
+        for t in res.full:
+            self._remove(t)
+        return res
+
+    # ------------------------------------------------------------ completion
+    def _schedule(self, t: Trace, when: float) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (when, self._seq, t.trace_id))
+
+    def deadline(self, t: Trace) -> float:
+        d = min(t.first_arrival + self.decision_wait, t.last_arrival + self.idle_timeout)
+        if t.root_seen:
+            d = min(d, t.root_arrival + self.root_wait)
+        return d
+
+    def trigger(self, t: Trace) -> str:
+        """Which rule of DESIGN.md §2 made the trace due (earliest wins)."""
+        cands = [(t.first_arrival + self.decision_wait, "max_wait"),
+                 (t.last_arrival + self.idle_timeout, "idle")]
+        if t.root_seen:
+            cands.append((t.root_arrival + self.root_wait, "root"))
+        return min(cands)[1]
+
+    def due(self, now: float, limit: int = 1 << 30) -> list[tuple[Trace, str]]:
+        """Remove and return up to ``limit`` traces whose deadline has passed."""
+        out: list[tuple[Trace, str]] = []
+        heap = self._heap
+        traces = self.traces
+        while heap and heap[0][0] <= now and len(out) < limit:
+            _, _, tid = heapq.heappop(heap)
+            t = traces.get(tid)
+            if t is None or t.decided:
+                continue
+            d = self.deadline(t)
+            if d <= now:
+                t.decided = True
+                out.append((t, self.trigger(t)))
+                self._remove(t)
+            else:
+                self._schedule(t, d)
+        return out
+
+    def next_deadline(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
+
+    def make_room(self, incoming: int) -> list[tuple[Trace, str]]:
+        """Decide early the traces that free the most memory, until
+        ``incoming`` more bytes fit with 10 % headroom below the limit."""
+        if self.nbytes + incoming <= self.memory_limit:
+            return []
+        target = max(0, int(self.memory_limit * 0.9) - incoming)
+        out = []
+        for t in sorted(self.traces.values(), key=lambda t: len(t.data), reverse=True):
+            if self.nbytes <= target:
+                break
+            t.decided = True
+            out.append((t, "memory"))
+            self._remove(t)
+        return out
+
+    def drain(self) -> list[tuple[Trace, str]]:
+        out = []
+        for t in list(self.traces.values()):
+            t.decided = True
+            out.append((t, "shutdown"))
+            self._remove(t)
+        self._heap.clear()
+        return out
+
+    def _remove(self, t: Trace) -> None:
+        # The trace leaves the index and the accounting now; its group
+        # references stay until finish() has encoded it.
+        del self.traces[t.trace_id]
+        self.nbytes -= len(t.data) + TRACE_OVERHEAD
+        self.nspans -= t.span_count
+
+    # ------------------------------------------------------------ output
+    def finish(self, t: Trace, sampled: bool, policy: str, threshold: int):
+        """Remember the decision, release the trace's headers, and, when it is
+        kept, return ``(blob, spans_per_service)``: its spans encoded as
+        ``ExportTraceServiceRequest.resource_spans`` fields (so batches are
+        plain concatenations)."""
+        self.remember(t.trace_id, sampled, policy, threshold)
+        counts: dict[int, int] = {}
+        out = None
+        if sampled:
+            by_group: dict[int, list[bytes]] = {}
+            d = t.data
+            merged: dict[str, bytes] = {}
+            for gid, off, ln, ts in t.entries():
+                suffix = merged.get(ts)
+                if suffix is None:
+                    val = merge_threshold(ts, threshold).encode()
+                    suffix = merged[ts] = b"\x1a" + _varint(len(val)) + val
+                span = bytes(d[off:off + ln]) + suffix
+                lst = by_group.get(gid)
+                if lst is None:
+                    by_group[gid] = lst = []
+                lst.append(b"\x12" + _varint(len(span)) + span)
+            out = self.encode_groups(
+                (self._groups[gid][0], self._groups[gid][1], spans)
+                for gid, spans in by_group.items())
+            per_service: dict[str, int] = {}
+            for gid, spans in by_group.items():
+                counts[gid] = len(spans)
+                svc = self._groups[gid][2]
+                per_service[svc] = per_service.get(svc, 0) + len(spans)
+            out = (out, per_service)
+        else:
+            for gid, _o, _l, _ts in t.entries():
+                counts[gid] = counts.get(gid, 0) + 1
+        for gid, n in counts.items():
+            self._release(gid, n)
+        return out
+
+    @staticmethod
+    def encode_groups(items) -> bytes:
+        """[(resource_header, scope_header, [encoded span fields])] →
+        ResourceSpans fields, one per distinct resource header."""
+        by_res: dict[bytes, list[bytes]] = {}
+        for rh, sh, spans in items:
+            body = sh + b"".join(spans)
+            lst = by_res.get(rh)
+            if lst is None:
+                by_res[rh] = lst = []
+            lst.append(_field(0x12, body))
+        return b"".join(_field(0x0A, rh + b"".join(scopes)) for rh, scopes in by_res.items())
+
+    @property
+    def ntraces(self) -> int:
+        return len(self.traces)
+
+
+def encode_late(items) -> bytes:
+    """Encode late spans of kept traces: items are the ``late_kept`` tuples
+    of AddResult (trace_id, policy, threshold, rh, sh, span, trace_state)."""
+    groups: dict[tuple[bytes, bytes], list[bytes]] = {}
+    for _tid, _pol, th, rh, sh, span, ts, _svc in items:
+        val = merge_threshold(ts, th).encode()
+        span = bytes(span) + b"\x1a" + _varint(len(val)) + val
+        groups.setdefault((rh, sh), []).append(b"\x12" + _varint(len(span)) + span)
+    return TraceBufferPy.encode_groups((rh, sh, s) for (rh, sh), s in groups.items())
+
+
+_c = accel.compiled("buffer")
+TraceBuffer = _c.TraceBuffer if _c is not None else TraceBufferPy
+IMPLEMENTATION = "cython" if _c is not None else "python"

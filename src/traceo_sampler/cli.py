@@ -1,0 +1,71 @@
+"""Command line: serve, validate, simulate, loadgen (DESIGN.md §4)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import config as _config
+
+
+def _load_or_report(path: str | None) -> _config.Config | None:
+    try:
+        return _config.load(path)
+    except _config.ConfigError as exc:
+        for p in exc.problems:
+            print(p, file=sys.stderr)
+        return None
+
+
+def cmd_serve(args) -> int:
+    cfg = _load_or_report(args.config)
+    if cfg is None:
+        return 1
+    from .server import serve
+    return serve(cfg, args.ready_file)
+
+
+def cmd_validate(args) -> int:
+    cfg = _load_or_report(args.config)
+    if cfg is None:
+        return 1
+    print(f"{args.config}: ok")
+    return 0
+
+
+def cmd_loadgen(args) -> int:
+    from . import loadgen
+    return loadgen.run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="traceo-sampler",
+                                description="Tail-sampling stream processor for OpenTelemetry traces")
+    p.add_argument("--log-level", default="INFO")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="run the sampler (embedded default without -c)")
+    s.add_argument("-c", "--config", help="YAML config file")
+    s.add_argument("--ready-file", help=argparse.SUPPRESS)
+    s.set_defaults(func=cmd_serve)
+    v = sub.add_parser("validate", help="check a config file")
+    v.add_argument("-c", "--config", required=True)
+    v.set_defaults(func=cmd_validate)
+    lg = sub.add_parser("loadgen", help="send synthetic traces over OTLP/gRPC")
+    try:
+        from . import loadgen
+        loadgen.add_arguments(lg)
+    except ImportError:
+        pass
+    lg.set_defaults(func=cmd_loadgen)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,428 @@
+"""Configuration, declared once as msgspec structs (DESIGN.md §4).
+
+The YAML is converted with unknown keys rejected; every problem is reported
+as ``field.path: message`` (``sampler.policies[2].latency.threshold_ms: must
+be >= 0``). Sections are validated one by one, and each policy on its own, so
+a broken file yields one line per problem rather than only the first.
+"""
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+import msgspec
+import yaml
+
+NonNeg = Annotated[int, msgspec.Meta(ge=0)]
+Positive = Annotated[int, msgspec.Meta(gt=0)]
+Percent = Annotated[float, msgspec.Meta(ge=0, le=100)]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|m|h)\s*$")
+_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class Duration:
+    """A duration written ``250ms``, ``2s``, ``5m`` (Go/Collector style)."""
+
+    __slots__ = ("seconds", "text")
+
+    def __init__(self, text: str):
+        m = _DURATION.match(text) if isinstance(text, str) else None
+        if m is None:
+            raise ValueError("must be a duration such as 250ms, 2s or 5m")
+        self.text = text.strip()
+        self.seconds = float(m.group(1)) * _UNIT[m.group(2)]
+
+    def __repr__(self) -> str:
+        return f"Duration({self.text!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Duration) and other.seconds == self.seconds
+
+
+def _dec_hook(typ: type, obj: Any) -> Any:
+    if typ is Duration:
+        return Duration(obj)
+    raise NotImplementedError(typ)
+
+
+def _enc_hook(obj: Any) -> Any:
+    if isinstance(obj, Duration):
+        return obj.text
+    raise NotImplementedError(type(obj))
+
+
+class _Base(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    pass
+
+
+# ---------------------------------------------------------------- receivers
+class Endpoint(_Base):
+    endpoint: str
+    max_recv_msg_size_mib: Positive = 16
+
+
+class OtlpReceiver(_Base):
+    grpc: Endpoint | None = None
+    http: Endpoint | None = None
+
+
+class KafkaReceiver(_Base):
+    brokers: list[str]
+    topic: str = "otlp_spans"
+    group_id: str = "traceo-sampler"
+    encoding: Literal["otlp_proto"] = "otlp_proto"
+
+
+class Receivers(_Base):
+    otlp: OtlpReceiver | None = None
+    kafka: KafkaReceiver | None = None
+
+
+# ---------------------------------------------------------------- policies
+StatusName = Literal["OK", "ERROR", "UNSET"]
+
+
+class LatencyCfg(_Base):
+    threshold_ms: NonNeg = 0
+    upper_threshold_ms: NonNeg = 0
+
+
+class StatusCodeCfg(_Base):
+    status_codes: list[StatusName]
+
+
+class ProbabilisticCfg(_Base):
+    sampling_percentage: Percent
+    # Accepted so Collector configs load unchanged; consistent sampling uses
+    # the trace's randomness value, so the salt cannot change the outcome.
+    hash_salt: str = ""
+
+
+class StringAttributeCfg(_Base):
+    key: str
+    values: list[str]
+    enabled_regex_matching: bool = False
+    cache_max_size: NonNeg = 0
+    invert_match: bool = False
+
+
+class NumericAttributeCfg(_Base):
+    key: str
+    min_value: int | float = 0
+    max_value: int | float = 0
+    invert_match: bool = False
+
+
+class BooleanAttributeCfg(_Base):
+    key: str
+    value: bool
+    invert_match: bool = False
+
+
+class SpanCountCfg(_Base):
+    min_spans: NonNeg = 0
+    max_spans: NonNeg = 0
+
+
+class PolicyCfg(_Base):
+    """One policy, in the Collector's tail_sampling shape: name, type, and a
+    block named after the type. Sub-policies are kept as raw dicts and
+    validated recursively by :func:`_check_policy` so their errors carry
+    their full path."""
+
+    name: str
+    type: str
+    always_sample: dict | None = None
+    latency: LatencyCfg | None = None
+    status_code: StatusCodeCfg | None = None
+    probabilistic: ProbabilisticCfg | None = None
+    string_attribute: StringAttributeCfg | None = None
+    numeric_attribute: NumericAttributeCfg | None = None
+    boolean_attribute: BooleanAttributeCfg | None = None
+    span_count: SpanCountCfg | None = None
+    # composite policies: validated recursively, see _check_policy
+    and_: dict | None = msgspec.field(default=None, name="and")
+    not_: dict | None = msgspec.field(default=None, name="not")
+    drop: dict | None = None
+
+
+# Types whose config block may be omitted (all their fields have defaults).
+_BLOCK_OPTIONAL = {"always_sample", "latency", "span_count"}
+
+
+class DecisionCache(_Base):
+    sampled: NonNeg = 100_000
+    not_sampled: NonNeg = 1_000_000
+
+
+class Sampler(_Base):
+    decision_wait: Duration = msgspec.field(default_factory=lambda: Duration("30s"))
+    root_wait: Duration = msgspec.field(default_factory=lambda: Duration("2s"))
+    idle_timeout: Duration = msgspec.field(default_factory=lambda: Duration("5s"))
+    max_spans_per_trace: Positive = 10_000
+    memory_limit_mib: Positive = 1024
+    decision_cache: DecisionCache = msgspec.field(default_factory=DecisionCache)
+    policies: list[PolicyCfg] = msgspec.field(default_factory=list)
+
+
+# ---------------------------------------------------------------- exporters
+class OtlpExporter(_Base):
+    endpoint: str
+    compression: Literal["none", "gzip"] = "none"
+    timeout: Duration = msgspec.field(default_factory=lambda: Duration("10s"))
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    batch_max_spans: Positive = 2048
+    batch_max_bytes: Positive = 4 * 1024 * 1024
+    queue_max_bytes: Positive = 256 * 1024 * 1024
+
+
+class FileExporter(_Base):
+    path: str
+    queue_max_bytes: Positive = 256 * 1024 * 1024
+
+
+class KafkaExporter(_Base):
+    brokers: list[str]
+    topic: str = "otlp_spans_sampled"
+
+
+class Exporters(_Base):
+    otlp: OtlpExporter | None = None
+    file: FileExporter | None = None
+    kafka: KafkaExporter | None = None
+
+
+class Admin(_Base):
+    endpoint: str = "127.0.0.1:9464"
+
+
+class Cost(_Base):
+    usd_per_gib: Annotated[float, msgspec.Meta(ge=0)] = 0.50
+
+
+class Telemetry(_Base):
+    max_services: Positive = 200
+
+
+class Config(_Base):
+    receivers: Receivers = msgspec.field(default_factory=Receivers)
+    sampler: Sampler = msgspec.field(default_factory=Sampler)
+    exporters: Exporters = msgspec.field(default_factory=Exporters)
+    admin: Admin | None = None
+    cost: Cost = msgspec.field(default_factory=Cost)
+    telemetry: Telemetry = msgspec.field(default_factory=Telemetry)
+
+
+DEFAULT_YAML = """\
+# The embedded default: what `traceo-sampler serve` runs with no -c FILE.
+receivers:
+  otlp:
+    grpc: {endpoint: "127.0.0.1:4317"}
+    http: {endpoint: "127.0.0.1:4318"}
+sampler:
+  policies:
+    - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}
+    - {name: slow, type: latency, latency: {threshold_ms: 1000}}
+    - {name: rest, type: probabilistic, probabilistic: {sampling_percentage: 10}}
+exporters:
+  file: {path: ./traceo-data/kept.otlp.jsonl}
+admin: {endpoint: "127.0.0.1:9464"}
+"""
+
+
+class ConfigError(Exception):
+    """Invalid configuration; ``problems`` holds one ``path: message`` each."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+_MSGSPEC_AT = re.compile(r"^(.*) - at `\$(.*)`$", re.S)
+
+
+def _problem(prefix: str, exc: msgspec.ValidationError) -> str:
+    text = str(exc)
+    path = ""
+    m = _MSGSPEC_AT.match(text)
+    if m:
+        text, path = m.group(1), m.group(2)
+    text = re.sub(r"^Expected `(?:int|float|number)` >= (\S+)$", r"must be >= \1", text)
+    text = re.sub(r"^Expected `(?:int|float|number)` > (\S+)$", r"must be > \1", text)
+    text = re.sub(r"^Expected `(?:int|float|number)` <= (\S+)$", r"must be <= \1", text)
+    m2 = re.match(r"^Object contains unknown field `(.*)`$", text)
+    if m2:
+        path += "." + m2.group(1)
+        text = "unknown field"
+    m3 = re.match(r"^Object missing required field `(.*)`$", text)
+    if m3:
+        path += "." + m3.group(1)
+        text = "required field missing"
+    full = (prefix + path).lstrip(".")
+    return f"{full}: {text}" if full else text
+
+
+def _convert(obj: Any, typ: type, prefix: str, problems: list[str]) -> Any:
+    try:
+        return msgspec.convert(obj, typ, dec_hook=_dec_hook)
+    except msgspec.ValidationError as exc:
+        problems.append(_problem(prefix, exc))
+        return None
+
+
+POLICY_TYPES = (
+    "always_sample", "latency", "status_code", "probabilistic",
+    "string_attribute", "numeric_attribute", "boolean_attribute",
+    "span_count", "and", "not", "drop",
+)
+
+
+def _check_policy(raw: Any, path: str, problems: list[str]) -> PolicyCfg | None:
+    pol = _convert(raw, PolicyCfg, path, problems)
+    if pol is None:
+        return None
+    if pol.type not in POLICY_TYPES:
+        problems.append(f"{path}.type: unknown policy type {pol.type!r} "
+                        f"(one of {', '.join(POLICY_TYPES)})")
+        return None
+    block_attr = {"and": "and_", "not": "not_"}.get(pol.type, pol.type)
+    block = getattr(pol, block_attr)
+    if block is None and pol.type not in _BLOCK_OPTIONAL:
+        problems.append(f"{path}.{pol.type}: required for a policy of type {pol.type!r}")
+        return None
+    if pol.type == "string_attribute" and pol.string_attribute.enabled_regex_matching:
+        for i, v in enumerate(pol.string_attribute.values):
+            try:
+                re.compile(v)
+            except re.error as exc:
+                problems.append(f"{path}.string_attribute.values[{i}]: invalid regex: {exc}")
+    if pol.type == "numeric_attribute":
+        na = pol.numeric_attribute
+        if na.max_value and na.max_value < na.min_value:
+            problems.append(f"{path}.numeric_attribute.max_value: must be >= min_value")
+    if pol.type == "latency" and pol.latency is not None:
+        lat = pol.latency
+        if lat.upper_threshold_ms and lat.upper_threshold_ms < lat.threshold_ms:
+            problems.append(f"{path}.latency.upper_threshold_ms: must be >= threshold_ms")
+    subs_key = {"and": "and_sub_policy", "drop": "drop_sub_policy"}.get(pol.type)
+    if subs_key is not None:
+        unknown = set(block) - {subs_key}
+        for k in sorted(unknown):
+            problems.append(f"{path}.{pol.type}.{k}: unknown field")
+        subs = block.get(subs_key)
+        if not isinstance(subs, list) or not subs:
+            problems.append(f"{path}.{pol.type}.{subs_key}: must be a non-empty list of policies")
+        else:
+            for i, sub in enumerate(subs):
+                _check_policy(sub, f"{path}.{pol.type}.{subs_key}[{i}]", problems)
+    if pol.type == "not":
+        unknown = set(block) - {"not_sub_policy"}
+        for k in sorted(unknown):
+            problems.append(f"{path}.not.{k}: unknown field")
+        sub = block.get("not_sub_policy")
+        if not isinstance(sub, dict):
+            problems.append(f"{path}.not.not_sub_policy: must be one policy")
+        else:
+            _check_policy(sub, f"{path}.not.not_sub_policy", problems)
+    return pol
+
+
+def _check_endpoint(ep: str, path: str, problems: list[str]) -> None:
+    rest = re.sub(r"^(https?://)", "", ep)
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        problems.append(f"{path}: must be host:port, got {ep!r}")
+
+
+def parse(raw: Any) -> Config:
+    """Validate a loaded YAML document; raise ConfigError with every problem."""
+    problems: list[str] = []
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError([f"config: must be a mapping, got {type(raw).__name__}"])
+    sections = {f: t for f, t in (
+        ("receivers", Receivers), ("exporters", Exporters), ("admin", Admin),
+        ("cost", Cost), ("telemetry", Telemetry))}
+    values: dict[str, Any] = {}
+    for key in raw:
+        if key not in sections and key != "sampler":
+            problems.append(f"{key}: unknown field")
+    for key, typ in sections.items():
+        if key in raw:
+            values[key] = _convert(raw[key], typ, key, problems)
+    sampler_raw = raw.get("sampler") or {}
+    if not isinstance(sampler_raw, dict):
+        problems.append("sampler: must be a mapping")
+        sampler_raw = {}
+    pols_raw = sampler_raw.get("policies", [])
+    sampler = _convert({k: v for k, v in sampler_raw.items() if k != "policies"},
+                       Sampler, "sampler", problems)
+    policies: list[PolicyCfg] = []
+    if not isinstance(pols_raw, list):
+        problems.append("sampler.policies: must be a list")
+    else:
+        names: set[str] = set()
+        for i, p in enumerate(pols_raw):
+            pol = _check_policy(p, f"sampler.policies[{i}]", problems)
+            if pol is not None:
+                if pol.name in names:
+                    problems.append(f"sampler.policies[{i}].name: duplicate name {pol.name!r}")
+                names.add(pol.name)
+                policies.append(pol)
+    rec = values.get("receivers")
+    if rec is not None and rec.otlp is not None:
+        for proto in ("grpc", "http"):
+            ep = getattr(rec.otlp, proto)
+            if ep is not None:
+                _check_endpoint(ep.endpoint, f"receivers.otlp.{proto}.endpoint", problems)
+    exp = values.get("exporters")
+    if exp is not None and exp.otlp is not None:
+        _check_endpoint(exp.otlp.endpoint, "exporters.otlp.endpoint", problems)
+    if values.get("admin") is not None:
+        _check_endpoint(values["admin"].endpoint, "admin.endpoint", problems)
+    if problems:
+        raise ConfigError(problems)
+    assert sampler is not None
+    sampler.policies = policies
+    return Config(
+        receivers=values.get("receivers") or Receivers(),
+        sampler=sampler,
+        exporters=values.get("exporters") or Exporters(),
+        admin=values.get("admin"),
+        cost=values.get("cost") or Cost(),
+        telemetry=values.get("telemetry") or Telemetry(),
+    )
+
+
+def loads(text: str, source: str = "config") -> Config:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError([f"{source}: not valid YAML{where}: {getattr(exc, 'problem', exc)}"])
+    return parse(raw)
+
+
+def load(path: str | None) -> Config:
+    """Load FILE, or the embedded default when path is None."""
+    if path is None:
+        return loads(DEFAULT_YAML, "embedded default")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"])
+    return loads(text, path)
+
+
+def dump(cfg: Config) -> str:
+    return yaml.safe_dump(msgspec.to_builtins(cfg, enc_hook=_enc_hook), sort_keys=False)
+
+
+def split_endpoint(ep: str) -> tuple[str, int]:
+    rest = re.sub(r"^(https?://)", "", ep)
+    host, _, port = rest.rpartition(":")
+    return host.strip("[]"), int(port)

@@ -1,0 +1,19 @@
+"""Exporters: each kept trace goes to every configured exporter, each with
+its own bounded queue so one slow backend does not stall another."""
+from __future__ import annotations
+
+from ..config import Exporters
+from .base import Exporter
+
+
+def build(cfg: Exporters, metrics) -> list[Exporter]:
+    out: list[Exporter] = []
+    if cfg.otlp is not None:
+        from .otlp_grpc import OtlpGrpcExporter
+        out.append(OtlpGrpcExporter(cfg.otlp, metrics))
+    if cfg.file is not None:
+        from .file import FileExporter
+        out.append(FileExporter(cfg.file, metrics))
+    if cfg.kafka is not None:
+        raise NotImplementedError("exporters.kafka (router mode) is not available yet")
+    return out

@@ -1,0 +1,170 @@
+"""The exporter interface and the bounded queue every exporter sits behind.
+
+Items are already-encoded ``resource_spans`` fields of one trace (or of late
+spans); a batch is their concatenation, which is a valid
+``ExportTraceServiceRequest``. The queue is bounded in bytes. When full, the
+newest item is dropped, counted and logged — the receivers are never blocked
+by a slow or dead backend beyond that bound.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+
+log = logging.getLogger("traceo_sampler.exporters")
+
+
+class Item:
+    __slots__ = ("blob", "spans", "services", "trace_ids", "t0")
+
+    def __init__(self, blob: bytes, spans: int, services: dict[str, int], trace_ids, t0: float):
+        self.blob = blob
+        self.spans = spans
+        self.services = services    # service → spans, for per-service counts
+        self.trace_ids = trace_ids
+        self.t0 = t0                # decision trigger time (monotonic)
+
+
+class Exporter:
+    """Subclasses implement ``name`` and ``async send(payload: bytes) -> None``
+    (raise on failure; ``retryable`` says whether to try again)."""
+
+    name = "exporter"
+    retry_max_elapsed = 30.0
+
+    def __init__(self, metrics, queue_max_bytes: int, batch_max_spans: int = 2048,
+                 batch_max_bytes: int = 4 << 20):
+        self.metrics = metrics
+        self.queue_max_bytes = queue_max_bytes
+        self.batch_max_spans = batch_max_spans
+        self.batch_max_bytes = batch_max_bytes
+        self._q: collections.deque[Item] = collections.deque()
+        self.queued_bytes = 0
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task | None = None
+        self._stopping = False
+        self.sent_spans = 0
+        self.dropped_spans = 0
+        self.failed_batches = 0
+
+    # -------------------------------------------------------------- queue
+    def submit(self, item: Item) -> bool:
+        n = len(item.blob)
+        if self.queued_bytes + n > self.queue_max_bytes and self._q:
+            self._drop([item], "queue full")
+            return False
+        self._q.append(item)
+        self.queued_bytes += n
+        self.metrics.exporter_queue_bytes.labels(self.name).set(self.queued_bytes)
+        self._idle.clear()
+        self._wake.set()
+        return True
+
+    def _drop(self, items: list[Item], why: str) -> None:
+        spans = sum(i.spans for i in items)
+        self.dropped_spans += spans
+        self.metrics.export_dropped_spans_total.labels(self.name).inc(spans)
+        ids = [tid.hex() for i in items for tid in i.trace_ids][:20]
+        log.warning("exporter %s: dropped %d spans (%s); trace ids: %s", self.name, spans, why,
+                    " ".join(ids))
+
+    def _take_batch(self) -> list[Item]:
+        batch: list[Item] = []
+        spans = size = 0
+        q = self._q
+        while q:
+            it = q[0]
+            if batch and (spans + it.spans > self.batch_max_spans
+                          or size + len(it.blob) > self.batch_max_bytes):
+                break
+            q.popleft()
+            batch.append(it)
+            spans += it.spans
+            size += len(it.blob)
+        return batch
+
+    # -------------------------------------------------------------- sending
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"export-{self.name}")
+
+    async def _run(self) -> None:
+        while True:
+            if not self._q:
+                self._idle.set()
+                if self._stopping:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = self._take_batch()
+            payload = b"".join(i.blob for i in batch)
+            ok = await self._send_with_retry(payload)
+            self.queued_bytes -= len(payload)
+            self.metrics.exporter_queue_bytes.labels(self.name).set(self.queued_bytes)
+            if ok:
+                now = time.monotonic()
+                m = self.metrics
+                for it in batch:
+                    self.sent_spans += it.spans
+                    m.decision_latency_seconds.observe(now - it.t0)
+                    for svc, n in it.services.items():
+                        m.spans_exported_total.labels(svc, self.name).inc(n)
+            else:
+                self.failed_batches += 1
+                self._drop(batch, "export failed")
+
+    async def _send_with_retry(self, payload: bytes) -> bool:
+        delay = 0.1
+        deadline = time.monotonic() + self.retry_max_elapsed
+        while True:
+            try:
+                await self.send(payload)
+                return True
+            except Exception as exc:  # noqa: BLE001 - every failure is counted
+                self.metrics.export_failures_total.labels(self.name).inc()
+                retry = self.retryable(exc)
+                if not retry or time.monotonic() + delay > deadline:
+                    log.error("exporter %s: giving up on a batch of %d bytes: %s",
+                              self.name, len(payload), exc)
+                    return False
+                log.warning("exporter %s: %s; retrying in %.1fs", self.name, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def retryable(self, exc: Exception) -> bool:
+        return False
+
+    async def send(self, payload: bytes) -> None:
+        raise NotImplementedError
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait until everything queued was sent (or given up on)."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    async def close(self, timeout: float) -> None:
+        self._stopping = True
+        self._wake.set()
+        done = await self.flush(timeout)
+        if not done:
+            left = list(self._q)
+            self._q.clear()
+            if left:
+                self._drop(left, "shutdown timeout")
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        pass

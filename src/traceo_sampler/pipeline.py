@@ -1,0 +1,167 @@
+"""The sampling path, independent of any transport: raw request bytes in,
+encoded kept traces out to the exporters (DESIGN.md §1).
+
+Everything here runs on the event loop thread, so the buffer needs no lock.
+The clock is injectable so tests can drive the completion model without
+sleeping.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from .buffer import TraceBuffer, encode_late
+from .config import Config
+from .decider import Decider
+from .exporters.base import Exporter, Item
+from .scan import scan
+
+log = logging.getLogger("traceo_sampler")
+
+
+class IngestResult:
+    __slots__ = ("accepted", "rejected", "errors")
+
+    def __init__(self, accepted: int, rejected: int, errors: list[str]):
+        self.accepted = accepted
+        self.rejected = rejected
+        self.errors = errors
+
+
+class Pipeline:
+    def __init__(self, cfg: Config, metrics, exporters: list[Exporter],
+                 clock: Callable[[], float] = time.monotonic):
+        s = cfg.sampler
+        self.cfg = cfg
+        self.metrics = metrics
+        self.exporters = exporters
+        self.clock = clock
+        self.decider = Decider(s.policies)
+        self.attr_keys = self.decider.attribute_keys
+        self.buffer = TraceBuffer(
+            decision_wait=s.decision_wait.seconds, root_wait=s.root_wait.seconds,
+            idle_timeout=s.idle_timeout.seconds, max_spans_per_trace=s.max_spans_per_trace,
+            memory_limit=s.memory_limit_mib << 20,
+            cache_sampled=s.decision_cache.sampled,
+            cache_not_sampled=s.decision_cache.not_sampled)
+        metrics.buffer_limit_bytes.set(s.memory_limit_mib << 20)
+        self.usd_per_byte = metrics.usd_per_byte
+        # running totals for the summary and /api/status
+        self.spans_in = 0
+        self.bytes_in = 0
+        self.spans_kept = 0
+        self.traces_kept = 0
+        self.traces_dropped = 0
+        self.late_kept = 0
+        self.late_dropped = 0
+        self.by_trigger: dict[str, int] = {}
+        self.by_policy: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ in
+    def ingest(self, data: bytes) -> IngestResult:
+        """Scan and buffer one encoded ExportTraceServiceRequest.
+
+        Raises ValueError when the bytes are not a valid request; invalid
+        spans are counted and reported while the valid ones are kept.
+        """
+        sc = scan(data, self.attr_keys)
+        m = self.metrics
+        if sc.rejected:
+            for reason in sc.reasons:
+                m.invalid_spans_total.labels(reason).inc()
+        if not sc.spans:
+            return IngestResult(0, sc.rejected, sc.errors)
+        now = self.clock()
+        buf = self.buffer
+        room = buf.make_room(sc.span_bytes + 16 * len(sc.spans))
+        if room:
+            self._decide(room, now)
+        res = buf.add(sc, data, now)
+        for svc, (n, nb) in res.per_service.items():
+            label = m.service(svc)
+            m.spans_received_total.labels(label).inc(n)
+            m.bytes_received_total.labels(label).inc(nb)
+            m.cost_usd_total.labels(label, "received").inc(nb * self.usd_per_byte)
+        self.spans_in += len(sc.spans)
+        self.bytes_in += sc.span_bytes
+        if res.late_dropped:
+            self.late_dropped += res.late_dropped
+            m.late_spans_total.labels("not_sampled").inc(res.late_dropped)
+        if res.late_kept:
+            n = len(res.late_kept)
+            self.late_kept += n
+            m.late_spans_total.labels("sampled").inc(n)
+            self._export(encode_late(res.late_kept), n, self._late_services(res.late_kept),
+                         [it[0] for it in res.late_kept], now)
+        if res.full:
+            self._decide([(t, "max_spans") for t in res.full], now)
+        self._gauges()
+        return IngestResult(len(sc.spans), sc.rejected, sc.errors)
+
+    def _late_services(self, items) -> dict[str, int]:
+        # service of a late span: its group's service via the scan tuple
+        out: dict[str, int] = {}
+        for it in items:
+            svc = self.metrics.service(it[7])
+            out[svc] = out.get(svc, 0) + 1
+        return out
+
+    # ------------------------------------------------------------ decide
+    def tick(self) -> int:
+        """Decide every trace that is due; returns how many."""
+        now = self.clock()
+        due = self.buffer.due(now)
+        if due:
+            self._decide(due, now)
+            self._gauges()
+        return len(due)
+
+    def drain(self) -> int:
+        items = self.buffer.drain()
+        self._decide(items, self.clock())
+        self._gauges()
+        return len(items)
+
+    def _decide(self, items, now: float) -> None:
+        m = self.metrics
+        decide = self.decider.decide
+        finish = self.buffer.finish
+        for t, trigger in items:
+            dec = decide(t)
+            out = finish(t, dec.sampled, dec.policy, dec.threshold)
+            self.by_trigger[trigger] = self.by_trigger.get(trigger, 0) + 1
+            if dec.sampled:
+                label = "sampled"
+                self.traces_kept += 1
+                self.spans_kept += t.span_count
+                self.by_policy[dec.policy] = self.by_policy.get(dec.policy, 0) + 1
+                blob, per_service = out
+                services = {}
+                for svc, n in per_service.items():
+                    svc = m.service(svc)
+                    services[svc] = services.get(svc, 0) + n
+                self._export(blob, t.span_count, services, (t.trace_id,), now)
+            else:
+                label = "dropped" if dec.dropped else "not_sampled"
+                self.traces_dropped += 1
+            if not t.root_seen:
+                m.traces_without_root_total.inc()
+            m.traces_decided_total.labels(label, dec.policy, trigger).inc()
+
+    def _export(self, blob: bytes, spans: int, services: dict[str, int], trace_ids, now) -> None:
+        for exp in self.exporters:
+            exp.submit(Item(blob, spans, services, trace_ids, now))
+        # dollars of what leaves, per service, counted once per kept span set
+        if services and spans:
+            per_span = len(blob) / spans
+            for svc, n in services.items():
+                self.metrics.cost_usd_total.labels(svc, "exported").inc(
+                    n * per_span * self.usd_per_byte)
+
+    def _gauges(self) -> None:
+        b = self.buffer
+        m = self.metrics
+        m.buffer_spans.set(b.nspans)
+        m.buffer_bytes.set(b.nbytes)
+        m.buffer_traces.set(b.ntraces)

@@ -1,0 +1,32 @@
+"""Policies: one module per config ``type``, all behind policies.base.Policy.
+
+To change a policy, open the module named after its type (``and``/``not``
+are ``and_.py``/``not_.py`` since those names are Python keywords)."""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import msgspec
+
+from ..config import PolicyCfg, _dec_hook
+from .base import DROPPED, INVERT_NOT_SAMPLED, NOT_SAMPLED, SAMPLED, Policy
+
+_MODULES = {
+    "always_sample": "always_sample", "latency": "latency",
+    "status_code": "status_code", "probabilistic": "probabilistic",
+    "string_attribute": "string_attribute", "numeric_attribute": "numeric_attribute",
+    "boolean_attribute": "boolean_attribute", "span_count": "span_count",
+    "and": "and_", "not": "not_", "drop": "drop",
+}
+
+
+def build(cfg: PolicyCfg | dict[str, Any]) -> Policy:
+    """Build a policy from a validated config (sub-policies arrive as dicts)."""
+    if isinstance(cfg, dict):
+        cfg = msgspec.convert(cfg, PolicyCfg, dec_hook=_dec_hook)
+    mod = importlib.import_module(f".{_MODULES[cfg.type]}", __name__)
+    return mod.build(cfg, build)
+
+
+__all__ = ["build", "Policy", "SAMPLED", "NOT_SAMPLED", "INVERT_NOT_SAMPLED", "DROPPED"]

@@ -1,0 +1,52 @@
+"""The one interface every policy implements.
+
+A policy looks at a trace's summary (kept up to date by the buffer as spans
+arrive) and returns ``(decision, threshold)``: the decision is one of the
+constants below, the threshold the OpenTelemetry rejection threshold T with
+which it sampled (0 when it keeps unconditionally; see tracestate.py).
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+NOT_SAMPLED = 0
+SAMPLED = 1
+# string/numeric/boolean attribute with invert_match and a matching value:
+# as in the Collector, this vetoes the trace unless nothing else applies.
+INVERT_NOT_SAMPLED = 2
+DROPPED = 3
+
+Verdict = tuple[int, int]
+NO: Verdict = (NOT_SAMPLED, 0)
+YES: Verdict = (SAMPLED, 0)
+
+
+class TraceSummary(Protocol):
+    trace_id: bytes
+    span_count: int
+    min_start: int
+    max_end: int
+    status_mask: int          # bit (1 << code) for every Status.code seen
+    root_seen: bool
+    services: set[str]
+    attrs: dict[str, set[Any]] | None   # referenced keys only
+    randomness: int           # R, 56 bits
+    root_name: str
+    root_service: str
+
+
+class Policy(Protocol):
+    name: str
+
+    def evaluate(self, trace: TraceSummary) -> Verdict: ...
+
+    def attribute_keys(self) -> set[str]:
+        """Attribute keys this policy reads, so the scanner extracts them."""
+        ...
+
+
+def attr_values(trace: TraceSummary, key: str) -> set[Any]:
+    a = trace.attrs
+    if not a:
+        return set()
+    return a.get(key) or set()

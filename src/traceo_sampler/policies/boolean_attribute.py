@@ -1,0 +1,24 @@
+"""``boolean_attribute``: a bool attribute equal to ``value``."""
+from .base import INVERT_NOT_SAMPLED, NO, YES, attr_values
+
+
+class BooleanAttribute:
+    def __init__(self, name, key, value, invert=False):
+        self.name = name
+        self.key = key
+        self.value = value
+        self.invert = invert
+
+    def attribute_keys(self) -> set[str]:
+        return {self.key}
+
+    def evaluate(self, trace):
+        hit = any(type(v) is bool and v == self.value for v in attr_values(trace, self.key))
+        if self.invert:
+            return (INVERT_NOT_SAMPLED, 0) if hit else YES
+        return YES if hit else NO
+
+
+def build(cfg, build_sub):
+    c = cfg.boolean_attribute
+    return BooleanAttribute(cfg.name, c.key, c.value, c.invert_match)

@@ -1,0 +1,22 @@
+"""``drop``: when every sub-policy samples, the trace is dropped, whatever
+any other policy says (Collector semantics)."""
+from .base import DROPPED, NO, SAMPLED
+
+
+class Drop:
+    def __init__(self, name, subs):
+        self.name = name
+        self.subs = subs
+
+    def attribute_keys(self) -> set[str]:
+        return set().union(*(s.attribute_keys() for s in self.subs))
+
+    def evaluate(self, trace):
+        for s in self.subs:
+            if s.evaluate(trace)[0] != SAMPLED:
+                return NO
+        return (DROPPED, 0)
+
+
+def build(cfg, build_sub):
+    return Drop(cfg.name, [build_sub(c) for c in cfg.drop["drop_sub_policy"]])

@@ -1,0 +1,31 @@
+"""``latency``: trace duration (latest span end minus earliest span start).
+
+As the Collector: with no upper bound, kept when duration >= threshold_ms;
+with ``upper_threshold_ms``, kept when threshold_ms < duration <= upper.
+Durations are compared in whole milliseconds, as the Collector does.
+"""
+from ..config import LatencyCfg
+from .base import NO, YES
+
+
+class Latency:
+    def __init__(self, name: str, threshold_ms: int, upper_threshold_ms: int = 0):
+        self.name = name
+        self.threshold_ms = threshold_ms
+        self.upper_ms = upper_threshold_ms
+
+    def attribute_keys(self) -> set[str]:
+        return set()
+
+    def evaluate(self, trace):
+        if trace.span_count == 0:
+            return NO
+        ms = (trace.max_end - trace.min_start) // 1_000_000
+        if self.upper_ms:
+            return YES if self.threshold_ms < ms <= self.upper_ms else NO
+        return YES if ms >= self.threshold_ms else NO
+
+
+def build(cfg, build_sub):
+    c = cfg.latency or LatencyCfg()
+    return Latency(cfg.name, c.threshold_ms, c.upper_threshold_ms)

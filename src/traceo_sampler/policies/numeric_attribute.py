@@ -1,0 +1,32 @@
+"""``numeric_attribute``: an int/double attribute within [min_value, max_value].
+
+A ``max_value`` of 0 means no upper bound (Collector semantics since the
+bound became optional)."""
+from .base import INVERT_NOT_SAMPLED, NO, YES, attr_values
+
+
+class NumericAttribute:
+    def __init__(self, name, key, min_value, max_value, invert=False):
+        self.name = name
+        self.key = key
+        self.min = min_value
+        self.max = max_value
+        self.invert = invert
+
+    def attribute_keys(self) -> set[str]:
+        return {self.key}
+
+    def evaluate(self, trace):
+        hit = False
+        for v in attr_values(trace, self.key):
+            if type(v) in (int, float) and v >= self.min and (not self.max or v <= self.max):
+                hit = True
+                break
+        if self.invert:
+            return (INVERT_NOT_SAMPLED, 0) if hit else YES
+        return YES if hit else NO
+
+
+def build(cfg, build_sub):
+    c = cfg.numeric_attribute
+    return NumericAttribute(cfg.name, c.key, c.min_value, c.max_value, c.invert_match)

@@ -1,0 +1,22 @@
+"""``status_code``: keep a trace where any span has one of the status codes."""
+from .base import NO, YES
+
+CODES = {"UNSET": 0, "OK": 1, "ERROR": 2}
+
+
+class StatusCode:
+    def __init__(self, name: str, status_codes: list[str]):
+        self.name = name
+        self.mask = 0
+        for c in status_codes:
+            self.mask |= 1 << CODES[c]
+
+    def attribute_keys(self) -> set[str]:
+        return set()
+
+    def evaluate(self, trace):
+        return YES if trace.status_mask & self.mask else NO
+
+
+def build(cfg, build_sub):
+    return StatusCode(cfg.name, cfg.status_code.status_codes)

@@ -1,0 +1,42 @@
+"""``string_attribute``: a span or resource attribute equals (or, with
+``enabled_regex_matching``, fully matches a regex of) one of ``values``.
+
+``invert_match`` keeps traces where no value matches, and vetoes those where
+one does (the Collector's InvertNotSampled)."""
+import re
+
+from .base import INVERT_NOT_SAMPLED, NO, YES, attr_values
+
+
+class StringAttribute:
+    def __init__(self, name, key, values, regex=False, invert=False):
+        self.name = name
+        self.key = key
+        self.values = frozenset(values)
+        self.patterns = [re.compile(v) for v in values] if regex else None
+        self.invert = invert
+
+    def attribute_keys(self) -> set[str]:
+        return {self.key}
+
+    def _matches(self, trace) -> bool:
+        for v in attr_values(trace, self.key):
+            if not isinstance(v, str):
+                continue
+            if self.patterns is None:
+                if v in self.values:
+                    return True
+            elif any(p.fullmatch(v) for p in self.patterns):
+                return True
+        return False
+
+    def evaluate(self, trace):
+        hit = self._matches(trace)
+        if self.invert:
+            return (INVERT_NOT_SAMPLED, 0) if hit else YES
+        return YES if hit else NO
+
+
+def build(cfg, build_sub):
+    c = cfg.string_attribute
+    return StringAttribute(cfg.name, c.key, c.values, c.enabled_regex_matching, c.invert_match)

@@ -1,0 +1,70 @@
+"""OTLP/gRPC receiver: TraceService/Export taking the request as raw bytes.
+
+No protobuf deserializer runs on the hot path: grpc hands us the bytes and
+the scanner walks them once.
+"""
+from __future__ import annotations
+
+import logging
+
+import grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceResponse,
+)
+
+log = logging.getLogger("traceo_sampler.receivers")
+SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+
+
+def partial_success(rejected: int, errors: list[str]) -> bytes:
+    msg = "; ".join(errors[:10])
+    if len(errors) > 10:
+        msg += f"; and {len(errors) - 10} more"
+    return ExportTraceServiceResponse(partial_success=ExportTracePartialSuccess(
+        rejected_spans=rejected, error_message=msg)).SerializeToString()
+
+
+class OtlpGrpcReceiver:
+    name = "otlp_grpc"
+
+    def __init__(self, endpoint: str, pipeline, metrics, max_recv_mib: int = 16):
+        self.endpoint = endpoint
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.max_bytes = max_recv_mib << 20
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+
+    async def _export(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        m = self.metrics
+        try:
+            res = self.pipeline.ingest(request)
+        except ValueError as exc:
+            m.receiver_requests_total.labels(self.name, "invalid").inc()
+            m.invalid_requests_total.labels(self.name).inc()
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"not a valid ExportTraceServiceRequest: {exc}")
+        if res.rejected:
+            m.receiver_requests_total.labels(self.name, "partial").inc()
+            return partial_success(res.rejected, res.errors)
+        m.receiver_requests_total.labels(self.name, "ok").inc()
+        return b""
+
+    async def start(self) -> None:
+        opts = [("grpc.max_receive_message_length", self.max_bytes),
+                ("grpc.so_reuseport", 0)]
+        self.server = grpc.aio.server(options=opts)
+        handler = grpc.method_handlers_generic_handler(SERVICE, {
+            "Export": grpc.unary_unary_rpc_method_handler(
+                self._export, request_deserializer=None, response_serializer=None)})
+        self.server.add_generic_rpc_handlers((handler,))
+        self.port = self.server.add_insecure_port(self.endpoint)
+        if self.port == 0:
+            raise OSError(f"receivers.otlp.grpc: cannot listen on {self.endpoint}")
+        await self.server.start()
+        log.info("OTLP/gRPC receiver listening on %s", self.endpoint)
+
+    async def stop(self, grace: float = 2.0) -> None:
+        if self.server is not None:
+            await self.server.stop(grace)

@@ -1,0 +1,89 @@
+"""OTLP/HTTP receiver: POST /v1/traces, protobuf or JSON, optionally gzip."""
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import zlib
+
+from aiohttp import web
+from google.rpc import status_pb2  # shipped with grpcio-status / googleapis-common-protos
+
+from ..otlp_json import json_to_request
+from .otlp_grpc import partial_success
+
+log = logging.getLogger("traceo_sampler.receivers")
+
+
+def _status(code: int, message: str) -> bytes:
+    return status_pb2.Status(code=code, message=message).SerializeToString()
+
+
+class OtlpHttpReceiver:
+    name = "otlp_http"
+
+    def __init__(self, endpoint: str, pipeline, metrics, max_recv_mib: int = 16):
+        host, _, port = endpoint.split("://", 1)[-1].rpartition(":")
+        self.host, self.port = host, int(port)
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.max_bytes = max_recv_mib << 20
+        self.runner: web.AppRunner | None = None
+
+    def _bad(self, msg: str, json_req: bool) -> web.Response:
+        self.metrics.receiver_requests_total.labels(self.name, "invalid").inc()
+        self.metrics.invalid_requests_total.labels(self.name).inc()
+        if json_req:
+            return web.json_response({"code": 3, "message": msg}, status=400)
+        return web.Response(status=400, body=_status(3, msg),
+                            content_type="application/x-protobuf")
+
+    async def _traces(self, request: web.Request) -> web.Response:
+        ctype = request.content_type
+        is_json = ctype == "application/json"
+        if ctype not in ("application/x-protobuf", "application/json"):
+            return web.Response(status=415, text=f"unsupported content type {ctype!r}")
+        body = await request.read()
+        enc = request.headers.get("Content-Encoding", "").lower()
+        if enc == "gzip":
+            try:
+                d = zlib.decompressobj(wbits=31)
+                body = d.decompress(body, self.max_bytes + 1)
+                if len(body) > self.max_bytes or d.unconsumed_tail:
+                    return web.Response(status=413, text="decompressed body too large")
+            except (zlib.error, gzip.BadGzipFile) as exc:
+                return self._bad(f"invalid gzip body: {exc}", is_json)
+        elif enc not in ("", "identity"):
+            return web.Response(status=415, text=f"unsupported content encoding {enc!r}")
+        if is_json:
+            try:
+                body = json_to_request(json.loads(body))
+            except (ValueError, UnicodeDecodeError) as exc:
+                return self._bad(f"invalid OTLP JSON: {exc}", True)
+        try:
+            res = self.pipeline.ingest(body)
+        except ValueError as exc:
+            return self._bad(f"not a valid ExportTraceServiceRequest: {exc}", is_json)
+        if res.rejected:
+            self.metrics.receiver_requests_total.labels(self.name, "partial").inc()
+            out = partial_success(res.rejected, res.errors)
+        else:
+            self.metrics.receiver_requests_total.labels(self.name, "ok").inc()
+            out = b""
+        if is_json:
+            from ..otlp_json import response_to_json
+            return web.json_response(response_to_json(out))
+        return web.Response(body=out, content_type="application/x-protobuf")
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=self.max_bytes)
+        app.router.add_post("/v1/traces", self._traces)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.host, self.port)
+        await site.start()
+        log.info("OTLP/HTTP receiver listening on %s:%d", self.host, self.port)
+
+    async def stop(self, grace: float = 2.0) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()

@@ -1,0 +1,61 @@
+"""Every metric of the sampler, declared in one table (DESIGN.md §4).
+
+Names are public: dashboards, alert rules and outside tests read them.
+The ``service`` label is capped (``telemetry.max_services``): services past
+the cap are reported as ``service="other"``.
+"""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+PREFIX = "traceo_sampler_"
+
+# name, kind, help, labels[, buckets]
+METRICS: list[tuple] = [
+    ("spans_received_total", Counter, "Valid spans received", ("service",)),
+    ("bytes_received_total", Counter, "Encoded span bytes received", ("service",)),
+    ("spans_exported_total", Counter, "Spans handed to and acknowledged by an exporter", ("service", "exporter")),
+    ("traces_decided_total", Counter, "Traces decided, by decision, attributed policy and trigger", ("decision", "policy", "trigger")),
+    ("late_spans_total", Counter, "Spans arriving after their trace was decided", ("decision",)),
+    ("buffer_spans", Gauge, "Spans held in the trace buffer", ()),
+    ("buffer_bytes", Gauge, "Bytes accounted to the trace buffer", ()),
+    ("buffer_traces", Gauge, "Traces held in the trace buffer", ()),
+    ("buffer_limit_bytes", Gauge, "Memory limit of the trace buffer", ()),
+    ("decision_latency_seconds", Histogram, "From a trace's decision trigger to the export acknowledgement", (),
+     (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)),
+    ("orphan_spans_total", Counter, "Spans whose parent never arrived by decision time", ("service",)),
+    ("traces_without_root_total", Counter, "Traces decided without a root span", ()),
+    ("clock_skew_spans_total", Counter, "Child spans outside their parent's time range", ("service",)),
+    ("duplicate_spans_total", Counter, "Span IDs seen twice within a trace", ()),
+    ("invalid_spans_total", Counter, "Spans rejected as invalid, by reason", ("reason",)),
+    ("invalid_requests_total", Counter, "Requests rejected as not decodable", ("receiver",)),
+    ("receiver_requests_total", Counter, "Receiver requests by outcome", ("receiver", "outcome")),
+    ("export_failures_total", Counter, "Export attempts that failed", ("exporter",)),
+    ("export_dropped_spans_total", Counter, "Kept spans dropped because an exporter queue was full or gave up", ("exporter",)),
+    ("exporter_queue_bytes", Gauge, "Bytes waiting in an exporter queue", ("exporter",)),
+    ("cost_usd_total", Counter, "Dollars of span bytes, received vs exported", ("service", "stage")),
+]
+
+
+class Metrics:
+    """The instantiated table, on its own registry, with the capped label."""
+
+    def __init__(self, max_services: int = 200, usd_per_gib: float = 0.5):
+        self.registry = CollectorRegistry()
+        self.max_services = max_services
+        self.usd_per_byte = usd_per_gib / float(1 << 30)
+        self._services: set[str] = set()
+        for spec in METRICS:
+            name, kind, doc, labels = spec[:4]
+            kw = {"buckets": spec[4]} if len(spec) > 4 else {}
+            metric = kind(PREFIX + name, doc, labels, registry=self.registry, **kw)
+            setattr(self, name, metric)
+
+    def service(self, name: str) -> str:
+        """The label value for a service, capped in cardinality."""
+        if name in self._services:
+            return name
+        if len(self._services) < self.max_services:
+            self._services.add(name)
+            return name
+        return "other"
