@@ -95,22 +95,27 @@ class Trace:
         while pos < n:
             g = int.from_bytes(d[pos:pos + 4], "little")
             ln = int.from_bytes(d[pos + 4:pos + 8], "little")
-            yield g, pos + 8, ln, (ts.get(pos, "") if ts else "")
+            yield g, pos + 8, ln, (ts.get(pos + 8, "") if ts else "")
             pos += 8 + ln
 
 
 class AddResult:
     """What one ``add`` call did besides buffering."""
 
-    __slots__ = ("late_kept", "late_dropped", "full", "new_traces", "spans", "per_service")
+    __slots__ = ("late_kept", "late_dropped", "full", "new_traces", "spans", "per_service",
+                 "overflow")
 
     def __init__(self):
         # [(trace_id, policy, threshold, resource_header, scope_header,
         #   span_bytes, trace_state, service)]
         self.late_kept: list[tuple] = []
-        self.per_service: dict[str, list[int]] = {}   # service → [spans, bytes]
+        # service → [spans, bytes] of every valid span, late ones included
+        self.per_service: dict[str, list[int]] = {}
         self.late_dropped = 0
         self.full: list[Trace] = []      # reached max_spans_per_trace
+        # spans of a trace that became full earlier in the same request: to
+        # be added again once that trace's decision is remembered
+        self.overflow: list[tuple] = []
         self.new_traces = 0
         self.spans = 0
 
@@ -210,9 +215,20 @@ class TraceBufferPy:
         traces = self.traces
         max_spans = self.max_spans
         per_service = res.per_service
+        full_ids: set[bytes] = set()
         for sp in scan.spans:
             (tid, _sid, parent, start, end, status, _kind, gi, off, ln,
              tstate, name, attrs) = sp
+            if full_ids and tid in full_ids:
+                res.overflow.append(sp)
+                continue
+            svc = groups[gi][2]
+            ps = per_service.get(svc)
+            if ps is None:
+                per_service[svc] = [1, ln]
+            else:
+                ps[0] += 1
+                ps[1] += ln
             t = traces.get(tid)
             if t is None:
                 c = self.cached(tid)
@@ -235,13 +251,6 @@ class TraceBufferPy:
                 gid = gids[gi] = self._group(rh, sh, svc)
             g = self._groups[gid]
             g[3] += 1
-            svc = g[2]
-            ps = per_service.get(svc)
-            if ps is None:
-                per_service[svc] = [1, ln]
-            else:
-                ps[0] += 1
-                ps[1] += ln
             d = t.data
             if tstate:
                 if t.tracestates is None:
@@ -281,11 +290,11 @@ class TraceBufferPy:
                                 t.attrs[k] = {v}
                             elif len(s) < MAX_ATTR_VALUES:
                                 s.add(v)
-            if t.span_count >= max_spans and not t.decided:
+            if t.span_count >= max_spans:
                 t.decided = True
                 res.full.append(t)
-        for t in res.full:
-            self._remove(t)
+                full_ids.add(tid)
+                self._remove(t)
         return res
 
     # ------------------------------------------------------------ completion

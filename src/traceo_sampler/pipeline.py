@@ -29,6 +29,16 @@ class IngestResult:
         self.errors = errors
 
 
+class _Spans:
+    """Scan-shaped view of a subset of a request's spans."""
+
+    __slots__ = ("groups", "spans")
+
+    def __init__(self, groups, spans):
+        self.groups = groups
+        self.spans = spans
+
+
 class Pipeline:
     def __init__(self, cfg: Config, metrics, exporters: list[Exporter],
                  clock: Callable[[], float] = time.monotonic):
@@ -78,13 +88,25 @@ class Pipeline:
         if room:
             self._decide(room, now)
         res = buf.add(sc, data, now)
+        self._after_add(res, now)
+        if res.full:
+            self._decide([(t, "max_spans") for t in res.full], now)
+            if res.overflow:
+                # the rest of a trace that filled up within this request now
+                # follows its decision, like any late span
+                self._after_add(buf.add(_Spans(sc.groups, res.overflow), data, now), now)
+        self.spans_in += len(sc.spans)
+        self.bytes_in += sc.span_bytes
+        self._gauges()
+        return IngestResult(len(sc.spans), sc.rejected, sc.errors)
+
+    def _after_add(self, res, now: float) -> None:
+        m = self.metrics
         for svc, (n, nb) in res.per_service.items():
             label = m.service(svc)
             m.spans_received_total.labels(label).inc(n)
             m.bytes_received_total.labels(label).inc(nb)
             m.cost_usd_total.labels(label, "received").inc(nb * self.usd_per_byte)
-        self.spans_in += len(sc.spans)
-        self.bytes_in += sc.span_bytes
         if res.late_dropped:
             self.late_dropped += res.late_dropped
             m.late_spans_total.labels("not_sampled").inc(res.late_dropped)
@@ -94,10 +116,6 @@ class Pipeline:
             m.late_spans_total.labels("sampled").inc(n)
             self._export(encode_late(res.late_kept), n, self._late_services(res.late_kept),
                          [it[0] for it in res.late_kept], now)
-        if res.full:
-            self._decide([(t, "max_spans") for t in res.full], now)
-        self._gauges()
-        return IngestResult(len(sc.spans), sc.rejected, sc.errors)
 
     def _late_services(self, items) -> dict[str, int]:
         # service of a late span: its group's service via the scan tuple
