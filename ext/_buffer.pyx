@@ -32,6 +32,30 @@ cdef inline bytes _varint(Py_ssize_t n):
     return (<char*>buf)[:i + 1]
 
 
+cdef inline Py_ssize_t _vlen(Py_ssize_t n):
+    cdef Py_ssize_t k = 1
+    while n > 0x7F:
+        n >>= 7
+        k += 1
+    return k
+
+
+cdef inline Py_ssize_t _wvarint(unsigned char* w, Py_ssize_t n):
+    cdef Py_ssize_t i = 0
+    while n > 0x7F:
+        w[i] = (n & 0x7F) | 0x80
+        n >>= 7
+        i += 1
+    w[i] = n
+    return i + 1
+
+
+cdef inline bytes _suffix(str trace_state):
+    """The appended Span.trace_state field (tag 3, length-delimited)."""
+    cdef bytes val = trace_state.encode()
+    return b"\x1a" + _varint(len(val)) + val
+
+
 cdef inline bytes _field(int tag, bytes payload):
     return bytes((tag,)) + _varint(len(payload)) + payload
 
@@ -390,12 +414,22 @@ cdef class TraceBuffer:
             d = min(d, t.root_arrival + self.root_wait)
         return d
 
-    def trigger(self, Trace t):
-        cands = [(t.first_arrival + self.decision_wait, "max_wait"),
-                 (t.last_arrival + self.idle_timeout, "idle")]
+    cpdef str trigger(self, Trace t):
+        # the earliest rule wins; ties go to idle, then max_wait, then root,
+        # as the pure twin's min() over (time, name) pairs
+        cdef double mw = t.first_arrival + self.decision_wait
+        cdef double idle = t.last_arrival + self.idle_timeout
+        cdef double best = idle
+        cdef str name = "idle"
+        if mw < best:
+            best = mw
+            name = "max_wait"
         if t.root_seen:
-            cands.append((t.root_arrival + self.root_wait, "root"))
-        return min(cands)[1]
+            mw = t.root_arrival + self.root_wait
+            if mw < best:
+                best = mw
+                name = "root"
+        return name
 
     def due(self, double now, Py_ssize_t limit=1 << 30):
         cdef list out = []
@@ -452,52 +486,122 @@ cdef class TraceBuffer:
 
     # ------------------------------------------------------------ output
     def finish(self, Trace t, bint sampled, str policy, threshold):
+        """Remember the decision, release the trace's headers, and, when it
+        is kept, return (blob, spans_per_service) — see the pure twin."""
         self.remember(t.trace_id, sampled, policy, threshold)
-        cdef dict counts = {}
-        cdef dict by_group
-        cdef dict merged
         cdef const unsigned char* d = <const unsigned char*>PyByteArray_AS_STRING(t.data)
         cdef Py_ssize_t n = PyByteArray_GET_SIZE(t.data)
         cdef Py_ssize_t pos = 0
         cdef uint32_t gid, ln
-        ts_map = t.tracestates
-        out = None
-        if sampled:
-            by_group = {}
-            merged = {}
-            while pos < n:
-                memcpy(&gid, d + pos, 4)
-                memcpy(&ln, d + pos + 4, 4)
-                ts = ts_map.get(pos + 8, "") if ts_map else ""
-                suffix = merged.get(ts)
-                if suffix is None:
-                    val = merge_threshold(ts, threshold).encode()
-                    suffix = b"\x1a" + _varint(len(val)) + val
-                    merged[ts] = suffix
-                span = (<const char*>d)[pos + 8:pos + 8 + ln] + suffix
-                lst = by_group.get(gid)
-                if lst is None:
-                    lst = []
-                    by_group[gid] = lst
-                lst.append(b"\x12" + _varint(len(span)) + span)
-                pos += 8 + ln
-            blob = encode_groups([(self._groups[g][0], self._groups[g][1], s)
-                                  for g, s in by_group.items()])
-            per_service = {}
-            for g, s in by_group.items():
-                counts[g] = len(s)
-                svc = self._groups[g][2]
-                per_service[svc] = per_service.get(svc, 0) + len(s)
-            out = (blob, per_service)
-        else:
+        cdef dict counts = {}
+        if not sampled:
             while pos < n:
                 memcpy(&gid, d + pos, 4)
                 memcpy(&ln, d + pos + 4, 4)
                 counts[gid] = counts.get(gid, 0) + 1
                 pos += 8 + ln
+            for g, c in counts.items():
+                self._release(g, c)
+            return None
+        out = self._encode(t, threshold, counts)
+        per_service = {}
         for g, c in counts.items():
+            svc = self._groups[g][2]
+            per_service[svc] = per_service.get(svc, 0) + c
             self._release(g, c)
-        return out
+        return (out, per_service)
+
+    cdef bytes _encode(self, Trace t, threshold, dict counts):
+        # Two passes over the entries: sizes first, then one output buffer
+        # written with memcpy. Spans are grouped by (resource, scope) in
+        # order of first appearance, scopes under their resource header.
+        cdef const unsigned char* d = <const unsigned char*>PyByteArray_AS_STRING(t.data)
+        cdef Py_ssize_t n = PyByteArray_GET_SIZE(t.data)
+        cdef Py_ssize_t pos = 0, total = 0, body, sbody, k, i, o = 0, p, l
+        cdef unsigned char* w
+        cdef uint32_t gid, ln
+        cdef bytes suffix, rh, sh
+        cdef dict merged = {}
+        ts_map = t.tracestates
+        plain = _suffix(merge_threshold("", threshold))
+        # per group: [list of (pos, ln, suffix)]
+        cdef dict by_group = {}
+        cdef list order = []
+        while pos < n:
+            memcpy(&gid, d + pos, 4)
+            memcpy(&ln, d + pos + 4, 4)
+            if ts_map:
+                ts = ts_map.get(pos + 8)
+                if ts:
+                    suffix = merged.get(ts)
+                    if suffix is None:
+                        suffix = _suffix(merge_threshold(ts, threshold))
+                        merged[ts] = suffix
+                else:
+                    suffix = plain
+            else:
+                suffix = plain
+            lst = by_group.get(gid)
+            if lst is None:
+                lst = []
+                by_group[gid] = lst
+                order.append(gid)
+            lst.append((pos + 8, ln, suffix))
+            pos += 8 + ln
+        # resource header → [gids]
+        cdef dict by_res = {}
+        cdef list res_order = []
+        for g in order:
+            rh = self._groups[g][0]
+            gl = by_res.get(rh)
+            if gl is None:
+                gl = []
+                by_res[rh] = gl
+                res_order.append(rh)
+            gl.append(g)
+            counts[g] = len(by_group[g])
+        # sizes
+        cdef dict scope_body = {}
+        cdef dict res_body = {}
+        for rh in res_order:
+            body = len(rh)
+            for g in by_res[rh]:
+                sh = self._groups[g][1]
+                sbody = len(sh)
+                for (_p, ll, suf) in by_group[g]:
+                    k = <Py_ssize_t>ll + len(<bytes>suf)
+                    sbody += 1 + _vlen(k) + k
+                scope_body[g] = sbody
+                body += 1 + _vlen(sbody) + sbody
+            res_body[rh] = body
+            total += 1 + _vlen(body) + body
+        out = bytearray(total)
+        w = <unsigned char*>PyByteArray_AS_STRING(out)
+        for rh in res_order:
+            w[o] = 0x0A
+            o += 1
+            o += _wvarint(w + o, res_body[rh])
+            memcpy(w + o, PyBytes_AS_STRING(rh), len(rh))
+            o += len(rh)
+            for g in by_res[rh]:
+                sh = self._groups[g][1]
+                w[o] = 0x12
+                o += 1
+                o += _wvarint(w + o, scope_body[g])
+                memcpy(w + o, PyBytes_AS_STRING(sh), len(sh))
+                o += len(sh)
+                for (pp, ll, suf) in by_group[g]:
+                    p = pp
+                    l = ll
+                    k = l + len(<bytes>suf)
+                    w[o] = 0x12
+                    o += 1
+                    o += _wvarint(w + o, k)
+                    memcpy(w + o, d + p, l)
+                    o += l
+                    memcpy(w + o, PyBytes_AS_STRING(suf), len(<bytes>suf))
+                    o += len(<bytes>suf)
+        return bytes(out)
 
     @staticmethod
     def encode_groups(items):

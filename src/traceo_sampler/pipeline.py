@@ -18,6 +18,9 @@ from .exporters.base import Exporter, Item
 from .scan import scan
 
 log = logging.getLogger("traceo_sampler")
+# Kept traces decided together are handed to the exporters as one item of
+# about this size (the exporter batches items further).
+EXPORT_ITEM_BYTES = 1 << 20
 
 
 class IngestResult:
@@ -142,35 +145,58 @@ class Pipeline:
         return len(items)
 
     def _decide(self, items, now: float) -> None:
+        # Counts are gathered per call and applied once per label set:
+        # prometheus-client's labels()/inc() cost more than a decision.
         m = self.metrics
         decide = self.decider.decide
         finish = self.buffer.finish
+        by_trigger = self.by_trigger
+        by_policy = self.by_policy
+        decided: dict[tuple[str, str, str], int] = {}
+        no_root = 0
+        blobs: list[bytes] = []
+        size = spans = 0
+        services: dict[str, int] = {}
+        tids: list[bytes] = []
         for t, trigger in items:
             dec = decide(t)
             out = finish(t, dec.sampled, dec.policy, dec.threshold)
-            self.by_trigger[trigger] = self.by_trigger.get(trigger, 0) + 1
+            by_trigger[trigger] = by_trigger.get(trigger, 0) + 1
             if dec.sampled:
                 label = "sampled"
+                n = t.span_count
                 self.traces_kept += 1
-                self.spans_kept += t.span_count
-                self.by_policy[dec.policy] = self.by_policy.get(dec.policy, 0) + 1
+                self.spans_kept += n
+                by_policy[dec.policy] = by_policy.get(dec.policy, 0) + 1
                 blob, per_service = out
-                services = {}
-                for svc, n in per_service.items():
+                for svc, k in per_service.items():
                     svc = m.service(svc)
-                    services[svc] = services.get(svc, 0) + n
-                self._export(blob, t.span_count, services, (t.trace_id,), now)
+                    services[svc] = services.get(svc, 0) + k
+                blobs.append(blob)
+                tids.append(t.trace_id)
+                size += len(blob)
+                spans += n
+                if size >= EXPORT_ITEM_BYTES:
+                    self._export(b"".join(blobs), spans, services, tids, now)
+                    blobs, size, spans, services, tids = [], 0, 0, {}, []
             else:
                 label = "dropped" if dec.dropped else "not_sampled"
                 self.traces_dropped += 1
             if not t.root_seen:
-                m.traces_without_root_total.inc()
-            m.traces_decided_total.labels(label, dec.policy, trigger).inc()
+                no_root += 1
+            key = (label, dec.policy, trigger)
+            decided[key] = decided.get(key, 0) + 1
+        if blobs:
+            self._export(b"".join(blobs), spans, services, tids, now)
+        for key, n in decided.items():
+            m.traces_decided_total.labels(*key).inc(n)
+        if no_root:
+            m.traces_without_root_total.inc(no_root)
 
     def _export(self, blob: bytes, spans: int, services: dict[str, int], trace_ids, now) -> None:
         for exp in self.exporters:
             exp.submit(Item(blob, spans, services, trace_ids, now))
-        # dollars of what leaves, per service, counted once per kept span set
+        # dollars of what leaves, per service, in proportion to its spans
         if services and spans:
             per_span = len(blob) / spans
             for svc, n in services.items():
