@@ -17,7 +17,7 @@ from traceo_sampler.tracestate import merge_threshold, randomness as _py_randomn
 
 cdef enum:
     ENTRY_HDR = 8
-    TRACE_OVERHEAD = 600
+    TRACE_OVERHEAD = 1000
     MAX_ATTR_VALUES = 64
 
 

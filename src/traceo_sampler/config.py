@@ -278,13 +278,24 @@ POLICY_TYPES = (
 )
 
 
+def _unknown_type(typ: Any, path: str, problems: list[str]) -> None:
+    problems.append(f"{path}.type: unknown policy type {typ!r} "
+                    f"(one of {', '.join(POLICY_TYPES)})")
+
+
 def _check_policy(raw: Any, path: str, problems: list[str]) -> PolicyCfg | None:
+    # Checked before the struct conversion: a policy of an unknown type
+    # usually carries a block named after it, which would otherwise be
+    # reported as an unknown field instead of naming the type.
+    if isinstance(raw, dict) and isinstance(raw.get("type"), str) \
+            and raw["type"] not in POLICY_TYPES:
+        _unknown_type(raw["type"], path, problems)
+        return None
     pol = _convert(raw, PolicyCfg, path, problems)
     if pol is None:
         return None
     if pol.type not in POLICY_TYPES:
-        problems.append(f"{path}.type: unknown policy type {pol.type!r} "
-                        f"(one of {', '.join(POLICY_TYPES)})")
+        _unknown_type(pol.type, path, problems)
         return None
     block_attr = {"and": "and_", "not": "not_"}.get(pol.type, pol.type)
     block = getattr(pol, block_attr)

@@ -11,7 +11,8 @@ import logging
 import time
 from typing import Callable
 
-from .buffer import TraceBuffer, encode_late
+
+from .buffer import ENTRY_HDR, TRACE_OVERHEAD, TraceBuffer, encode_late
 from .config import Config
 from .decider import Decider
 from .exporters.base import Exporter, Item
@@ -87,7 +88,8 @@ class Pipeline:
             return IngestResult(0, sc.rejected, sc.errors)
         now = self.clock()
         buf = self.buffer
-        room = buf.make_room(sc.span_bytes + 16 * len(sc.spans))
+        # upper bound of what this request adds: every span a new trace
+        room = buf.make_room(sc.span_bytes + len(sc.spans) * (ENTRY_HDR + TRACE_OVERHEAD))
         if room:
             self._decide(room, now)
         res = buf.add(sc, data, now)

@@ -12,6 +12,13 @@ MAX_T = 1 << 56
 # 14 hex digits is the full 56-bit precision; trailing zeros are dropped as
 # the specification asks.
 _TH_DIGITS = 14
+# int(x, 16) also accepts a sign, surrounding whitespace, "0x" and "_"; the
+# specification allows hex digits only (1-14 for th, exactly 14 for rv).
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _is_hex(s: str) -> bool:
+    return bool(s) and all(c in _HEX for c in s)
 
 
 def threshold_for_percentage(pct: float) -> int:
@@ -34,23 +41,17 @@ def encode_th(t: int) -> str:
 
 
 def decode_th(s: str) -> int | None:
-    if not s or len(s) > _TH_DIGITS:
+    if not s or len(s) > _TH_DIGITS or not _is_hex(s):
         return None
-    try:
-        return int(s.ljust(_TH_DIGITS, "0"), 16)
-    except ValueError:
-        return None
+    return int(s.ljust(_TH_DIGITS, "0"), 16)
 
 
 def randomness(trace_id: bytes, trace_state: str) -> int:
     """R for a trace: explicit ``rv`` wins over the trace ID's low 56 bits."""
     if trace_state and "rv:" in trace_state:
         rv = ot_subkeys(trace_state).get("rv")
-        if rv is not None and len(rv) == 14:
-            try:
-                return int(rv, 16)
-            except ValueError:
-                pass
+        if rv is not None and len(rv) == 14 and _is_hex(rv):
+            return int(rv, 16)
     return int.from_bytes(trace_id[9:16], "big")
 
 
