@@ -109,8 +109,8 @@ class StringAttributeCfg(_Base):
 
 class NumericAttributeCfg(_Base):
     key: str
-    min_value: int | float = 0
-    max_value: int | float = 0
+    min_value: int | float | None = None   # omitted: no lower bound
+    max_value: int | float | None = None   # omitted: no upper bound
     invert_match: bool = False
 
 
@@ -310,7 +310,7 @@ def _check_policy(raw: Any, path: str, problems: list[str]) -> PolicyCfg | None:
                 problems.append(f"{path}.string_attribute.values[{i}]: invalid regex: {exc}")
     if pol.type == "numeric_attribute":
         na = pol.numeric_attribute
-        if na.max_value and na.max_value < na.min_value:
+        if na.max_value is not None and na.min_value is not None and na.max_value < na.min_value:
             problems.append(f"{path}.numeric_attribute.max_value: must be >= min_value")
     if pol.type == "latency" and pol.latency is not None:
         lat = pol.latency

@@ -1,7 +1,7 @@
 """``numeric_attribute``: an int/double attribute within [min_value, max_value].
 
-A ``max_value`` of 0 means no upper bound (Collector semantics since the
-bound became optional)."""
+Either bound may be omitted and then does not apply (the Collector's
+optional bounds); an explicit 0 is a bound like any other."""
 from .base import INVERT_NOT_SAMPLED, NO, YES, attr_values
 
 
@@ -19,7 +19,8 @@ class NumericAttribute:
     def evaluate(self, trace):
         hit = False
         for v in attr_values(trace, self.key):
-            if type(v) in (int, float) and v >= self.min and (not self.max or v <= self.max):
+            if (type(v) in (int, float) and (self.min is None or v >= self.min)
+                    and (self.max is None or v <= self.max)):
                 hit = True
                 break
         if self.invert:

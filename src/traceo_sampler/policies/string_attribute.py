@@ -1,5 +1,7 @@
 """``string_attribute``: a span or resource attribute equals (or, with
-``enabled_regex_matching``, fully matches a regex of) one of ``values``.
+``enabled_regex_matching``, matches a regex of) one of ``values``. Regexes
+match anywhere in the value unless anchored, as Go's MatchString does in the
+Collector, so pasted Collector patterns keep their meaning.
 
 ``invert_match`` keeps traces where no value matches, and vetoes those where
 one does (the Collector's InvertNotSampled)."""
@@ -26,7 +28,7 @@ class StringAttribute:
             if self.patterns is None:
                 if v in self.values:
                     return True
-            elif any(p.fullmatch(v) for p in self.patterns):
+            elif any(p.search(v) for p in self.patterns):
                 return True
         return False
 
