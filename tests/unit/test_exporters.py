@@ -1,0 +1,94 @@
+"""Exporter queue: bounded in bytes, never blocking the caller; what it
+drops is counted; the file exporter writes Collector-style OTLP JSON."""
+import asyncio
+import json
+
+import grpc
+import pytest
+
+from support_otlp import CaptureSink, make_request, trace
+from traceo_sampler.config import FileExporter as FileCfg
+from traceo_sampler.config import OtlpExporter as OtlpCfg
+from traceo_sampler.exporters.base import Exporter, Item
+from traceo_sampler.exporters.file import FileExporter
+from traceo_sampler.exporters.otlp_grpc import OtlpGrpcExporter
+from traceo_sampler.telemetry import Metrics
+
+
+def item(raw: bytes, spans=1):
+    # a request's bytes are a valid sequence of resource_spans fields
+    return Item(raw, spans, {"svc": spans}, [b"\x01" * 16], 0.0)
+
+
+class Stuck(Exporter):
+    name = "stuck"
+
+    def __init__(self, m, cap):
+        super().__init__(m, cap)
+        self.release = asyncio.Event()
+        self.sent = []
+
+    async def send(self, payload):
+        await self.release.wait()
+        self.sent.append(payload)
+
+
+def test_full_queue_drops_newest_and_counts_without_blocking():
+    async def main():
+        m = Metrics()
+        exp = Stuck(m, cap=3000)
+        exp.start()
+        raw = make_request([trace(2)])
+        accepted = sum(exp.submit(item(raw, 2)) for _ in range(100))
+        await asyncio.sleep(0.05)
+        assert 0 < accepted < 100
+        assert exp.dropped_spans == 2 * (100 - accepted)
+        assert m.export_dropped_spans_total.labels("stuck")._value.get() == exp.dropped_spans
+        exp.release.set()
+        await exp.close(5)
+        assert exp.sent_spans == 2 * accepted
+    asyncio.run(main())
+
+
+def test_otlp_exporter_sends_and_gives_up_when_down():
+    async def main():
+        m = Metrics()
+        with CaptureSink() as sink:
+            exp = OtlpGrpcExporter(OtlpCfg(endpoint=sink.endpoint, compression="gzip"), m)
+            exp.start()
+            raw = make_request([trace(3)])
+            exp.submit(item(raw, 3))
+            assert await exp.flush(10)
+            await exp.close(5)
+            assert sink.requests == [raw]
+            assert m.spans_exported_total.labels("svc", "otlp")._value.get() == 3
+        # nothing listens any more: retried, then counted as failed and dropped
+        exp = OtlpGrpcExporter(OtlpCfg(endpoint=sink.endpoint), m)
+        exp.retry_max_elapsed = 0.5
+        exp.start()
+        exp.submit(item(raw, 3))
+        assert await exp.flush(10)
+        await exp.close(1)
+        assert exp.dropped_spans == 3
+        assert m.export_failures_total.labels("otlp")._value.get() >= 2
+    asyncio.run(main())
+
+
+def test_file_exporter_writes_otlp_json_lines(tmp_path):
+    async def main():
+        m = Metrics()
+        path = tmp_path / "out" / "kept.jsonl"
+        exp = FileExporter(FileCfg(path=str(path)), m)
+        exp.start()
+        t = trace(2, status=2)
+        exp.submit(item(make_request([t]), 2))
+        await exp.close(5)
+        lines = path.read_text().splitlines()
+        assert len(lines) == 1
+        d = json.loads(lines[0])
+        spans = d["resourceSpans"][0]["scopeSpans"][0]["spans"]
+        assert [s["spanId"] for s in spans] == [s["span_id"].hex() for s in t]
+        assert spans[0]["traceId"] == t[0]["trace_id"].hex()
+        assert spans[1]["parentSpanId"] == t[0]["span_id"].hex()
+        assert spans[0]["status"]["code"] == 2
+    asyncio.run(main())
