@@ -707,9 +707,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--services", type=int, default=8)
     ap.add_argument("--error-rate", type=float, default=0.05)
     ap.add_argument("--memory-spans", type=int, default=None, help="spans buffered in phase (c) (default: --spans)")
-    ap.add_argument("--decision-wait", default="2s", help="phase (b) sampler.decision_wait (default %(default)s)")
-    ap.add_argument("--root-wait", default="200ms", help="phase (b) sampler.root_wait (default %(default)s)")
-    ap.add_argument("--idle-timeout", default="1s", help="phase (b) sampler.idle_timeout (default %(default)s)")
+    ap.add_argument("--decision-wait", default="30s", help="phase (b) sampler.decision_wait (default %(default)s)")
+    ap.add_argument("--root-wait", default="2s", help="phase (b) sampler.root_wait (default %(default)s)")
+    ap.add_argument("--idle-timeout", default="5s", help="phase (b) sampler.idle_timeout (default %(default)s)")
     ap.add_argument("--cache", default=str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
                                          / "traceo-sampler-bench"),
                     help="directory keeping built loads between runs (default %(default)s)")
