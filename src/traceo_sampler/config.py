@@ -167,19 +167,46 @@ class Sampler(_Base):
 
 
 # ---------------------------------------------------------------- exporters
+class Tls(_Base):
+    """TLS for an exporter. ``insecure: true`` turns TLS off (plaintext)
+    even for an ``https://`` endpoint, as in the Collector's configtls."""
+
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    insecure: bool = False
+    insecure_skip_verify: bool = False
+    server_name_override: str = ""
+
+
+class Retry(_Base):
+    enabled: bool = True
+    initial_interval: Duration = msgspec.field(default_factory=lambda: Duration("100ms"))
+    max_interval: Duration = msgspec.field(default_factory=lambda: Duration("5s"))
+    max_elapsed: Duration = msgspec.field(default_factory=lambda: Duration("5m"))
+
+
 class OtlpExporter(_Base):
     endpoint: str
+    # grpc (default, port 4317) or http/protobuf (port 4318, path /v1/traces)
+    protocol: Literal["grpc", "http/protobuf"] = "grpc"
     compression: Literal["none", "gzip"] = "none"
     timeout: Duration = msgspec.field(default_factory=lambda: Duration("10s"))
     headers: dict[str, str] = msgspec.field(default_factory=dict)
+    tls: Tls | None = None
+    retry: Retry = msgspec.field(default_factory=Retry)
     batch_max_spans: Positive = 2048
     batch_max_bytes: Positive = 4 * 1024 * 1024
     queue_max_bytes: Positive = 256 * 1024 * 1024
+    # block: receivers push back (RESOURCE_EXHAUSTED / HTTP 429) while the
+    # queue is full; drop_oldest: make room by dropping (counted)
+    queue_full: Literal["block", "drop_oldest"] = "block"
 
 
 class FileExporter(_Base):
     path: str
     queue_max_bytes: Positive = 256 * 1024 * 1024
+    queue_full: Literal["block", "drop_oldest"] = "block"
 
 
 class KafkaExporter(_Base):
@@ -205,6 +232,11 @@ class Telemetry(_Base):
     max_services: Positive = 200
 
 
+class Service(_Base):
+    # how long a SIGTERM drain may spend sending what is queued
+    shutdown_timeout: Duration = msgspec.field(default_factory=lambda: Duration("30s"))
+
+
 class Config(_Base):
     receivers: Receivers = msgspec.field(default_factory=Receivers)
     sampler: Sampler = msgspec.field(default_factory=Sampler)
@@ -212,6 +244,7 @@ class Config(_Base):
     admin: Admin | None = None
     cost: Cost = msgspec.field(default_factory=Cost)
     telemetry: Telemetry = msgspec.field(default_factory=Telemetry)
+    service: Service = msgspec.field(default_factory=Service)
 
 
 DEFAULT_YAML = """\
@@ -355,7 +388,7 @@ def parse(raw: Any) -> Config:
         raise ConfigError([f"config: must be a mapping, got {type(raw).__name__}"])
     sections = {f: t for f, t in (
         ("receivers", Receivers), ("exporters", Exporters), ("admin", Admin),
-        ("cost", Cost), ("telemetry", Telemetry))}
+        ("cost", Cost), ("telemetry", Telemetry), ("service", Service))}
     values: dict[str, Any] = {}
     for key in raw:
         if key not in sections and key != "sampler":
@@ -404,6 +437,7 @@ def parse(raw: Any) -> Config:
         admin=values.get("admin"),
         cost=values.get("cost") or Cost(),
         telemetry=values.get("telemetry") or Telemetry(),
+        service=values.get("service") or Service(),
     )
 
 

@@ -73,6 +73,17 @@ class Pipeline:
         self.by_policy: dict[str, int] = {}
 
     # ------------------------------------------------------------------ in
+    RETRY_AFTER = 1.0   # seconds a pushed-back client is asked to wait
+
+    def backpressure(self) -> bool:
+        """True while an exporter with ``queue_full: block`` is full: the
+        receivers then refuse new spans instead of accepting what would be
+        dropped."""
+        for e in self.exporters:
+            if e.blocking:
+                return True
+        return False
+
     def ingest(self, data: bytes) -> IngestResult:
         """Scan and buffer one encoded ExportTraceServiceRequest.
 

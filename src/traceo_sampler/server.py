@@ -17,7 +17,6 @@ from .telemetry import Metrics
 
 log = logging.getLogger("traceo_sampler")
 TICK = 0.05          # how often due traces are looked for
-SHUTDOWN_TIMEOUT = 30.0
 
 
 class App:
@@ -103,7 +102,7 @@ class App:
         n = self.pipeline.drain()
         log.info("decided %d buffered traces on shutdown", n)
         for e in self.exporters:
-            await e.close(SHUTDOWN_TIMEOUT)
+            await e.close(self.cfg.service.shutdown_timeout.seconds)
         if self.admin is not None:
             await self.admin.stop()
 

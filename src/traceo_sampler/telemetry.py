@@ -31,6 +31,7 @@ METRICS: list[tuple] = [
     ("invalid_requests_total", Counter, "Requests rejected as not decodable", ("receiver",)),
     ("receiver_requests_total", Counter, "Receiver requests by outcome", ("receiver", "outcome")),
     ("export_failures_total", Counter, "Export attempts that failed", ("exporter",)),
+    ("export_rejected_spans_total", Counter, "Spans a backend refused in an OTLP partial success", ("exporter",)),
     ("export_dropped_spans_total", Counter, "Kept spans dropped because an exporter queue was full or gave up", ("exporter",)),
     ("exporter_queue_bytes", Gauge, "Bytes waiting in an exporter queue", ("exporter",)),
     ("cost_usd_total", Counter, "Dollars of span bytes, received vs exported", ("service", "stage")),

@@ -23,8 +23,8 @@ def item(raw: bytes, spans=1):
 class Stuck(Exporter):
     name = "stuck"
 
-    def __init__(self, m, cap):
-        super().__init__(m, cap)
+    def __init__(self, m, cap, queue_full):
+        super().__init__(m, cap, queue_full=queue_full)
         self.release = asyncio.Event()
         self.sent = []
 
@@ -33,20 +33,53 @@ class Stuck(Exporter):
         self.sent.append(payload)
 
 
-def test_full_queue_drops_newest_and_counts_without_blocking():
+def test_drop_oldest_makes_room_and_counts_without_blocking():
     async def main():
         m = Metrics()
-        exp = Stuck(m, cap=3000)
+        exp = Stuck(m, cap=3000, queue_full="drop_oldest")
         exp.start()
-        raw = make_request([trace(2)])
-        accepted = sum(exp.submit(item(raw, 2)) for _ in range(100))
-        await asyncio.sleep(0.05)
-        assert 0 < accepted < 100
-        assert exp.dropped_spans == 2 * (100 - accepted)
-        assert m.export_dropped_spans_total.labels("stuck")._value.get() == exp.dropped_spans
+        raws = [make_request([trace(2)]) for _ in range(100)]
+        for r in raws:
+            assert exp.submit(item(r, 2))
+            await asyncio.sleep(0)
+        assert not exp.blocking
+        dropped = exp.dropped_spans
+        assert dropped > 0
+        assert m.export_dropped_spans_total.labels("stuck")._value.get() == dropped
         exp.release.set()
         await exp.close(5)
-        assert exp.sent_spans == 2 * accepted
+        sent = b"".join(exp.sent)
+        assert sent.endswith(raws[-1])          # the newest survived
+        assert raws[1] not in sent               # an old one made room
+        assert exp.sent_spans + dropped == 200
+    asyncio.run(main())
+
+
+def test_block_accepts_decided_traces_and_signals_backpressure():
+    async def main():
+        m = Metrics()
+        exp = Stuck(m, cap=3000, queue_full="block")
+        exp.start()
+        for _ in range(50):
+            exp.submit(item(make_request([trace(2)]), 2))
+        assert exp.blocking and exp.dropped_spans == 0
+        exp.release.set()
+        assert await exp.flush(5)
+        assert not exp.blocking and exp.sent_spans == 100
+        await exp.close(1)
+    asyncio.run(main())
+
+
+def test_close_gives_up_after_timeout_and_counts():
+    async def main():
+        m = Metrics()
+        exp = Stuck(m, cap=1 << 20, queue_full="block")
+        exp.start()
+        for _ in range(5):
+            exp.submit(item(make_request([trace(3)]), 3))
+        await asyncio.sleep(0.05)
+        await exp.close(0.2)      # the backend never answers
+        assert exp.dropped_spans >= 12   # everything not in flight, counted
     asyncio.run(main())
 
 
@@ -65,6 +98,7 @@ def test_otlp_exporter_sends_and_gives_up_when_down():
         # nothing listens any more: retried, then counted as failed and dropped
         exp = OtlpGrpcExporter(OtlpCfg(endpoint=sink.endpoint), m)
         exp.retry_max_elapsed = 0.5
+        exp.retry_initial = 0.05
         exp.start()
         exp.submit(item(raw, 3))
         assert await exp.flush(10)

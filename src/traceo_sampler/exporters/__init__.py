@@ -9,8 +9,12 @@ from .base import Exporter
 def build(cfg: Exporters, metrics) -> list[Exporter]:
     out: list[Exporter] = []
     if cfg.otlp is not None:
-        from .otlp_grpc import OtlpGrpcExporter
-        out.append(OtlpGrpcExporter(cfg.otlp, metrics))
+        if cfg.otlp.protocol == "http/protobuf":
+            from .otlp_http import OtlpHttpExporter
+            out.append(OtlpHttpExporter(cfg.otlp, metrics, "otlp"))
+        else:
+            from .otlp_grpc import OtlpGrpcExporter
+            out.append(OtlpGrpcExporter(cfg.otlp, metrics, "otlp"))
     if cfg.file is not None:
         from .file import FileExporter
         out.append(FileExporter(cfg.file, metrics))

@@ -2,15 +2,24 @@
 
 Items are already-encoded ``resource_spans`` fields of one trace (or of late
 spans); a batch is their concatenation, which is a valid
-``ExportTraceServiceRequest``. The queue is bounded in bytes. When full, the
-newest item is dropped, counted and logged — the receivers are never blocked
-by a slow or dead backend beyond that bound.
+``ExportTraceServiceRequest``. The queue is bounded in bytes. What happens
+when it is full is the exporter's ``queue_full`` policy:
+
+* ``block`` (default): the receivers push back — gRPC ``RESOURCE_EXHAUSTED``
+  with a retry delay, HTTP 429 with ``Retry-After`` — so clients keep the
+  spans rather than the sampler accepting what it would drop. Traces already
+  buffered are still decided and queued (the buffer bounds that overshoot).
+* ``drop_oldest``: the oldest queued items make room; counted and logged.
+
+Nothing is dropped silently: every drop is counted in
+``export_dropped_spans_total{exporter}`` and logged with its trace IDs.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
 import logging
+import random
 import time
 
 log = logging.getLogger("traceo_sampler.exporters")
@@ -29,15 +38,21 @@ class Item:
 
 class Exporter:
     """Subclasses implement ``name`` and ``async send(payload: bytes) -> None``
-    (raise on failure; ``retryable`` says whether to try again)."""
+    (raise on failure); ``retryable(exc)`` says whether to try again and
+    ``retry_after(exc)`` the delay the server asked for, if any."""
 
     name = "exporter"
-    retry_max_elapsed = 30.0
 
     def __init__(self, metrics, queue_max_bytes: int, batch_max_spans: int = 2048,
-                 batch_max_bytes: int = 4 << 20):
+                 batch_max_bytes: int = 4 << 20, queue_full: str = "block",
+                 retry=None):
         self.metrics = metrics
         self.queue_max_bytes = queue_max_bytes
+        self.queue_full = queue_full
+        self.retry_enabled = retry.enabled if retry is not None else True
+        self.retry_initial = retry.initial_interval.seconds if retry is not None else 0.1
+        self.retry_max_interval = retry.max_interval.seconds if retry is not None else 5.0
+        self.retry_max_elapsed = retry.max_elapsed.seconds if retry is not None else 300.0
         self.batch_max_spans = batch_max_spans
         self.batch_max_bytes = batch_max_bytes
         self._q: collections.deque[Item] = collections.deque()
@@ -47,16 +62,34 @@ class Exporter:
         self._idle.set()
         self._task: asyncio.Task | None = None
         self._stopping = False
+        self._abandon_at: float | None = None
+        self._inflight: list[Item] = []
         self.sent_spans = 0
         self.dropped_spans = 0
         self.failed_batches = 0
 
     # -------------------------------------------------------------- queue
+    @property
+    def full(self) -> bool:
+        return self.queued_bytes >= self.queue_max_bytes
+
+    @property
+    def blocking(self) -> bool:
+        """True while receivers should refuse new data for this exporter."""
+        return self.queue_full == "block" and self.full
+
     def submit(self, item: Item) -> bool:
         n = len(item.blob)
-        if self.queued_bytes + n > self.queue_max_bytes and self._q:
-            self._drop([item], "queue full")
-            return False
+        if self.queue_full == "drop_oldest":
+            dropped = []
+            # queued_bytes includes the batch in flight; only items still
+            # waiting in the deque can be dropped
+            while self._q and self.queued_bytes + n > self.queue_max_bytes:
+                old = self._q.popleft()
+                self.queued_bytes -= len(old.blob)
+                dropped.append(old)
+            if dropped:
+                self._drop(dropped, "queue full, oldest dropped")
         self._q.append(item)
         self.queued_bytes += n
         self.metrics.exporter_queue_bytes.labels(self.name).set(self.queued_bytes)
@@ -101,8 +134,10 @@ class Exporter:
                 await self._wake.wait()
                 continue
             batch = self._take_batch()
+            self._inflight = batch
             payload = b"".join(i.blob for i in batch)
             ok = await self._send_with_retry(payload)
+            self._inflight = []
             self.queued_bytes -= len(payload)
             self.metrics.exporter_queue_bytes.labels(self.name).set(self.queued_bytes)
             if ok:
@@ -118,7 +153,7 @@ class Exporter:
                 self._drop(batch, "export failed")
 
     async def _send_with_retry(self, payload: bytes) -> bool:
-        delay = 0.1
+        backoff = self.retry_initial
         deadline = time.monotonic() + self.retry_max_elapsed
         while True:
             try:
@@ -126,17 +161,31 @@ class Exporter:
                 return True
             except Exception as exc:  # noqa: BLE001 - every failure is counted
                 self.metrics.export_failures_total.labels(self.name).inc()
-                retry = self.retryable(exc)
-                if not retry or time.monotonic() + delay > deadline:
+                if not (self.retry_enabled and self.retryable(exc)):
+                    log.error("exporter %s: permanent error, batch of %d bytes not sent: %s",
+                              self.name, len(payload), exc)
+                    return False
+                # exponential backoff with ±50 % jitter; the server's own
+                # delay (RetryInfo / Retry-After) wins when it asks for more
+                delay = backoff * random.uniform(0.5, 1.5)
+                hint = self.retry_after(exc)
+                if hint is not None and hint > delay:
+                    delay = hint
+                if self._stopping and self._abandon_at is not None:
+                    deadline = min(deadline, self._abandon_at)
+                if time.monotonic() + delay > deadline:
                     log.error("exporter %s: giving up on a batch of %d bytes: %s",
                               self.name, len(payload), exc)
                     return False
-                log.warning("exporter %s: %s; retrying in %.1fs", self.name, exc, delay)
+                log.warning("exporter %s: %s; retrying in %.2fs", self.name, exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                backoff = min(backoff * 2, self.retry_max_interval)
 
     def retryable(self, exc: Exception) -> bool:
         return False
+
+    def retry_after(self, exc: Exception) -> float | None:
+        return None
 
     async def send(self, payload: bytes) -> None:
         raise NotImplementedError
@@ -150,11 +199,15 @@ class Exporter:
             return False
 
     async def close(self, timeout: float) -> None:
+        """Send what is queued, retrying until ``timeout``; then count and
+        log by trace ID whatever could not be sent."""
         self._stopping = True
+        self._abandon_at = time.monotonic() + timeout
         self._wake.set()
         done = await self.flush(timeout)
         if not done:
-            left = list(self._q)
+            left = self._inflight + list(self._q)
+            self._inflight = []
             self._q.clear()
             if left:
                 self._drop(left, "shutdown timeout")

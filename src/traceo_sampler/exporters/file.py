@@ -15,7 +15,7 @@ class FileExporter(Exporter):
     name = "file"
 
     def __init__(self, cfg: FileCfg, metrics):
-        super().__init__(metrics, cfg.queue_max_bytes, 8192, 8 << 20)
+        super().__init__(metrics, cfg.queue_max_bytes, 8192, 8 << 20, cfg.queue_full)
         self.path = cfg.path
         d = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(d, exist_ok=True)

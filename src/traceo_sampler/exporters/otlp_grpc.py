@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from ..config import OtlpExporter as OtlpCfg
 from .base import Exporter
+from .tls import grpc_credentials, host_port, uses_tls
 
 log = logging.getLogger("traceo_sampler.exporters")
 METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+# The OTLP specification's retryable gRPC codes.
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
              grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED,
              grpc.StatusCode.CANCELLED, grpc.StatusCode.OUT_OF_RANGE,
@@ -22,18 +25,36 @@ def _identity(b: bytes) -> bytes:
     return b
 
 
+def retry_info_delay(exc: grpc.aio.AioRpcError) -> float | None:
+    """The server's RetryInfo.retry_delay from grpc-status-details-bin."""
+    for key, value in exc.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            try:
+                st = status_pb2.Status.FromString(value)
+            except Exception:  # noqa: BLE001 - a malformed hint is no hint
+                return None
+            for detail in st.details:
+                if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                    ri = error_details_pb2.RetryInfo()
+                    detail.Unpack(ri)
+                    return ri.retry_delay.seconds + ri.retry_delay.nanos / 1e9
+    return None
+
+
 class OtlpGrpcExporter(Exporter):
     name = "otlp"
 
-    def __init__(self, cfg: OtlpCfg, metrics):
-        super().__init__(metrics, cfg.queue_max_bytes, cfg.batch_max_spans, cfg.batch_max_bytes)
+    def __init__(self, cfg: OtlpCfg, metrics, name: str = "otlp"):
+        super().__init__(metrics, cfg.queue_max_bytes, cfg.batch_max_spans, cfg.batch_max_bytes,
+                         cfg.queue_full, cfg.retry)
+        self.name = name
         self.cfg = cfg
-        ep = cfg.endpoint
-        secure = ep.startswith("https://")
-        target = ep.split("://", 1)[-1]
+        target = host_port(cfg.endpoint)
         opts = [("grpc.max_send_message_length", 64 << 20)]
-        if secure:
-            self.channel = grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(), options=opts)
+        if uses_tls(cfg.endpoint, cfg.tls):
+            if cfg.tls is not None and cfg.tls.server_name_override:
+                opts.append(("grpc.ssl_target_name_override", cfg.tls.server_name_override))
+            self.channel = grpc.aio.secure_channel(target, grpc_credentials(cfg.tls), options=opts)
         else:
             self.channel = grpc.aio.insecure_channel(target, options=opts)
         self._call = self.channel.unary_unary(
@@ -48,12 +69,19 @@ class OtlpGrpcExporter(Exporter):
                                 compression=self.compression)
         ps = resp.partial_success
         if ps.rejected_spans:
+            # the backend keeps the rest; what it rejected is not retried
             self.metrics.export_failures_total.labels(self.name).inc()
-            log.warning("exporter otlp: backend rejected %d spans: %s", ps.rejected_spans,
-                        ps.error_message)
+            self.metrics.export_rejected_spans_total.labels(self.name).inc(ps.rejected_spans)
+            log.warning("exporter %s: backend rejected %d spans: %s", self.name,
+                        ps.rejected_spans, ps.error_message)
 
     def retryable(self, exc: Exception) -> bool:
         return isinstance(exc, grpc.aio.AioRpcError) and exc.code() in RETRYABLE
+
+    def retry_after(self, exc: Exception) -> float | None:
+        if isinstance(exc, grpc.aio.AioRpcError):
+            return retry_info_delay(exc)
+        return None
 
     async def aclose(self) -> None:
         await self.channel.close()

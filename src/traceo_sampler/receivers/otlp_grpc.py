@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 
 import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTracePartialSuccess,
     ExportTraceServiceResponse,
@@ -25,6 +27,16 @@ def partial_success(rejected: int, errors: list[str]) -> bytes:
         rejected_spans=rejected, error_message=msg)).SerializeToString()
 
 
+def retry_info_trailer(message: str, delay: float) -> tuple:
+    """grpc-status-details-bin carrying RetryInfo, which OTLP clients honour."""
+    d = duration_pb2.Duration(seconds=int(delay), nanos=int((delay % 1) * 1e9))
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.RetryInfo(retry_delay=d))
+    st = status_pb2.Status(code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], message=message,
+                           details=[detail])
+    return (("grpc-status-details-bin", st.SerializeToString()),)
+
+
 class OtlpGrpcReceiver:
     name = "otlp_grpc"
 
@@ -38,6 +50,11 @@ class OtlpGrpcReceiver:
 
     async def _export(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         m = self.metrics
+        if self.pipeline.backpressure():
+            m.receiver_requests_total.labels(self.name, "backpressure").inc()
+            msg = "exporter queue full; retry later"
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, msg,
+                                trailing_metadata=retry_info_trailer(msg, self.pipeline.RETRY_AFTER))
         try:
             res = self.pipeline.ingest(request)
         except ValueError as exc:

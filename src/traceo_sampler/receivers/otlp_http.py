@@ -43,6 +43,10 @@ class OtlpHttpReceiver:
         is_json = ctype == "application/json"
         if ctype not in ("application/x-protobuf", "application/json"):
             return web.Response(status=415, text=f"unsupported content type {ctype!r}")
+        if self.pipeline.backpressure():
+            self.metrics.receiver_requests_total.labels(self.name, "backpressure").inc()
+            return web.Response(status=429, text="exporter queue full; retry later\n",
+                                headers={"Retry-After": str(int(self.pipeline.RETRY_AFTER))})
         body = await request.read()
         enc = request.headers.get("Content-Encoding", "").lower()
         if enc == "gzip":

@@ -1,0 +1,454 @@
+"""One-pass scanner of encoded OTLP ``ExportTraceServiceRequest`` bytes.
+
+The exact contract (result layout, validation rules, error messages) is in
+``docs/scan-contract.md``. This module holds:
+
+* ``Scanner`` -- the protocol both implementations satisfy;
+* ``scan_py`` / ``ScanResultPy`` -- the pure-Python twin, the reference the
+  compiled scanner (``ext/_scan.pyx`` -> ``traceo_sampler._scan``) is tested
+  against field by field;
+* ``scan`` -- the implementation picked at import (``accel.compiled``), and
+  ``IMPLEMENTATION`` (``"cython"`` or ``"python"``) saying which one it is.
+
+Points the contract leaves open, decided the same way in both twins:
+
+* Span numbers in ``errors`` count every span met in the request (valid or
+  not), from 0.
+* Validation order: trace_id length, trace_id zero, span_id length, span_id
+  zero, parent_span_id length, end before start; only the first failure is
+  reported. ``trace_state``/``name`` are decoded only for valid spans.
+* Attribute values of unsupported kinds (array, kvlist, string_value_strindex,
+  no value) are ignored: they neither enter the dict nor remove an earlier
+  occurrence of the same key. ``service`` is the value of the last
+  ``service.name`` attribute holding a ``string_value``.
+* Repeated occurrences of a singular message field (``Span.status``,
+  ``KeyValue.value``, ``ResourceSpans.resource``) merge, as protobuf does.
+* Only the messages the scanner needs are walked and checked: the request,
+  ``ResourceSpans``, ``Resource`` and its attributes, ``ScopeSpans``,
+  ``Span``, ``Status``, and span attributes when ``attr_keys`` is not empty.
+  Everything else (events, links, scope, unmatched values, unknown fields) is
+  skipped by its length without looking inside.
+* When ``attr_keys`` is empty, attribute keys are not decoded at all (span
+  attributes are skipped, resource keys are compared as bytes with
+  ``service.name``); when it is not empty every attribute key met is decoded,
+  so invalid UTF-8 in any key raises.
+* Also invalid, like protobuf says: field number 0, a varint longer than 10
+  bytes. Enum fields (``kind``, ``Status.code``) are read as int32, as
+  protobuf does (a negative enum comes out negative).
+* ``resource_attrs`` is one dict shared by all the groups of a ResourceSpans.
+  ``data`` may be any bytes-like object; offsets index into it.
+"""
+from __future__ import annotations
+
+import struct
+from typing import Any, Protocol
+
+__all__ = [
+    "IMPLEMENTATION",
+    "Group",
+    "ScanResultLike",
+    "ScanResultPy",
+    "Scanner",
+    "SpanEntry",
+    "scan",
+    "scan_py",
+]
+
+_MASK64 = (1 << 64) - 1
+_SERVICE_NAME = b"service.name"
+_unpack_double = struct.Struct("<d").unpack_from
+_unpack_u64 = struct.Struct("<Q").unpack_from
+_unpack_u32 = struct.Struct("<I").unpack_from
+_pack_u64 = struct.Struct("<Q").pack
+_ZERO16 = bytes(16)
+_ZERO8 = bytes(8)
+
+# AnyValue oneof kinds (the field numbers); 0 = no value set.
+_AV_STRING, _AV_BOOL, _AV_INT, _AV_DOUBLE, _AV_BYTES = 1, 2, 3, 4, 7
+
+
+Group = tuple[bytes, bytes, str, dict[str, Any] | None]
+"""(resource_header, scope_header, service, resource_attrs)"""
+SpanEntry = tuple[
+    bytes, bytes, bytes, int, int, int, int, int, int, int, str, str, dict[str, Any] | None
+]
+"""(trace_id, span_id, parent_span_id, start_ns, end_ns, status_code, kind,
+group, offset, length, trace_state, name, attrs)"""
+
+
+class ScanResultLike(Protocol):
+    """What callers may rely on in a scan result (both twins provide it)."""
+
+    @property
+    def groups(self) -> list[Group]: ...
+    @property
+    def spans(self) -> list[SpanEntry]: ...
+    @property
+    def rejected(self) -> int: ...
+    @property
+    def errors(self) -> list[str]: ...
+    @property
+    def reasons(self) -> list[str]: ...
+    @property
+    def span_bytes(self) -> int: ...
+
+
+class Scanner(Protocol):
+    """``scan(data, attr_keys) -> ScanResult``; see docs/scan-contract.md."""
+
+    def __call__(self, data: bytes, attr_keys: frozenset[str], /) -> ScanResultLike: ...
+
+
+class ScanResultPy:
+    """Result of ``scan_py``; same attributes as ``_scan.ScanResult``."""
+
+    __slots__ = ("groups", "spans", "rejected", "errors", "reasons", "span_bytes")
+    groups: list[Group]
+    spans: list[SpanEntry]
+    rejected: int
+    errors: list[str]
+    reasons: list[str]
+    span_bytes: int
+
+    def __init__(
+        self,
+        groups: list[Group],
+        spans: list[SpanEntry],
+        rejected: int,
+        errors: list[str],
+        reasons: list[str],
+        span_bytes: int,
+    ) -> None:
+        self.groups = groups
+        self.spans = spans
+        self.rejected = rejected
+        self.errors = errors
+        self.reasons = reasons
+        self.span_bytes = span_bytes
+
+    def __repr__(self) -> str:
+        return (
+            f"ScanResultPy(groups={len(self.groups)}, spans={len(self.spans)}, "
+            f"rejected={self.rejected}, span_bytes={self.span_bytes})"
+        )
+
+
+def _varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    """Decode the varint at ``pos`` (must end before ``end``)."""
+    if pos >= end:
+        raise ValueError(f"truncated varint at byte {pos}")
+    b = data[pos]
+    if b < 0x80:
+        return b, pos + 1
+    result = b & 0x7F
+    shift = 7
+    i = pos + 1
+    while True:
+        if i >= end:
+            raise ValueError(f"truncated varint at byte {pos}")
+        if i - pos >= 10:
+            raise ValueError(f"varint longer than 10 bytes at byte {pos}")
+        b = data[i]
+        result |= (b & 0x7F) << shift
+        i += 1
+        if b < 0x80:
+            return result & _MASK64, i
+        shift += 7
+
+
+def _field(data: bytes, pos: int, end: int) -> tuple[int, int, int, int]:
+    """Read the field at ``pos``: returns (tag, value, body, next_pos).
+
+    value: the varint / fixed value, or the length for wire type 2 (whose
+    body starts at ``body``).
+    """
+    tag_pos = pos
+    b = data[pos]
+    if b < 0x80:
+        tag = b
+        pos += 1
+    else:
+        tag, pos = _varint(data, pos, end)
+    if tag < 8:
+        raise ValueError(f"invalid field number 0 at byte {tag_pos}")
+    wt = tag & 7
+    if wt == 2:
+        if pos < end and data[pos] < 0x80:
+            ln = data[pos]
+            pos += 1
+        else:
+            ln, pos = _varint(data, pos, end)
+        if ln > end - pos:
+            raise ValueError(
+                f"field {tag >> 3} at byte {tag_pos}: length {ln} runs past the end "
+                f"of its enclosing message (byte {end})"
+            )
+        return tag, ln, pos, pos + ln
+    if wt == 0:
+        v, pos = _varint(data, pos, end)
+        return tag, v, pos, pos
+    if wt == 1:
+        if end - pos < 8:
+            raise ValueError(
+                f"field {tag >> 3} at byte {tag_pos}: truncated fixed64 "
+                f"(enclosing message ends at byte {end})"
+            )
+        return tag, _unpack_u64(data, pos)[0], pos, pos + 8
+    if wt == 5:
+        if end - pos < 4:
+            raise ValueError(
+                f"field {tag >> 3} at byte {tag_pos}: truncated fixed32 "
+                f"(enclosing message ends at byte {end})"
+            )
+        return tag, _unpack_u32(data, pos)[0], pos, pos + 4
+    raise ValueError(f"field {tag >> 3} at byte {tag_pos}: invalid wire type {wt}")
+
+
+def _decode(data: bytes, start: int, length: int, what: str) -> str:
+    try:
+        return data[start : start + length].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"invalid UTF-8 in {what} at byte {start}") from None
+
+
+def _int32(v: int) -> int:
+    v &= 0xFFFFFFFF
+    return v - 0x100000000 if v & 0x80000000 else v
+
+
+class _PyScan:
+    __slots__ = (
+        "data",
+        "attr_keys",
+        "groups",
+        "spans",
+        "errors",
+        "reasons",
+        "rejected",
+        "span_bytes",
+        "span_index",
+        "service",
+    )
+
+    def __init__(self, data: bytes, attr_keys: frozenset[str]) -> None:
+        self.data = data
+        self.attr_keys = attr_keys
+        self.groups: list[tuple] = []
+        self.spans: list[tuple] = []
+        self.errors: list[str] = []
+        self.reasons: list[str] = []
+        self.rejected = 0
+        self.span_bytes = 0
+        self.span_index = 0
+        self.service = ""
+
+    # -- messages ---------------------------------------------------------
+    def request(self) -> None:
+        data = self.data
+        pos, end = 0, len(data)
+        while pos < end:
+            tag, ln, body, pos = _field(data, pos, end)
+            if tag == 0x0A:  # field 1, wire type 2: resource_spans
+                self.resource_spans(body, body + ln)
+
+    def header(self, pos: int, end: int) -> bytes:
+        """Raw bytes of every field in [pos, end) except field 2."""
+        data = self.data
+        pieces = []
+        while pos < end:
+            start = pos
+            tag, _, _, pos = _field(data, pos, end)
+            if tag != 0x12:  # field 2, wire type 2
+                pieces.append(data[start:pos])
+        return b"".join(pieces)
+
+    def resource_spans(self, pos: int, end: int) -> None:
+        data = self.data
+        header = self.header(pos, end)
+        self.service = ""
+        rattrs = None
+        p = pos
+        while p < end:
+            tag, ln, body, p = _field(data, p, end)
+            if tag == 0x0A:  # resource (repeated occurrences merge)
+                rattrs = self.resource(body, body + ln, rattrs)
+        service = self.service
+        p = pos
+        while p < end:
+            tag, ln, body, p = _field(data, p, end)
+            if tag == 0x12:  # scope_spans
+                self.scope_spans(body, body + ln, header, service, rattrs)
+
+    def resource(self, pos: int, end: int, rattrs: dict | None) -> dict | None:
+        data = self.data
+        while pos < end:
+            tag, ln, body, pos = _field(data, pos, end)
+            if tag == 0x0A:  # attributes
+                rattrs = self.key_value(body, body + ln, rattrs, True)
+        return rattrs
+
+    def scope_spans(
+        self, pos: int, end: int, resource_header: bytes, service: str, rattrs: dict | None
+    ) -> None:
+        data = self.data
+        group = len(self.groups)
+        self.groups.append((resource_header, self.header(pos, end), service, rattrs))
+        while pos < end:
+            tag, ln, body, pos = _field(data, pos, end)
+            if tag == 0x12:  # spans
+                self.span(body, ln, group)
+
+    def key_value(self, pos: int, end: int, d: dict | None, resource: bool) -> dict | None:
+        data = self.data
+        key_pos = pos
+        key_len = 0
+        vkind = 0
+        vval = 0
+        vlen = 0
+        while pos < end:
+            tag, ln, body, pos = _field(data, pos, end)
+            if tag == 0x0A:  # key
+                key_pos, key_len = body, ln
+            elif tag == 0x12:  # value: AnyValue; occurrences merge
+                p, vend = body, body + ln
+                while p < vend:
+                    vtag, v, vbody, p = _field(data, p, vend)
+                    fn = vtag >> 3
+                    wt = vtag & 7
+                    if fn == 1 or fn == 7 or fn == 5 or fn == 6:
+                        if wt == 2:
+                            vkind, vval, vlen = fn, vbody, v
+                    elif fn == 2 or fn == 3 or fn == 8:
+                        if wt == 0:
+                            vkind, vval = fn, v
+                    elif fn == 4:
+                        if wt == 1:
+                            vkind, vval = fn, v
+        attr_keys = self.attr_keys
+        if attr_keys:
+            key = _decode(data, key_pos, key_len, "attribute key")
+            matched = key in attr_keys
+            is_service = resource and key == "service.name"
+        else:
+            key = None
+            matched = False
+            is_service = resource and data[key_pos : key_pos + key_len] == _SERVICE_NAME
+        if not (matched or is_service):
+            return d
+        if vkind == _AV_STRING:
+            value: Any = _decode(data, vval, vlen, "attribute value")
+            if is_service:
+                self.service = value
+        elif vkind == _AV_BOOL:
+            value = vval != 0
+        elif vkind == _AV_INT:
+            value = vval - (1 << 64) if vval >> 63 else vval
+        elif vkind == _AV_DOUBLE:
+            value = _as_double(vval)
+        elif vkind == _AV_BYTES:
+            value = data[vval : vval + vlen]
+        else:
+            return d
+        if matched:
+            if d is None:
+                d = {}
+            d[key] = value
+        return d
+
+    def span(self, pos: int, length: int, group: int) -> None:
+        data = self.data
+        end = pos + length
+        index = self.span_index
+        self.span_index = index + 1
+        tid_pos = sid_pos = pid_pos = ts_pos = name_pos = pos
+        tid_len = sid_len = pid_len = ts_len = name_len = 0
+        start_ns = end_ns = kind = code = 0
+        attrs = None
+        attr_keys = self.attr_keys
+        p = pos
+        while p < end:
+            tag, v, body, p = _field(data, p, end)
+            if tag == 0x0A:
+                tid_pos, tid_len = body, v
+            elif tag == 0x12:
+                sid_pos, sid_len = body, v
+            elif tag == 0x1A:
+                ts_pos, ts_len = body, v
+            elif tag == 0x22:
+                pid_pos, pid_len = body, v
+            elif tag == 0x2A:
+                name_pos, name_len = body, v
+            elif tag == 0x30:  # kind (enum: int32)
+                kind = _int32(v)
+            elif tag == 0x39:  # start_time_unix_nano (fixed64)
+                start_ns = v
+            elif tag == 0x41:  # end_time_unix_nano (fixed64)
+                end_ns = v
+            elif tag == 0x4A:  # attributes
+                if attr_keys:
+                    attrs = self.key_value(body, body + v, attrs, False)
+            elif tag == 0x7A:  # status (occurrences merge)
+                q, qend = body, body + v
+                while q < qend:
+                    stag, sv, _, q = _field(data, q, qend)
+                    if stag == 0x18:  # code
+                        code = _int32(sv)
+        reason = None
+        if tid_len != 16:
+            reason, msg = "trace_id_length", f"trace_id must be 16 bytes, got {tid_len}"
+        elif data[tid_pos : tid_pos + 16] == _ZERO16:
+            reason, msg = "trace_id_zero", "trace_id must not be all zero"
+        elif sid_len != 8:
+            reason, msg = "span_id_length", f"span_id must be 8 bytes, got {sid_len}"
+        elif data[sid_pos : sid_pos + 8] == _ZERO8:
+            reason, msg = "span_id_zero", "span_id must not be all zero"
+        elif pid_len != 8 and pid_len != 0:
+            reason = "parent_span_id_length"
+            msg = f"parent_span_id must be 8 bytes or empty, got {pid_len}"
+        elif end_ns < start_ns:
+            reason, msg = "end_before_start", "end_time_unix_nano before start_time_unix_nano"
+        if reason is not None:
+            self.rejected += 1
+            self.errors.append(f"span {index}: {msg}")
+            self.reasons.append(reason)
+            return
+        trace_state = _decode(data, ts_pos, ts_len, "span trace_state")
+        name = _decode(data, name_pos, name_len, "span name")
+        self.span_bytes += length
+        self.spans.append(
+            (
+                data[tid_pos : tid_pos + 16],
+                data[sid_pos : sid_pos + 8],
+                data[pid_pos : pid_pos + pid_len],
+                start_ns,
+                end_ns,
+                code,
+                kind,
+                group,
+                pos,
+                length,
+                trace_state,
+                name,
+                attrs,
+            )
+        )
+
+
+def _as_double(bits: int) -> float:
+    return _unpack_double(_pack_u64(bits))[0]
+
+
+def scan_py(data: bytes, attr_keys: frozenset[str]) -> ScanResultPy:
+    """Pure-Python scanner; see docs/scan-contract.md."""
+    if type(data) is not bytes:
+        data = bytes(data)
+    s = _PyScan(data, attr_keys)
+    s.request()
+    return ScanResultPy(s.groups, s.spans, s.rejected, s.errors, s.reasons, s.span_bytes)
+
+
+from traceo_sampler.accel import compiled as _compiled  # noqa: E402
+
+_c = _compiled("scan")
+scan: Scanner = _c.scan if _c is not None else scan_py
+IMPLEMENTATION = "cython" if _c is not None else "python"
