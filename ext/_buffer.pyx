@@ -371,7 +371,8 @@ cdef class TraceBuffer:
                 t.max_end = end
             t.span_count += 1
             status = sp[5]
-            t.status_mask |= 1 << status
+            if 0 <= status < 32:     # an unknown (even negative) enum value is kept, not matched
+                t.status_mask |= 1 << status
             t.last_arrival = now
             t.services.add(svc)
             if tstate and "rv:" in tstate:

@@ -268,7 +268,8 @@ class TraceBufferPy:
             if end > t.max_end:
                 t.max_end = end
             t.span_count += 1
-            t.status_mask |= 1 << status
+            if 0 <= status < 32:     # an unknown (even negative) enum value is kept, not matched
+                t.status_mask |= 1 << status
             t.last_arrival = now
             t.services.add(svc)
             if t.randomness < 0 or (tstate and "rv:" in tstate):

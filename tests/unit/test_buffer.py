@@ -286,3 +286,14 @@ def test_pure_and_compiled_agree():
                             out[0] if out else None))
             log.append(("late", len(r.late_kept), r.late_dropped, b.nbytes, b.nspans))
     assert log1 == log2
+
+
+def test_unknown_status_codes_are_buffered_not_matched(impl):
+    t = trace(3)
+    t[1]["status"] = -1
+    t[2]["status"] = 7
+    buf = mkbuf(impl)
+    add(impl, buf, make_request([t]), 0.0)
+    tr = buf.traces[t[0]["trace_id"]]
+    assert tr.span_count == 3
+    assert tr.status_mask == (1 << 0) | (1 << 7)
