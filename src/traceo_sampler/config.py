@@ -226,10 +226,18 @@ class Admin(_Base):
 
 class Cost(_Base):
     usd_per_gib: Annotated[float, msgspec.Meta(ge=0)] = 0.50
+    # per-service prices where a team is billed differently
+    per_service: dict[str, Annotated[float, msgspec.Meta(ge=0)]] = msgspec.field(default_factory=dict)
+    # monthly budget in dollars for exported bytes; the alert rule compares
+    # the exported cost rate against it (0 = no budget)
+    monthly_budget_usd: Annotated[float, msgspec.Meta(ge=0)] = 0.0
 
 
 class Telemetry(_Base):
     max_services: Positive = 200
+    # a child starting before / ending after its parent by more than this
+    # counts as clock skew
+    skew_tolerance: Duration = msgspec.field(default_factory=lambda: Duration("5ms"))
 
 
 class Service(_Base):
