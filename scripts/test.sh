@@ -6,6 +6,7 @@
 # Exits non-zero when any test fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+scripts/system-deps.sh || { echo "test: system packages missing" >&2; exit 2; }
 scripts/bootstrap.sh || { echo "test: bootstrap failed" >&2; exit 2; }
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 rc=0

@@ -1,24 +1,18 @@
 """Admin HTTP: /metrics, /healthz, /readyz, /api/status, /status."""
 from __future__ import annotations
 
+import importlib.resources
 import json
 import logging
-import time
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 log = logging.getLogger("traceo_sampler.admin")
 
-_PAGE = """<!doctype html><html><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width,initial-scale=1">
-<title>Traceo Sampler</title>
-<style>:root{color-scheme:light dark}body{font:15px system-ui,sans-serif;margin:1rem}
-pre{white-space:pre-wrap}</style></head><body><h1>Traceo Sampler</h1>
-<pre id="s">loading…</pre><script>
-async function r(){try{const x=await fetch('/api/status');
-document.getElementById('s').textContent=JSON.stringify(await x.json(),null,2)}catch(e){}}
-r();setInterval(r,1000)</script></body></html>"""
+# The /status page: one self-contained file (no CDN), refreshed by fetching
+# /api/status every second; follows the system's light/dark setting.
+_PAGE = (importlib.resources.files("traceo_sampler") / "static" / "status.html").read_text()
 
 
 class Admin:

@@ -7,6 +7,7 @@ sleeping.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from typing import Callable
@@ -17,6 +18,7 @@ from .config import Config
 from .decider import Decider
 from .exporters.base import Exporter, Item
 from .scan import scan
+from .tracestate import encode_th
 
 log = logging.getLogger("traceo_sampler")
 # Kept traces decided together are handed to the exporters as one item of
@@ -60,7 +62,15 @@ class Pipeline:
             cache_sampled=s.decision_cache.sampled,
             cache_not_sampled=s.decision_cache.not_sampled)
         metrics.buffer_limit_bytes.set(s.memory_limit_mib << 20)
+        metrics.cost_budget_usd_monthly.set(cfg.cost.monthly_budget_usd)
         self.usd_per_byte = metrics.usd_per_byte
+        self._usd_overrides = {svc: usd / float(1 << 30)
+                               for svc, usd in cfg.cost.per_service.items()}
+        # service label → [spans in, bytes in, spans out, bytes out]
+        self.by_service: dict[str, list] = {}
+        # the last kept traces, newest last, for /api/status
+        self.recent = collections.deque(maxlen=50)
+        self.decided = 0
         # running totals for the summary and /api/status
         self.spans_in = 0
         self.bytes_in = 0
@@ -116,13 +126,25 @@ class Pipeline:
         self._gauges()
         return IngestResult(len(sc.spans), sc.rejected, sc.errors)
 
+    def usd_per_byte_of(self, service: str) -> float:
+        return self._usd_overrides.get(service, self.usd_per_byte)
+
+    def _svc(self, label: str) -> list:
+        row = self.by_service.get(label)
+        if row is None:
+            row = self.by_service[label] = [0, 0, 0, 0.0]
+        return row
+
     def _after_add(self, res, now: float) -> None:
         m = self.metrics
         for svc, (n, nb) in res.per_service.items():
             label = m.service(svc)
             m.spans_received_total.labels(label).inc(n)
             m.bytes_received_total.labels(label).inc(nb)
-            m.cost_usd_total.labels(label, "received").inc(nb * self.usd_per_byte)
+            m.cost_usd_total.labels(label, "received").inc(nb * self.usd_per_byte_of(svc))
+            row = self._svc(label)
+            row[0] += n
+            row[1] += nb
         if res.late_dropped:
             self.late_dropped += res.late_dropped
             m.late_spans_total.labels("not_sampled").inc(res.late_dropped)
@@ -187,6 +209,10 @@ class Pipeline:
                     services[svc] = services.get(svc, 0) + k
                 blobs.append(blob)
                 tids.append(t.trace_id)
+                self.recent.append({
+                    "trace_id": t.trace_id.hex(), "policy": dec.policy, "trigger": trigger,
+                    "spans": n, "services": sorted(per_service),
+                    "threshold": encode_th(dec.threshold), "at": time.time()})
                 size += len(blob)
                 spans += n
                 if size >= EXPORT_ITEM_BYTES:
@@ -199,6 +225,7 @@ class Pipeline:
                 no_root += 1
             key = (label, dec.policy, trigger)
             decided[key] = decided.get(key, 0) + 1
+            self.decided += 1
         if blobs:
             self._export(b"".join(blobs), spans, services, tids, now)
         for key, n in decided.items():
@@ -209,12 +236,17 @@ class Pipeline:
     def _export(self, blob: bytes, spans: int, services: dict[str, int], trace_ids, now) -> None:
         for exp in self.exporters:
             exp.submit(Item(blob, spans, services, trace_ids, now))
-        # dollars of what leaves, per service, in proportion to its spans
+        # bytes and dollars of what leaves, per service, in proportion to
+        # its spans (a blob mixes services; its bytes are not split exactly)
         if services and spans:
             per_span = len(blob) / spans
             for svc, n in services.items():
+                nb = n * per_span
+                row = self._svc(svc)
+                row[2] += n
+                row[3] += nb
                 self.metrics.cost_usd_total.labels(svc, "exported").inc(
-                    n * per_span * self.usd_per_byte)
+                    nb * self.usd_per_byte_of(svc))
 
     def _gauges(self) -> None:
         b = self.buffer

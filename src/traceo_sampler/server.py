@@ -3,6 +3,7 @@ then drains: receivers stop, every buffered trace is decided and exported."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import signal
@@ -30,33 +31,88 @@ class App:
         self.started = time.time()
         self._stop = asyncio.Event()
         self._ticker: asyncio.Task | None = None
+        self._sampler: asyncio.Task | None = None
+        self._history: collections.deque = collections.deque(maxlen=11)
 
     # ----------------------------------------------------------- status
     def ready(self) -> tuple[bool, str]:
         b = self.pipeline.buffer
+        if not self.receivers or self._stop.is_set():
+            return False, "receivers not listening"
         if b.nbytes > 0.9 * b.memory_limit:
             return False, "buffer above 90% of its memory limit"
-        if not self.receivers:
-            return False, "receivers not listening"
+        for e in self.exporters:
+            if not e.reachable:
+                return False, f"exporter {e.name} unreachable: {e.last_error}"
         return True, ""
+
+    def _rates(self) -> dict:
+        """Spans/s in and out over the last ~10 s of samples."""
+        h = self._history
+        if len(h) < 2:
+            return {"spans_in_per_s": 0.0, "spans_out_per_s": 0.0}
+        (t0, i0, o0), (t1, i1, o1) = h[0], h[-1]
+        dt = max(t1 - t0, 1e-9)
+        return {"spans_in_per_s": round((i1 - i0) / dt, 1),
+                "spans_out_per_s": round((o1 - o0) / dt, 1)}
 
     def status(self) -> dict:
         p = self.pipeline
         b = p.buffer
+        m = self.metrics
+        decided = max(p.decided, 1)
+        services = {}
+        for svc, (si, bi, so, bo) in sorted(p.by_service.items()):
+            usd = p.usd_per_byte_of(svc)
+            services[svc] = {
+                "spans_received": si, "bytes_received": bi,
+                "spans_exported": so, "bytes_exported": round(bo),
+                "keep_ratio": round(so / si, 4) if si else 0.0,
+                "usd_received": round(bi * usd, 6), "usd_exported": round(bo * usd, 6)}
+        usd_in = sum(v["usd_received"] for v in services.values())
+        usd_out = sum(v["usd_exported"] for v in services.values())
         return {
             "uptime_s": round(time.time() - self.started, 3),
+            "throughput": self._rates(),
             "spans_received": p.spans_in,
             "bytes_received": p.bytes_in,
             "spans_kept": p.spans_kept,
+            "traces_decided": p.decided,
             "traces_kept": p.traces_kept,
             "traces_not_kept": p.traces_dropped,
+            "keep_ratio_traces": round(p.traces_kept / decided, 4) if p.decided else 0.0,
+            "keep_ratio_spans": round(p.spans_kept / p.spans_in, 4) if p.spans_in else 0.0,
+            "kept_by_policy": {k: {"traces": v, "share_of_decided": round(v / decided, 4)}
+                               for k, v in sorted(p.by_policy.items())},
+            "decisions_by_trigger": dict(sorted(p.by_trigger.items())),
             "late_spans": {"sampled": p.late_kept, "not_sampled": p.late_dropped},
-            "decisions_by_trigger": p.by_trigger,
-            "kept_by_policy": p.by_policy,
+            "consistency": self.consistency(),
             "buffer": {"spans": b.nspans, "traces": b.ntraces, "bytes": b.nbytes,
-                       "limit_bytes": b.memory_limit},
+                       "limit_bytes": b.memory_limit,
+                       "occupancy": round(b.nbytes / b.memory_limit, 4)},
+            "services": services,
+            "cost": {"usd_per_gib": self.cfg.cost.usd_per_gib,
+                     "usd_received": round(usd_in, 6), "usd_exported": round(usd_out, 6),
+                     "saving_ratio": round(1 - usd_out / usd_in, 4) if usd_in else 0.0},
             "exporters": {e.name: {"sent_spans": e.sent_spans, "dropped_spans": e.dropped_spans,
-                                   "queued_bytes": e.queued_bytes} for e in self.exporters},
+                                   "queued_bytes": e.queued_bytes,
+                                   "queue_max_bytes": e.queue_max_bytes}
+                          for e in self.exporters},
+            "recent_kept": list(reversed(p.recent)),
+        }
+
+    def consistency(self) -> dict:
+        m = self.metrics
+
+        def total(metric) -> float:
+            return sum(s.value for fam in metric.collect() for s in fam.samples
+                       if s.name.endswith("_total"))
+        return {
+            "orphan_spans": total(m.orphan_spans_total),
+            "traces_without_root": total(m.traces_without_root_total),
+            "clock_skew_spans": total(m.clock_skew_spans_total),
+            "duplicate_spans": total(m.duplicate_spans_total),
+            "invalid_spans": total(m.invalid_spans_total),
         }
 
     # ----------------------------------------------------------- lifecycle
@@ -82,6 +138,14 @@ class App:
             self.admin = Admin(self.cfg.admin.endpoint, self)
             await self.admin.start()
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
+        self._sampler = asyncio.get_running_loop().create_task(self._sample())
+
+    async def _sample(self) -> None:
+        p = self.pipeline
+        while not self._stop.is_set():
+            self._history.append((time.monotonic(), p.spans_in,
+                                  sum(e.sent_spans for e in self.exporters)))
+            await asyncio.sleep(1.0)
 
     async def _tick(self) -> None:
         p = self.pipeline
@@ -99,6 +163,8 @@ class App:
         self._stop.set()
         if self._ticker is not None:
             await self._ticker
+        if self._sampler is not None:
+            self._sampler.cancel()
         n = self.pipeline.drain()
         log.info("decided %d buffered traces on shutdown", n)
         for e in self.exporters:
@@ -108,7 +174,7 @@ class App:
 
     def summary(self) -> dict:
         s = self.status()
-        s["keep_ratio_spans"] = round(s["spans_kept"] / s["spans_received"], 4) if s["spans_received"] else 0.0
+        del s["recent_kept"]
         return s
 
 

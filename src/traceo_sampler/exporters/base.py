@@ -64,6 +64,9 @@ class Exporter:
         self._stopping = False
         self._abandon_at: float | None = None
         self._inflight: list[Item] = []
+        # whether the last attempt reached the backend (for /readyz)
+        self.reachable = True
+        self.last_error = ""
         self.sent_spans = 0
         self.dropped_spans = 0
         self.failed_batches = 0
@@ -158,9 +161,12 @@ class Exporter:
         while True:
             try:
                 await self.send(payload)
+                self.reachable = True
                 return True
             except Exception as exc:  # noqa: BLE001 - every failure is counted
                 self.metrics.export_failures_total.labels(self.name).inc()
+                self.reachable = not self.retryable(exc)
+                self.last_error = str(exc)[:200]
                 if not (self.retry_enabled and self.retryable(exc)):
                     log.error("exporter %s: permanent error, batch of %d bytes not sent: %s",
                               self.name, len(payload), exc)
