@@ -22,7 +22,7 @@ def cmd_serve(args) -> int:
     if cfg is None:
         return 1
     from .server import serve
-    return serve(cfg, args.ready_file)
+    return serve(cfg, args.ready_file, args.config)
 
 
 def cmd_validate(args) -> int:

@@ -6,6 +6,7 @@ import asyncio
 import collections
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -172,33 +173,103 @@ class App:
         if self.admin is not None:
             await self.admin.stop()
 
+    # ----------------------------------------------------------- reload
+    def reload(self, new: Config) -> list[str]:
+        """Apply a new, already validated config without losing buffered
+        traces or the decision cache: policies are rebuilt and the timers
+        updated in place. Returns the sections that need a restart to take
+        effect (receivers, exporters, admin, cache sizes)."""
+        from .decider import Decider
+        p = self.pipeline
+        decider = Decider(new.sampler.policies)      # may raise: nothing changed yet
+        p.decider = decider
+        p.attr_keys = decider.attribute_keys
+        b = p.buffer
+        s = new.sampler
+        b.decision_wait = s.decision_wait.seconds
+        b.root_wait = s.root_wait.seconds
+        b.idle_timeout = s.idle_timeout.seconds
+        b.max_spans = s.max_spans_per_trace
+        b.memory_limit = s.memory_limit_mib << 20
+        self.metrics.buffer_limit_bytes.set(b.memory_limit)
+        old = self.cfg
+        not_applied = [name for name in ("receivers", "exporters", "admin")
+                       if getattr(old, name) != getattr(new, name)]
+        if old.sampler.decision_cache != s.decision_cache:
+            not_applied.append("sampler.decision_cache")
+        self.cfg = new
+        return not_applied
+
+    def reload_from(self, path: str) -> bool:
+        from .config import ConfigError, load
+        try:
+            new = load(path)
+            not_applied = self.reload(new)
+        except ConfigError as exc:
+            self.metrics.config_reloads_total.labels("rejected").inc()
+            for problem in exc.problems:
+                log.error("config reload rejected, keeping the running config: %s", problem)
+            return False
+        except Exception as exc:  # noqa: BLE001 - a bad reload must not kill the process
+            self.metrics.config_reloads_total.labels("rejected").inc()
+            log.error("config reload failed, keeping the running config: %s", exc)
+            return False
+        self.metrics.config_reloads_total.labels("applied").inc()
+        log.info("config reloaded from %s: %d policies", path, len(new.sampler.policies))
+        if not_applied:
+            log.warning("changed but applied only after a restart: %s", ", ".join(not_applied))
+        return True
+
+    async def watch(self, path: str, interval: float = 1.0) -> None:
+        """Reload when the file changes (mtime or size)."""
+        def stamp():
+            try:
+                st = os.stat(path)
+                return (st.st_mtime_ns, st.st_size)
+            except OSError:
+                return None
+        last = stamp()
+        while not self._stop.is_set():
+            await asyncio.sleep(interval)
+            cur = stamp()
+            if cur is not None and cur != last:
+                last = cur
+                self.reload_from(path)
+
     def summary(self) -> dict:
         s = self.status()
         del s["recent_kept"]
         return s
 
 
-async def _serve(cfg: Config, ready_file: str | None) -> int:
+async def _serve(cfg: Config, ready_file: str | None, config_path: str | None) -> int:
     app = App(cfg)
     await app.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    watcher = None
+    if config_path is not None:
+        # hot reload: SIGHUP, or the file changing on disk
+        loop.add_signal_handler(signal.SIGHUP, app.reload_from, config_path)
+        watcher = loop.create_task(app.watch(config_path))
     log.info("traceo-sampler serving; Ctrl-C or SIGTERM drains and exits")
     if ready_file:
         with open(ready_file, "w") as fh:
             fh.write(json.dumps({"grpc_port": next(
                 (r.port for r in app.receivers if r.name == "otlp_grpc"), None)}))
     await stop.wait()
+    if watcher is not None:
+        watcher.cancel()
     await app.shutdown()
     print(json.dumps({"summary": app.summary()}), file=sys.stderr, flush=True)
     return 0
 
 
-def serve(cfg: Config, ready_file: str | None = None) -> int:
+def serve(cfg: Config, ready_file: str | None = None, config_path: str | None = None) -> int:
     try:
         import uvloop
-        return uvloop.run(_serve(cfg, ready_file))
     except ImportError:
-        return asyncio.run(_serve(cfg, ready_file))
+        return asyncio.run(_serve(cfg, ready_file, config_path))
+    return uvloop.run(_serve(cfg, ready_file, config_path))

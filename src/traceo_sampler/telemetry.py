@@ -35,6 +35,7 @@ METRICS: list[tuple] = [
     ("export_dropped_spans_total", Counter, "Kept spans dropped because an exporter queue was full or gave up", ("exporter",)),
     ("exporter_queue_bytes", Gauge, "Bytes waiting in an exporter queue", ("exporter",)),
     ("cost_usd_total", Counter, "Dollars of span bytes, received vs exported", ("service", "stage")),
+    ("config_reloads_total", Counter, "Config reloads (SIGHUP or file change), applied or rejected", ("outcome",)),
     ("cost_budget_usd_monthly", Gauge, "Configured monthly budget for exported bytes (0 = none)", ()),
 ]
 
