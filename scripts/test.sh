@@ -1,19 +1,31 @@
 #!/usr/bin/env bash
-# The whole test suite, from nothing: virtualenv, Cython build, then the
-# tests against the compiled hot path and again against the pure-Python
-# twins. Real services the integration tests need (Kafka broker, Jaeger) are
-# fetched/built into the user's caches and started by the tests themselves.
-# Exits non-zero when any test fails.
+# The whole test suite, from nothing: system packages, virtualenv, Cython
+# build, then the tests against the compiled hot path and again against the
+# pure-Python twins, then the integration tests on a real Kafka broker and a
+# real Jaeger. Kafka's jars and Jaeger's binary are fetched/built into the
+# user's caches in the background while the first tests run (a cold Jaeger
+# build takes 10-30 minutes on 2 cores; warm, nothing happens).
+# Exits non-zero when any test fails. Extra arguments go to every pytest run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/system-deps.sh || { echo "test: system packages missing" >&2; exit 2; }
 scripts/bootstrap.sh || { echo "test: bootstrap failed" >&2; exit 2; }
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+logs=$(mktemp -d)
+scripts/jaeger.sh build >"$logs/jaeger-build.log" 2>&1 &
+jaeger_pid=$!
+scripts/kafka.sh fetch >"$logs/kafka-fetch.log" 2>&1 &
+kafka_pid=$!
 rc=0
-echo "== tests, compiled hot path =="
-.venv/bin/python -m pytest -p no:cacheprovider -q tests "$@" || rc=$?
+echo "== unit and e2e tests, compiled hot path =="
+.venv/bin/python -m pytest -p no:cacheprovider -q tests/unit tests/e2e "$@" || rc=$?
 echo "== unit and e2e tests, pure-Python twins (TRACEO_SAMPLER_PURE=1) =="
 TRACEO_SAMPLER_PURE=1 .venv/bin/python -m pytest -p no:cacheprovider -q tests/unit tests/e2e "$@" || rc=$?
+echo "== integration tests: real Kafka broker, real Jaeger =="
+wait $kafka_pid || { echo "test: Kafka fetch failed:" >&2; tail -30 "$logs/kafka-fetch.log" >&2; rc=1; }
+wait $jaeger_pid || { echo "test: Jaeger build failed:" >&2; tail -30 "$logs/jaeger-build.log" >&2; rc=1; }
+.venv/bin/python -m pytest -p no:cacheprovider -q tests/integration "$@" || rc=$?
+rm -rf "$logs"
 if [ "$rc" -ne 0 ]; then
   echo "test: FAILED (exit $rc)" >&2
 else
