@@ -125,6 +125,88 @@ class SpanCountCfg(_Base):
     max_spans: NonNeg = 0
 
 
+NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+# (0, 1): the upper bound is checked in _check_policy, whose message reads
+# like the others ("must be < 1")
+Fraction = Annotated[float, msgspec.Meta(gt=0, le=1)]
+
+
+class RateLimitingCfg(_Base):
+    """Collector field names. ``burst_capacity`` defaults to twice
+    ``spans_per_second``, as in the Collector."""
+
+    spans_per_second: NonNeg
+    burst_capacity: NonNeg | None = None
+
+
+class BytesLimitingCfg(_Base):
+    bytes_per_second: NonNeg
+    burst_capacity: NonNeg | None = None
+
+
+class TraceStateCfg(_Base):
+    key: str
+    values: list[str]
+
+
+class RateAllocationCfg(_Base):
+    policy: str
+    percent: Percent = 0     # 0: an equal share (the Collector's default)
+
+
+class CompositeCfg(_Base):
+    max_total_spans_per_second: NonNeg
+    policy_order: list[str] = msgspec.field(default_factory=list)
+    # validated recursively, see _check_policy
+    composite_sub_policy: list[dict] = msgspec.field(default_factory=list)
+    rate_allocation: list[RateAllocationCfg] = msgspec.field(default_factory=list)
+
+
+class LatencyTailCfg(_Base):
+    """Keep traces slower than a running quantile of their key's durations."""
+
+    quantile: Fraction = 0.99
+    # fields of the key: root_service (alias service.name), root_name,
+    # error, or an attribute key
+    key: list[str] = msgspec.field(default_factory=lambda: ["root_service", "root_name"])
+    max_keys: Positive = 1000
+    warmup_observations: NonNeg = 100
+    fallback_threshold_ms: NonNeg = 1000
+    half_life: Duration = msgspec.field(default_factory=lambda: Duration("5m"))
+    relative_accuracy: Fraction = 0.01
+    max_buckets: Annotated[int, msgspec.Meta(ge=16)] = 2048
+
+
+class ServiceRateEntry(_Base):
+    sampling_percentage: Percent = 100
+    spans_per_second: NonNeg | None = None    # omitted: no cap
+    burst_capacity: NonNeg | None = None      # default: 2 x spans_per_second
+
+
+class ServiceRateCfg(_Base):
+    services: dict[str, ServiceRateEntry] = msgspec.field(default_factory=dict)
+    # unlisted services; omitted: this policy does not sample them
+    default: ServiceRateEntry | None = None
+    match: Literal["any_span", "root"] = "any_span"
+
+
+class AdaptiveCfg(_Base):
+    """A kept-throughput target shared across keys (exactly one target)."""
+
+    target_spans_per_second: PositiveFloat | None = None
+    target_traces_per_second: PositiveFloat | None = None
+    # service.name = the root span's service; error = the error flag;
+    # anything else is an attribute key
+    key_fields: list[str] = msgspec.field(default_factory=lambda: ["service.name"])
+    adjustment_interval: Duration = msgspec.field(default_factory=lambda: Duration("5s"))
+    max_keys: Positive = 1000
+    # traces each active key keeps per interval, at least (in expectation)
+    min_traces_per_interval: NonNegFloat = 1.0
+    # weight of the newest interval in the moving averages (0 < w <= 1)
+    smoothing: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
+
+
 class PolicyCfg(_Base):
     """One policy, in the Collector's tail_sampling shape: name, type, and a
     block named after the type. Sub-policies are kept as raw dicts and
@@ -141,6 +223,13 @@ class PolicyCfg(_Base):
     numeric_attribute: NumericAttributeCfg | None = None
     boolean_attribute: BooleanAttributeCfg | None = None
     span_count: SpanCountCfg | None = None
+    rate_limiting: RateLimitingCfg | None = None
+    bytes_limiting: BytesLimitingCfg | None = None
+    trace_state: TraceStateCfg | None = None
+    composite: CompositeCfg | None = None
+    latency_tail: LatencyTailCfg | None = None
+    service_rate: ServiceRateCfg | None = None
+    adaptive: AdaptiveCfg | None = None
     # composite policies: validated recursively, see _check_policy
     and_: dict | None = msgspec.field(default=None, name="and")
     not_: dict | None = msgspec.field(default=None, name="not")
@@ -148,7 +237,7 @@ class PolicyCfg(_Base):
 
 
 # Types whose config block may be omitted (all their fields have defaults).
-_BLOCK_OPTIONAL = {"always_sample", "latency", "span_count"}
+_BLOCK_OPTIONAL = {"always_sample", "latency", "span_count", "latency_tail"}
 
 
 class DecisionCache(_Base):
@@ -315,7 +404,8 @@ def _convert(obj: Any, typ: type, prefix: str, problems: list[str]) -> Any:
 POLICY_TYPES = (
     "always_sample", "latency", "status_code", "probabilistic",
     "string_attribute", "numeric_attribute", "boolean_attribute",
-    "span_count", "and", "not", "drop",
+    "span_count", "and", "not", "drop", "rate_limiting", "bytes_limiting",
+    "trace_state", "composite", "latency_tail", "service_rate", "adaptive",
 )
 
 
@@ -332,6 +422,16 @@ def _check_policy(raw: Any, path: str, problems: list[str]) -> PolicyCfg | None:
             and raw["type"] not in POLICY_TYPES:
         _unknown_type(raw["type"], path, problems)
         return None
+    if isinstance(raw, dict) and raw.get("type") == "service_rate":
+        # checked one by one first: msgspec names a bad dict entry
+        # "services[...]", this names the service
+        blk = raw.get("service_rate")
+        if isinstance(blk, dict) and isinstance(blk.get("services"), dict):
+            before = len(problems)
+            for svc, entry in blk["services"].items():
+                _convert(entry, ServiceRateEntry, f"{path}.service_rate.services.{svc}", problems)
+            if len(problems) > before:
+                return None
     pol = _convert(raw, PolicyCfg, path, problems)
     if pol is None:
         return None
@@ -357,6 +457,26 @@ def _check_policy(raw: Any, path: str, problems: list[str]) -> PolicyCfg | None:
         lat = pol.latency
         if lat.upper_threshold_ms and lat.upper_threshold_ms < lat.threshold_ms:
             problems.append(f"{path}.latency.upper_threshold_ms: must be >= threshold_ms")
+    if pol.type == "composite":
+        _check_composite(pol.composite, f"{path}.composite", problems)
+    if pol.type == "adaptive":
+        ad = pol.adaptive
+        if (ad.target_spans_per_second is None) == (ad.target_traces_per_second is None):
+            problems.append(f"{path}.adaptive: set exactly one of target_spans_per_second, "
+                            "target_traces_per_second")
+        if not ad.key_fields:
+            problems.append(f"{path}.adaptive.key_fields: must not be empty")
+        if ad.adjustment_interval.seconds <= 0:
+            problems.append(f"{path}.adaptive.adjustment_interval: must be > 0")
+    if pol.type == "latency_tail":
+        lt = pol.latency_tail or LatencyTailCfg()
+        if not lt.key:
+            problems.append(f"{path}.latency_tail.key: must not be empty")
+        for f in ("quantile", "relative_accuracy"):
+            if getattr(lt, f) >= 1:
+                problems.append(f"{path}.latency_tail.{f}: must be < 1")
+        if lt.half_life.seconds <= 0:
+            problems.append(f"{path}.latency_tail.half_life: must be > 0")
     subs_key = {"and": "and_sub_policy", "drop": "drop_sub_policy"}.get(pol.type)
     if subs_key is not None:
         unknown = set(block) - {subs_key}
@@ -378,6 +498,35 @@ def _check_policy(raw: Any, path: str, problems: list[str]) -> PolicyCfg | None:
         else:
             _check_policy(sub, f"{path}.not.not_sub_policy", problems)
     return pol
+
+
+def _check_composite(c: CompositeCfg, path: str, problems: list[str]) -> None:
+    """Sub-policies recursively; policy_order and rate_allocation must name
+    sub-policies (the Collector silently ignores a misspelt name there, which
+    leaves that sub-policy without a budget)."""
+    if not c.composite_sub_policy:
+        problems.append(f"{path}.composite_sub_policy: must be a non-empty list of policies")
+        return
+    names: list[str] = []
+    for i, sub in enumerate(c.composite_sub_policy):
+        sp = _check_policy(sub, f"{path}.composite_sub_policy[{i}]", problems)
+        if sp is not None:
+            if sp.name in names:
+                problems.append(f"{path}.composite_sub_policy[{i}].name: duplicate name {sp.name!r}")
+            names.append(sp.name)
+    if len(names) < len(c.composite_sub_policy):
+        return
+    for i, n in enumerate(c.policy_order):
+        if n not in names:
+            problems.append(f"{path}.policy_order[{i}]: {n!r} is not a composite_sub_policy name")
+    seen: set[str] = set()
+    for i, ra in enumerate(c.rate_allocation):
+        if ra.policy not in names:
+            problems.append(f"{path}.rate_allocation[{i}].policy: "
+                            f"{ra.policy!r} is not a composite_sub_policy name")
+        elif ra.policy in seen:
+            problems.append(f"{path}.rate_allocation[{i}].policy: duplicate {ra.policy!r}")
+        seen.add(ra.policy)
 
 
 def _check_endpoint(ep: str, path: str, problems: list[str]) -> None:

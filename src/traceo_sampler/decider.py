@@ -5,10 +5,19 @@ Collector-compatible: any ``drop`` → dropped; else any inverted match
 not sampled. The first sampling policy in config order is the attribution.
 The recorded threshold is the smallest (most permissive) of the sampling
 policies' thresholds: the trace would have been kept with that probability.
+
+Why that is exact: every policy's threshold for a trace is fixed before its
+randomness R is looked at (stateful policies set it from the traffic before
+the trace), and each samples iff ``R >= T_i``; the trace is kept iff
+``R >= min T_i``, which is the recorded value, so 1/p of it is an unbiased
+weight. Every policy is evaluated for every trace (as in the Collector),
+up to a ``drop`` that fires, so the stateful ones see the traffic their
+rates are measured on (less what is dropped anyway).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from . import policies as _policies
 from .config import PolicyCfg
@@ -28,8 +37,10 @@ NOT_SAMPLED = Decision(False, "", MAX_T)
 
 
 class Decider:
-    def __init__(self, policy_cfgs: list[PolicyCfg]):
-        self.policies = [_policies.build(c) for c in policy_cfgs]
+    def __init__(self, policy_cfgs: list[PolicyCfg], clock: Callable[[], float] | None = None):
+        """``clock``: what stateful policies (limiters, latency_tail,
+        adaptive) read time from; time.monotonic by default."""
+        self.policies = [_policies.build(c, clock) for c in policy_cfgs]
         keys: set[str] = set()
         for p in self.policies:
             keys |= p.attribute_keys()

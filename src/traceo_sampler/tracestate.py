@@ -98,3 +98,86 @@ def merge_threshold(trace_state: str, t: int) -> str:
         parts.append(part)
     parts.insert(0, "th:" + encode_th(t))
     return ",".join(["ot=" + ";".join(parts)] + others)
+
+
+# ------------------------------------------------------------ composition
+def threshold_for_probability(p: float) -> int:
+    """Rejection threshold T keeping probability ``p`` (0..1)."""
+    if p >= 1.0:
+        return 0
+    if p <= 0.0:
+        return MAX_T
+    return MAX_T - round(MAX_T * p)
+
+
+def compose(t_in: int, fraction: float) -> int:
+    """Threshold keeping ``fraction`` of the traces that already passed ``t_in``.
+
+    A limiter's probability is relative to what reaches it: when the traces
+    it sees were already filtered by ``R >= t_in`` (an upstream sampler's
+    ``th``, or an earlier part of an ``and``), keeping a fraction ``f`` of
+    them means the absolute probability ``p_in * f``, i.e. the threshold
+    returned here; kept traces still satisfy ``R >= T`` and ``T >= t_in``.
+    """
+    if fraction >= 1.0:
+        return t_in
+    if fraction <= 0.0:
+        return MAX_T
+    kept = round((MAX_T - t_in) * fraction)
+    return MAX_T - kept if kept > 0 else MAX_T
+
+
+def upstream_threshold(trace_state: str) -> int:
+    """The ``th`` an upstream sampler recorded (0 when none or invalid)."""
+    if not trace_state or "th:" not in trace_state:
+        return 0
+    t = decode_th(ot_subkeys(trace_state).get("th", ""))
+    return 0 if t is None else t
+
+
+# ------------------------------------------------------------ W3C tracestate
+_MAX_MEMBERS = 32
+_LC = frozenset("abcdefghijklmnopqrstuvwxyz")
+_KEY_CHARS = _LC | frozenset("0123456789_-*/")
+
+
+def _valid_key(k: str) -> bool:
+    tenant, at, system = k.partition("@")
+    if not at:
+        return 1 <= len(k) <= 256 and k[0] in _LC and all(c in _KEY_CHARS for c in k)
+    return (1 <= len(tenant) <= 241 and (tenant[0] in _LC or tenant[0].isdigit())
+            and tenant.isascii() and all(c in _KEY_CHARS for c in tenant)
+            and 1 <= len(system) <= 14 and system[0] in _LC
+            and all(c in _KEY_CHARS for c in system))
+
+
+def _valid_value(v: str) -> bool:
+    if not 1 <= len(v) <= 256 or v[-1] == " ":
+        return False
+    return all(0x20 <= ord(c) <= 0x7E and c not in ",=" for c in v)
+
+
+def parse_w3c(trace_state: str) -> dict[str, str] | None:
+    """The W3C tracestate list as {key: value}, or None when it is invalid.
+
+    Rules as the W3C Trace Context spec (and Go's ``trace.ParseTraceState``,
+    which the Collector uses): members separated by commas with optional
+    spaces or tabs around them, empty members ignored, at most 32 members,
+    keys ``lcalpha *(lcalpha / digit / _-*/)`` or ``tenant@system``, values
+    printable ASCII without ``,`` or ``=`` and not ending in a space, no
+    duplicate keys.
+    """
+    out: dict[str, str] = {}
+    if not trace_state:
+        return out
+    for member in trace_state.split(","):
+        member = member.strip(" \t")
+        if not member:
+            continue
+        k, eq, v = member.partition("=")
+        if not eq or not _valid_key(k) or not _valid_value(v) or k in out:
+            return None
+        out[k] = v
+        if len(out) > _MAX_MEMBERS:
+            return None
+    return out

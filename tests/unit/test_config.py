@@ -206,7 +206,9 @@ def test_split_endpoint():
 
 # ----------------------------------------------------------- broken configs
 TYPES = ("always_sample, latency, status_code, probabilistic, string_attribute, "
-         "numeric_attribute, boolean_attribute, span_count, and, not, drop")
+         "numeric_attribute, boolean_attribute, span_count, and, not, drop, "
+         "rate_limiting, bytes_limiting, trace_state, composite, latency_tail, "
+         "service_rate, adaptive")
 
 BROKEN = [
     ("negative-threshold", """
@@ -393,6 +395,128 @@ BROKEN = [
           policies:
             - {name: l, type: latency, latency: {threshold_ms: fast}}
         """, ["sampler.policies[0].latency.threshold_ms: Expected `int`, got `str`"]),
+    # ------------------------------------------------ the issue-3 policy types
+    ("rate-limiting-negative", """
+        sampler:
+          policies:
+            - {name: r, type: rate_limiting, rate_limiting: {spans_per_second: -5}}
+        """, ["sampler.policies[0].rate_limiting.spans_per_second: must be >= 0"]),
+    ("rate-limiting-missing-rate", """
+        sampler:
+          policies:
+            - {name: r, type: rate_limiting, rate_limiting: {burst_capacity: 5}}
+        """, ["sampler.policies[0].rate_limiting.spans_per_second: required field missing"]),
+    ("bytes-limiting-unknown-field", """
+        sampler:
+          policies:
+            - {name: b, type: bytes_limiting, bytes_limiting: {bytes_per_second: 5, burst: 9}}
+        """, ["sampler.policies[0].bytes_limiting.burst: unknown field"]),
+    ("trace-state-missing-block", """
+        sampler:
+          policies:
+            - {name: t, type: trace_state}
+        """, ["sampler.policies[0].trace_state: required for a policy of type 'trace_state'"]),
+    ("composite-nested-error-path", """
+        sampler:
+          policies:
+            - name: c
+              type: composite
+              composite:
+                max_total_spans_per_second: 100
+                composite_sub_policy:
+                  - {name: ok, type: always_sample}
+                  - {name: bad, type: latency, latency: {threshold_ms: -1}}
+        """, ["sampler.policies[0].composite.composite_sub_policy[1].latency.threshold_ms: must be >= 0"]),
+    ("composite-names", """
+        sampler:
+          policies:
+            - name: c
+              type: composite
+              composite:
+                max_total_spans_per_second: 100
+                policy_order: [a, typo]
+                composite_sub_policy:
+                  - {name: a, type: always_sample}
+                rate_allocation: [{policy: a, percent: 50}, {policy: nope, percent: 10}]
+        """, ["sampler.policies[0].composite.policy_order[1]: 'typo' is not a composite_sub_policy name",
+              "sampler.policies[0].composite.rate_allocation[1].policy: "
+              "'nope' is not a composite_sub_policy name"]),
+    ("composite-percent", """
+        sampler:
+          policies:
+            - name: c
+              type: composite
+              composite:
+                max_total_spans_per_second: 100
+                composite_sub_policy: [{name: a, type: always_sample}]
+                rate_allocation: [{policy: a, percent: 150}]
+        """, ["sampler.policies[0].composite.rate_allocation[0].percent: must be <= 100.0"]),
+    ("composite-empty", """
+        sampler:
+          policies:
+            - {name: c, type: composite, composite: {max_total_spans_per_second: 1}}
+        """, ["sampler.policies[0].composite.composite_sub_policy: must be a non-empty list of policies"]),
+    ("composite-in-and-nested", """
+        sampler:
+          policies:
+            - name: a
+              type: and
+              and:
+                and_sub_policy:
+                  - name: c
+                    type: composite
+                    composite:
+                      max_total_spans_per_second: 10
+                      composite_sub_policy: [{name: x, type: nope}]
+        """, ["sampler.policies[0].and.and_sub_policy[0].composite.composite_sub_policy[0].type: "
+              f"unknown policy type 'nope' (one of {TYPES})"]),
+    ("latency-tail-quantile", """
+        sampler:
+          policies:
+            - {name: l, type: latency_tail, latency_tail: {quantile: 1.5}}
+        """, ["sampler.policies[0].latency_tail.quantile: must be <= 1.0"]),
+    ("latency-tail-quantile-1", """
+        sampler:
+          policies:
+            - {name: l, type: latency_tail, latency_tail: {quantile: 1}}
+        """, ["sampler.policies[0].latency_tail.quantile: must be < 1"]),
+    ("latency-tail-accuracy", """
+        sampler:
+          policies:
+            - {name: l, type: latency_tail, latency_tail: {relative_accuracy: 0}}
+        """, ["sampler.policies[0].latency_tail.relative_accuracy: must be > 0.0"]),
+    ("latency-tail-half-life", """
+        sampler:
+          policies:
+            - {name: l, type: latency_tail, latency_tail: {half_life: soon}}
+        """, ["sampler.policies[0].latency_tail.half_life: must be a duration such as 250ms, 2s or 5m"]),
+    ("service-rate-match", """
+        sampler:
+          policies:
+            - {name: s, type: service_rate, service_rate: {match: leaf}}
+        """, ["sampler.policies[0].service_rate.match: Invalid enum value 'leaf'"]),
+    ("service-rate-entry", """
+        sampler:
+          policies:
+            - {name: s, type: service_rate, service_rate: {services: {checkout: {sampling_percentage: 101}}}}
+        """, ["sampler.policies[0].service_rate.services.checkout.sampling_percentage: must be <= 100.0"]),
+    ("adaptive-no-target", """
+        sampler:
+          policies:
+            - {name: a, type: adaptive, adaptive: {key_fields: [service.name]}}
+        """, ["sampler.policies[0].adaptive: set exactly one of target_spans_per_second, "
+              "target_traces_per_second"]),
+    ("adaptive-two-targets", """
+        sampler:
+          policies:
+            - {name: a, type: adaptive, adaptive: {target_spans_per_second: 5, target_traces_per_second: 1}}
+        """, ["sampler.policies[0].adaptive: set exactly one of target_spans_per_second, "
+              "target_traces_per_second"]),
+    ("adaptive-interval", """
+        sampler:
+          policies:
+            - {name: a, type: adaptive, adaptive: {target_spans_per_second: 5, adjustment_interval: 0s}}
+        """, ["sampler.policies[0].adaptive.adjustment_interval: must be > 0"]),
     ("max-spans-zero", """
         sampler: {max_spans_per_trace: 0}
         """, ["sampler.max_spans_per_trace: must be >= 1"]),

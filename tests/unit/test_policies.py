@@ -49,6 +49,11 @@ class Summary:
     randomness: int = 0
     root_name: str = "GET /"
     root_service: str = "frontend"
+    # Not in the base summary: the buffer's size of the trace (bytes_limiting
+    # falls back to 200 B per span without it) and the first tracestate seen
+    # (trace_state; an upstream ``ot=th`` composes with the limiters').
+    nbytes: int | None = None
+    trace_state: str = ""
 
 
 def tr(**kw) -> Summary:
@@ -154,6 +159,66 @@ def drop(*subs, name="drop"):
 
 def named(p: dict, name: str) -> dict:
     return {**p, "name": name}
+
+
+def rl(sps, burst=None):
+    b = {"spans_per_second": sps}
+    if burst is not None:
+        b["burst_capacity"] = burst
+    return pol("rate_limiting", b)
+
+
+def bl(bps, burst=None):
+    b = {"bytes_per_second": bps}
+    if burst is not None:
+        b["burst_capacity"] = burst
+    return pol("bytes_limiting", b)
+
+
+def ts(key, values):
+    return pol("trace_state", {"key": key, "values": list(values)})
+
+
+def state(s: str, **kw) -> Summary:
+    return Summary(trace_state=s, **kw)
+
+
+def composite(max_total, subs, order=None, alloc=None, name="composite"):
+    b = {"max_total_spans_per_second": max_total, "composite_sub_policy": list(subs)}
+    if order is not None:
+        b["policy_order"] = list(order)
+    if alloc is not None:
+        b["rate_allocation"] = [{"policy": k, "percent": v} for k, v in alloc.items()]
+    return {"name": name, "type": "composite", "composite": b}
+
+
+def svc_rate(services=None, default=None, match=None):
+    b = {"services": services or {}}
+    if default is not None:
+        b["default"] = default
+    if match is not None:
+        b["match"] = match
+    return pol("service_rate", b)
+
+
+def lt(**b):
+    return pol("latency_tail", b or None)
+
+
+def adaptive(**b):
+    return pol("adaptive", b)
+
+
+def svcs(*names, root=None, **kw) -> Summary:
+    root = names[0] if root is None else root
+    return Summary(services=set(names), root_service=root, **kw)
+
+
+T1 = 0xFD70A3D70A3D71            # 1 %
+T0_1 = 0xFFBE76C8B43958          # 0.1 %
+ERR_BIT = 1 << 2
+# composite: errors 50 % and always_sample the rest of a 100 spans/s total
+ERR_ALWAYS = [named(sc("ERROR"), "errs"), named(pol("always_sample"), "rest")]
 
 
 ROWS = [
@@ -379,6 +444,175 @@ ROWS = [
     ("drop/probabilistic-sub", drop(prob(50)), tr(randomness=T50), DROP),
     ("drop/probabilistic-sub-miss", drop(prob(50)), tr(randomness=T50 - 1), NO),
     ("drop/invert-sub-veto-is-no-drop", drop(sa("env", ["prod"], invert=True)), attrs(env={"prod"}), NO),
+
+    # ---------------------------------------------------------- rate_limiting
+    # A fresh limiter has measured no traffic: as the Collector's token
+    # bucket (starts full at burst_capacity, default 2 x spans_per_second),
+    # with th:0. Sequences over time are in test_policies_limits.py.
+    ("rate/fits", rl(100), tr(span_count=3), YES),
+    ("rate/exactly-default-burst", rl(100), tr(span_count=200), YES),
+    ("rate/over-default-burst", rl(100), tr(span_count=201), NO),
+    ("rate/explicit-burst-fits", rl(100, 50), tr(span_count=50), YES),
+    ("rate/explicit-burst-over", rl(100, 50), tr(span_count=51), NO),
+    ("rate/zero-rate", rl(0), tr(span_count=1, randomness=MAX_T - 1), NO),
+    ("rate/randomness-irrelevant-under-limit", rl(100), tr(span_count=3, randomness=0), YES),
+    # An upstream sampler's th: every arriving trace already passed it, so
+    # the kept trace records it (the limiter's fraction composes with it).
+    ("rate/upstream-th-recorded", rl(100), state("ot=th:8", randomness=T50), (SAMPLED, T50)),
+    ("rate/upstream-th-invalid-ignored", rl(100), state("ot=th:xyz", randomness=0), YES),
+
+    # --------------------------------------------------------- bytes_limiting
+    # Size: trace.nbytes when the summary has it, else 200 B per span.
+    ("bytes/nbytes-fits", bl(10_000), tr(nbytes=5_000), YES),
+    ("bytes/nbytes-exactly-burst", bl(10_000), tr(nbytes=20_000), YES),
+    ("bytes/nbytes-over-burst", bl(10_000), tr(nbytes=20_001), NO),
+    ("bytes/nbytes-not-span-count", bl(10_000), tr(nbytes=100, span_count=1_000), YES),
+    ("bytes/per-span-fallback-fits", bl(10_000), tr(span_count=100), YES),
+    ("bytes/per-span-fallback-over", bl(10_000), tr(span_count=101), NO),
+    ("bytes/explicit-burst", bl(10_000, 1_000), tr(nbytes=1_000), YES),
+    ("bytes/explicit-burst-over", bl(10_000, 1_000), tr(nbytes=1_001), NO),
+    ("bytes/zero-rate", bl(0), tr(nbytes=1), NO),
+
+    # ------------------------------------------------------------ trace_state
+    # W3C tracestate, exact value match, an invalid tracestate matches nothing.
+    ("ts/hit", ts("vendor", ["a", "b"]), state("vendor=a"), YES),
+    ("ts/hit-second-value", ts("vendor", ["a", "b"]), state("vendor=b"), YES),
+    ("ts/hit-among-members", ts("vendor", ["a"]), state("x=1, vendor=a ,y=2"), YES),
+    ("ts/hit-tab-ows", ts("vendor", ["a"]), state("x=1,\tvendor=a"), YES),
+    ("ts/empty-members-skipped", ts("vendor", ["a"]), state("x=1,,vendor=a,"), YES),
+    ("ts/miss-value", ts("vendor", ["a"]), state("vendor=c"), NO),
+    ("ts/value-is-exact-not-prefix", ts("vendor", ["a"]), state("vendor=ab"), NO),
+    ("ts/leading-space-is-part-of-value", ts("vendor", ["a"]), state("vendor= a"), NO),
+    ("ts/other-key", ts("vendor", ["a"]), state("vendorx=a"), NO),
+    ("ts/empty", ts("vendor", ["a"]), state(""), NO),
+    ("ts/no-tracestate-attribute", ts("vendor", ["a"]), tr(), NO),
+    ("ts/multi-tenant-key", ts("t1@vendor", ["a"]), state("t1@vendor=a"), YES),
+    ("ts/ot-entry", ts("ot", ["th:8"]), state("ot=th:8"), YES),
+    ("ts/invalid-uppercase-key", ts("vendor", ["a"]), state("Vendor=b,vendor=a"), NO),
+    ("ts/invalid-duplicate-key", ts("vendor", ["a"]), state("vendor=a,vendor=b"), NO),
+    ("ts/invalid-comma-less-member", ts("vendor", ["a"]), state("vendor=a,junk"), NO),
+    ("ts/invalid-33-members", ts("vendor", ["a"]),
+     state(",".join([f"k{i}=v" for i in range(32)] + ["vendor=a"])), NO),
+    ("ts/32-members-ok", ts("vendor", ["a"]),
+     state(",".join([f"k{i}=v" for i in range(31)] + ["vendor=a"])), YES),
+    ("ts/empty-configured-value-ignored", ts("vendor", [""]), state("vendor="), NO),
+    ("ts/too-long-pair-ignored", ts("k", ["v" * 255]), state("k=" + "v" * 255), NO),
+    ("ts/longest-pair-kept", ts("k", ["v" * 254]), state("k=" + "v" * 254), YES),
+
+    # -------------------------------------------------------------- composite
+    # Fresh, within one second: errs has 50 of 100 spans/s, rest (no
+    # rate_allocation entry) what is left, 50. The first sub-policy that
+    # samples decides; over its budget the trace is not sampled, even if a
+    # later sub-policy would take it.
+    ("comp/error-within-budget", composite(100, ERR_ALWAYS, alloc={"errs": 50}),
+     tr(span_count=10, status_mask=ERR_BIT), YES),
+    ("comp/error-exactly-budget", composite(100, ERR_ALWAYS, alloc={"errs": 50}),
+     tr(span_count=50, status_mask=ERR_BIT), YES),
+    ("comp/error-over-budget-no-fallthrough", composite(100, ERR_ALWAYS, alloc={"errs": 50}),
+     tr(span_count=51, status_mask=ERR_BIT), NO),
+    ("comp/rest-within-remaining", composite(100, ERR_ALWAYS, alloc={"errs": 50}),
+     tr(span_count=50), YES),
+    ("comp/rest-over-remaining", composite(100, ERR_ALWAYS, alloc={"errs": 50}),
+     tr(span_count=51), NO),
+    ("comp/remaining-after-90pct", composite(100, ERR_ALWAYS, alloc={"errs": 90}),
+     tr(span_count=11), NO),
+    ("comp/percent-0-is-equal-share", composite(100, ERR_ALWAYS, alloc={"errs": 0}),
+     tr(span_count=50, status_mask=ERR_BIT), YES),
+    ("comp/percent-0-is-equal-share-over", composite(100, ERR_ALWAYS, alloc={"errs": 0}),
+     tr(span_count=51, status_mask=ERR_BIT), NO),
+    ("comp/policy-order-first", composite(100, ERR_ALWAYS, order=["rest", "errs"],
+                                          alloc={"errs": 80, "rest": 20}),
+     tr(span_count=30, status_mask=ERR_BIT), NO),
+    ("comp/policy-order-listed", composite(100, ERR_ALWAYS, order=["errs", "rest"],
+                                           alloc={"errs": 80, "rest": 20}),
+     tr(span_count=30, status_mask=ERR_BIT), YES),
+    ("comp/max-total-caps", composite(20, ERR_ALWAYS, alloc={"errs": 100}),
+     tr(span_count=21, status_mask=ERR_BIT), NO),
+    ("comp/nothing-matches", composite(100, [named(sc("ERROR"), "e")], alloc={"e": 100}),
+     tr(span_count=1), NO),
+    # A probabilistic sub-policy that declines falls through to the next.
+    ("comp/prob-sub-sampled", composite(100, [named(prob(10), "p"), named(sc("ERROR"), "e")]),
+     tr(span_count=1, randomness=T10), (SAMPLED, T10)),
+    ("comp/prob-sub-declines-next-takes", composite(100, [named(prob(10), "p"), named(sc("ERROR"), "e")]),
+     tr(span_count=1, randomness=0, status_mask=ERR_BIT), YES),
+    # Inverted match: the sub-policy does not sample, the next is asked;
+    # inverted non-match samples (Collector: InvertSampled counts).
+    ("comp/invert-match-skips", composite(100, [named(sa("env", ["prod"], invert=True), "i"),
+                                                named(pol("always_sample"), "a")], alloc={"i": 10}),
+     Summary(attrs={"env": {"prod"}}, span_count=50), YES),
+    ("comp/invert-non-match-takes", composite(100, [named(sa("env", ["prod"], invert=True), "i"),
+                                                    named(pol("always_sample"), "a")], alloc={"i": 10}),
+     Summary(attrs={"env": {"dev"}}, span_count=50), NO),
+    ("comp/nested-and", composite(100, [and_(sc("ERROR"), prob(50), name="errhalf")]),
+     tr(span_count=1, status_mask=ERR_BIT, randomness=T50), (SAMPLED, T50)),
+
+    # ----------------------------------------------------------- service_rate
+    ("svc/listed-hit", svc_rate({"checkout": {"sampling_percentage": 50}}),
+     svcs("checkout", randomness=T50), (SAMPLED, T50)),
+    ("svc/listed-miss", svc_rate({"checkout": {"sampling_percentage": 50}}),
+     svcs("checkout", randomness=T50 - 1), NO),
+    ("svc/unlisted-no-default", svc_rate({"checkout": {"sampling_percentage": 50}}),
+     svcs("frontend", randomness=MAX_T - 1), NO),
+    ("svc/unlisted-default", svc_rate({"checkout": {"sampling_percentage": 50}},
+                                      default={"sampling_percentage": 10}),
+     svcs("frontend", randomness=T10), (SAMPLED, T10)),
+    ("svc/percentage-defaults-to-100", svc_rate({"checkout": {}}), svcs("checkout"), YES),
+    ("svc/0pct", svc_rate({"checkout": {"sampling_percentage": 0}}),
+     svcs("checkout", randomness=MAX_T - 1), NO),
+    # any_span: every service of the trace applies; the most permissive wins.
+    ("svc/any-span-most-permissive", svc_rate({"checkout": {"sampling_percentage": 50}},
+                                              default={"sampling_percentage": 10}),
+     svcs("frontend", "checkout", randomness=T50), (SAMPLED, T50)),
+    ("svc/any-span-stricter-alone", svc_rate({"checkout": {"sampling_percentage": 50}},
+                                             default={"sampling_percentage": 10}),
+     svcs("frontend", "checkout", randomness=T50 - 1), NO),
+    ("svc/any-span-unlisted-default-wins", svc_rate({"checkout": {"sampling_percentage": 10}},
+                                                    default={"sampling_percentage": 50}),
+     svcs("checkout", "frontend", randomness=T50), (SAMPLED, T50)),
+    # root: the root span's service only.
+    ("svc/root-only", svc_rate({"checkout": {"sampling_percentage": 50}},
+                               default={"sampling_percentage": 10}, match="root"),
+     svcs("frontend", "checkout", randomness=T50), NO),
+    ("svc/root-only-root-rate", svc_rate({"checkout": {"sampling_percentage": 50}},
+                                         default={"sampling_percentage": 10}, match="root"),
+     svcs("frontend", "checkout", randomness=T10), (SAMPLED, T10)),
+    ("svc/root-listed", svc_rate({"checkout": {"sampling_percentage": 50}}, match="root"),
+     svcs("checkout", "frontend", randomness=T50), (SAMPLED, T50)),
+    ("svc/root-not-seen-is-unlisted", svc_rate({"checkout": {"sampling_percentage": 50}},
+                                               default={"sampling_percentage": 10}, match="root"),
+     svcs("checkout", root="", root_seen=False, randomness=T10), (SAMPLED, T10)),
+    ("svc/no-services-is-unlisted", svc_rate({}, default={"sampling_percentage": 25}),
+     Summary(services=set(), randomness=T25), (SAMPLED, T25)),
+    # A spans/s cap: a fresh budget passes what fits its burst (2 x cap).
+    ("svc/cap-fits", svc_rate({"checkout": {"spans_per_second": 10}}), svcs("checkout", span_count=20), YES),
+    ("svc/cap-over-burst", svc_rate({"checkout": {"spans_per_second": 10}}), svcs("checkout", span_count=21), NO),
+    ("svc/cap-over-burst-default-still-keeps",
+     svc_rate({"checkout": {"spans_per_second": 10}}, default={"sampling_percentage": 100}),
+     svcs("checkout", "frontend", span_count=21), YES),
+    ("svc/cap-explicit-burst", svc_rate({"checkout": {"spans_per_second": 10, "burst_capacity": 5}}),
+     svcs("checkout", span_count=6), NO),
+
+    # ----------------------------------------------------------- latency_tail
+    # A fresh key is in warm-up: kept when duration >= fallback_threshold_ms
+    # (default 1000). The running quantile is in test_policies_latency_tail.py.
+    ("ltail/warmup-fallback-at", lt(), dur(ms(1000)), YES),
+    ("ltail/warmup-fallback-below", lt(), dur(ms(999)), NO),
+    ("ltail/warmup-custom-fallback", lt(fallback_threshold_ms=50), dur(ms(60)), YES),
+    ("ltail/warmup-custom-fallback-below", lt(fallback_threshold_ms=50), dur(ms(40)), NO),
+    ("ltail/no-spans", lt(fallback_threshold_ms=0), tr(span_count=0, min_start=0, max_end=0), NO),
+    ("ltail/no-warmup-empty-sketch-keeps-nonzero", lt(warmup_observations=0), dur(ms(1)), YES),
+    ("ltail/no-warmup-zero-duration", lt(warmup_observations=0), dur(0), NO),
+
+    # --------------------------------------------------------------- adaptive
+    # Before its first adjustment interval the policy has measured nothing
+    # and keeps everything (th:0); convergence is in test_policies_adaptive.py.
+    ("adaptive/first-interval", adaptive(target_spans_per_second=100), tr(randomness=0), YES),
+    ("adaptive/traces-target", adaptive(target_traces_per_second=1, key_fields=["service.name", "http.route"]),
+     attrs(http__route={"/a"}), YES),
+    ("adaptive/upstream-th", adaptive(target_spans_per_second=100), state("ot=th:c", randomness=T25),
+     (SAMPLED, T25)),
+    ("adaptive/upstream-th-rejects", adaptive(target_spans_per_second=100), state("ot=th:c", randomness=T25 - 1),
+     NO),
 ]
 
 

@@ -5,7 +5,8 @@ are ``and_.py``/``not_.py`` since those names are Python keywords)."""
 from __future__ import annotations
 
 import importlib
-from typing import Any
+import time
+from typing import Any, Callable
 
 import msgspec
 
@@ -18,15 +19,25 @@ _MODULES = {
     "string_attribute": "string_attribute", "numeric_attribute": "numeric_attribute",
     "boolean_attribute": "boolean_attribute", "span_count": "span_count",
     "and": "and_", "not": "not_", "drop": "drop",
+    "rate_limiting": "rate_limiting", "bytes_limiting": "bytes_limiting",
+    "trace_state": "trace_state", "composite": "composite",
+    "latency_tail": "latency_tail", "service_rate": "service_rate",
+    "adaptive": "adaptive",
 }
 
 
-def build(cfg: PolicyCfg | dict[str, Any]) -> Policy:
-    """Build a policy from a validated config (sub-policies arrive as dicts)."""
+def build(cfg: PolicyCfg | dict[str, Any], clock: Callable[[], float] | None = None) -> Policy:
+    """Build a policy from a validated config (sub-policies arrive as dicts).
+
+    ``clock`` (seconds, monotonic; default time.monotonic) is what the
+    stateful policies — limiters, latency_tail, adaptive — measure rates and
+    decay with, sub-policies included; tests pass a fake one."""
     if isinstance(cfg, dict):
         cfg = msgspec.convert(cfg, PolicyCfg, dec_hook=_dec_hook)
+    if clock is None:
+        clock = time.monotonic
     mod = importlib.import_module(f".{_MODULES[cfg.type]}", __name__)
-    return mod.build(cfg, build)
+    return mod.build(cfg, lambda c: build(c, clock), clock)
 
 
 __all__ = ["build", "Policy", "SAMPLED", "NOT_SAMPLED", "INVERT_NOT_SAMPLED", "DROPPED"]

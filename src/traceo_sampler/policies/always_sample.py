@@ -13,5 +13,5 @@ class AlwaysSample:
         return YES
 
 
-def build(cfg, build_sub):
+def build(cfg, build_sub, clock=None):
     return AlwaysSample(cfg.name)

@@ -1,7 +1,10 @@
 """``and``: sampled when every sub-policy samples.
 
 The kept probability is that of the strictest probabilistic part, so the
-threshold is the largest of the sub-policies' thresholds."""
+threshold is the largest of the sub-policies' thresholds. A relative part
+(a limiter) sees only the traces the parts before it sampled, so it is told
+the threshold so far and keeps its fraction of those (base.py,
+``evaluate_after``)."""
 from .base import NO, SAMPLED
 
 
@@ -9,14 +12,18 @@ class And:
     def __init__(self, name, subs):
         self.name = name
         self.subs = subs
+        self._calls = [(getattr(s, "evaluate_after", None), s.evaluate) for s in subs]
 
     def attribute_keys(self) -> set[str]:
         return set().union(*(s.attribute_keys() for s in self.subs))
 
     def evaluate(self, trace):
-        th = 0
-        for s in self.subs:
-            d, t = s.evaluate(trace)
+        return self.evaluate_after(trace, 0)
+
+    def evaluate_after(self, trace, t_in):
+        th = t_in
+        for after, plain in self._calls:
+            d, t = after(trace, th) if after is not None else plain(trace)
             if d != SAMPLED:
                 return NO
             if t > th:
@@ -24,5 +31,5 @@ class And:
         return (SAMPLED, th)
 
 
-def build(cfg, build_sub):
+def build(cfg, build_sub, clock=None):
     return And(cfg.name, [build_sub(c) for c in cfg.and_["and_sub_policy"]])

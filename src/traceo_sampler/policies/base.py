@@ -40,6 +40,17 @@ class Policy(Protocol):
 
     def evaluate(self, trace: TraceSummary) -> Verdict: ...
 
+    # Optional, on policies whose probability is relative to what reaches
+    # them (the limiters, service_rate, adaptive, composite):
+    #
+    #   def evaluate_after(self, trace, t_in: int) -> Verdict
+    #
+    # evaluates a trace already known to satisfy R >= t_in (an earlier part
+    # of an ``and`` sampled it with threshold t_in), so the fraction the
+    # policy keeps composes with it (tracestate.compose) and the threshold
+    # it returns is still the probability of the whole path. ``and`` calls
+    # it when present; evaluate(trace) is evaluate_after(trace, 0).
+
     def attribute_keys(self) -> set[str]:
         """Attribute keys this policy reads, so the scanner extracts them."""
         ...

@@ -19,6 +19,6 @@ class BooleanAttribute:
         return YES if hit else NO
 
 
-def build(cfg, build_sub):
+def build(cfg, build_sub, clock=None):
     c = cfg.boolean_attribute
     return BooleanAttribute(cfg.name, c.key, c.value, c.invert_match)

@@ -18,5 +18,5 @@ class Drop:
         return (DROPPED, 0)
 
 
-def build(cfg, build_sub):
+def build(cfg, build_sub, clock=None):
     return Drop(cfg.name, [build_sub(c) for c in cfg.drop["drop_sub_policy"]])

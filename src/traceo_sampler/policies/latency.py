@@ -26,6 +26,6 @@ class Latency:
         return YES if ms >= self.threshold_ms else NO
 
 
-def build(cfg, build_sub):
+def build(cfg, build_sub, clock=None):
     c = cfg.latency or LatencyCfg()
     return Latency(cfg.name, c.threshold_ms, c.upper_threshold_ms)

@@ -18,5 +18,5 @@ class Not:
         return NO if d == SAMPLED else YES
 
 
-def build(cfg, build_sub):
+def build(cfg, build_sub, clock=None):
     return Not(cfg.name, build_sub(cfg.not_["not_sub_policy"]))

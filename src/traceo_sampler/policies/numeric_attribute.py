@@ -28,6 +28,6 @@ class NumericAttribute:
         return YES if hit else NO
 
 
-def build(cfg, build_sub):
+def build(cfg, build_sub, clock=None):
     c = cfg.numeric_attribute
     return NumericAttribute(cfg.name, c.key, c.min_value, c.max_value, c.invert_match)

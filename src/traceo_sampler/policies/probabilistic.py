@@ -25,5 +25,5 @@ class Probabilistic:
         return NO
 
 
-def build(cfg, build_sub):
+def build(cfg, build_sub, clock=None):
     return Probabilistic(cfg.name, cfg.probabilistic.sampling_percentage)

@@ -17,6 +17,6 @@ class SpanCount:
         return YES if n >= self.min and (not self.max or n <= self.max) else NO
 
 
-def build(cfg, build_sub):
+def build(cfg, build_sub, clock=None):
     c = cfg.span_count or SpanCountCfg()
     return SpanCount(cfg.name, c.min_spans, c.max_spans)

@@ -18,5 +18,5 @@ class StatusCode:
         return YES if trace.status_mask & self.mask else NO
 
 
-def build(cfg, build_sub):
+def build(cfg, build_sub, clock=None):
     return StatusCode(cfg.name, cfg.status_code.status_codes)

@@ -39,6 +39,6 @@ class StringAttribute:
         return YES if hit else NO
 
 
-def build(cfg, build_sub):
+def build(cfg, build_sub, clock=None):
     c = cfg.string_attribute
     return StringAttribute(cfg.name, c.key, c.values, c.enabled_regex_matching, c.invert_match)

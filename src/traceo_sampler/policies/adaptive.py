@@ -1,0 +1,178 @@
+"""``adaptive`` (ours): a kept-throughput target shared across keys.
+
+```yaml
+adaptive:
+  target_spans_per_second: 2000     # or target_traces_per_second
+  key_fields: [service.name, http.route, error]
+  adjustment_interval: 5s
+```
+
+Every trace belongs to a key built from ``key_fields`` (_keys.py:
+``service.name`` is the root span's service, ``error`` the error flag, other
+names attribute keys). Each ``adjustment_interval`` the policy turns what
+arrived per key in the interval into moving averages of the key's cost rate
+(spans/s, or traces/s with ``target_traces_per_second``) and trace rate,
+and recomputes the keys' probabilities by water-filling: every key may keep
+up to the same cost rate λ, small keys keep everything, and λ is chosen so
+the expected kept total equals the target. A key's probability never falls
+below what keeps ``min_traces_per_interval`` of its traces per interval (in
+expectation), so rare keys stay represented even when that costs more than
+the target (the floors win over the target).
+
+Moving averages: ``smoothing`` is the weight of the newest interval (an
+exponentially weighted moving average); a measured rate more than twice
+the average replaces it at once, so a burst is answered at the next
+adjustment rather than over several. A key first seen since
+the last adjustment keeps everything until it has used one key's share
+(λ per interval) and a shrinking fraction after that. At most ``max_keys``
+keys are tracked; later ones share one key. Keys idle for 8 intervals are
+forgotten.
+
+Decisions are consistent: kept iff ``R >= T(p)`` with the key's current p
+(composed with an upstream or enclosing threshold), recording ``th = T(p)``,
+so Σ 1/p over kept traces estimates the arrivals exactly.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+from ..tracestate import compose
+from ._keys import key_function
+from ._limiting import incoming_threshold
+from .base import NO, SAMPLED
+
+IDLE_INTERVALS = 8
+# a measured rate this many times the average replaces it at once (a burst)
+JUMP = 2.0
+OVERFLOW = ("\x00overflow",)
+
+
+class _KeyState:
+    __slots__ = ("cost", "traces", "rate", "trate", "p", "idle")
+
+    def __init__(self):
+        self.cost = 0.0
+        self.traces = 0
+        self.rate: float | None = None      # cost per second
+        self.trate: float | None = None     # traces per second
+        self.p = 1.0
+        self.idle = 0
+
+
+def water_fill(rates: list[float], floors: list[float], budget: float) -> tuple[float, list[float]]:
+    """(λ, p_k): p_k = max(floor_k, min(1, λ / rate_k)) with Σ p_k rate_k = budget
+    when possible; λ = inf when everything fits, 0 when the floors alone
+    exceed the budget."""
+    if sum(rates) <= budget:
+        return math.inf, [1.0] * len(rates)
+    base = [r * f for r, f in zip(rates, floors)]
+    if sum(base) >= budget:
+        return 0.0, list(floors)
+
+    def kept(lam: float) -> float:
+        return sum(b if b > (r if r < lam else lam) else (r if r < lam else lam)
+                   for r, b in zip(rates, base))
+
+    lo, hi = 0.0, max(rates)
+    for _ in range(64):
+        mid = (lo + hi) / 2
+        if kept(mid) < budget:
+            lo = mid
+        else:
+            hi = mid
+    lam = (lo + hi) / 2
+    return lam, [max(f, 1.0 if r <= lam else lam / r) for r, f in zip(rates, floors)]
+
+
+class Adaptive:
+    def __init__(self, name, target: float, per_trace: bool, key_fields: list[str],
+                 interval: float, max_keys: int = 1000, min_traces: float = 1.0,
+                 smoothing: float = 0.5, clock=time.monotonic):
+        self.name = name
+        self.target = float(target)
+        self.per_trace = per_trace
+        self.key_of, self.attrs = key_function(key_fields)
+        self.interval = interval
+        self.max_keys = max_keys
+        self.min_traces = min_traces
+        self.smoothing = smoothing
+        self.clock = clock
+        self.keys: dict[tuple, _KeyState] = {}
+        self.last: float | None = None
+        self.lam = math.inf
+
+    def attribute_keys(self) -> set[str]:
+        return set(self.attrs)
+
+    def evaluate(self, trace):
+        return self.evaluate_after(trace, 0)
+
+    def evaluate_after(self, trace, t_in):
+        now = self.clock()
+        if self.last is None:
+            self.last = now
+        elif now - self.last >= self.interval:
+            self.adjust(now)
+        k = self.key_of(trace)
+        ks = self.keys.get(k)
+        if ks is None:
+            if len(self.keys) >= self.max_keys:
+                k = OVERFLOW
+                ks = self.keys.get(k)
+            if ks is None:
+                ks = self.keys[k] = _KeyState()
+        cost = 1 if self.per_trace else trace.span_count
+        ks.cost += cost
+        ks.traces += 1
+        p = ks.p
+        if ks.rate is None:
+            share = self.lam * self.interval
+            if ks.cost > share:
+                p = share / ks.cost
+        th = compose(incoming_threshold(trace, t_in), p)
+        if trace.randomness >= th:
+            return (SAMPLED, th)
+        return NO
+
+    def adjust(self, now: float) -> None:
+        """Fold the interval's arrivals into the moving averages and
+        recompute every key's probability."""
+        elapsed = now - self.last
+        self.last = now
+        n = max(1, int(elapsed / self.interval + 1e-9))
+        a = 1.0 - (1.0 - self.smoothing) ** n
+        live = []
+        for k, ks in list(self.keys.items()):
+            measured = ks.cost / elapsed
+            tmeasured = ks.traces / elapsed
+            if ks.rate is None:
+                ks.rate, ks.trate = measured, tmeasured
+            else:
+                s = a * measured + (1 - a) * ks.rate
+                ks.rate = measured if measured > JUMP * s else s
+                s = a * tmeasured + (1 - a) * ks.trate
+                ks.trate = tmeasured if tmeasured > JUMP * s else s
+            ks.idle = 0 if ks.traces else ks.idle + n
+            ks.cost = 0.0
+            ks.traces = 0
+            if ks.idle >= IDLE_INTERVALS:
+                del self.keys[k]
+            elif ks.rate > 0:
+                live.append(ks)
+        if not live:
+            self.lam = math.inf
+            return
+        floors = [min(1.0, self.min_traces / (ks.trate * self.interval)) if ks.trate > 0 else 1.0
+                  for ks in live]
+        self.lam, ps = water_fill([ks.rate for ks in live], floors, self.target)
+        for ks, p in zip(live, ps):
+            ks.p = p
+
+
+def build(cfg, build_sub, clock=None):
+    c = cfg.adaptive
+    per_trace = c.target_spans_per_second is None
+    target = c.target_traces_per_second if per_trace else c.target_spans_per_second
+    return Adaptive(cfg.name, target, per_trace, c.key_fields, c.adjustment_interval.seconds,
+                    c.max_keys, c.min_traces_per_interval, c.smoothing, clock or time.monotonic)

@@ -1,0 +1,34 @@
+"""``bytes_limiting``: at most ``bytes_per_second`` kept bytes per second.
+
+The Collector's fields (``bytes_per_second``, ``burst_capacity`` — default
+twice the rate). A trace's size is the buffer's account of it
+(``trace.nbytes``: its spans' encoded bytes plus the per-trace overhead),
+or 200 bytes per span for a summary without one. Limited as
+``rate_limiting`` is: a consistent probability from the measured byte rate,
+recorded as ``th``, with the token bucket capping bursts (_limiting.py).
+"""
+import time
+
+from ._limiting import Limiter, incoming_threshold, trace_bytes
+
+
+class BytesLimiting:
+    def __init__(self, name, bytes_per_second, burst_capacity=None, clock=time.monotonic):
+        self.name = name
+        self.clock = clock
+        self.limiter = Limiter(bytes_per_second, burst_capacity)
+
+    def attribute_keys(self) -> set[str]:
+        return set()
+
+    def evaluate(self, trace):
+        return self.evaluate_after(trace, 0)
+
+    def evaluate_after(self, trace, t_in):
+        return self.limiter.decide(trace_bytes(trace), self.clock(), trace.randomness,
+                                   incoming_threshold(trace, t_in))
+
+
+def build(cfg, build_sub, clock=None):
+    c = cfg.bytes_limiting
+    return BytesLimiting(cfg.name, c.bytes_per_second, c.burst_capacity, clock or time.monotonic)
