@@ -3,16 +3,21 @@
 Pure-Python twin of ext/_buffer.pyx; ``TraceBuffer`` at the bottom of this
 module is whichever loaded (accel.py). Both keep the same state:
 
-* per trace, one ``bytearray`` of span entries ``[group u32][len u32][span
-  bytes]`` — the span's original encoding, nothing decoded — and a summary
-  (span count, min start, max end, status codes seen, root seen, services,
-  referenced attribute values, randomness) updated on insert, so no policy
-  walks spans;
+* per trace, one ``bytearray`` of span entries: a 40-byte header
+  ``[group u32][len u32][span_id 8][parent_span_id 8, zeros if none]
+  [start u64][end u64]`` (little-endian; what ``consistency`` needs) then the
+  span's original encoding, nothing decoded — and a summary (span count, min
+  start, max end, status codes seen, root seen, services, referenced
+  attribute values, randomness) updated on insert, so no policy walks spans;
 * an interned table of (resource header, scope header) pairs, refcounted,
   so a request's headers are stored once however many traces use them;
 * the completion schedule of DESIGN.md §2 as a heap of candidate deadlines,
   re-checked lazily when they come due (a deadline only moves later when a
-  span arrives, except for a root, which pushes an earlier one);
+  span arrives, except for a root, which pushes an earlier one). Entries of
+  traces no longer buffered (decided, or an earlier trace with the same ID:
+  ``seq < created_seq``) are skipped. A live trace has at most two pending
+  entries (its first/re-checked one and its root one): the compiled twin
+  keeps exactly those in a C heap, so both visit traces in the same order;
 * the decision cache: kept trace IDs with attribution and threshold in an
   insertion-ordered dict, dropped ones as 64-bit fingerprints in two
   generations of sets (the oldest generation is forgotten when the newest
@@ -20,20 +25,40 @@ module is whichever loaded (accel.py). Both keep the same state:
 
 Memory is accounted in bytes (span entries plus a fixed per-trace overhead)
 against ``memory_limit``; ``make_room`` picks the traces that free the most.
+
+Two ways in: ``add(scan, data, now)`` buffers a scan result, and
+``ingest(data, attr_keys, now)`` scans and buffers in one call (the compiled
+twin fuses both into one walk; here it is ``scan_py`` then ``add``); both
+return an ``AddResult``. ``ingest`` raises ValueError exactly where the scanner
+does, and then leaves the buffer unchanged.
+
+A decided trace (from ``due``, ``make_room``, ``drain`` or ``AddResult.full``)
+is handed back to the caller, who may call ``consistency(t, tol)`` on it and
+then must call ``finish`` once: ``consistency`` reads the span entries and
+the group table, and ``finish`` releases the trace's group references.
 """
 from __future__ import annotations
 
 import heapq
+import struct
 from typing import Any
 
 from . import accel
+from .scan import scan_py
 from .tracestate import merge_threshold, randomness
 
-ENTRY_HDR = 8
+# Span entry header: group id, span length, span_id, parent_span_id (zeros
+# when none), start and end (ns).
+_HDR = struct.Struct("<II8s8sQQ")
+ENTRY_HDR = _HDR.size   # 40
+_ZERO8 = bytes(8)
 # Python objects, dict slot, heap entries, bytearray slack and summary of one
-# trace beyond its span bytes: 950-1000 B measured with tracemalloc on both
-# implementations (loadgen traffic, 8 500 traces).
-TRACE_OVERHEAD = 1000
+# trace beyond its span entries, measured with tracemalloc (loadgen traffic,
+# 8 500 traces, 12 spans each on average, buffer memory minus the entries'
+# bytes): compiled 740 B without attribute keys, 1 190 B with three keys
+# (their value sets); pure twin 1 250 / 1 840 B. The figure covers the
+# compiled buffer with referenced attributes.
+TRACE_OVERHEAD = 1200
 # Distinct values kept per referenced attribute key and trace.
 MAX_ATTR_VALUES = 64
 
@@ -60,7 +85,7 @@ class Trace:
         "trace_id", "data", "span_count", "first_arrival", "last_arrival",
         "root_arrival", "min_start", "max_end", "status_mask", "root_seen",
         "services", "attrs", "randomness", "root_name", "root_service",
-        "tracestates", "decided", "deadline",
+        "tracestates", "decided", "created_seq", "finished",
     )
 
     def __init__(self, trace_id: bytes, now: float):
@@ -81,7 +106,8 @@ class Trace:
         self.root_service = ""
         self.tracestates: dict[int, str] | None = None
         self.decided = False
-        self.deadline = 0.0
+        self.created_seq = 0    # seq of its first heap entry (older ones are stale)
+        self.finished = False   # finish() ran: its groups are released
 
     @property
     def nbytes(self) -> int:
@@ -96,17 +122,28 @@ class Trace:
         while pos < n:
             g = int.from_bytes(d[pos:pos + 4], "little")
             ln = int.from_bytes(d[pos + 4:pos + 8], "little")
-            yield g, pos + 8, ln, (ts.get(pos + 8, "") if ts else "")
-            pos += 8 + ln
+            off = pos + ENTRY_HDR
+            yield g, off, ln, (ts.get(off, "") if ts else "")
+            pos = off + ln
 
 
 class AddResult:
-    """What one ``add`` call did besides buffering."""
+    """What one ``add`` / ``ingest`` call did besides buffering."""
 
     __slots__ = ("late_kept", "late_dropped", "full", "new_traces", "spans", "per_service",
-                 "overflow")
+                 "overflow", "groups", "accepted", "rejected", "errors", "reasons",
+                 "span_bytes")
 
     def __init__(self):
+        # the scanner's figures: valid spans, invalid ones with a message and
+        # a reason label each, bytes of the valid spans
+        self.accepted = 0
+        self.rejected = 0
+        self.errors: list[str] = []
+        self.reasons: list[str] = []
+        self.span_bytes = 0
+        # the scanner's groups, which ``overflow`` tuples index
+        self.groups: list[tuple] = []
         # [(trace_id, policy, threshold, resource_header, scope_header,
         #   span_bytes, trace_state, service)]
         self.late_kept: list[tuple] = []
@@ -114,8 +151,9 @@ class AddResult:
         self.per_service: dict[str, list[int]] = {}
         self.late_dropped = 0
         self.full: list[Trace] = []      # reached max_spans_per_trace
-        # spans of a trace that became full earlier in the same request: to
-        # be added again once that trace's decision is remembered
+        # spans of a trace that became full earlier in the same request, as
+        # scan tuples: to be added again (``add`` with ``groups``) once that
+        # trace's decision is remembered
         self.overflow: list[tuple] = []
         self.new_traces = 0
         self.spans = 0
@@ -209,17 +247,33 @@ class TraceBufferPy:
         return None
 
     # ------------------------------------------------------------ insert
+    def ingest(self, data: bytes, attr_keys: frozenset[str], now: float) -> AddResult:
+        """Scan and buffer one encoded ExportTraceServiceRequest: the same as
+        ``add(scan_py(data, attr_keys), data, now)``. Raises ValueError (the
+        scanner's) before anything is buffered."""
+        if type(data) is not bytes:
+            data = bytes(data)
+        return self.add(scan_py(data, attr_keys), data, now)
+
     def add(self, scan, data: bytes, now: float) -> AddResult:
+        """Buffer the spans of a scan result (or any object with scan-shaped
+        ``groups`` and ``spans``) of ``data``."""
         res = AddResult()
-        groups = scan.groups
+        groups = res.groups = scan.groups
+        res.accepted = len(scan.spans)
+        res.rejected = getattr(scan, "rejected", 0)
+        res.errors = getattr(scan, "errors", None) or []
+        res.reasons = getattr(scan, "reasons", None) or []
+        span_bytes = 0
         gids = [-1] * len(groups)
         traces = self.traces
         max_spans = self.max_spans
         per_service = res.per_service
         full_ids: set[bytes] = set()
         for sp in scan.spans:
-            (tid, _sid, parent, start, end, status, _kind, gi, off, ln,
+            (tid, sid, parent, start, end, status, _kind, gi, off, ln,
              tstate, name, attrs) = sp
+            span_bytes += ln
             if full_ids and tid in full_ids:
                 res.overflow.append(sp)
                 continue
@@ -246,6 +300,7 @@ class TraceBufferPy:
                 self.nbytes += TRACE_OVERHEAD
                 res.new_traces += 1
                 self._schedule(t, now + min(self.idle_timeout, self.decision_wait))
+                t.created_seq = self._seq
             gid = gids[gi]
             if gid < 0:
                 rh, sh, svc, _ = groups[gi]
@@ -257,8 +312,7 @@ class TraceBufferPy:
                 if t.tracestates is None:
                     t.tracestates = {}
                 t.tracestates[len(d) + ENTRY_HDR] = tstate
-            d += gid.to_bytes(4, "little")
-            d += ln.to_bytes(4, "little")
+            d += _HDR.pack(gid, ln, sid, parent, start, end)
             d += data[off:off + ln]
             self.nbytes += ln + ENTRY_HDR
             self.nspans += 1
@@ -293,10 +347,10 @@ class TraceBufferPy:
                             elif len(s) < MAX_ATTR_VALUES:
                                 s.add(v)
             if t.span_count >= max_spans:
-                t.decided = True
                 res.full.append(t)
                 full_ids.add(tid)
                 self._remove(t)
+        res.span_bytes = getattr(scan, "span_bytes", span_bytes)
         return res
 
     # ------------------------------------------------------------ completion
@@ -324,13 +378,12 @@ class TraceBufferPy:
         heap = self._heap
         traces = self.traces
         while heap and heap[0][0] <= now and len(out) < limit:
-            _, _, tid = heapq.heappop(heap)
+            _, seq, tid = heapq.heappop(heap)
             t = traces.get(tid)
-            if t is None or t.decided:
-                continue
+            if t is None or seq < t.created_seq:
+                continue    # stale: its trace was decided
             d = self.deadline(t)
             if d <= now:
-                t.decided = True
                 out.append((t, self.trigger(t)))
                 self._remove(t)
             else:
@@ -338,7 +391,16 @@ class TraceBufferPy:
         return out
 
     def next_deadline(self) -> float | None:
-        return self._heap[0][0] if self._heap else None
+        """The earliest pending deadline of a buffered trace, or None."""
+        heap = self._heap
+        traces = self.traces
+        while heap:
+            when, seq, tid = heap[0]
+            t = traces.get(tid)
+            if t is not None and seq >= t.created_seq:
+                return when
+            heapq.heappop(heap)     # stale
+        return None
 
     def make_room(self, incoming: int) -> list[tuple[Trace, str]]:
         """Decide early the traces that free the most memory, until
@@ -350,7 +412,6 @@ class TraceBufferPy:
         for t in sorted(self.traces.values(), key=lambda t: len(t.data), reverse=True):
             if self.nbytes <= target:
                 break
-            t.decided = True
             out.append((t, "memory"))
             self._remove(t)
         return out
@@ -358,7 +419,6 @@ class TraceBufferPy:
     def drain(self) -> list[tuple[Trace, str]]:
         out = []
         for t in list(self.traces.values()):
-            t.decided = True
             out.append((t, "shutdown"))
             self._remove(t)
         self._heap.clear()
@@ -367,9 +427,62 @@ class TraceBufferPy:
     def _remove(self, t: Trace) -> None:
         # The trace leaves the index and the accounting now; its group
         # references stay until finish() has encoded it.
+        t.decided = True
         del self.traces[t.trace_id]
         self.nbytes -= len(t.data) + TRACE_OVERHEAD
         self.nspans -= t.span_count
+
+    # ------------------------------------------------------------ consistency
+    def consistency(self, t: Trace, skew_tolerance_ns: int):
+        """What the span entries of a trace say about its consistency:
+        ``(duplicates, orphans, skewed, no_root)``.
+
+        * ``duplicates``: spans whose span_id already appeared in the trace;
+        * ``orphans``: service → spans whose parent_span_id matches no span_id
+          of the trace;
+        * ``skewed``: service → child spans that start before their parent's
+          start - tolerance or end after its end + tolerance (the parent is the
+          first span with that span_id);
+        * ``no_root``: no span without parent_span_id.
+
+        A parent_span_id of 8 zero bytes counts as none here (never an
+        orphan), though such a span is not a root. Call it before ``finish``,
+        which releases the groups the services come from."""
+        if skew_tolerance_ns < 0:
+            raise ValueError("skew_tolerance_ns must be >= 0")
+        if t.finished:
+            raise ValueError("consistency: the trace is finished (call it before finish)")
+        tol = skew_tolerance_ns
+        d = t.data
+        n = len(d)
+        unpack = _HDR.unpack_from
+        first: dict[bytes, tuple[int, int]] = {}
+        heads = []
+        dups = 0
+        pos = 0
+        while pos < n:
+            gid, ln, sid, pid, start, end = h = unpack(d, pos)
+            pos += ENTRY_HDR + ln
+            if sid in first:
+                dups += 1
+            else:
+                first[sid] = (start, end)
+            heads.append(h)
+        orphans: dict[str, int] = {}
+        skewed: dict[str, int] = {}
+        for gid, _ln, _sid, pid, start, end in heads:
+            if pid == _ZERO8:
+                continue
+            p = first.get(pid)
+            if p is None:
+                target = orphans
+            elif start < p[0] - tol or end > p[1] + tol:
+                target = skewed
+            else:
+                continue
+            svc = self._groups[gid][2]
+            target[svc] = target.get(svc, 0) + 1
+        return dups, orphans, skewed, not t.root_seen
 
     # ------------------------------------------------------------ output
     def finish(self, t: Trace, sampled: bool, policy: str, threshold: int):
@@ -377,6 +490,11 @@ class TraceBufferPy:
         kept, return ``(blob, spans_per_service)``: its spans encoded as
         ``ExportTraceServiceRequest.resource_spans`` fields (so batches are
         plain concatenations)."""
+        if not t.decided:
+            raise ValueError("finish: the trace is still buffered (not decided)")
+        if t.finished:
+            raise ValueError("finish: the trace is already finished")
+        t.finished = True
         self.remember(t.trace_id, sampled, policy, threshold)
         counts: dict[int, int] = {}
         out = None

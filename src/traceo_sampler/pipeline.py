@@ -97,34 +97,40 @@ class Pipeline:
     def ingest(self, data: bytes) -> IngestResult:
         """Scan and buffer one encoded ExportTraceServiceRequest.
 
-        Raises ValueError when the bytes are not a valid request; invalid
-        spans are counted and reported while the valid ones are kept.
+        Raises ValueError when the bytes are not a valid request (the buffer
+        is then left as it was); invalid spans are counted and reported while
+        the valid ones are kept. Memory: the exact size a request adds is
+        known only once the buffer's fused scan+insert has run, so room for
+        twice its size is made before, and what still exceeds the limit
+        after it is decided at once: the buffer never stays above
+        memory_limit.
         """
-        sc = scan(data, self.attr_keys)
-        m = self.metrics
-        if sc.rejected:
-            for reason in sc.reasons:
-                m.invalid_spans_total.labels(reason).inc()
-        if not sc.spans:
-            return IngestResult(0, sc.rejected, sc.errors)
         now = self.clock()
         buf = self.buffer
-        # upper bound of what this request adds: every span a new trace
-        room = buf.make_room(sc.span_bytes + len(sc.spans) * (ENTRY_HDR + TRACE_OVERHEAD))
+        room = buf.make_room(2 * len(data))
         if room:
             self._decide(room, now)
-        res = buf.add(sc, data, now)
+            self._gauges()
+        res = buf.ingest(data, self.attr_keys, now)
+        m = self.metrics
+        if res.rejected:
+            for reason in res.reasons:
+                m.invalid_spans_total.labels(reason).inc()
+        if not res.accepted:
+            return IngestResult(0, res.rejected, res.errors)
         self._after_add(res, now)
         if res.full:
             self._decide([(t, "max_spans") for t in res.full], now)
             if res.overflow:
                 # the rest of a trace that filled up within this request now
                 # follows its decision, like any late span
-                self._after_add(buf.add(_Spans(sc.groups, res.overflow), data, now), now)
-        self.spans_in += len(sc.spans)
-        self.bytes_in += sc.span_bytes
+                self._after_add(buf.add(_Spans(res.groups, res.overflow), data, now), now)
+        if buf.nbytes > buf.memory_limit:
+            self._decide(buf.make_room(0), now)
+        self.spans_in += res.accepted
+        self.bytes_in += res.span_bytes
         self._gauges()
-        return IngestResult(len(sc.spans), sc.rejected, sc.errors)
+        return IngestResult(res.accepted, res.rejected, res.errors)
 
     def usd_per_byte_of(self, service: str) -> float:
         return self._usd_overrides.get(service, self.usd_per_byte)

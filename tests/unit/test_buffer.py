@@ -2,9 +2,13 @@
 
 Every completion trigger of DESIGN.md §2, memory pressure, the decision
 cache and late spans, and the re-encoding of kept spans (byte-identical
-apart from the appended tracestate)."""
+apart from the appended tracestate) -- each through both ways in (``add`` of
+a scan result, and the fused ``ingest``); the span consistency checks; and a
+differential test feeding one random request stream to the pure and the
+compiled buffer."""
 import importlib
 import os
+import random
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -12,14 +16,34 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from conftest import PURE
 from support_otlp import make_request, trace
-from traceo_sampler.buffer import TRACE_OVERHEAD, TraceBufferPy, encode_late
+from traceo_sampler.buffer import ENTRY_HDR, TRACE_OVERHEAD, TraceBufferPy, encode_late
 from traceo_sampler.scan import scan_py
 
-IMPLS = [pytest.param((TraceBufferPy, scan_py, encode_late), id="python")]
+
+class Impl:
+    """One buffer implementation and one way of putting a request in."""
+
+    def __init__(self, cls, scan, mode):
+        self.cls = cls
+        self.scan = scan
+        self.mode = mode
+
+    def put(self, buf, raw, now, keys=frozenset()):
+        if self.mode == "ingest":
+            return buf.ingest(raw, keys, now)
+        return buf.add(self.scan(raw, keys), raw, now)
+
+
+PY = Impl(TraceBufferPy, scan_py, "ingest")
+PY_ADD = Impl(TraceBufferPy, scan_py, "add")
+IMPLS = [pytest.param(PY_ADD, id="python-add"), pytest.param(PY, id="python-ingest")]
+CY = CY_ADD = None
 if not PURE:
     _b = importlib.import_module("traceo_sampler._buffer")
     _s = importlib.import_module("traceo_sampler._scan")
-    IMPLS.append(pytest.param((_b.TraceBuffer, _s.scan, encode_late), id="cython"))
+    CY = Impl(_b.TraceBuffer, _s.scan, "ingest")
+    CY_ADD = Impl(_b.TraceBuffer, _s.scan, "add")
+    IMPLS += [pytest.param(CY_ADD, id="cython-add"), pytest.param(CY, id="cython-ingest")]
 
 
 @pytest.fixture(params=IMPLS)
@@ -28,15 +52,14 @@ def impl(request):
 
 
 def mkbuf(impl, **kw):
-    cls = impl[0]
     args = dict(decision_wait=30.0, root_wait=2.0, idle_timeout=5.0, max_spans_per_trace=10_000,
                 memory_limit=1 << 30, cache_sampled=1000, cache_not_sampled=1000)
     args.update(kw)
-    return cls(**args)
+    return impl.cls(**args)
 
 
 def add(impl, buf, raw, now, keys=frozenset()):
-    return buf.add(impl[1](raw, keys), raw, now)
+    return impl.put(buf, raw, now, keys)
 
 
 def decode(blob):
@@ -90,7 +113,7 @@ def test_max_spans_trigger_and_late_spans_follow(impl):
     assert per_service == {"svc": 5}
     res2 = add(impl, buf, make_request([t[6:]]), 1.0)
     assert len(res2.late_kept) == 2 and res2.late_dropped == 0
-    req = decode(impl[2](res2.late_kept))
+    req = decode(encode_late(res2.late_kept))
     spans = [s for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
     assert [s.span_id for s in spans] == [x["span_id"] for x in t[6:]]
     assert all(s.trace_state == "ot=th:0" for s in spans)
@@ -154,19 +177,36 @@ def test_memory_pressure_decides_biggest_first(impl):
 
 
 def test_buffer_never_exceeds_limit_under_load(impl):
+    # what Pipeline.ingest does: room for twice the request before, and
+    # whatever is still over the limit after it decided at once
     limit = 64 * 1024
     buf = mkbuf(impl, memory_limit=limit)
     decided = 0
     for i in range(200):
         raw = make_request([trace(5) for _ in range(3)])
-        sc = impl[1](raw, frozenset())
-        for tr, _ in buf.make_room(sc.span_bytes + 16 * len(sc.spans) + 3 * TRACE_OVERHEAD):
+        out = buf.make_room(2 * len(raw))
+        add(impl, buf, raw, float(i) * 0.001)
+        if buf.nbytes > limit:
+            out += buf.make_room(0)
+            assert 0 < buf.nbytes <= 0.9 * limit
+        for tr, trig in out:
+            assert trig == "memory"
             buf.finish(tr, False, "", 1 << 56)
             decided += 1
-        buf.add(sc, raw, float(i) * 0.001)
         assert buf.nbytes <= limit
     assert decided > 0
     assert decided + buf.ntraces == 600
+
+
+def test_exact_accounting(impl):
+    t = trace(3)
+    raw = make_request([t])
+    buf = mkbuf(impl)
+    res = add(impl, buf, raw, 0.0)
+    assert res.accepted == 3 and res.rejected == 0 and res.errors == [] and res.reasons == []
+    assert buf.nbytes == TRACE_OVERHEAD + 3 * ENTRY_HDR + res.span_bytes
+    assert res.per_service == {"svc": [3, res.span_bytes]}
+    assert ENTRY_HDR == 40
 
 
 def test_drain_decides_everything(impl):
@@ -256,10 +296,9 @@ def _span_bytes_of(blob, span_id):
 def test_pure_and_compiled_agree():
     if PURE:
         pytest.skip("compiled implementation not requested")
-    import random
     random.seed(7)
-    cy = IMPLS[1].values[0]
-    py = IMPLS[0].values[0]
+    cy = CY_ADD
+    py = PY_ADD
     b1, b2 = mkbuf(py, max_spans_per_trace=7, memory_limit=200_000), mkbuf(cy, max_spans_per_trace=7, memory_limit=200_000)
     ids = [os.urandom(16) for _ in range(60)]
     now = 0.0
@@ -275,7 +314,7 @@ def test_pure_and_compiled_agree():
                           "status": random.choice([0, 0, 1, 2])})
         raw = make_request([spans], service=random.choice(["a", "b"]))
         for b, impl_, log in ((b1, py, log1), (b2, cy, log2)):
-            sc = impl_[1](raw, frozenset())
+            sc = impl_.scan(raw, frozenset())
             room = b.make_room(sc.span_bytes + 16 * len(sc.spans))
             r = b.add(sc, raw, now)
             done = room + [(t, "max_spans") for t in r.full] + b.due(now)
@@ -297,3 +336,402 @@ def test_unknown_status_codes_are_buffered_not_matched(impl):
     tr = buf.traces[t[0]["trace_id"]]
     assert tr.span_count == 3
     assert tr.status_mask == (1 << 0) | (1 << 7)
+
+
+# ---------------------------------------------------------------- ingest errors
+def _snapshot(buf):
+    """Everything observable of a buffer's state (order included)."""
+    return (buf.nbytes, buf.nspans, buf.ntraces, buf.ngroups, buf.next_deadline(),
+            [(tid, _trace_state(t)) for tid, t in buf.traces.items()])
+
+
+def _norm_attrs(attrs):
+    if attrs is None:
+        return None
+    return sorted((k, sorted((type(v).__name__, repr(v)) for v in vs)) for k, vs in attrs.items())
+
+
+def _trace_state(t):
+    return (t.trace_id, t.span_count, t.min_start, t.max_end, t.status_mask, t.root_seen,
+            t.root_name, t.root_service, sorted(t.services), _norm_attrs(t.attrs),
+            t.randomness, t.first_arrival, t.last_arrival, t.root_arrival, bytes(t.data),
+            t.tracestates, t.decided, list(t.entries()))
+
+
+@pytest.mark.parametrize("impl", [p for p in IMPLS if p.values[0].mode == "ingest"])
+def test_ingest_error_leaves_buffer_unchanged(impl):
+    buf = mkbuf(impl, max_spans_per_trace=4)
+    t = trace(3)
+    buf.ingest(make_request([t]), frozenset({"http.route"}), 0.0)
+    before = _snapshot(buf)
+    # valid spans of the same trace and of a new one, then a cut-off field
+    raw = make_request([trace(2, tid=t[0]["trace_id"]), trace(2)])
+    bad = raw + b"\x0a\x05\x12"
+    with pytest.raises(ValueError) as exc:
+        buf.ingest(bad, frozenset({"http.route"}), 1.0)
+    with pytest.raises(ValueError) as exc_scan:
+        scan_py(bad, frozenset({"http.route"}))
+    assert str(exc.value) == str(exc_scan.value)
+    assert _snapshot(buf) == before
+    # invalid UTF-8 in the name of the last valid span: found after the
+    # spans before it were walked, still nothing buffered
+    spans = trace(2)
+    spans[1]["name"] = "BADNAME!"
+    raw = make_request([trace(2, tid=t[0]["trace_id"]), spans])
+    bad = raw.replace(b"BADNAME!", b"\xffADNAME!")
+    with pytest.raises(ValueError, match="invalid UTF-8 in span name"):
+        buf.ingest(bad, frozenset(), 1.0)
+    assert _snapshot(buf) == before
+    # and the good request then goes in
+    res = buf.ingest(raw, frozenset(), 1.0)
+    assert res.accepted == 4 and len(res.full) == 1
+
+
+def test_ingest_reports_invalid_spans(impl):
+    t = trace(3)
+    t[1]["span_id"] = bytes(8)
+    t[2]["end"], t[2]["start"] = 1, 2
+    res = add(impl, mkbuf(impl), make_request([t]), 0.0)
+    assert res.accepted == 1 and res.rejected == 2
+    assert res.reasons == ["span_id_zero", "end_before_start"]
+    assert res.errors == ["span 1: span_id must not be all zero",
+                          "span 2: end_time_unix_nano before start_time_unix_nano"]
+
+
+def test_ingest_accepts_bytes_like(impl):
+    if impl.mode != "ingest":
+        pytest.skip("ingest only")
+    raw = make_request([trace(3)])
+    a, b = mkbuf(impl), mkbuf(impl)
+    a.ingest(raw, frozenset(), 0.0)
+    b.ingest(memoryview(raw), frozenset(), 0.0)
+    assert _snapshot(a) == _snapshot(b)
+
+
+# ---------------------------------------------------------------- consistency
+def _sp(tid, sid, parent=b"", start=100, end=200, **kw):
+    return dict(trace_id=tid, span_id=sid, parent=parent, start=start, end=end, **kw)
+
+
+def _ids(n):
+    return [bytes([i + 1]) * 8 for i in range(n)]
+
+
+R, A, B, C, D, E, F = _ids(7)   # F: never a span_id
+
+# (name, [(service, spans)], tolerance, expected (duplicates, orphans, skewed, no_root))
+CONSISTENCY_CASES = [
+    ("clean", [("s", [_sp(0, R, b"", 100, 1000), _sp(0, A, R, 200, 300),
+                      _sp(0, B, A, 210, 290)])], 0, (0, {}, {}, False)),
+    ("duplicates", [("s", [_sp(0, R), _sp(0, R), _sp(0, A, R), _sp(0, A, R), _sp(0, A, R)])],
+     0, (3, {}, {}, False)),
+    ("orphans per service", [("s", [_sp(0, R), _sp(0, A, b"\xee" * 8), _sp(0, B, C)]),
+                             ("t", [_sp(0, C, F), _sp(0, D, F), _sp(0, E, R)])],
+     0, (0, {"s": 1, "t": 2}, {}, False)),
+    ("orphan resolved by a later span", [("s", [_sp(0, A, R), _sp(0, R)])], 0,
+     (0, {}, {}, False)),
+    ("starts too early", [("s", [_sp(0, R, b"", 100, 1000), _sp(0, A, R, 90, 500)])], 9,
+     (0, {}, {"s": 1}, False)),
+    ("starts early within tolerance", [("s", [_sp(0, R, b"", 100, 1000), _sp(0, A, R, 90, 500)])],
+     10, (0, {}, {}, False)),
+    ("ends too late", [("s", [_sp(0, R, b"", 100, 1000)]), ("t", [_sp(0, A, R, 500, 1011)])], 10,
+     (0, {}, {"t": 1}, False)),
+    ("ends late within tolerance", [("s", [_sp(0, R, b"", 100, 1000), _sp(0, A, R, 500, 1011)])],
+     11, (0, {}, {}, False)),
+    ("both ends out counts once", [("s", [_sp(0, R, b"", 100, 1000), _sp(0, A, R, 0, 2000)])], 0,
+     (0, {}, {"s": 1}, False)),
+    ("skew against the first of duplicated parents",
+     [("s", [_sp(0, R, b"", 100, 200), _sp(0, R, b"", 0, 5000), _sp(0, A, R, 50, 150)])], 0,
+     (1, {}, {"s": 1}, False)),
+    ("no root", [("s", [_sp(0, A, R), _sp(0, B, A)])], 0, (0, {"s": 1}, {}, True)),
+    ("zero parent is neither orphan nor root", [("s", [_sp(0, A, bytes(8))])], 0,
+     (0, {}, {}, True)),
+    ("huge times", [("s", [_sp(0, R, b"", 2**64 - 10, 2**64 - 1), _sp(0, A, R, 0, 2**64 - 1)])],
+     2**64 - 10, (0, {}, {}, False)),
+    ("huge times skewed", [("s", [_sp(0, R, b"", 2**64 - 10, 2**64 - 1), _sp(0, A, R, 0, 5)])],
+     2**64 - 11, (0, {}, {"s": 1}, False)),
+    ("huge tolerance", [("s", [_sp(0, R, b"", 2**64 - 10, 2**64 - 1), _sp(0, A, R, 0, 5)])],
+     2**70, (0, {}, {}, False)),
+]
+
+
+def _multi_request(parts):
+    raws = []
+    for svc, spans in parts:
+        raws.append(make_request([spans], service=svc))
+    return b"".join(raws)   # concatenated requests are one request (repeated field)
+
+
+@pytest.mark.parametrize("case", CONSISTENCY_CASES, ids=[c[0] for c in CONSISTENCY_CASES])
+def test_consistency(impl, case):
+    _name, parts, tol, want = case
+    tid = os.urandom(16)
+    parts = [(svc, [dict(s, trace_id=tid) for s in spans]) for svc, spans in parts]
+    buf = mkbuf(impl)
+    res = add(impl, buf, _multi_request(parts), 0.0)
+    assert res.rejected == 0
+    (t, _), = buf.drain()
+    assert buf.consistency(t, tol) == want
+    buf.finish(t, True, "p", 0)
+    assert buf.ngroups == 0
+
+
+def test_consistency_across_requests_and_negative_tolerance(impl):
+    tid = os.urandom(16)
+    buf = mkbuf(impl)
+    add(impl, buf, make_request([[_sp(tid, A, R, 50, 60)]], service="x"), 0.0)
+    add(impl, buf, make_request([[_sp(tid, R, b"", 100, 200)]], service="y"), 1.0)
+    t = buf.traces[tid]
+    assert buf.consistency(t, 0) == (0, {}, {"x": 1}, False)
+    with pytest.raises(ValueError):
+        buf.consistency(t, -1)
+
+
+# ---------------------------------------------------------------- differential
+SERVICES = ["front", "cart", "pay", "db"]
+DIFF_KEYS = frozenset({"http.route", "http.status_code", "error", "ratio", "deployment.environment"})
+TRACE_STATES = ["", "", "", "vendor=x", "ot=rv:00112233445566", "ot=rv:zz;th:8,k=v",
+                "ot=th:8;rv:fedcba98765432,vendor=abc"]
+
+
+class _Stream:
+    """A random request stream: traces reused at random, invalid spans,
+    duplicates, orphans, skew, tracestates with rv, attributes, malformed
+    requests."""
+
+    def __init__(self, seed):
+        self.rng = random.Random(seed)
+        self.pool = [self._new_trace() for _ in range(25)]
+
+    def _new_trace(self):
+        return {"tid": self.rng.randbytes(16), "sids": [], "t0": self.rng.randint(0, 10**12)}
+
+    def _span(self, ss, tr):
+        rng = self.rng
+        if tr["sids"] and rng.random() < 0.05:
+            sid = rng.choice(tr["sids"])                      # duplicate
+        else:
+            sid = rng.randbytes(8)
+            tr["sids"].append(sid)
+        x = rng.random()
+        if x < 0.2:
+            parent = b""
+        elif x < 0.8 and tr["sids"]:
+            parent = rng.choice(tr["sids"])
+        elif x < 0.9:
+            parent = rng.randbytes(8)                         # orphan
+        elif x < 0.95:
+            parent = bytes(8)
+        else:
+            parent = rng.randbytes(3)                         # invalid
+        tid = tr["tid"]
+        y = rng.random()
+        if y < 0.03:
+            tid = tid[:15]                                    # invalid
+        elif y < 0.05:
+            tid = bytes(16)                                   # invalid
+        elif y < 0.07:
+            sid = bytes(8)                                    # invalid
+        start = tr["t0"] + rng.randint(-10**6, 10**9)
+        end = start + rng.randint(-100, 10**9)               # sometimes before start
+        if rng.random() < 0.02:
+            start, end = 2**64 - 5, 2**64 - 1
+        start, end = max(start, 0), max(end, 0)
+        sp = ss.spans.add(trace_id=tid, span_id=sid, parent_span_id=parent,
+                          name=rng.choice(["GET /", "op", "é名", "BADNAME!"]),
+                          start_time_unix_nano=start, end_time_unix_nano=end,
+                          kind=rng.randint(0, 5), trace_state=rng.choice(TRACE_STATES))
+        code = rng.choice([0, 0, 0, 1, 2, -1, 7])
+        if code:
+            sp.status.code = code
+        for key in rng.sample(["http.route", "http.status_code", "error", "ratio", "other"],
+                              rng.randint(0, 3)):
+            a = sp.attributes.add(key=key)
+            if key == "http.route":
+                a.value.string_value = rng.choice(["/a", "/b", "/ü"])
+            elif key == "http.status_code":
+                a.value.int_value = rng.choice([200, 404, -1, 2**63 - 1])
+            elif key == "error":
+                a.value.bool_value = rng.random() < 0.5
+            elif key == "ratio":
+                a.value.double_value = rng.choice([0.5, 1.0, -0.0])
+            else:
+                a.value.string_value = "x"
+
+    def request(self):
+        rng = self.rng
+        for _ in range(rng.choice([0, 0, 1, 2, 3])):
+            self.pool[rng.randrange(len(self.pool))] = self._new_trace()
+        req = ExportTraceServiceRequest()
+        for _ in range(rng.randint(1, 3)):
+            rs = req.resource_spans.add()
+            rs.resource.attributes.add(key="service.name").value.string_value = \
+                rng.choice(SERVICES)
+            if rng.random() < 0.5:
+                rs.resource.attributes.add(key="deployment.environment").value.string_value = \
+                    rng.choice(["prod", "dev"])
+            for _ in range(rng.randint(1, 2)):
+                ss = rs.scope_spans.add()
+                ss.scope.name = rng.choice(["lib", "http"])
+                for _ in range(rng.randint(0, 7)):
+                    self._span(ss, rng.choice(self.pool))
+        raw = req.SerializeToString()
+        x = rng.random()
+        if x < 0.85:
+            raw = raw.replace(b"BADNAME!", b"GOODNAME")
+        else:
+            raw = raw.replace(b"BADNAME!", b"\xc3(BADNM!")        # invalid UTF-8
+        if rng.random() < 0.05 and raw:
+            raw = raw[:rng.randrange(len(raw))]                   # cut anywhere
+        return raw
+
+
+class _Spans:
+    def __init__(self, groups, spans):
+        self.groups = groups
+        self.spans = spans
+
+
+def _result(res):
+    return dict(
+        accepted=res.accepted, rejected=res.rejected, errors=res.errors, reasons=res.reasons,
+        span_bytes=res.span_bytes, late_kept=res.late_kept, late_dropped=res.late_dropped,
+        full=[t.trace_id for t in res.full], overflow=res.overflow, new_traces=res.new_traces,
+        spans=res.spans, per_service=list(res.per_service.items()), groups=res.groups)
+
+
+def _decide(buf, items, tol):
+    out = []
+    for t, trig in items:
+        cons = buf.consistency(t, tol)
+        keep = t.randomness % 3 == 0
+        th = (t.randomness % 7) << 50 if keep else 1 << 56
+        fin = buf.finish(t, keep, "p" if keep else "", th)
+        out.append((trig, _trace_state(t), cons, fin))
+    return out
+
+
+def _run_stream(impls, seed, steps):
+    stream = _Stream(seed)
+    bufs = [mkbuf(i, decision_wait=4.0, root_wait=1.0, idle_timeout=2.5, max_spans_per_trace=6,
+                  memory_limit=40_000, cache_sampled=15, cache_not_sampled=20) for i in impls]
+    logs = [[] for _ in impls]
+    now = 0.0
+    for _step in range(steps):
+        rng = stream.rng
+        now += rng.choice([0.0, 0.25, 0.5, 0.5, 1.0, rng.random()])
+        raw = stream.request()
+        keys = DIFF_KEYS if rng.random() < 0.7 else frozenset()
+        tol = rng.choice([0, 1000, 10**9])
+        room = rng.choice([None, None, 0, 2 * len(raw), 30_000])
+        limit = rng.choice([1 << 30, 1 << 30, 1, 3])
+        for impl, buf, log in zip(impls, bufs, logs):
+            if room is not None:
+                log.append(("room", _decide(buf, buf.make_room(room), tol)))
+            before = _snapshot(buf)
+            try:
+                res = impl.put(buf, raw, now, keys)
+            except ValueError as exc:
+                log.append(("error", str(exc)))
+                assert _snapshot(buf) == before
+            else:
+                log.append(("res", _result(res)))
+                if res.full:
+                    log.append(("full", _decide(buf, [(t, "max_spans") for t in res.full], tol)))
+                    if res.overflow:
+                        r2 = buf.add(_Spans(res.groups, res.overflow), raw, now)
+                        log.append(("overflow", _result(r2)))
+                        assert not r2.full
+            log.append(("due", _decide(buf, buf.due(now, limit), tol)))
+            log.append(("state", _snapshot(buf)))
+    for buf, log in zip(bufs, logs):
+        log.append(("drain", _decide(buf, buf.drain(), 0)))
+        log.append(("end", _snapshot(buf)))
+        assert buf.ngroups == 0 and buf.nbytes == 0 and buf.nspans == 0
+    return logs
+
+
+def test_differential_stream():
+    impls = [PY, PY_ADD] if PURE else [PY, CY, CY_ADD]
+    seen = set()
+    for seed in range(6):
+        logs = _run_stream(impls, seed, 250)
+        seen |= {e[0] for e in logs[0]}
+        assert any(e[0] == "due" and e[1] for e in logs[0])
+        for other in logs[1:]:
+            assert len(other) == len(logs[0])
+            for a, b in zip(logs[0], other):
+                assert a == b, seed
+    # the streams did reach every path
+    assert {"error", "full", "overflow", "room"} <= seen
+
+
+# ---------------------------------------------------------------- Pipeline.ingest
+def test_pipeline_ingest_keeps_the_buffer_under_its_limit():
+    from traceo_sampler import loadgen
+    from traceo_sampler.config import loads
+    from traceo_sampler.pipeline import Pipeline
+    from traceo_sampler.telemetry import Metrics
+
+    cfg = loads("""
+sampler:
+  memory_limit_mib: 1
+  max_spans_per_trace: 20
+  policies:
+    - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}
+    - {name: rest, type: probabilistic, probabilistic: {sampling_percentage: 10}}
+""")
+    now = [0.0]
+    p = Pipeline(cfg, Metrics(), [], clock=lambda: now[0])
+    reqs = loadgen.TraceGenerator(3).build_requests(spans_per_request_target=300, n_spans=6000)
+    accepted = 0
+    for i, raw in enumerate(reqs):
+        now[0] = i * 0.01
+        res = p.ingest(raw)
+        accepted += res.accepted
+        assert p.buffer.nbytes <= p.buffer.memory_limit
+        if i == 3:
+            before = (p.buffer.nbytes, p.buffer.nspans, p.buffer.ntraces)
+            with pytest.raises(ValueError):
+                p.ingest(raw[:-3])
+            assert (p.buffer.nbytes, p.buffer.nspans, p.buffer.ntraces) == before
+    assert accepted == reqs.n_spans == p.spans_in
+    assert p.by_trigger.get("memory", 0) > 0 and p.by_trigger.get("max_spans", 0) > 0
+    p.drain()
+    assert p.buffer.ntraces == 0 and p.buffer.ngroups == 0
+
+
+def test_finish_once_and_consistency_before(impl):
+    buf = mkbuf(impl)
+    t = trace(2)
+    add(impl, buf, make_request([t]), 0.0)
+    live = buf.traces[t[0]["trace_id"]]
+    with pytest.raises(ValueError, match="still buffered"):
+        buf.finish(live, True, "p", 0)
+    assert buf.consistency(live, 0) == (0, {}, {}, False)   # read-only: fine on a live trace
+    (tr, _), = buf.drain()
+    buf.finish(tr, False, "", 1 << 56)
+    with pytest.raises(ValueError, match="already finished"):
+        buf.finish(tr, False, "", 1 << 56)
+    with pytest.raises(ValueError, match="before finish"):
+        buf.consistency(tr, 0)
+    assert buf.ngroups == 0
+
+
+def test_corrupt_entries_raise_not_crash():
+    if PURE:
+        pytest.skip("the compiled buffer checks its C reads")
+    buf = mkbuf(CY)
+    add(CY, buf, make_request([trace(3)]), 0.0)
+    (t, _), = buf.drain()
+    good = bytes(t.data)
+    for bad in (good[:-1], good + b"\x00" * 5, b"\xff" * 4 + good[4:]):
+        t.data[:] = bad
+        with pytest.raises(RuntimeError, match="corrupt"):
+            buf.consistency(t, 0)
+        if bad[:4] != b"\xff" * 4:     # entries() does not look groups up
+            with pytest.raises(RuntimeError, match="corrupt"):
+                t.entries()
+    t.data[:] = good
+    buf.finish(t, True, "p", 0)
+    assert buf.ngroups == 0

@@ -1,5 +1,9 @@
 """Scanner tests (docs/scan-contract.md), run against both implementations.
 
+The walk is shared with the fused ``TraceBuffer.ingest`` (ext/_wire.pxi), so
+section (f) feeds the same generated, truncated, mutated and garbage inputs
+to ``ingest`` and checks it reports and raises what the scanner does.
+
 Every test is parametrized over ``impl`` in ("cython", "python"). The compiled
 one must import: its tests fail (not skip) when ``traceo_sampler._scan`` is
 missing, unless TRACEO_SAMPLER_PURE=1 asks for the pure twin only.
@@ -814,17 +818,15 @@ def test_garbage(impl, data, keys):
     check_both_agree(impl, data, keys)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-@FAST
-@given(
-    edits=st.lists(
-        st.tuples(st.sampled_from(["set", "insert", "delete"]), st.integers(0, 10**6),
-                  st.integers(0, 255)),
-        min_size=1, max_size=4,
-    ),
-    keys=st.sampled_from(CUT_KEYS),
+EDITS = st.lists(
+    st.tuples(st.sampled_from(["set", "insert", "delete"]), st.integers(0, 10**6),
+              st.integers(0, 255)),
+    min_size=1, max_size=4,
 )
-def test_mutated_valid_request(impl, edits, keys):
+
+
+def _mutated(edits) -> bytes:
+    """The sample request with byte edits (set / insert / delete) applied."""
     data = bytearray(_sample_request().SerializeToString())
     for op, pos, byte in edits:
         pos %= len(data) + (op == "insert")
@@ -834,7 +836,14 @@ def test_mutated_valid_request(impl, edits, keys):
             data.insert(pos, byte)
         elif pos < len(data):
             del data[pos]
-    data = bytes(data)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@FAST
+@given(edits=EDITS, keys=st.sampled_from(CUT_KEYS))
+def test_mutated_valid_request(impl, edits, keys):
+    data = _mutated(edits)
     got = outcome(get_scan(impl), data, keys)
     assert got[0] in ("ok", "ValueError")
     check_both_agree(impl, data, keys)
@@ -1085,3 +1094,102 @@ def test_appended_trace_state_wins_any_span(impl, span, value):
     res = get_scan(impl)(data, frozenset())
     assert res.spans[0][10] == value
     assert data[res.spans[0][8] : res.spans[0][8] + res.spans[0][9]] == body
+
+
+# ---------------------------------------------------------------------------
+# (f) the fused TraceBuffer.ingest walks like the scanner
+# ---------------------------------------------------------------------------
+def get_buffer(impl: str):
+    if impl == "python":
+        from traceo_sampler.buffer import TraceBufferPy as cls
+    else:
+        if PURE:
+            pytest.skip("TRACEO_SAMPLER_PURE=1: compiled buffer not wanted")
+        try:
+            from traceo_sampler._buffer import TraceBuffer as cls
+        except ImportError as exc:
+            pytest.fail(f"traceo_sampler._buffer does not import ({exc})")
+    return cls(decision_wait=30.0, root_wait=2.0, idle_timeout=5.0,
+               max_spans_per_trace=1 << 30, memory_limit=1 << 40,
+               cache_sampled=0, cache_not_sampled=0)
+
+
+def check_ingest(impl: str, data: bytes, keys) -> None:
+    """``ingest`` raises what ``scan_py`` raises (and then buffers nothing),
+    otherwise reports the scanner's figures and buffers every valid span."""
+    want = outcome(scan_mod.scan_py, data, keys)
+    buf = get_buffer(impl)
+    try:
+        res = buf.ingest(data, keys, 0.0)
+    except ValueError as exc:
+        assert want == ("ValueError", str(exc))
+        assert (buf.ntraces, buf.nspans, buf.nbytes, buf.ngroups) == (0, 0, 0, 0)
+        return
+    assert want[0] == "ok"
+    sc = scan_mod.scan_py(data, keys)
+    assert norm([res.groups, res.rejected, res.errors, res.reasons, res.span_bytes]) == norm(
+        [sc.groups, sc.rejected, sc.errors, sc.reasons, sc.span_bytes])
+    assert res.accepted == len(sc.spans) == res.spans == buf.nspans
+    got = sorted((tid, bytes(t.data[off:off + ln]), ts)
+                 for tid, t in buf.traces.items() for _g, off, ln, ts in t.entries())
+    assert got == sorted((s[0], data[s[8]:s[8] + s[9]], s[10]) for s in sc.spans)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@FAST
+@given(req=requests_st, keys=attr_keys_st)
+def test_ingest_differential_messages(impl, req, keys):
+    check_ingest(impl, req.SerializeToString(), keys)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@FAST
+@given(generated=raw_request, keys=attr_keys_st)
+def test_ingest_differential_raw(impl, generated, keys):
+    check_ingest(impl, generated[0], keys)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("keys", CUT_KEYS)
+def test_ingest_truncated_at_every_cut(impl, keys):
+    for data in (_sample_request().SerializeToString(), _sdk_request().SerializeToString()):
+        for cut in range(len(data)):
+            check_ingest(impl, data[:cut], keys)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@FAST
+@given(data=st.binary(max_size=200), keys=st.sampled_from(CUT_KEYS))
+def test_ingest_garbage(impl, data, keys):
+    check_ingest(impl, data, keys)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@FAST
+@given(edits=EDITS, keys=st.sampled_from(CUT_KEYS))
+def test_ingest_mutated_valid_request(impl, edits, keys):
+    check_ingest(impl, _mutated(edits), keys)
+
+
+BAD_UTF8 = [b"\xff", b"ok\xc3(", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc0\xaf"]
+SOME_UTF8 = [b"", b"op", "é名🙂".encode()]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_ingest_invalid_utf8(impl):
+    # trace_state and name are checked (not decoded) by ingest for every
+    # valid span, in the scanner's order; invalid spans are not looked at
+    for ts in SOME_UTF8 + BAD_UTF8[:2]:
+        for name in SOME_UTF8 + BAD_UTF8:
+            for parent in (b"", b"\x03" * 8):
+                for end in (2, 0):   # 0: end before start, an invalid span
+                    span = (SPAN_OK + f_len(3, ts) + f_len(4, parent) + f_len(5, name)
+                            + f_fixed64(7, 1) + f_fixed64(8, end))
+                    data = wrap([(b"", b"", [SPAN_OK, span, SPAN_OK])])
+                    check_ingest(impl, data, frozenset())
+    for key in SOME_UTF8 + BAD_UTF8:
+        for value in SOME_UTF8 + BAD_UTF8:
+            kv = f_len(9, f_len(1, key) + f_len(2, f_len(1, value)))
+            data = wrap([(b"", b"", [SPAN_OK + kv])])
+            for keys in CUT_KEYS + [frozenset({key.decode("utf-8", "replace")})]:
+                check_ingest(impl, data, keys)

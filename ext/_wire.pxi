@@ -1,0 +1,652 @@
+# Included by ext/_scan.pyx and ext/_buffer.pyx (Cython `include`): the one
+# walk over an encoded ExportTraceServiceRequest that both modules share.
+#
+# ``_Walker`` walks the request (docs/scan-contract.md: same walks, same check
+# order, same error messages as the pure twin traceo_sampler/scan.py), builds
+# the group tuples, validates each span and hands every valid one, as a C
+# ``SpanRec`` of pointers into the request plus its attribute dict, to the
+# virtual ``on_span``. The scanner (_scan.pyx: ``_CScan``) turns it into the
+# contract's tuple; the fused TraceBuffer.ingest (_buffer.pyx: ``_Ingest``)
+# keeps the C record and inserts it into the buffer once the whole request
+# has been walked without error.
+#
+# ``on_span`` must also do the UTF-8 checks of trace_state then name (the
+# scanner decodes them; a span's strings are checked in that order).
+
+cimport cython
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.exc cimport PyErr_Clear
+from cpython.float cimport PyFloat_FromDouble
+from cpython.long cimport PyLong_FromLongLong, PyLong_FromSsize_t, PyLong_FromUnsignedLongLong
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.ref cimport PyObject, Py_DECREF, Py_INCREF, Py_XDECREF
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+from libc.string cimport memcmp, memcpy
+
+cdef extern from *:
+    """
+    #include <string.h>
+    #include <stdint.h>
+
+    static inline uint64_t traceo_u64le(const unsigned char *p) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+    #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        v = __builtin_bswap64(v);
+    #endif
+        return v;
+    }
+
+    static inline uint64_t traceo_u32le(const unsigned char *p) {
+        uint32_t v;
+        memcpy(&v, p, 4);
+    #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        v = __builtin_bswap32(v);
+    #endif
+        return (uint64_t)v;
+    }
+
+    static inline double traceo_double(uint64_t bits) {
+        double d;
+        memcpy(&d, &bits, 8);
+        return d;
+    }
+
+    static inline int traceo_all_zero(const unsigned char *p, Py_ssize_t n) {
+        unsigned char acc = 0;
+        Py_ssize_t i;
+        for (i = 0; i < n; i++) acc |= p[i];
+        return acc == 0;
+    }
+
+    static inline int traceo_is_ascii(const unsigned char *p, Py_ssize_t n) {
+        uint64_t acc = 0, w;
+        Py_ssize_t i = 0;
+        if (n < 8) {
+            for (; i < n; i++) acc |= p[i];
+            return acc < 0x80;
+        }
+        for (; i + 8 <= n; i += 8) {
+            memcpy(&w, p + i, 8);
+            acc |= w;
+        }
+        memcpy(&w, p + n - 8, 8);  /* the tail, overlapping */
+        acc |= w;
+        return (acc & 0x8080808080808080ULL) == 0;
+    }
+
+    /* Slot in the per-call string cache (128 slots) for the n bytes at p. */
+    static inline unsigned int traceo_slot(const unsigned char *p, Py_ssize_t n) {
+        uint64_t a = 0, b = 0;
+        if (n >= 8) {
+            memcpy(&a, p, 8);
+            memcpy(&b, p + n - 8, 8);
+        } else {
+            memcpy(&a, p, (size_t)n);
+        }
+        a = a * 0x9E3779B97F4A7C15ULL ^ b * 0xC2B2AE3D27D4EB4FULL ^ (uint64_t)n;
+        return (unsigned int)(a >> 57);
+    }
+
+    /* Varint at p (p < end or not): returns the byte after it, or NULL when it
+       is truncated or longer than 10 bytes. */
+    static inline const unsigned char *
+    traceo_varint(const unsigned char *p, const unsigned char *end, uint64_t *out) {
+        uint64_t r = 0;
+        int shift = 0;
+        while (p < end && shift < 70) {
+            unsigned char b = *p++;
+            r |= ((uint64_t)(b & 0x7F)) << shift;
+            if (b < 0x80) { *out = r; return p; }
+            shift += 7;
+        }
+        return NULL;
+    }
+    """
+    uint64_t traceo_u64le(const unsigned char* p) noexcept nogil
+    uint64_t traceo_u32le(const unsigned char* p) noexcept nogil
+    double traceo_double(uint64_t bits) noexcept nogil
+    bint traceo_all_zero(const unsigned char* p, Py_ssize_t n) noexcept nogil
+    bint traceo_is_ascii(const unsigned char* p, Py_ssize_t n) noexcept nogil
+    unsigned int traceo_slot(const unsigned char* p, Py_ssize_t n) noexcept nogil
+    const unsigned char* traceo_varint(
+        const unsigned char* p, const unsigned char* end, uint64_t* out) noexcept nogil
+
+cdef extern from "Python.h":
+    # Raw variant: returns NULL with an exception set instead of raising, so
+    # the caller can replace UnicodeDecodeError by the contract's ValueError.
+    PyObject* _decode_utf8_raw "PyUnicode_DecodeUTF8"(
+        const char* s, Py_ssize_t size, const char* errors)
+
+
+cdef struct Field:
+    uint64_t tag    # (field number << 3) | wire type
+    uint64_t val    # varint / fixed value, or the length for wire type 2
+    const unsigned char* body   # first byte after the tag (and length)
+
+
+# AnyValue oneof kinds (their field numbers); 0 = no value.
+cdef enum:
+    AV_STRING = 1
+    AV_BOOL = 2
+    AV_INT = 3
+    AV_DOUBLE = 4
+    AV_BYTES = 7
+
+cdef enum:
+    CACHE_SIZE = 128   # must match traceo_slot (7 bits)
+
+cdef bytes _EMPTY_BYTES = b""
+cdef str _EMPTY_STR = ""
+cdef const unsigned char* _SERVICE_NAME = <const unsigned char*>b"service.name"
+
+
+cdef class _Keys:
+    """attr_keys prepared for byte comparison (UTF-8 encodings)."""
+
+    cdef bint decode          # attr_keys not empty: decode every key met
+    cdef Py_ssize_t n
+    cdef const unsigned char** ptrs
+    cdef Py_ssize_t* lens
+    cdef tuple strs           # the str objects, used as dict keys
+    cdef tuple encoded        # keeps the encodings alive
+
+    def __dealloc__(self):
+        PyMem_Free(self.ptrs)
+        PyMem_Free(self.lens)
+
+
+cdef _Keys _make_keys(object attr_keys):
+    cdef _Keys k = _Keys.__new__(_Keys)
+    cdef list strs = []
+    cdef list encoded = []
+    cdef Py_ssize_t i
+    k.decode = bool(attr_keys)
+    if k.decode:
+        for key in attr_keys:
+            if not isinstance(key, str):
+                continue  # can never equal a decoded key
+            try:
+                b = (<str>key).encode("utf-8")
+            except UnicodeEncodeError:
+                continue  # lone surrogates: never equal to valid UTF-8
+            strs.append(key)
+            encoded.append(b)
+    k.strs = tuple(strs)
+    k.encoded = tuple(encoded)
+    k.n = len(strs)
+    if k.n:
+        k.ptrs = <const unsigned char**>PyMem_Malloc(k.n * sizeof(const unsigned char*))
+        k.lens = <Py_ssize_t*>PyMem_Malloc(k.n * sizeof(Py_ssize_t))
+        if k.ptrs == NULL or k.lens == NULL:
+            raise MemoryError()
+        for i in range(k.n):
+            b = k.encoded[i]
+            k.ptrs[i] = <const unsigned char*>PyBytes_AS_STRING(b)
+            k.lens[i] = PyBytes_GET_SIZE(b)
+    return k
+
+
+cdef object _cached_set = None
+cdef _Keys _cached_keys = None
+
+
+cdef _Keys _get_keys(object attr_keys):
+    global _cached_set, _cached_keys
+    if attr_keys is _cached_set and _cached_keys is not None:
+        return _cached_keys
+    cdef _Keys k = _make_keys(attr_keys)
+    if type(attr_keys) is frozenset:  # immutable: safe to reuse by identity
+        _cached_set = attr_keys
+        _cached_keys = k
+    return k
+
+
+cdef inline bint _is_service(const unsigned char* p, Py_ssize_t n) noexcept:
+    return n == 12 and memcmp(p, _SERVICE_NAME, 12) == 0
+
+
+cdef inline int32_t _int32(uint64_t v) noexcept:
+    return <int32_t>(<uint32_t>(v & 0xFFFFFFFFu))
+
+
+cdef struct SpanRec:
+    # One valid span, as pointers into the request.
+    const unsigned char* tid     # 16 bytes
+    const unsigned char* sid     # 8 bytes
+    const unsigned char* pid     # pid_len bytes (0 or 8)
+    const unsigned char* ts      # trace_state: ts_len bytes of UTF-8 (checked by on_span)
+    const unsigned char* name    # name: name_len bytes of UTF-8 (checked by on_span)
+    Py_ssize_t pid_len, ts_len, name_len
+    uint64_t start, end
+    int32_t kind, code
+    Py_ssize_t group             # index in the walker's groups
+    Py_ssize_t off, length       # the Span body: data[off:off + length]
+    Py_ssize_t attrs             # left to on_span (the fused path: index of the attrs dict)
+    Py_ssize_t slot              # left to on_span (the fused path: its trace's slot)
+
+
+cdef class _Walker:
+    """The shared walk; subclasses implement ``on_span``. Every other method
+    is final (a direct C call); ``on_span`` is the one virtual step."""
+
+    cdef const unsigned char* base
+    cdef list groups
+    cdef list errors
+    cdef list reasons
+    cdef Py_ssize_t rejected
+    cdef Py_ssize_t span_bytes
+    cdef Py_ssize_t span_index
+    cdef _Keys keys
+    cdef object service
+    cdef Py_ssize_t group        # index of the ScopeSpans being walked
+    cdef object group_obj        # the same as a Python int
+    # Per-call cache of decoded strings (span names, attribute values repeat
+    # a lot within a request): slot -> bytes in the buffer and owned str.
+    cdef const unsigned char* c_ptr[CACHE_SIZE]
+    cdef Py_ssize_t c_len[CACHE_SIZE]
+    cdef PyObject* c_obj[CACHE_SIZE]
+
+    def __dealloc__(self):
+        cdef int i
+        for i in range(CACHE_SIZE):
+            Py_XDECREF(self.c_obj[i])
+
+    @cython.final
+    cdef int walk(self, const unsigned char* buf, Py_ssize_t n, object attr_keys) except -1:
+        """Walk the n bytes at buf (alive for the walker's lifetime)."""
+        self.keys = _get_keys(attr_keys)
+        self.groups = []
+        self.errors = []
+        self.reasons = []
+        self.service = _EMPTY_STR
+        self.base = buf
+        return self.request(buf, buf + n)
+
+    cdef int on_span(self, SpanRec* r, dict attrs) except -1:
+        raise NotImplementedError
+
+    @cython.final
+    cdef tuple figures(self):
+        """(groups, rejected, errors, reasons, span_bytes) of the walk."""
+        return self.groups, self.rejected, self.errors, self.reasons, self.span_bytes
+
+    # -- errors (cold) ----------------------------------------------------
+    @cython.final
+    cdef int _err_varint(self, const unsigned char* p, const unsigned char* end) except -1:
+        cdef Py_ssize_t avail = end - p
+        cdef Py_ssize_t pos = p - self.base
+        if avail <= 10:
+            raise ValueError(f"truncated varint at byte {pos}")
+        raise ValueError(f"varint longer than 10 bytes at byte {pos}")
+
+    @cython.final
+    cdef int _err_field(self, const unsigned char* tagp, const unsigned char* p,
+                        const unsigned char* end, uint64_t tag, uint64_t ln) except -1:
+        cdef Py_ssize_t tag_pos = tagp - self.base
+        cdef Py_ssize_t end_pos = end - self.base
+        cdef uint64_t fn = tag >> 3
+        cdef int wt = tag & 7
+        if tag < 8:
+            raise ValueError(f"invalid field number 0 at byte {tag_pos}")
+        if wt == 2:
+            raise ValueError(
+                f"field {fn} at byte {tag_pos}: length {ln} runs past the end "
+                f"of its enclosing message (byte {end_pos})"
+            )
+        if wt == 1:
+            raise ValueError(
+                f"field {fn} at byte {tag_pos}: truncated fixed64 "
+                f"(enclosing message ends at byte {end_pos})"
+            )
+        if wt == 5:
+            raise ValueError(
+                f"field {fn} at byte {tag_pos}: truncated fixed32 "
+                f"(enclosing message ends at byte {end_pos})"
+            )
+        raise ValueError(f"field {fn} at byte {tag_pos}: invalid wire type {wt}")
+
+    @cython.final
+    cdef str _decode(self, const unsigned char* p, Py_ssize_t n, str what):
+        if n == 0:
+            return _EMPTY_STR
+        cdef PyObject* r = _decode_utf8_raw(<const char*>p, n, NULL)
+        if r == NULL:  # cold: redo it in Python to tell bad UTF-8 from e.g. MemoryError
+            PyErr_Clear()
+            try:
+                return PyBytes_FromStringAndSize(<const char*>p, n).decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(f"invalid UTF-8 in {what} at byte {p - self.base}") from None
+        cdef str s = <str>r
+        Py_DECREF(s)  # <str>r took a second reference
+        return s
+
+    @cython.final
+    cdef str _str(self, const unsigned char* p, Py_ssize_t n, str what):
+        """Decode n bytes at p as UTF-8, reusing an equal string met before."""
+        if n == 0:
+            return _EMPTY_STR
+        cdef unsigned int h = traceo_slot(p, n)
+        if (self.c_len[h] == n and self.c_obj[h] != NULL
+                and memcmp(self.c_ptr[h], p, n) == 0):
+            return <str>self.c_obj[h]
+        cdef str s = self._decode(p, n, what)
+        Py_INCREF(s)
+        Py_XDECREF(self.c_obj[h])
+        self.c_obj[h] = <PyObject*>s
+        self.c_ptr[h] = p
+        self.c_len[h] = n
+        return s
+
+    @cython.final
+    cdef int _check_key(self, const unsigned char* p, Py_ssize_t n) except -1:
+        if not traceo_is_ascii(p, n):
+            self._decode(p, n, "attribute key")
+        return 0
+
+    # -- fields -----------------------------------------------------------
+    @cython.final
+    cdef inline const unsigned char* _next(self, const unsigned char* p,
+                                           const unsigned char* end,
+                                           Field* f) except NULL:
+        """Read the field at p (p < end); return the byte after it."""
+        cdef const unsigned char* tagp = p
+        cdef const unsigned char* q
+        cdef uint64_t tag = 0, v = 0
+        if p[0] < 0x80:
+            tag = p[0]
+            p += 1
+        else:
+            q = traceo_varint(p, end, &tag)
+            if q == NULL:
+                self._err_varint(p, end)
+            p = q
+        if tag < 8:
+            self._err_field(tagp, p, end, tag, 0)
+        f.tag = tag
+        cdef int wt = tag & 7
+        if wt == 2:
+            if p < end and p[0] < 0x80:
+                v = p[0]
+                p += 1
+            else:
+                q = traceo_varint(p, end, &v)
+                if q == NULL:
+                    self._err_varint(p, end)
+                p = q
+            if v > <uint64_t>(end - p):
+                self._err_field(tagp, p, end, tag, v)
+            f.val = v
+            f.body = p
+            return p + v
+        if wt == 0:
+            q = traceo_varint(p, end, &v)
+            if q == NULL:
+                self._err_varint(p, end)
+            f.val = v
+            f.body = q
+            return q
+        if wt == 1:
+            if end - p < 8:
+                self._err_field(tagp, p, end, tag, 0)
+            f.val = traceo_u64le(p)
+            f.body = p
+            return p + 8
+        if wt == 5:
+            if end - p < 4:
+                self._err_field(tagp, p, end, tag, 0)
+            f.val = traceo_u32le(p)
+            f.body = p
+            return p + 4
+        self._err_field(tagp, p, end, tag, 0)
+        return NULL
+
+    # -- messages ---------------------------------------------------------
+    @cython.final
+    cdef int request(self, const unsigned char* p, const unsigned char* end) except -1:
+        cdef Field f
+        while p < end:
+            p = self._next(p, end, &f)
+            if f.tag == 0x0A:  # resource_spans
+                self.resource_spans(f.body, f.body + f.val)
+        return 0
+
+    @cython.final
+    cdef bytes header(self, const unsigned char* p, const unsigned char* end):
+        """Raw bytes of every field in [p, end) except field 2."""
+        cdef Field f
+        cdef const unsigned char* q = p
+        cdef const unsigned char* start
+        cdef const unsigned char* first = NULL
+        cdef const unsigned char* last_end = NULL
+        cdef Py_ssize_t total = 0
+        cdef int runs = 0
+        while q < end:
+            start = q
+            q = self._next(q, end, &f)
+            if f.tag != 0x12:
+                total += q - start
+                if start != last_end:
+                    runs += 1
+                    if runs == 1:
+                        first = start
+                last_end = q
+        if runs == 0:
+            return _EMPTY_BYTES
+        if runs == 1:
+            return PyBytes_FromStringAndSize(<const char*>first, total)
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, total)
+        cdef char* dst = PyBytes_AS_STRING(out)
+        q = p
+        while q < end:
+            start = q
+            q = self._next(q, end, &f)
+            if f.tag != 0x12:
+                memcpy(dst, start, q - start)
+                dst += q - start
+        return out
+
+    @cython.final
+    cdef int resource_spans(self, const unsigned char* p, const unsigned char* end) except -1:
+        cdef Field f
+        cdef const unsigned char* q
+        cdef bytes header = self.header(p, end)
+        cdef dict rattrs = None
+        self.service = _EMPTY_STR
+        q = p
+        while q < end:
+            q = self._next(q, end, &f)
+            if f.tag == 0x0A:  # resource (repeated occurrences merge)
+                rattrs = self.resource(f.body, f.body + f.val, rattrs)
+        service = self.service
+        q = p
+        while q < end:
+            q = self._next(q, end, &f)
+            if f.tag == 0x12:  # scope_spans
+                self.scope_spans(f.body, f.body + f.val, header, service, rattrs)
+        return 0
+
+    @cython.final
+    cdef dict resource(self, const unsigned char* p, const unsigned char* end, dict rattrs):
+        cdef Field f
+        while p < end:
+            p = self._next(p, end, &f)
+            if f.tag == 0x0A:  # attributes
+                rattrs = self.key_value(f.body, f.body + f.val, rattrs, True)
+        return rattrs
+
+    @cython.final
+    cdef int scope_spans(self, const unsigned char* p, const unsigned char* end,
+                         bytes resource_header, object service, dict rattrs) except -1:
+        cdef Field f
+        self.group = len(self.groups)
+        self.group_obj = PyLong_FromSsize_t(self.group)
+        self.groups.append((resource_header, self.header(p, end), service, rattrs))
+        while p < end:
+            p = self._next(p, end, &f)
+            if f.tag == 0x12:  # spans
+                self.span(f.body, <Py_ssize_t>f.val)
+        return 0
+
+    @cython.final
+    cdef dict key_value(self, const unsigned char* p, const unsigned char* end,
+                        dict d, bint resource):
+        cdef Field f
+        cdef Field g
+        cdef const unsigned char* key_p = p
+        cdef Py_ssize_t key_len = 0
+        cdef int vkind = 0
+        cdef uint64_t vval = 0
+        cdef const unsigned char* vbody = NULL
+        cdef const unsigned char* q
+        cdef const unsigned char* vend
+        cdef uint64_t fn
+        cdef int wt
+        cdef _Keys keys = self.keys
+        cdef Py_ssize_t i, match = -1
+        cdef bint is_service
+        while p < end:
+            p = self._next(p, end, &f)
+            if f.tag == 0x0A:  # key
+                key_p = f.body
+                key_len = <Py_ssize_t>f.val
+            elif f.tag == 0x12:  # value: AnyValue; occurrences merge
+                q = f.body
+                vend = q + f.val
+                while q < vend:
+                    q = self._next(q, vend, &g)
+                    fn = g.tag >> 3
+                    wt = g.tag & 7
+                    if fn == 1 or fn == 7 or fn == 5 or fn == 6:
+                        if wt == 2:
+                            vkind = <int>fn
+                            vbody = g.body
+                            vval = g.val
+                    elif fn == 2 or fn == 3 or fn == 8:
+                        if wt == 0:
+                            vkind = <int>fn
+                            vval = g.val
+                    elif fn == 4:
+                        if wt == 1:
+                            vkind = 4
+                            vval = g.val
+        if keys.decode:
+            self._check_key(key_p, key_len)
+            for i in range(keys.n):
+                if keys.lens[i] == key_len and memcmp(keys.ptrs[i], key_p, key_len) == 0:
+                    match = i
+                    break
+        is_service = resource and _is_service(key_p, key_len)
+        if match < 0 and not is_service:
+            return d
+        if vkind == AV_STRING:
+            value = self._str(vbody, <Py_ssize_t>vval, "attribute value")
+            if is_service:
+                self.service = value
+        elif vkind == AV_BOOL:
+            value = vval != 0
+        elif vkind == AV_INT:
+            value = PyLong_FromLongLong(<int64_t>vval)
+        elif vkind == AV_DOUBLE:
+            value = PyFloat_FromDouble(traceo_double(vval))
+        elif vkind == AV_BYTES:
+            value = PyBytes_FromStringAndSize(<const char*>vbody, <Py_ssize_t>vval)
+        else:
+            return d
+        if match >= 0:
+            if d is None:
+                d = {}
+            d[keys.strs[match]] = value
+        return d
+
+    @cython.final
+    cdef int span(self, const unsigned char* p, Py_ssize_t length) except -1:
+        cdef Field f
+        cdef Field g
+        cdef SpanRec r
+        cdef const unsigned char* end = p + length
+        cdef const unsigned char* q = p
+        cdef const unsigned char* s
+        cdef const unsigned char* send
+        cdef Py_ssize_t tid_len = 0, sid_len = 0
+        cdef dict attrs = None
+        cdef bint decode_keys = self.keys.decode
+        cdef Py_ssize_t index = self.span_index
+        self.span_index = index + 1
+        r.tid = r.sid = r.pid = r.ts = r.name = p
+        r.pid_len = r.ts_len = r.name_len = 0
+        r.start = r.end = 0
+        r.kind = r.code = 0
+        while q < end:
+            q = self._next(q, end, &f)
+            if f.tag == 0x0A:
+                r.tid = f.body
+                tid_len = <Py_ssize_t>f.val
+            elif f.tag == 0x12:
+                r.sid = f.body
+                sid_len = <Py_ssize_t>f.val
+            elif f.tag == 0x1A:
+                r.ts = f.body
+                r.ts_len = <Py_ssize_t>f.val
+            elif f.tag == 0x22:
+                r.pid = f.body
+                r.pid_len = <Py_ssize_t>f.val
+            elif f.tag == 0x2A:
+                r.name = f.body
+                r.name_len = <Py_ssize_t>f.val
+            elif f.tag == 0x30:  # kind (enum: int32)
+                r.kind = _int32(f.val)
+            elif f.tag == 0x39:  # start_time_unix_nano (fixed64)
+                r.start = f.val
+            elif f.tag == 0x41:  # end_time_unix_nano (fixed64)
+                r.end = f.val
+            elif f.tag == 0x4A:  # attributes
+                if decode_keys:
+                    attrs = self.key_value(f.body, f.body + f.val, attrs, False)
+            elif f.tag == 0x7A:  # status (occurrences merge)
+                s = f.body
+                send = s + f.val
+                while s < send:
+                    s = self._next(s, send, &g)
+                    if g.tag == 0x18:  # code
+                        r.code = _int32(g.val)
+        if (tid_len != 16 or traceo_all_zero(r.tid, 16)
+                or sid_len != 8 or traceo_all_zero(r.sid, 8)
+                or (r.pid_len != 8 and r.pid_len != 0) or r.end < r.start):
+            return self._reject(index, r.tid, tid_len, r.sid, sid_len, r.pid_len)
+        r.group = self.group
+        r.off = p - self.base
+        r.length = length
+        r.attrs = -1
+        self.on_span(&r, attrs)
+        self.span_bytes += length
+        return 0
+
+    @cython.final
+    cdef int _reject(self, Py_ssize_t index, const unsigned char* tid, Py_ssize_t tid_len,
+                     const unsigned char* sid, Py_ssize_t sid_len,
+                     Py_ssize_t pid_len) except -1:
+        # Called only when one check failed; the order is the contract's.
+        if tid_len != 16:
+            reason = "trace_id_length"
+            msg = f"trace_id must be 16 bytes, got {tid_len}"
+        elif traceo_all_zero(tid, 16):
+            reason = "trace_id_zero"
+            msg = "trace_id must not be all zero"
+        elif sid_len != 8:
+            reason = "span_id_length"
+            msg = f"span_id must be 8 bytes, got {sid_len}"
+        elif traceo_all_zero(sid, 8):
+            reason = "span_id_zero"
+            msg = "span_id must not be all zero"
+        elif pid_len != 8 and pid_len != 0:
+            reason = "parent_span_id_length"
+            msg = f"parent_span_id must be 8 bytes or empty, got {pid_len}"
+        else:
+            reason = "end_before_start"
+            msg = "end_time_unix_nano before start_time_unix_nano"
+        self.rejected += 1
+        self.errors.append(f"span {index}: {msg}")
+        self.reasons.append(reason)
+        return 0

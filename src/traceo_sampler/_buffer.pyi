@@ -1,0 +1,99 @@
+"""Type stub for the compiled TraceBuffer (ext/_buffer.pyx); the model and the
+exact semantics are those of its pure twin, ``traceo_sampler.buffer``."""
+from collections.abc import Buffer, Iterable
+from typing import Any, AbstractSet, Protocol, final
+
+class _ScanLike(Protocol):
+    @property
+    def groups(self) -> list[tuple[bytes, bytes, str, dict[str, Any] | None]]: ...
+    @property
+    def spans(self) -> list[tuple]: ...
+
+@final
+class Trace:
+    trace_id: bytes
+    # span entries: [gid u32][len u32][span_id 8][parent_span_id 8][start u64][end u64]
+    # (40 bytes) then the span's encoding
+    data: bytearray
+    span_count: int
+    first_arrival: float
+    last_arrival: float
+    root_arrival: float
+    min_start: int
+    max_end: int
+    status_mask: int
+    root_seen: bool
+    decided: bool
+    services: set[str]
+    attrs: dict[str, set[Any]] | None
+    randomness: int
+    root_name: str
+    root_service: str
+    tracestates: dict[int, str] | None
+    def __init__(self, trace_id: bytes, now: float) -> None: ...
+    @property
+    def nbytes(self) -> int: ...
+    def entries(self) -> list[tuple[int, int, int, str]]:
+        """(group, offset, length, trace_state) of every span entry."""
+
+@final
+class AddResult:
+    # the scanner's figures
+    accepted: int
+    rejected: int
+    errors: list[str]
+    reasons: list[str]
+    span_bytes: int
+    groups: list[tuple[bytes, bytes, str, dict[str, Any] | None]]
+    # what the insert did
+    late_kept: list[tuple[bytes, str, int, bytes, bytes, bytes, str, str]]
+    late_dropped: int
+    full: list[Trace]
+    overflow: list[tuple]
+    new_traces: int
+    spans: int
+    per_service: dict[str, list[int]]
+    def __init__(self) -> None: ...
+
+@final
+class TraceBuffer:
+    decision_wait: float
+    root_wait: float
+    idle_timeout: float
+    max_spans: int
+    memory_limit: int
+    nbytes: int
+    nspans: int
+    traces: dict[bytes, Trace]
+    cache_sampled: int
+    cache_not_sampled: int
+    def __init__(self, *, decision_wait: float, root_wait: float, idle_timeout: float,
+                 max_spans_per_trace: int, memory_limit: int,
+                 cache_sampled: int, cache_not_sampled: int) -> None: ...
+    def group(self, gid: int) -> tuple[bytes, bytes, str]: ...
+    @property
+    def ngroups(self) -> int: ...
+    @property
+    def ntraces(self) -> int: ...
+    def remember(self, trace_id: bytes, sampled: bool, policy: str, threshold: int) -> None: ...
+    def cached(self, trace_id: bytes) -> tuple[str, int] | bool | None: ...
+    def add(self, scan: _ScanLike, data: bytes, now: float) -> AddResult: ...
+    def ingest(self, data: bytes | Buffer, attr_keys: AbstractSet[str], now: float) -> AddResult:
+        """Scan and buffer one request in one pass. Raises ValueError (the
+        scanner's, before anything is buffered) on bad bytes."""
+    def deadline(self, t: Trace) -> float: ...
+    def trigger(self, t: Trace) -> str: ...
+    def due(self, now: float, limit: int = ...) -> list[tuple[Trace, str]]: ...
+    def next_deadline(self) -> float | None: ...
+    def make_room(self, incoming: int) -> list[tuple[Trace, str]]: ...
+    def drain(self) -> list[tuple[Trace, str]]: ...
+    def consistency(self, t: Trace, skew_tolerance_ns: int
+                    ) -> tuple[int, dict[str, int], dict[str, int], bool]:
+        """(duplicates, orphans per service, skewed per service, no_root);
+        call it before finish()."""
+    def finish(self, t: Trace, sampled: bool, policy: str, threshold: int
+               ) -> tuple[bytes, dict[str, int]] | None: ...
+    @staticmethod
+    def encode_groups(items: Iterable[tuple[bytes, bytes, list[bytes]]]) -> bytes: ...
+
+def encode_groups(items: Iterable[tuple[bytes, bytes, list[bytes]]]) -> bytes: ...
