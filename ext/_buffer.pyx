@@ -147,6 +147,12 @@ cdef class Trace:
         _init_trace(self, trace_id, now)
 
     @property
+    def trace_state(self):
+        """The first non-empty tracestate seen in the trace."""
+        ts = self.tracestates
+        return next(iter(ts.values())) if ts else ""
+
+    @property
     def nbytes(self):
         return len(self.data) + TRACE_OVERHEAD
 
@@ -1074,9 +1080,9 @@ cdef class TraceBuffer:
         return dups, orphans, skewed, not t.root_seen
 
     # ------------------------------------------------------------ output
-    def finish(self, Trace t, bint sampled, str policy, threshold):
+    def finish(self, Trace t, bint sampled, str policy, threshold, bytes extra=b""):
         """Remember the decision, release the trace's headers, and, when it
-        is kept, return (blob, spans_per_service) — see the pure twin."""
+        is kept, return (blob, per_service) — see the pure twin."""
         _check_finish(t.decided, t.finished)
         self._remember(t.trace_id, sampled, policy, threshold)
         cdef const unsigned char* d = <const unsigned char*>PyByteArray_AS_STRING(t.data)
@@ -1086,7 +1092,7 @@ cdef class TraceBuffer:
         cdef Py_ssize_t* cnt = self._gscratch
         # per distinct group (first appearance order): gid, spans; per entry:
         # offset of its span bytes, length, index of its group
-        cdef Py_ssize_t* block = <Py_ssize_t*>PyMem_Malloc((3 * ne + 2 * ne + 1) * sizeof(Py_ssize_t))
+        cdef Py_ssize_t* block = <Py_ssize_t*>PyMem_Malloc((3 * ne + 3 * ne + 1) * sizeof(Py_ssize_t))
         if block == NULL:
             raise MemoryError()
         cdef Py_ssize_t* eoff = block
@@ -1094,6 +1100,7 @@ cdef class TraceBuffer:
         cdef Py_ssize_t* eidx = block + 2 * ne
         cdef Py_ssize_t* gord = block + 3 * ne
         cdef Py_ssize_t* gnum = block + 4 * ne
+        cdef Py_ssize_t* gbyt = block + 5 * ne
         out = None
         traceo_prefetch(d, n)
         try:
@@ -1103,10 +1110,12 @@ cdef class TraceBuffer:
                 if k == 0:
                     gord[nd] = h.gid
                     gnum[nd] = 0
+                    gbyt[nd] = 0
                     nd += 1
                     k = nd
                     cnt[h.gid] = k
                 gnum[k - 1] += 1
+                gbyt[k - 1] += h.len
                 eoff[i] = pos + ENTRY_HDR
                 elen[i] = h.len
                 eidx[i] = k - 1
@@ -1116,11 +1125,16 @@ cdef class TraceBuffer:
             if pos != n or i != ne:
                 raise RuntimeError("trace entries do not match its span count")
             if sampled:
-                out = (self._encode(t, threshold, d, ne, eoff, elen, eidx, gord, nd), {})
+                out = (self._encode(t, threshold, d, ne, eoff, elen, eidx, gord, nd, extra), {})
                 per_service = <dict>out[1]
                 for k in range(nd):
                     svc = self._gentry(gord[k])[2]
-                    per_service[svc] = per_service.get(svc, 0) + gnum[k]
+                    row = per_service.get(svc)
+                    if row is None:
+                        per_service[svc] = [gnum[k], gbyt[k]]
+                    else:
+                        row[0] += gnum[k]
+                        row[1] += gbyt[k]
             for k in range(nd):
                 self._release(gord[k], gnum[k])
         finally:
@@ -1141,7 +1155,7 @@ cdef class TraceBuffer:
 
     cdef bytes _encode(self, Trace t, threshold, const unsigned char* d, Py_ssize_t ne,
                        Py_ssize_t* eoff, Py_ssize_t* elen, Py_ssize_t* eidx,
-                       Py_ssize_t* gord, Py_ssize_t nd):
+                       Py_ssize_t* gord, Py_ssize_t nd, bytes extra):
         # Spans are grouped by (resource, scope) in order of first
         # appearance, scopes under their resource header (the distinct
         # resource headers, by value, in order of first appearance): sizes
@@ -1149,6 +1163,8 @@ cdef class TraceBuffer:
         cdef Py_ssize_t i, k, r, nr = 0, body, total = 0, o = 0, ln
         cdef bytes plain = self._plain_suffix(threshold)
         cdef bytes suffix, rh, sh
+        if extra:
+            plain = plain + extra
         cdef dict merged = {}
         cdef dict res_index = {}
         cdef list res_heads = []
@@ -1195,7 +1211,7 @@ cdef class TraceBuffer:
                     if ts:
                         suffix = merged.get(ts)
                         if suffix is None:
-                            suffix = _suffix(merge_threshold(ts, threshold))
+                            suffix = _suffix(merge_threshold(ts, threshold)) + extra
                             merged[ts] = suffix
                 sptr[i] = PyBytes_AS_STRING(suffix)
                 slen[i] = PyBytes_GET_SIZE(suffix)

@@ -110,6 +110,13 @@ class Trace:
         self.finished = False   # finish() ran: its groups are released
 
     @property
+    def trace_state(self) -> str:
+        """The first non-empty tracestate seen in the trace (the
+        ``trace_state`` policy reads it)."""
+        ts = self.tracestates
+        return next(iter(ts.values())) if ts else ""
+
+    @property
     def nbytes(self) -> int:
         return len(self.data) + TRACE_OVERHEAD
 
@@ -485,11 +492,13 @@ class TraceBufferPy:
         return dups, orphans, skewed, not t.root_seen
 
     # ------------------------------------------------------------ output
-    def finish(self, t: Trace, sampled: bool, policy: str, threshold: int):
+    def finish(self, t: Trace, sampled: bool, policy: str, threshold: int, extra: bytes = b""):
         """Remember the decision, release the trace's headers, and, when it is
-        kept, return ``(blob, spans_per_service)``: its spans encoded as
+        kept, return ``(blob, per_service)``: its spans encoded as
         ``ExportTraceServiceRequest.resource_spans`` fields (so batches are
-        plain concatenations)."""
+        plain concatenations), each with its ``trace_state`` field and then
+        ``extra`` (encoded Span fields, e.g. an attribute) appended, and per
+        service ``[spans, span bytes as received]``."""
         if not t.decided:
             raise ValueError("finish: the trace is still buffered (not decided)")
         if t.finished:
@@ -500,14 +509,16 @@ class TraceBufferPy:
         out = None
         if sampled:
             by_group: dict[int, list[bytes]] = {}
+            nbytes_by_group: dict[int, int] = {}
             d = t.data
             merged: dict[str, bytes] = {}
             for gid, off, ln, ts in t.entries():
                 suffix = merged.get(ts)
                 if suffix is None:
                     val = merge_threshold(ts, threshold).encode()
-                    suffix = merged[ts] = b"\x1a" + _varint(len(val)) + val
+                    suffix = merged[ts] = b"\x1a" + _varint(len(val)) + val + extra
                 span = bytes(d[off:off + ln]) + suffix
+                nbytes_by_group[gid] = nbytes_by_group.get(gid, 0) + ln
                 lst = by_group.get(gid)
                 if lst is None:
                     by_group[gid] = lst = []
@@ -515,11 +526,16 @@ class TraceBufferPy:
             out = self.encode_groups(
                 (self._groups[gid][0], self._groups[gid][1], spans)
                 for gid, spans in by_group.items())
-            per_service: dict[str, int] = {}
+            per_service: dict[str, list[int]] = {}
             for gid, spans in by_group.items():
                 counts[gid] = len(spans)
                 svc = self._groups[gid][2]
-                per_service[svc] = per_service.get(svc, 0) + len(spans)
+                row = per_service.get(svc)
+                if row is None:
+                    per_service[svc] = [len(spans), nbytes_by_group[gid]]
+                else:
+                    row[0] += len(spans)
+                    row[1] += nbytes_by_group[gid]
             out = (out, per_service)
         else:
             for gid, _o, _l, _ts in t.entries():
@@ -546,13 +562,30 @@ class TraceBufferPy:
         return len(self.traces)
 
 
-def encode_late(items) -> bytes:
+POLICY_ATTRIBUTE = "traceo.sampling.policy"
+
+
+def policy_attribute(policy: str) -> bytes:
+    """Span field 9 (attributes), one KeyValue ``traceo.sampling.policy`` =
+    policy, encoded to be appended to a kept span (a repeated field gains an
+    element)."""
+    key = POLICY_ATTRIBUTE.encode()
+    val = policy.encode()
+    any_value = _field(0x0A, val)                      # AnyValue.string_value
+    kv = _field(0x0A, key) + _field(0x12, any_value)   # KeyValue.key, .value
+    return _field(0x4A, kv)
+
+
+def encode_late(items, record_policy: bool = False) -> bytes:
     """Encode late spans of kept traces: items are the ``late_kept`` tuples
-    of AddResult (trace_id, policy, threshold, rh, sh, span, trace_state)."""
+    of AddResult (trace_id, policy, threshold, rh, sh, span, trace_state,
+    service); with ``record_policy`` each also gets the policy attribute."""
     groups: dict[tuple[bytes, bytes], list[bytes]] = {}
-    for _tid, _pol, th, rh, sh, span, ts, _svc in items:
+    for _tid, pol, th, rh, sh, span, ts, _svc in items:
         val = merge_threshold(ts, th).encode()
         span = bytes(span) + b"\x1a" + _varint(len(val)) + val
+        if record_policy:
+            span += policy_attribute(pol)
         groups.setdefault((rh, sh), []).append(b"\x12" + _varint(len(span)) + span)
     return TraceBufferPy.encode_groups((rh, sh, s) for (rh, sh), s in groups.items())
 

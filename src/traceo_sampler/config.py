@@ -252,6 +252,8 @@ class Sampler(_Base):
     max_spans_per_trace: Positive = 10_000
     memory_limit_mib: Positive = 1024
     decision_cache: DecisionCache = msgspec.field(default_factory=DecisionCache)
+    # append attribute traceo.sampling.policy (the attributed policy) to kept spans
+    record_policy: bool = False
     policies: list[PolicyCfg] = msgspec.field(default_factory=list)
 
 

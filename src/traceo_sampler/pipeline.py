@@ -13,11 +13,10 @@ import time
 from typing import Callable
 
 
-from .buffer import ENTRY_HDR, TRACE_OVERHEAD, TraceBuffer, encode_late
+from .buffer import TraceBuffer, encode_late, policy_attribute
 from .config import Config
 from .decider import Decider
 from .exporters.base import Exporter, Item
-from .scan import scan
 from .tracestate import encode_th
 
 log = logging.getLogger("traceo_sampler")
@@ -53,7 +52,7 @@ class Pipeline:
         self.metrics = metrics
         self.exporters = exporters
         self.clock = clock
-        self.decider = Decider(s.policies)
+        self.decider = Decider(s.policies, clock=clock)
         self.attr_keys = self.decider.attribute_keys
         self.buffer = TraceBuffer(
             decision_wait=s.decision_wait.seconds, root_wait=s.root_wait.seconds,
@@ -71,6 +70,9 @@ class Pipeline:
         # the last kept traces, newest last, for /api/status
         self.recent = collections.deque(maxlen=50)
         self.decided = 0
+        self.skew_tolerance_ns = int(cfg.telemetry.skew_tolerance.seconds * 1e9)
+        self.record_policy = s.record_policy
+        self._policy_attrs: dict[str, bytes] = {}
         # running totals for the summary and /api/status
         self.spans_in = 0
         self.bytes_in = 0
@@ -158,15 +160,21 @@ class Pipeline:
             n = len(res.late_kept)
             self.late_kept += n
             m.late_spans_total.labels("sampled").inc(n)
-            self._export(encode_late(res.late_kept), n, self._late_services(res.late_kept),
+            self._export(encode_late(res.late_kept, self.record_policy), n,
+                         self._late_services(res.late_kept),
                          [it[0] for it in res.late_kept], now)
 
-    def _late_services(self, items) -> dict[str, int]:
-        # service of a late span: its group's service via the scan tuple
-        out: dict[str, int] = {}
+    def _late_services(self, items) -> dict[str, list]:
+        # label → [spans, bytes] of late spans, by their group's service
+        out: dict[str, list] = {}
         for it in items:
             svc = self.metrics.service(it[7])
-            out[svc] = out.get(svc, 0) + 1
+            row = out.get(svc)
+            if row is None:
+                out[svc] = [1, len(it[5])]
+            else:
+                row[0] += 1
+                row[1] += len(it[5])
         return out
 
     # ------------------------------------------------------------ decide
@@ -190,18 +198,33 @@ class Pipeline:
         # prometheus-client's labels()/inc() cost more than a decision.
         m = self.metrics
         decide = self.decider.decide
-        finish = self.buffer.finish
+        buf = self.buffer
+        finish = buf.finish
+        consistency = buf.consistency
+        tol = self.skew_tolerance_ns
+        record = self.record_policy
         by_trigger = self.by_trigger
         by_policy = self.by_policy
         decided: dict[tuple[str, str, str], int] = {}
-        no_root = 0
+        no_root = dups = 0
+        orphans: dict[str, int] = {}
+        skewed: dict[str, int] = {}
         blobs: list[bytes] = []
         size = spans = 0
-        services: dict[str, int] = {}
+        services: dict[str, list] = {}
         tids: list[bytes] = []
         for t, trigger in items:
+            d, orph, skew, missing_root = consistency(t, tol)
+            dups += d
+            for svc, k in orph.items():
+                orphans[svc] = orphans.get(svc, 0) + k
+            for svc, k in skew.items():
+                skewed[svc] = skewed.get(svc, 0) + k
+            if missing_root:
+                no_root += 1
             dec = decide(t)
-            out = finish(t, dec.sampled, dec.policy, dec.threshold)
+            extra = self._policy_attr(dec.policy) if record and dec.sampled else b""
+            out = finish(t, dec.sampled, dec.policy, dec.threshold, extra)
             by_trigger[trigger] = by_trigger.get(trigger, 0) + 1
             if dec.sampled:
                 label = "sampled"
@@ -210,9 +233,13 @@ class Pipeline:
                 self.spans_kept += n
                 by_policy[dec.policy] = by_policy.get(dec.policy, 0) + 1
                 blob, per_service = out
-                for svc, k in per_service.items():
-                    svc = m.service(svc)
-                    services[svc] = services.get(svc, 0) + k
+                for svc, (k, nb) in per_service.items():
+                    row = services.get(m.service(svc))
+                    if row is None:
+                        services[m.service(svc)] = [k, nb]
+                    else:
+                        row[0] += k
+                        row[1] += nb
                 blobs.append(blob)
                 tids.append(t.trace_id)
                 self.recent.append({
@@ -227,8 +254,6 @@ class Pipeline:
             else:
                 label = "dropped" if dec.dropped else "not_sampled"
                 self.traces_dropped += 1
-            if not t.root_seen:
-                no_root += 1
             key = (label, dec.policy, trigger)
             decided[key] = decided.get(key, 0) + 1
             self.decided += 1
@@ -238,21 +263,31 @@ class Pipeline:
             m.traces_decided_total.labels(*key).inc(n)
         if no_root:
             m.traces_without_root_total.inc(no_root)
+        if dups:
+            m.duplicate_spans_total.inc(dups)
+        for svc, k in orphans.items():
+            m.orphan_spans_total.labels(m.service(svc)).inc(k)
+        for svc, k in skewed.items():
+            m.clock_skew_spans_total.labels(m.service(svc)).inc(k)
 
-    def _export(self, blob: bytes, spans: int, services: dict[str, int], trace_ids, now) -> None:
+    def _policy_attr(self, policy: str) -> bytes:
+        a = self._policy_attrs.get(policy)
+        if a is None:
+            a = self._policy_attrs[policy] = policy_attribute(policy)
+        return a
+
+    def _export(self, blob: bytes, spans: int, services: dict[str, list], trace_ids, now) -> None:
+        """Hand kept spans to every exporter; ``services``: label → [spans,
+        span bytes as received]. Cost counts the received bytes of what is
+        kept, so exported <= received and the saving ratio is exact."""
+        counts = {svc: row[0] for svc, row in services.items()}
         for exp in self.exporters:
-            exp.submit(Item(blob, spans, services, trace_ids, now))
-        # bytes and dollars of what leaves, per service, in proportion to
-        # its spans (a blob mixes services; its bytes are not split exactly)
-        if services and spans:
-            per_span = len(blob) / spans
-            for svc, n in services.items():
-                nb = n * per_span
-                row = self._svc(svc)
-                row[2] += n
-                row[3] += nb
-                self.metrics.cost_usd_total.labels(svc, "exported").inc(
-                    nb * self.usd_per_byte_of(svc))
+            exp.submit(Item(blob, spans, counts, trace_ids, now))
+        for svc, (n, nb) in services.items():
+            row = self._svc(svc)
+            row[2] += n
+            row[3] += nb
+            self.metrics.cost_usd_total.labels(svc, "exported").inc(nb * self.usd_per_byte_of(svc))
 
     def _gauges(self) -> None:
         b = self.buffer

@@ -181,9 +181,10 @@ class App:
         effect (receivers, exporters, admin, cache sizes)."""
         from .decider import Decider
         p = self.pipeline
-        decider = Decider(new.sampler.policies)      # may raise: nothing changed yet
+        decider = Decider(new.sampler.policies, clock=p.clock)   # may raise: nothing changed yet
         p.decider = decider
         p.attr_keys = decider.attribute_keys
+        p.record_policy = new.sampler.record_policy
         b = p.buffer
         s = new.sampler
         b.decision_wait = s.decision_wait.seconds

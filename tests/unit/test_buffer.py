@@ -110,7 +110,7 @@ def test_max_spans_trigger_and_late_spans_follow(impl):
     # the 6th span of the same request starts... no: it follows the decision
     # only once the decision is remembered, so decide it now
     blob, per_service = buf.finish(full, True, "errors", 0)
-    assert per_service == {"svc": 5}
+    assert per_service == {"svc": [5, sum(len(b) for b in _span_bytes(make_request([t[:5]])))]}
     res2 = add(impl, buf, make_request([t[6:]]), 1.0)
     assert len(res2.late_kept) == 2 and res2.late_dropped == 0
     req = decode(encode_late(res2.late_kept))
@@ -259,7 +259,8 @@ def test_kept_trace_reencodes_byte_identical(impl):
     due = [x for x in buf.due(2.1) if x[0].trace_id == tr.trace_id]
     (tr, trig), = due
     blob, per_service = buf.finish(tr, True, "slow", 0x1234 << 40)
-    assert per_service == {"s1": 3, "s2": 2}
+    in_s1 = [b for b in _span_bytes(raw) if Span.FromString(b).trace_id == tr.trace_id]
+    assert per_service == {"s1": [3, sum(map(len, in_s1))], "s2": [2, sum(map(len, _span_bytes(raw2)))]}
     req = decode(blob)
     assert [rs.resource.attributes[0].value.string_value for rs in req.resource_spans] == ["s1", "s2"]
     assert req.resource_spans[1].scope_spans[0].scope.name == "other"
@@ -735,3 +736,28 @@ def test_corrupt_entries_raise_not_crash():
     t.data[:] = good
     buf.finish(t, True, "p", 0)
     assert buf.ngroups == 0
+
+
+def test_finish_appends_extra_fields_after_tracestate(impl):
+    from traceo_sampler.buffer import POLICY_ATTRIBUTE, policy_attribute
+    t = trace(2, trace_state="v=1")
+    t[1]["trace_state"] = ""
+    buf = mkbuf(impl)
+    add(impl, buf, make_request([t]), 0.0)
+    (tr, _), = buf.due(2.0)
+    blob, _ = buf.finish(tr, True, "errors", 0, policy_attribute("errors"))
+    spans = [s for rs in decode(blob).resource_spans for ss in rs.scope_spans for s in ss.spans]
+    assert len(spans) == 2
+    for s in spans:
+        assert s.attributes[-1].key == POLICY_ATTRIBUTE
+        assert s.attributes[-1].value.string_value == "errors"
+    assert {s.trace_state for s in spans} == {"ot=th:0,v=1", "ot=th:0"}
+
+
+def test_trace_state_is_the_first_seen(impl):
+    t = trace(3)
+    t[1]["trace_state"] = "a=1"
+    t[2]["trace_state"] = "b=2"
+    buf = mkbuf(impl)
+    add(impl, buf, make_request([t]), 0.0)
+    assert buf.traces[t[0]["trace_id"]].trace_state == "a=1"
