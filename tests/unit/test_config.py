@@ -733,3 +733,24 @@ def test_cli_validate_and_serve_agree(tmp_path):
     assert v.returncode == s.returncode == 1
     assert v.stderr == s.stderr
     assert s.stderr.splitlines() == expected
+
+
+def test_serve_refuses_kafka_blocks_with_a_clear_message(tmp_path):
+    import os
+    import subprocess
+    import sys
+    cfg = tmp_path / "k.yaml"
+    cfg.write_text("receivers:\n  kafka: {brokers: ['127.0.0.1:9092']}\n"
+                   "exporters:\n  kafka: {brokers: ['127.0.0.1:9092']}\n")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))), "src")
+    v = subprocess.run([sys.executable, "-m", "traceo_sampler", "validate", "-c", str(cfg)],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert v.returncode == 0, v.stderr
+    r = subprocess.run([sys.executable, "-m", "traceo_sampler", "serve", "-c", str(cfg)],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.splitlines() == [
+        "receivers.kafka: Kafka ingest is not available in this version; remove the block",
+        "exporters.kafka: Kafka router mode is not available in this version; remove the block"]
