@@ -49,6 +49,14 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def cmd_simulate(args) -> int:
+    cfg = _load_or_report(args.config)
+    if cfg is None:
+        return 1
+    from . import simulate
+    return simulate.run(args, cfg)
+
+
 def cmd_loadgen(args) -> int:
     from . import loadgen
     return loadgen.run(args)
@@ -66,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a config file")
     v.add_argument("-c", "--config", required=True)
     v.set_defaults(func=cmd_validate)
+    sm = sub.add_parser("simulate", help="replay captured traces through the policies offline")
+    from . import simulate
+    simulate.add_arguments(sm)
+    sm.set_defaults(func=cmd_simulate)
     lg = sub.add_parser("loadgen", help="send synthetic traces over OTLP/gRPC")
     try:
         from . import loadgen
