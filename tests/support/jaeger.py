@@ -41,21 +41,24 @@ Environment knobs:
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
 import weakref
-from collections import deque
 from pathlib import Path
 from typing import Any
+
+from .procs import die_with_parent as _die_with_parent
+from .procs import finalize as _finalize
+from .procs import free_ports, port_open as _port_open
+from .procs import send_signal as _send_signal
+from .procs import tail as _tail
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 JAEGER_SH = REPO_ROOT / "scripts" / "jaeger.sh"
@@ -106,62 +109,6 @@ def jaeger_binary(timeout: float = BUILD_TIMEOUT_S) -> Path:
 
 
 # ----------------------------------------------------------------- helpers
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """`count` distinct ports that were free on `host` a moment ago."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((host, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _port_open(host: str, port: int, timeout: float = 1.0) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _tail(path: Path, lines: int) -> str:
-    try:
-        with path.open("r", errors="replace") as f:
-            return "".join(deque(f, maxlen=lines))
-    except FileNotFoundError:
-        return f"({path} does not exist)\n"
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
-def _send_signal(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        proc.send_signal(sig)
-    except ProcessLookupError:
-        pass
-
-
-def _finalize(proc_holder: list) -> None:
-    """Last resort (interpreter exit, garbage collection): no Jaeger outlives us."""
-    proc = proc_holder[0] if proc_holder else None
-    if proc is not None and proc.poll() is None:
-        _send_signal(proc, signal.SIGKILL)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 # Loopback only: never route through an HTTP(S)_PROXY from the environment.

@@ -23,21 +23,24 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ctypes
 import hashlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
 import time
 import uuid
 import weakref
-from collections import deque
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
+
+from .procs import die_with_parent as _die_with_parent
+from .procs import finalize as _finalize
+from .procs import free_ports, port_open as _port_open
+from .procs import send_signal as _send_signal
+from .procs import tail as _tail
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KAFKA_SH = REPO_ROOT / "scripts" / "kafka.sh"
@@ -101,36 +104,6 @@ def random_cluster_id() -> str:
             return cid
 
 
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """`count` distinct ports that were free on `host` a moment ago."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((host, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _port_open(host: str, port: int, timeout: float = 1.0) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _tail(path: Path, lines: int) -> str:
-    try:
-        with path.open("r", errors="replace") as f:
-            return "".join(deque(f, maxlen=lines))
-    except FileNotFoundError:
-        return f"({path} does not exist)\n"
-
-
 def run_async(factory: Callable[[], Awaitable[Any]], timeout: float) -> Any:
     """Run `factory()` on a private event loop in a helper thread, bounded by `timeout`.
 
@@ -155,32 +128,6 @@ def run_async(factory: Callable[[], Awaitable[Any]], timeout: float) -> Any:
             raise KafkaError(f"Kafka admin call timed out after {timeout:.0f}s") from error
         raise error
     return box.get("value")
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
-def _send_signal(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        proc.send_signal(sig)
-    except ProcessLookupError:
-        pass
-
-
-def _finalize(proc_holder: list) -> None:
-    """Last resort (interpreter exit, garbage collection): no broker outlives us."""
-    proc = proc_holder[0] if proc_holder else None
-    if proc is not None and proc.poll() is None:
-        _send_signal(proc, signal.SIGKILL)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 # ------------------------------------------------------------- fast JVM start

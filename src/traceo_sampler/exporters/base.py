@@ -187,6 +187,15 @@ class Exporter:
                 await asyncio.sleep(delay)
                 backoff = min(backoff * 2, self.retry_max_interval)
 
+    def partial_success(self, ps) -> None:
+        """An OTLP ExportTracePartialSuccess: the backend kept the rest; what
+        it rejected is counted and logged, not retried."""
+        if ps.rejected_spans:
+            self.metrics.export_failures_total.labels(self.name).inc()
+            self.metrics.export_rejected_spans_total.labels(self.name).inc(ps.rejected_spans)
+            log.warning("exporter %s: backend rejected %d spans: %s", self.name,
+                        ps.rejected_spans, ps.error_message)
+
     def retryable(self, exc: Exception) -> bool:
         return False
 

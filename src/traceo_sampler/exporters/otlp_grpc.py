@@ -67,13 +67,7 @@ class OtlpGrpcExporter(Exporter):
     async def send(self, payload: bytes) -> None:
         resp = await self._call(payload, timeout=self.timeout, metadata=self.metadata,
                                 compression=self.compression)
-        ps = resp.partial_success
-        if ps.rejected_spans:
-            # the backend keeps the rest; what it rejected is not retried
-            self.metrics.export_failures_total.labels(self.name).inc()
-            self.metrics.export_rejected_spans_total.labels(self.name).inc(ps.rejected_spans)
-            log.warning("exporter %s: backend rejected %d spans: %s", self.name,
-                        ps.rejected_spans, ps.error_message)
+        self.partial_success(resp.partial_success)
 
     def retryable(self, exc: Exception) -> bool:
         return isinstance(exc, grpc.aio.AioRpcError) and exc.code() in RETRYABLE

@@ -81,11 +81,7 @@ class OtlpHttpExporter(Exporter):
                 ps = ExportTraceServiceResponse.FromString(data).partial_success
             except Exception:  # noqa: BLE001 - a 200 with an odd body still succeeded
                 return
-            if ps.rejected_spans:
-                self.metrics.export_failures_total.labels(self.name).inc()
-                self.metrics.export_rejected_spans_total.labels(self.name).inc(ps.rejected_spans)
-                log.warning("exporter %s: backend rejected %d spans: %s", self.name,
-                            ps.rejected_spans, ps.error_message)
+            self.partial_success(ps)
 
     def retryable(self, exc: Exception) -> bool:
         if isinstance(exc, HttpError):

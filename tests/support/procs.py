@@ -1,0 +1,67 @@
+"""Process and port helpers shared by the real-service test harnesses
+(kafka.py, jaeger.py)."""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import socket
+import subprocess
+from collections import deque
+from pathlib import Path
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct ports that were free on `host` a moment ago."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def tail(path: Path, lines: int) -> str:
+    try:
+        with path.open("r", errors="replace") as f:
+            return "".join(deque(f, maxlen=lines))
+    except FileNotFoundError:
+        return f"({path} does not exist)\n"
+
+
+def die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def send_signal(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        proc.send_signal(sig)
+    except ProcessLookupError:
+        pass
+
+
+def finalize(proc_holder: list) -> None:
+    """Last resort (interpreter exit, garbage collection): no child process outlives us."""
+    proc = proc_holder[0] if proc_holder else None
+    if proc is not None and proc.poll() is None:
+        send_signal(proc, signal.SIGKILL)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
