@@ -1002,6 +1002,22 @@ cdef class TraceBuffer:
             self._remove(t)
         return out
 
+    def discard(self, bytes trace_id):
+        """Forget a buffered trace without deciding or remembering it;
+        returns its span count, 0 when not buffered — see the pure twin."""
+        o = self.traces.get(trace_id)
+        if o is None:
+            return 0
+        cdef Trace t = <Trace>o
+        self._remove(t)
+        t.finished = True
+        counts = {}
+        for gid, _o, _l, _ts in t.entries():
+            counts[gid] = counts.get(gid, 0) + 1
+        for gid, n in counts.items():
+            self._release(gid, n)
+        return t.span_count
+
     cdef int _remove(self, Trace t) except -1:
         # The trace leaves the index, the schedule and the accounting now;
         # its group references stay until finish() has encoded it.

@@ -431,6 +431,23 @@ class TraceBufferPy:
         self._heap.clear()
         return out
 
+    def discard(self, trace_id: bytes) -> int:
+        """Forget a buffered trace without deciding it and without remembering
+        a decision (its spans will be read again whole elsewhere, e.g. by the
+        new owner of a revoked Kafka partition). Returns how many spans it
+        held, 0 when it is not buffered."""
+        t = self.traces.get(trace_id)
+        if t is None:
+            return 0
+        self._remove(t)
+        t.finished = True
+        counts: dict[int, int] = {}
+        for gid, _o, _l, _ts in t.entries():
+            counts[gid] = counts.get(gid, 0) + 1
+        for gid, n in counts.items():
+            self._release(gid, n)
+        return t.span_count
+
     def _remove(self, t: Trace) -> None:
         # The trace leaves the index and the accounting now; its group
         # references stay until finish() has encoded it.

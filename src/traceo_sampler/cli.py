@@ -21,10 +21,17 @@ def _not_runnable(cfg: _config.Config) -> list[str]:
     """Blocks that validate (they are part of the config contract) but that
     this version cannot run yet."""
     out = []
-    if cfg.receivers.kafka is not None:
-        out.append("receivers.kafka: Kafka ingest is not available in this version; remove the block")
-    if cfg.exporters.kafka is not None:
-        out.append("exporters.kafka: Kafka router mode is not available in this version; remove the block")
+    e = cfg.exporters
+    if e.kafka is not None:
+        # exporters.kafka alone is router mode (a stateless front tier);
+        # exporting kept traces to Kafka behind a sampler is not there yet
+        others = [f"exporters.{n}" for n in ("otlp", "file") if getattr(e, n) is not None]
+        if cfg.receivers.kafka is not None:
+            others.append("receivers.kafka")
+        if others:
+            out.append("exporters.kafka: router mode forwards every span unsampled and cannot be "
+                       f"combined with {', '.join(others)} in this version (exporting kept traces "
+                       "to Kafka is not available yet)")
     return out
 
 

@@ -72,6 +72,11 @@ class KafkaReceiver(_Base):
     topic: str = "otlp_spans"
     group_id: str = "traceo-sampler"
     encoding: Literal["otlp_proto"] = "otlp_proto"
+    # where a group with no committed offset starts
+    initial_offset: Literal["earliest", "latest"] = "earliest"
+    # how often offsets are committed (only up to what is decided and acked)
+    commit_interval: Duration = msgspec.field(default_factory=lambda: Duration("1s"))
+    session_timeout: Duration = msgspec.field(default_factory=lambda: Duration("10s"))
 
 
 class Receivers(_Base):
@@ -301,8 +306,19 @@ class FileExporter(_Base):
 
 
 class KafkaExporter(_Base):
+    """Router mode: serve becomes a stateless front tier producing every
+    received span, one message per trace keyed by its trace ID."""
     brokers: list[str]
     topic: str = "otlp_spans_sampled"
+    acks: Literal["all", 0, 1] = "all"
+    # one message per trace, keyed by the trace ID in lowercase hex (the
+    # Collector kafkaexporter's partition_traces_by_id); false: one message
+    # per request, no key
+    partition_traces_by_id: bool = True
+    # how long a request waits for the broker's acks before the client is
+    # told to retry (gRPC UNAVAILABLE / HTTP 503)
+    timeout: Duration = msgspec.field(default_factory=lambda: Duration("30s"))
+    linger: Duration = msgspec.field(default_factory=lambda: Duration("5ms"))
 
 
 class Exporters(_Base):
@@ -583,6 +599,11 @@ def parse(raw: Any) -> Config:
     exp = values.get("exporters")
     if exp is not None and exp.otlp is not None:
         _check_endpoint(exp.otlp.endpoint, "exporters.otlp.endpoint", problems)
+    if exp is not None and exp.kafka is not None:
+        if not exp.kafka.brokers:
+            problems.append("exporters.kafka.brokers: must not be empty")
+    if rec is not None and rec.kafka is not None and not rec.kafka.brokers:
+        problems.append("receivers.kafka.brokers: must not be empty")
     if values.get("admin") is not None:
         _check_endpoint(values["admin"].endpoint, "admin.endpoint", problems)
     if problems:

@@ -83,6 +83,10 @@ class Pipeline:
         self.late_dropped = 0
         self.by_trigger: dict[str, int] = {}
         self.by_policy: dict[str, int] = {}
+        # the Kafka receiver's offset tracker (receivers/kafka.py), told when
+        # a trace is decided not kept (``done``) and handed the trace IDs of
+        # every kept item (``take``, returns the item's ack callback)
+        self.tracker = None
 
     # ------------------------------------------------------------------ in
     RETRY_AFTER = 1.0   # seconds a pushed-back client is asked to wait
@@ -96,7 +100,7 @@ class Pipeline:
                 return True
         return False
 
-    def ingest(self, data: bytes) -> IngestResult:
+    def ingest(self, data: bytes, scanned=None) -> IngestResult:
         """Scan and buffer one encoded ExportTraceServiceRequest.
 
         Raises ValueError when the bytes are not a valid request (the buffer
@@ -106,6 +110,9 @@ class Pipeline:
         twice its size is made before, and what still exceeds the limit
         after it is decided at once: the buffer never stays above
         memory_limit.
+
+        ``scanned``: the request already scanned (``scan.scan(data,
+        attr_keys)``), for callers that need its trace IDs first.
         """
         now = self.clock()
         buf = self.buffer
@@ -113,7 +120,10 @@ class Pipeline:
         if room:
             self._decide(room, now)
             self._gauges()
-        res = buf.ingest(data, self.attr_keys, now)
+        if scanned is None:
+            res = buf.ingest(data, self.attr_keys, now)
+        else:
+            res = buf.add(scanned, data, now)
         m = self.metrics
         if res.rejected:
             for reason in res.reasons:
@@ -254,6 +264,8 @@ class Pipeline:
             else:
                 label = "dropped" if dec.dropped else "not_sampled"
                 self.traces_dropped += 1
+                if self.tracker is not None:
+                    self.tracker.done(t.trace_id)
             key = (label, dec.policy, trigger)
             decided[key] = decided.get(key, 0) + 1
             self.decided += 1
@@ -281,8 +293,11 @@ class Pipeline:
         span bytes as received]. Cost counts the received bytes of what is
         kept, so exported <= received and the saving ratio is exact."""
         counts = {svc: row[0] for svc, row in services.items()}
+        ack = None
+        if self.tracker is not None:
+            ack = self.tracker.take(trace_ids, len(self.exporters))
         for exp in self.exporters:
-            exp.submit(Item(blob, spans, counts, trace_ids, now))
+            exp.submit(Item(blob, spans, counts, trace_ids, now, ack))
         for svc, (n, nb) in services.items():
             row = self._svc(svc)
             row[2] += n

@@ -11,6 +11,8 @@ import signal
 import sys
 import time
 
+import msgspec
+
 from . import exporters as _exporters
 from .admin import Admin
 from .config import Config
@@ -25,7 +27,14 @@ class App:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.metrics = Metrics(cfg.telemetry.max_services, cfg.cost.usd_per_gib)
-        self.exporters = _exporters.build(cfg.exporters, self.metrics)
+        # exporters.kafka is router mode (exporters/kafka.py), not an
+        # exporter of kept traces: the OTLP receivers feed the router
+        self.router = None
+        if cfg.exporters.kafka is not None:
+            from .exporters.kafka import KafkaRouter
+            self.router = KafkaRouter(cfg.exporters.kafka, self.metrics)
+        self.exporters = _exporters.build(
+            msgspec.structs.replace(cfg.exporters, kafka=None), self.metrics)
         self.pipeline = Pipeline(cfg, self.metrics, self.exporters)
         self.receivers: list = []
         self.admin: Admin | None = None
@@ -45,6 +54,8 @@ class App:
         for e in self.exporters:
             if not e.reachable:
                 return False, f"exporter {e.name} unreachable: {e.last_error}"
+        if self.router is not None and not self.router.reachable:
+            return False, f"kafka (router mode) unreachable: {self.router.last_error}"
         return True, ""
 
     def _rates(self) -> dict:
@@ -100,7 +111,20 @@ class App:
                                    "queue_max_bytes": e.queue_max_bytes}
                           for e in self.exporters},
             "recent_kept": list(reversed(p.recent)),
+            **self._kafka_status(),
         }
+
+    def _kafka_status(self) -> dict:
+        out: dict = {}
+        for rec in self.receivers:
+            if rec.name == "kafka":
+                out["kafka_receiver"] = rec.status()
+        if self.router is not None:
+            r = self.router
+            out["kafka_router"] = {"topic": r.cfg.topic, "messages_acked": r.messages,
+                                   "messages_failed": r.failed, "reachable": r.reachable,
+                                   "last_error": r.last_error}
+        return out
 
     def consistency(self) -> dict:
         m = self.metrics
@@ -123,16 +147,25 @@ class App:
         for e in self.exporters:
             e.start()
         r = self.cfg.receivers
+        front, grpc_cls, http_cls = self.pipeline, OtlpGrpcReceiver, OtlpHttpReceiver
+        if self.router is not None:
+            # router mode: the same receivers, answering once Kafka acked
+            from .exporters.kafka import RouterFront, RouterGrpcReceiver, RouterHttpReceiver
+            await self.router.start()
+            front = RouterFront(self.router)
+            grpc_cls, http_cls = RouterGrpcReceiver, RouterHttpReceiver
         if r.otlp is not None and r.otlp.grpc is not None:
             g = r.otlp.grpc
-            self.receivers.append(OtlpGrpcReceiver(g.endpoint, self.pipeline, self.metrics,
-                                                   g.max_recv_msg_size_mib))
+            self.receivers.append(grpc_cls(g.endpoint, front, self.metrics,
+                                           g.max_recv_msg_size_mib))
         if r.otlp is not None and r.otlp.http is not None:
             h = r.otlp.http
-            self.receivers.append(OtlpHttpReceiver(h.endpoint, self.pipeline, self.metrics,
-                                                   h.max_recv_msg_size_mib))
+            self.receivers.append(http_cls(h.endpoint, front, self.metrics,
+                                           h.max_recv_msg_size_mib))
         if r.kafka is not None:
-            raise NotImplementedError("receivers.kafka is not available yet")
+            from .receivers.kafka import KafkaReceiver
+            self.receivers.append(KafkaReceiver(r.kafka, self.pipeline, self.metrics,
+                                                self.cfg.service.shutdown_timeout.seconds))
         for rec in self.receivers:
             await rec.start()
         if self.cfg.admin is not None:
@@ -166,6 +199,8 @@ class App:
             await self._ticker
         if self._sampler is not None:
             self._sampler.cancel()
+        if self.router is not None:
+            await self.router.close(self.cfg.service.shutdown_timeout.seconds)
         n = self.pipeline.drain()
         log.info("decided %d buffered traces on shutdown", n)
         for e in self.exporters:

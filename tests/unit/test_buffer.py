@@ -761,3 +761,40 @@ def test_trace_state_is_the_first_seen(impl):
     buf = mkbuf(impl)
     add(impl, buf, make_request([t]), 0.0)
     assert buf.traces[t[0]["trace_id"]].trace_state == "a=1"
+
+
+def test_discard_forgets_without_deciding(impl):
+    """discard (Kafka partitions revoked): the trace leaves the buffer and
+    its headers are released, nothing is remembered, so the same spans read
+    again start the trace anew, whole."""
+    buf = mkbuf(impl)
+    t1, t2 = trace(3), trace(2)
+    raw = make_request([t1, t2])
+    add(impl, buf, raw, 0.0)
+    tid = t1[0]["trace_id"]
+    assert buf.discard(tid) == 3
+    assert buf.discard(tid) == 0
+    assert buf.discard(os.urandom(16)) == 0
+    assert buf.ntraces == 1 and buf.nspans == 2
+    assert buf.cached(tid) is None
+    assert buf.ngroups == 1                       # still held by t2
+    (x2, _), = buf.due(100.0)                     # no stale entry of t1
+    assert x2.trace_id == t2[0]["trace_id"]
+    buf.finish(x2, False, "", 0)
+    res = add(impl, buf, raw, 200.0)              # read again: t1 whole, not late
+    assert res.late_dropped == 2                  # t2 follows its decision
+    assert buf.ntraces == 1 and buf.nspans == 3
+    due = buf.due(300.0)
+    assert [x.span_count for x, _ in due] == [3]
+    for x, _ in due:
+        buf.finish(x, False, "", 0)
+    assert buf.ngroups == 0 and buf.nbytes == 0
+
+
+def test_discard_last_trace_releases_groups(impl):
+    buf = mkbuf(impl)
+    t1 = trace(4)
+    add(impl, buf, make_request([t1]), 0.0)
+    assert buf.discard(t1[0]["trace_id"]) == 4
+    assert buf.ngroups == 0 and buf.nbytes == 0 and buf.nspans == 0 and buf.ntraces == 0
+    assert buf.due(100.0) == [] and buf.next_deadline() is None

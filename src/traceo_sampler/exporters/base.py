@@ -26,14 +26,18 @@ log = logging.getLogger("traceo_sampler.exporters")
 
 
 class Item:
-    __slots__ = ("blob", "spans", "services", "trace_ids", "t0")
+    __slots__ = ("blob", "spans", "services", "trace_ids", "t0", "ack")
 
-    def __init__(self, blob: bytes, spans: int, services: dict[str, int], trace_ids, t0: float):
+    def __init__(self, blob: bytes, spans: int, services: dict[str, int], trace_ids, t0: float,
+                 ack=None):
         self.blob = blob
         self.spans = spans
         self.services = services    # service → spans, for per-service counts
         self.trace_ids = trace_ids
         self.t0 = t0                # decision trigger time (monotonic)
+        # called once the backend acknowledged the item (never when it is
+        # dropped): the Kafka receiver commits offsets on it
+        self.ack = ack
 
 
 class Exporter:
@@ -149,6 +153,8 @@ class Exporter:
                 for it in batch:
                     self.sent_spans += it.spans
                     m.decision_latency_seconds.observe(now - it.t0)
+                    if it.ack is not None:
+                        it.ack()
                     for svc, n in it.services.items():
                         m.spans_exported_total.labels(svc, self.name).inc(n)
             else:

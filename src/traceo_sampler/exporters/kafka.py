@@ -1,0 +1,221 @@
+"""Router mode (``exporters.kafka``, DESIGN.md §5): ``serve`` as a stateless
+front tier. Every received OTLP request is regrouped by trace ID and produced
+to a topic, one message per trace: an ``ExportTraceServiceRequest``
+(``otlp_proto``) holding that trace's spans byte-identical under their
+original resource and scope headers, keyed by the trace ID in lowercase hex
+(like the Collector's kafkaexporter with ``partition_traces_by_id``) and
+partitioned by aiokafka's default partitioner, murmur2 of the key like the
+Java client's, so producers in other languages keyed the same way land on
+the same partition.
+
+The OTLP response is sent only once the broker acknowledged every message of
+the request (``acks``); when it does not within ``timeout`` the client is told
+to retry: gRPC ``UNAVAILABLE`` / HTTP 503.
+
+The OTLP receivers are reused unchanged: they call ``ingest`` synchronously on
+what they take for the pipeline (``RouterFront``), which scans, regroups and
+starts producing; the receiver subclasses below then await the acks the
+request started (found through a context variable set per request).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+
+import grpc
+from aiohttp import web
+
+from ..buffer import TraceBufferPy, _varint
+from ..receivers.otlp_grpc import OtlpGrpcReceiver
+from ..receivers.otlp_http import OtlpHttpReceiver
+from ..scan import scan
+
+log = logging.getLogger("traceo_sampler.router")
+_NO_KEYS: frozenset = frozenset()
+# per request: the produce task(s) its ingest started
+_pending: contextvars.ContextVar = contextvars.ContextVar("traceo_router_pending")
+
+
+class _Result:
+    __slots__ = ("accepted", "rejected", "errors")
+
+    def __init__(self, accepted: int, rejected: int, errors: list[str]):
+        self.accepted = accepted
+        self.rejected = rejected
+        self.errors = errors
+
+
+def split_by_trace(data: bytes) -> tuple[list[tuple[bytes, bytes]], object]:
+    """[(trace_id, ExportTraceServiceRequest bytes)] of one request, in first
+    appearance order, each holding one trace's spans byte-identical under
+    their original headers; and the scan result. Raises ValueError like the
+    scanner when the request is not valid."""
+    sc = scan(data, _NO_KEYS)
+    groups = sc.groups
+    # trace_id → {group index → [encoded Span fields]}
+    by_trace: dict[bytes, dict[int, list[bytes]]] = {}
+    for sp in sc.spans:
+        tid, gi, off, ln = sp[0], sp[7], sp[8], sp[9]
+        per = by_trace.get(tid)
+        if per is None:
+            per = by_trace[tid] = {}
+        lst = per.get(gi)
+        if lst is None:
+            lst = per[gi] = []
+        lst.append(b"\x12" + _varint(ln) + data[off:off + ln])
+    enc = TraceBufferPy.encode_groups
+    out = [(tid, enc((groups[gi][0], groups[gi][1], spans) for gi, spans in per.items()))
+           for tid, per in by_trace.items()]
+    return out, sc
+
+
+class KafkaRouter:
+    name = "kafka"
+
+    def __init__(self, cfg, metrics):
+        self.cfg = cfg
+        self.metrics = metrics
+        self.producer = None
+        self.reachable = False
+        self.last_error = "not started"
+        self.messages = 0
+        self.failed = 0
+        self._tasks: set[asyncio.Task] = set()
+
+    async def start(self, timeout: float = 60.0) -> None:
+        from aiokafka import AIOKafkaProducer
+        c = self.cfg
+        deadline = time.monotonic() + timeout
+        while True:
+            p = AIOKafkaProducer(
+                bootstrap_servers=",".join(c.brokers), acks=c.acks,
+                # not idempotent: aiokafka's idempotent producer does not
+                # recover from a broker restart (OutOfOrderSequenceNumber);
+                # a retried message may be duplicated, which the samplers
+                # count (duplicate_spans_total) and at-least-once allows
+                enable_idempotence=False,
+                linger_ms=int(c.linger.seconds * 1000),
+                max_request_size=16 << 20, max_batch_size=1 << 20,
+                request_timeout_ms=max(1000, int(c.timeout.seconds * 1000)))
+            try:
+                await p.start()
+            except Exception as exc:  # noqa: BLE001 - broker not there yet
+                self.last_error = str(exc)[:200]
+                await p.stop()
+                if time.monotonic() > deadline:
+                    raise OSError(f"exporters.kafka: no broker reachable at "
+                                  f"{','.join(c.brokers)}: {exc}") from exc
+                log.warning("router: broker not reachable yet (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+                continue
+            self.producer = p
+            self.reachable = True
+            self.last_error = ""
+            log.info("router mode: producing to topic %s at %s (acks=%s)", c.topic,
+                     ",".join(c.brokers), c.acks)
+            return
+
+    def route(self, data: bytes) -> _Result:
+        """Scan and regroup one request and start producing it (the task
+        is handed to the awaiting receiver through ``_pending``)."""
+        if self.cfg.partition_traces_by_id:
+            msgs, sc = split_by_trace(data)
+            out = [(tid.hex().encode(), blob) for tid, blob in msgs]
+        else:
+            sc = scan(data, _NO_KEYS)
+            out = [(None, TraceBufferPy.encode_groups(
+                (g[0], g[1], [b"\x12" + _varint(sp[9]) + data[sp[8]:sp[8] + sp[9]]
+                              for sp in sc.spans if sp[7] == gi])
+                for gi, g in enumerate(sc.groups)))] if sc.spans else []
+        m = self.metrics
+        for reason in sc.reasons:
+            m.invalid_spans_total.labels(reason).inc()
+        if out:
+            task = asyncio.get_running_loop().create_task(self._produce(out))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            holder = _pending.get(None)
+            if holder is not None:
+                holder.append(task)
+        return _Result(len(sc.spans), sc.rejected, list(sc.errors))
+
+    async def _produce(self, msgs: list[tuple[bytes | None, bytes]]) -> str:
+        """'' when the broker acked every message, else the error."""
+        p = self.producer
+        topic = self.cfg.topic
+        m = self.metrics
+        try:
+            futs = [await p.send(topic, value=blob, key=key) for key, blob in msgs]
+            await asyncio.wait_for(asyncio.gather(*futs), self.cfg.timeout.seconds)
+        except Exception as exc:  # noqa: BLE001 - the client is told to retry
+            self.failed += len(msgs)
+            m.kafka_produced_messages_total.labels("failed").inc(len(msgs))
+            self.reachable = False
+            self.last_error = f"{type(exc).__name__}: {exc}"[:200]
+            return self.last_error or "produce failed"
+        self.reachable = True
+        self.messages += len(msgs)
+        m.kafka_produced_messages_total.labels("acked").inc(len(msgs))
+        return ""
+
+    async def close(self, timeout: float) -> None:
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+        if self.producer is not None:
+            await self.producer.stop()
+
+
+class RouterFront:
+    """What the OTLP receivers see as the pipeline in router mode."""
+
+    RETRY_AFTER = 1.0
+
+    def __init__(self, router: KafkaRouter):
+        self.router = router
+
+    def backpressure(self) -> bool:
+        return False
+
+    def ingest(self, data: bytes) -> _Result:
+        return self.router.route(data)
+
+
+async def _outcome(holder: list) -> str:
+    for task in holder:
+        err = await task
+        if err:
+            return err
+    return ""
+
+
+class RouterGrpcReceiver(OtlpGrpcReceiver):
+    async def _export(self, request: bytes, context) -> bytes:
+        holder: list = []
+        token = _pending.set(holder)
+        try:
+            out = await super()._export(request, context)
+        finally:
+            _pending.reset(token)
+        err = await _outcome(holder)
+        if err:
+            self.metrics.receiver_requests_total.labels(self.name, "unavailable").inc()
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"kafka did not ack: {err}")
+        return out
+
+
+class RouterHttpReceiver(OtlpHttpReceiver):
+    async def _traces(self, request):
+        holder: list = []
+        token = _pending.set(holder)
+        try:
+            resp = await super()._traces(request)
+        finally:
+            _pending.reset(token)
+        err = await _outcome(holder)
+        if err:
+            self.metrics.receiver_requests_total.labels(self.name, "unavailable").inc()
+            return web.Response(status=503, text=f"kafka did not ack: {err}\n",
+                                headers={"Retry-After": "1"})
+        return resp
