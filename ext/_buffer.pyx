@@ -1030,7 +1030,7 @@ cdef class TraceBuffer:
         return 0
 
     # ------------------------------------------------------------ consistency
-    def consistency(self, Trace t, skew_tolerance_ns):
+    def consistency(self, Trace t, skew_tolerance_ns, list amounts=None):
         """(duplicates, orphans, skewed, no_root) of a trace, from its span
         entries; see the pure twin. Call it before finish()."""
         if skew_tolerance_ns < 0:
@@ -1087,6 +1087,10 @@ cdef class TraceBuffer:
                     if ((h.start < ps and ps - h.start > tol)
                             or (h.end > pe and h.end - pe > tol)):
                         target = skewed
+                        if amounts is not None:
+                            early = ps - h.start if h.start < ps else 0
+                            late = h.end - pe if h.end > pe else 0
+                            amounts.append((self._gentry(h.gid)[2], max(early, late)))
                     else:
                         continue
                 svc = self._gentry(h.gid)[2]

@@ -30,6 +30,8 @@ PANELS = [
         (f"sum(rate({P}duplicate_spans_total[5m]))", "duplicates"),
         (f"sum(rate({P}traces_without_root_total[5m]))", "traces without root"),
         (f"sum by (reason) (rate({P}invalid_spans_total[5m]))", "invalid: {{reason}}")]),
+    ("Clock skew of skewed spans, p90 by service", "s", [
+        (f"histogram_quantile(0.9, sum by (service, le) (rate({P}clock_skew_seconds_bucket[5m])))", "{{service}}")]),
     ("Exporters", "ops", [
         (f"sum by (exporter) (rate({P}export_failures_total[1m]))", "failures {{exporter}}"),
         (f"sum by (exporter) (rate({P}export_dropped_spans_total[1m]))", "dropped {{exporter}}"),

@@ -457,7 +457,7 @@ class TraceBufferPy:
         self.nspans -= t.span_count
 
     # ------------------------------------------------------------ consistency
-    def consistency(self, t: Trace, skew_tolerance_ns: int):
+    def consistency(self, t: Trace, skew_tolerance_ns: int, amounts: list | None = None):
         """What the span entries of a trace say about its consistency:
         ``(duplicates, orphans, skewed, no_root)``.
 
@@ -468,6 +468,9 @@ class TraceBufferPy:
           start - tolerance or end after its end + tolerance (the parent is the
           first span with that span_id);
         * ``no_root``: no span without parent_span_id.
+
+        With ``amounts`` (a list), each skewed span also appends ``(service,
+        ns outside its parent)`` to it, for the skew histogram.
 
         A parent_span_id of 8 zero bytes counts as none here (never an
         orphan), though such a span is not a root. Call it before ``finish``,
@@ -502,6 +505,8 @@ class TraceBufferPy:
                 target = orphans
             elif start < p[0] - tol or end > p[1] + tol:
                 target = skewed
+                if amounts is not None:
+                    amounts.append((self._groups[gid][2], max(p[0] - start, end - p[1], 0)))
             else:
                 continue
             svc = self._groups[gid][2]

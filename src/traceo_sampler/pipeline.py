@@ -219,12 +219,13 @@ class Pipeline:
         no_root = dups = 0
         orphans: dict[str, int] = {}
         skewed: dict[str, int] = {}
+        skew_amounts: list[tuple[str, int]] = []
         blobs: list[bytes] = []
         size = spans = 0
         services: dict[str, list] = {}
         tids: list[bytes] = []
         for t, trigger in items:
-            d, orph, skew, missing_root = consistency(t, tol)
+            d, orph, skew, missing_root = consistency(t, tol, skew_amounts)
             dups += d
             for svc, k in orph.items():
                 orphans[svc] = orphans.get(svc, 0) + k
@@ -281,6 +282,8 @@ class Pipeline:
             m.orphan_spans_total.labels(m.service(svc)).inc(k)
         for svc, k in skewed.items():
             m.clock_skew_spans_total.labels(m.service(svc)).inc(k)
+        for svc, ns in skew_amounts:
+            m.clock_skew_seconds.labels(m.service(svc)).observe(ns / 1e9)
 
     def _policy_attr(self, policy: str) -> bytes:
         a = self._policy_attrs.get(policy)

@@ -26,6 +26,8 @@ METRICS: list[tuple] = [
     ("orphan_spans_total", Counter, "Spans whose parent never arrived by decision time", ("service",)),
     ("traces_without_root_total", Counter, "Traces decided without a root span", ()),
     ("clock_skew_spans_total", Counter, "Child spans outside their parent's time range", ("service",)),
+    ("clock_skew_seconds", Histogram, "How far a skewed child lies outside its parent's time range", ("service",),
+     (0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 300, 3600)),
     ("duplicate_spans_total", Counter, "Span IDs seen twice within a trace", ()),
     ("invalid_spans_total", Counter, "Spans rejected as invalid, by reason", ("reason",)),
     ("invalid_requests_total", Counter, "Requests rejected as not decodable", ("receiver",)),

@@ -74,6 +74,8 @@ def test_each_consistency_counter_moves_by_exactly_what_was_planted():
             assert m("traceo_sampler_orphan_spans_total") == 3 + 2      # + the rootless traces' spans
             assert m("traceo_sampler_orphan_spans_total", service="svc") == 5
             assert m("traceo_sampler_clock_skew_spans_total", service="svc") == 2
+            assert m("traceo_sampler_clock_skew_seconds_count", service="svc") == 2
+            assert m("traceo_sampler_clock_skew_seconds_sum", service="svc") == pytest.approx(0.05)
             assert m("traceo_sampler_duplicate_spans_total") == 2
             assert m("traceo_sampler_traces_without_root_total") == 2
             assert m("traceo_sampler_invalid_spans_total") == 3

@@ -798,3 +798,20 @@ def test_discard_last_trace_releases_groups(impl):
     assert buf.discard(t1[0]["trace_id"]) == 4
     assert buf.ngroups == 0 and buf.nbytes == 0 and buf.nspans == 0 and buf.ntraces == 0
     assert buf.due(100.0) == [] and buf.next_deadline() is None
+
+
+def test_consistency_reports_skew_amounts(impl):
+    tid, root = os.urandom(16), os.urandom(8)
+    ms = 1_000_000
+    spans = [{"trace_id": tid, "span_id": root, "parent": b"", "start": 100 * ms, "end": 200 * ms},
+             {"trace_id": tid, "span_id": os.urandom(8), "parent": root, "start": 80 * ms, "end": 150 * ms},
+             {"trace_id": tid, "span_id": os.urandom(8), "parent": root, "start": 150 * ms, "end": 230 * ms},
+             {"trace_id": tid, "span_id": os.urandom(8), "parent": root, "start": 98 * ms, "end": 150 * ms}]
+    buf = mkbuf(impl)
+    add(impl, buf, make_request([spans], service="s"), 0.0)
+    (tr, _), = buf.due(2.0)
+    amounts = []
+    _d, _o, skewed, _nr = buf.consistency(tr, 5 * ms, amounts)
+    assert skewed == {"s": 2}
+    assert sorted(amounts) == [("s", 20 * ms), ("s", 30 * ms)]
+    assert buf.consistency(tr, 5 * ms)[2] == {"s": 2}      # amounts stay optional
