@@ -12,7 +12,7 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "src"), os.path.join(ROOT, "tests"),
                 os.path.join(ROOT, "tests", "integration")]
 os.environ["PYTHONPATH"] = os.path.join(ROOT, "src") + os.pathsep + os.environ.get("PYTHONPATH", "")
 from tests.support.kafka import KafkaBroker
-from test_kafka_group import Stream, member_cfg, router_cfg, _name, verdict, BATCH
+from test_kafka_group import Stream, member_cfg, router_cfg, _name, verdict
 from support_otlp import CaptureSink
 from support_serve import Serve
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 40000

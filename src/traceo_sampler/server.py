@@ -71,7 +71,6 @@ class App:
     def status(self) -> dict:
         p = self.pipeline
         b = p.buffer
-        m = self.metrics
         decided = max(p.decided, 1)
         services = {}
         for svc, (si, bi, so, bo) in sorted(p.by_service.items()):

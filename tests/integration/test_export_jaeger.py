@@ -4,7 +4,6 @@ pushes back on the receivers instead of dropping; SIGTERM under load
 leaves every received trace either in Jaeger or counted as not sent."""
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time

@@ -4,7 +4,6 @@ the trace ID in lowercase hex, on the murmur2 partition of that key; the
 client is acknowledged only after the broker acked (DESIGN.md §5)."""
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 import urllib.error

@@ -3,8 +3,6 @@ drops is counted; the file exporter writes Collector-style OTLP JSON."""
 import asyncio
 import json
 
-import grpc
-import pytest
 
 from support_otlp import CaptureSink, make_request, trace
 from traceo_sampler.config import FileExporter as FileCfg
