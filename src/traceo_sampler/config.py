@@ -77,6 +77,10 @@ class KafkaReceiver(_Base):
     # how often offsets are committed (only up to what is decided and acked)
     commit_interval: Duration = msgspec.field(default_factory=lambda: Duration("1s"))
     session_timeout: Duration = msgspec.field(default_factory=lambda: Duration("10s"))
+    # size limit of the handoff written with each commit; keep it below the
+    # brokers' offset.metadata.max.bytes (default 4096). Raising both lets a
+    # new owner skip every trace the previous one decided, even after kill -9
+    handoff_max_bytes: Annotated[int, msgspec.Meta(ge=256)] = 3900
 
 
 class Receivers(_Base):

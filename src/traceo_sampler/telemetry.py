@@ -40,7 +40,7 @@ METRICS: list[tuple] = [
     ("config_reloads_total", Counter, "Config reloads (SIGHUP or file change), applied or rejected", ("outcome",)),
     ("cost_budget_usd_monthly", Gauge, "Configured monthly budget for exported bytes (0 = none)", ()),
     ("kafka_produced_messages_total", Counter, "Router mode: messages (one per trace) the broker acked or that failed", ("outcome",)),
-    ("kafka_messages_total", Counter, "Kafka receiver: messages consumed, by outcome (ok, partial, invalid)", ("outcome",)),
+    ("kafka_messages_total", Counter, "Kafka receiver: messages consumed, by outcome (ok, partial, invalid, replayed: re-read for a trace a previous owner left undecided or unacknowledged, its spans may be exported twice; replay_skipped)", ("outcome",)),
     ("kafka_consumer_lag", Gauge, "Kafka receiver: high watermark minus the next offset to read, per partition", ("topic", "partition")),
     ("kafka_uncommitted_messages", Gauge, "Kafka receiver: messages read but not committable yet (undecided, or kept and not acknowledged), per partition", ("topic", "partition")),
     ("kafka_commits_total", Counter, "Kafka receiver: offset commits, by outcome", ("outcome",)),

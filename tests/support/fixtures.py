@@ -20,5 +20,8 @@ from .kafka import KafkaBroker
 @pytest.fixture(scope="session")
 def kafka_broker() -> Iterator[KafkaBroker]:
     """A Kafka 4.x KRaft broker on 127.0.0.1 (4 partitions per auto-created topic)."""
-    with KafkaBroker(num_partitions=4) as broker:
+    # a large offset metadata limit, so the sampler's commit handoff always
+    # fits (receivers.kafka.handoff_max_bytes in the tests' member config)
+    with KafkaBroker(num_partitions=4,
+                     extra_properties={"offset.metadata.max.bytes": 1 << 20}) as broker:
         yield broker

@@ -52,7 +52,7 @@ class _Part:
         self.replay_to = -1
         self.replay = _EMPTY
 
-    def handoff(self) -> str:
+    def handoff(self, max_bytes: int = 0) -> str:
         """Commit metadata: the offset this owner read up to and the
         fingerprints of every trace still holding an offset here
         (undecided, or kept and not acknowledged). Between the commit and
@@ -67,13 +67,14 @@ class _Part:
         part be buffered again, as without a handoff)."""
         if self.next is None:
             return ""
+        limit = max_bytes or MAX_METADATA
         tids = list(self.tids)
         head = f"{HANDOFF}{self.next}:"
         fps = b"".join(_fp(t) for t in tids)
         text = head + base64.b64encode(fps).decode()
-        if len(text) <= MAX_METADATA:
+        if len(text) <= limit:
             return text
-        nbytes = (MAX_METADATA - len(head) - 8) * 3 // 4
+        nbytes = (limit - len(head) - 8) * 3 // 4
         m = nbytes * 8
         n = len(tids)
         k = max(1, min(8, round(m / n * math.log(2))))
@@ -392,9 +393,11 @@ class KafkaReceiver:
             log.warning("kafka receiver: %s[%d] offset %d is not an ExportTraceServiceRequest "
                         "(skipped): %s", part.tp.topic, part.tp.partition, off, exc)
             return
-        if off < part.replay_to:
+        replayed = off < part.replay_to
+        if replayed:
             # read before by the previous owner: only the traces it left
-            # undecided (or unacknowledged) are read again
+            # undecided (or unacknowledged) are read again; what it had
+            # exported but not seen acknowledged may leave twice
             keep = part.replay
             spans = [sp for sp in sc.spans if sp[0] in keep]
             if len(spans) != len(sc.spans):
@@ -413,7 +416,8 @@ class KafkaReceiver:
             for tid in tids:
                 self.tracker.done(tid)
             return
-        m.kafka_messages_total.labels("partial" if res.rejected else "ok").inc()
+        m.kafka_messages_total.labels(
+            "partial" if res.rejected else "replayed" if replayed else "ok").inc()
         self.tracker.settle(tids, p.buffer.traces)
 
     def status(self) -> dict:
@@ -445,7 +449,7 @@ class KafkaReceiver:
         for part in (parts if parts is not None else list(self.parts.values())):
             cp = part.commit_point()
             if cp is not None and (cp > part.committed or final):
-                offsets[part.tp] = (cp, part.handoff())
+                offsets[part.tp] = (cp, part.handoff(self.cfg.handoff_max_bytes))
         if not offsets or self.consumer is None:
             return
         try:
