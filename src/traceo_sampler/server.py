@@ -11,7 +11,6 @@ import signal
 import sys
 import time
 
-import msgspec
 
 from . import exporters as _exporters
 from .admin import Admin
@@ -33,8 +32,7 @@ class App:
         if cfg.exporters.kafka is not None:
             from .exporters.kafka import KafkaRouter
             self.router = KafkaRouter(cfg.exporters.kafka, self.metrics)
-        self.exporters = _exporters.build(
-            msgspec.structs.replace(cfg.exporters, kafka=None), self.metrics)
+        self.exporters = _exporters.build(cfg.exporters, self.metrics)
         self.pipeline = Pipeline(cfg, self.metrics, self.exporters)
         self.receivers: list = []
         self.admin: Admin | None = None
