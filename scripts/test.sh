@@ -2,8 +2,8 @@
 # The whole test suite, from nothing: system packages, virtualenv, Cython
 # build, then the tests against the compiled hot path and again against the
 # pure-Python twins, then the integration tests on a real Kafka broker and a
-# real Jaeger. Kafka's jars and Jaeger's binary are fetched/built into the
-# user's caches in the background while the first tests run (a cold Jaeger
+# real Jaeger and the real OpenTelemetry Collector. Kafka's jars, Jaeger's
+# and the Collector's binaries are fetched/built into the user's caches in the background while the first tests run (a cold Jaeger
 # build takes 10-30 minutes on 2 cores; warm, nothing happens).
 # Exits non-zero when any test fails. Extra arguments go to every pytest run.
 set -uo pipefail
@@ -16,6 +16,8 @@ scripts/jaeger.sh build >"$logs/jaeger-build.log" 2>&1 &
 jaeger_pid=$!
 scripts/kafka.sh fetch >"$logs/kafka-fetch.log" 2>&1 &
 kafka_pid=$!
+scripts/otelcol.sh build >"$logs/otelcol-build.log" 2>&1 &
+otelcol_pid=$!
 rc=0
 echo "== unit and e2e tests, compiled hot path =="
 .venv/bin/python -m pytest -p no:cacheprovider -q tests/unit tests/e2e "$@" || rc=$?
@@ -24,6 +26,7 @@ TRACEO_SAMPLER_PURE=1 .venv/bin/python -m pytest -p no:cacheprovider -q tests/un
 echo "== integration tests: real Kafka broker, real Jaeger =="
 wait $kafka_pid || { echo "test: Kafka fetch failed:" >&2; tail -30 "$logs/kafka-fetch.log" >&2; rc=1; }
 wait $jaeger_pid || { echo "test: Jaeger build failed:" >&2; tail -30 "$logs/jaeger-build.log" >&2; rc=1; }
+wait $otelcol_pid || { echo "test: Collector build failed:" >&2; tail -30 "$logs/otelcol-build.log" >&2; rc=1; }
 .venv/bin/python -m pytest -p no:cacheprovider -q tests/integration "$@" || rc=$?
 rm -rf "$logs"
 if [ "$rc" -ne 0 ]; then
