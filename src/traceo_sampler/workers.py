@@ -616,6 +616,7 @@ class Supervisor:
         # merged series
         self.retired: list[dict] = []
         self.retired_status: list[dict] = []
+        self.services: set[str] = set()
         self.stopping = False
         self.started = time.time()
         self.lost_spans = 0
@@ -759,13 +760,27 @@ class Supervisor:
             "count": self.n, "restarts": self.restarts,
             "lost_spans": self.lost_spans, "lost_traces": self.lost_traces,
             "alive": [{"index": c.index, "pid": c.proc.pid if c.proc else None,
-                       "ready": c.ready} for c in self.children]}
+                       "ready": c.ready, "admin_socket": self.rt.admin(c.index)}
+                      for c in self.children]}
         return merged
 
     async def status(self) -> dict:
         await asyncio.gather(*(self._scrape(c) for c in self.children if c.ready))
-        return self._group(merge_status([c.status for c in self.children if c.status]
-                                        + self.retired_status))
+        return self._group(self._cap_status(merge_status(
+            [c.status for c in self.children if c.status] + self.retired_status)))
+
+    def _cap_status(self, st: dict) -> dict:
+        svcs = st.get("services")
+        if svcs:
+            out: dict = {}
+            for name, row in svcs.items():
+                label = self._label(name)
+                out[label] = _merge(out.get(label), row) if label in out else row
+            for row in out.values():
+                row["keep_ratio"] = (round(row["spans_exported"] / row["spans_received"], 4)
+                                     if row["spans_received"] else 0.0)
+            st["services"] = out
+        return st
 
     async def metrics_text(self) -> str:
         await asyncio.gather(*(self._scrape(c) for c in self.children if c.ready))
@@ -776,7 +791,35 @@ class Supervisor:
                "families": {k: v for k, v in own["families"].items()
                             if k.startswith("traceo_sampler_worker")}}
         parts = [c.metrics for c in self.children if c.metrics] + self.retired + [own]
-        return render_metrics(*merge_metrics(parts))
+        return render_metrics(*self._cap(*merge_metrics(parts)))
+
+    def _label(self, svc: str) -> str:
+        """telemetry.max_services for the group: each worker caps its own
+        labels, so the union is capped again here, first come first kept."""
+        if svc in self.services or svc == "other":
+            return svc
+        if len(self.services) < self.cfg.telemetry.max_services:
+            self.services.add(svc)
+            return svc
+        return "other"
+
+    def _cap(self, samples: dict, families: dict) -> tuple[dict, dict]:
+        out: dict = {}
+        fams: dict = {}
+        for name, (typ, doc, keys) in families.items():
+            nk: dict = {}
+            for key in keys:
+                sname, labels = key
+                if any(k == "service" for k, _ in labels):
+                    labels = tuple((k, self._label(v) if k == "service" else v) for k, v in labels)
+                k2 = (sname, labels)
+                nk[k2] = None
+                if k2 in out and sname not in _MAX_SAMPLES:
+                    out[k2] += samples[key]
+                else:
+                    out[k2] = samples[key]
+            fams[name] = (typ, doc, nk)
+        return out, fams
 
     async def ready(self) -> tuple[bool, str]:
         if self.stopping:
@@ -904,7 +947,7 @@ async def _supervise(cfg: Config, n: int, ready_file: str | None, config_path: s
         if cfg_watch is not None:
             cfg_watch.cancel()
         await sup.stop()
-        summary = sup._group(merge_status(sup.summaries() + sup.retired_status))
+        summary = sup._group(sup._cap_status(merge_status(sup.summaries() + sup.retired_status)))
         summary.pop("recent_kept", None)
         print(json.dumps({"summary": summary}), file=sys.stderr, flush=True)
         bad = [c.index for c in sup.children if c.proc.returncode not in (0, None)]
