@@ -43,7 +43,6 @@ import logging
 import math
 import mmap
 import os
-import pickle
 import signal
 import struct
 import subprocess
@@ -54,7 +53,7 @@ import time
 import msgspec
 
 from . import shard as _shard
-from .config import Config, ConfigError, PolicyCfg, _dec_hook, _enc_hook, load
+from .config import Config, ConfigError, PolicyCfg, _dec_hook, _enc_hook, dump, load, loads
 
 log = logging.getLogger("traceo_sampler.workers")
 
@@ -387,8 +386,8 @@ async def _run_worker(rt: Runtime, i: int, config_path: str | None, parent: int)
     from .receivers.otlp_http import OtlpHttpReceiver
     from .server import App
     n = rt.n
-    with open(rt.file("config.pickle"), "rb") as fh:
-        base: Config = pickle.load(fh)
+    with open(rt.file("config.yaml"), encoding="utf-8") as fh:
+        base: Config = loads(fh.read(), "the supervisor's config")
     admin = f"unix:{rt.admin(i)}"
     cfg = share(base, n, i, admin)
     OtlpGrpcReceiver.reuse_port = True
@@ -608,8 +607,9 @@ class Supervisor:
         self.metrics = Metrics(cfg.telemetry.max_services, cfg.cost.usd_per_gib)
         self.metrics.workers.set(n)
         self.rt = Runtime(tempfile.mkdtemp(prefix="traceo-workers-"), n)
-        with open(self.rt.file("config.pickle"), "wb") as fh:
-            pickle.dump(cfg, fh)
+        # the config as the workers read it: the public format, written once
+        with open(self.rt.file("config.yaml"), "w", encoding="utf-8") as fh:
+            fh.write(dump(cfg))
         self.flags = Flags(self.rt.file("flags"), n, create=True)
         self.children = [_Child(i) for i in range(n)]
         # counters (and status counts) of workers that died: kept in the

@@ -37,12 +37,19 @@ def test_shares_add_up_to_the_totals():
     assert sum(pol(c, 3).service_rate.services["a"].spans_per_second for c in shares) == 7
     assert all(pol(c, 3).service_rate.services["a"].sampling_percentage == 50 for c in shares)
     assert sum(pol(c, 3).service_rate.default.spans_per_second for c in shares) == 5
-    assert sum(pol(c, 4).and_["and_sub_policy"][0]["rate_limiting"]["spans_per_second"]
+    assert sum(pol(c, 4).and_.and_sub_policy[0].rate_limiting.spans_per_second
                for c in shares) == 9
     assert sum(pol(c, 5).composite.max_total_spans_per_second for c in shares) == 100
     assert sum(c.sampler.memory_limit_mib for c in shares) == 1001
     assert sum(c.exporters.otlp.queue_max_bytes for c in shares) == 300000000
     assert all(c.service.workers == 1 and c.admin.endpoint == "unix:/tmp/x" for c in shares)
+
+
+def test_config_round_trips_to_the_workers():
+    cfg = config.loads(YAML)
+    assert config.loads(config.dump(cfg)) == cfg
+    d = config.load(None)
+    assert config.loads(config.dump(d)) == d
 
 
 def test_workers_field():
