@@ -76,6 +76,18 @@ def test_image_metadata(image):
     assert c.get("StopSignal") == "SIGTERM"
 
 
+def test_image_size_is_the_one_in_the_readme(image):
+    """The README gives the image's size; it stays within 15 % of the real one."""
+    import re
+    readme = (ROOT / "README.md").read_text()
+    m = re.search(r"slim\s+runtime; \*\*(\d+) MB\*\*", readme)
+    assert m, "README: the image size is missing"
+    out = _buildah("images", "--json", image).stdout
+    num, unit = json.loads(out)[0]["size"].split()
+    size = float(num) * {"kB": 1e-3, "MB": 1, "GB": 1e3}[unit]
+    assert abs(size - int(m.group(1))) / size < 0.15, (size, m.group(1))
+
+
 def test_image_ships_the_compiled_extension_and_a_valid_default(container):
     r = _buildah("run", "--isolation", "chroot", container, "--", "/opt/traceo-sampler/bin/python", "-c",
                  "from traceo_sampler import scan, buffer; import os; "
