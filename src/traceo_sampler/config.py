@@ -159,6 +159,18 @@ class TraceStateCfg(_Base):
     values: list[str]
 
 
+class OttlConditionCfg(_Base):
+    """Conditions in OTTL (policies/ottl_condition.py): ``span`` ones on
+    each span, ``spanevent`` ones on each span event; the trace is sampled
+    when one holds. ``error_mode`` as the Collector's: ignore, silent,
+    propagate (any case); left out, a failing condition is skipped without
+    a log line, as the Collector does then."""
+
+    span: list[str] = msgspec.field(default_factory=list)
+    spanevent: list[str] = msgspec.field(default_factory=list)
+    error_mode: str | None = None
+
+
 class RateAllocationCfg(_Base):
     policy: str
     percent: Percent = 0     # 0: an equal share (the Collector's default)
@@ -235,6 +247,7 @@ class PolicyCfg(_Base):
     rate_limiting: RateLimitingCfg | None = None
     bytes_limiting: BytesLimitingCfg | None = None
     trace_state: TraceStateCfg | None = None
+    ottl_condition: OttlConditionCfg | None = None
     composite: CompositeCfg | None = None
     latency_tail: LatencyTailCfg | None = None
     service_rate: ServiceRateCfg | None = None
@@ -246,7 +259,8 @@ class PolicyCfg(_Base):
 
 
 # Types whose config block may be omitted (all their fields have defaults).
-_BLOCK_OPTIONAL = {"always_sample", "latency", "span_count", "latency_tail"}
+# trace_flags has no block at all (the Collector's has no field for one).
+_BLOCK_OPTIONAL = {"always_sample", "latency", "span_count", "latency_tail", "trace_flags"}
 
 
 class DecisionCache(_Base):
@@ -428,6 +442,7 @@ POLICY_TYPES = (
     "string_attribute", "numeric_attribute", "boolean_attribute",
     "span_count", "and", "not", "drop", "rate_limiting", "bytes_limiting",
     "trace_state", "composite", "latency_tail", "service_rate", "adaptive",
+    "ottl_condition", "trace_flags",
 )
 
 
@@ -461,7 +476,7 @@ def _check_policy(raw: Any, path: str, problems: list[str]) -> PolicyCfg | None:
         _unknown_type(pol.type, path, problems)
         return None
     block_attr = {"and": "and_", "not": "not_"}.get(pol.type, pol.type)
-    block = getattr(pol, block_attr)
+    block = getattr(pol, block_attr, None)
     if block is None and pol.type not in _BLOCK_OPTIONAL:
         problems.append(f"{path}.{pol.type}: required for a policy of type {pol.type!r}")
         return None
@@ -479,6 +494,9 @@ def _check_policy(raw: Any, path: str, problems: list[str]) -> PolicyCfg | None:
         lat = pol.latency
         if lat.upper_threshold_ms and lat.upper_threshold_ms < lat.threshold_ms:
             problems.append(f"{path}.latency.upper_threshold_ms: must be >= threshold_ms")
+    if pol.type == "ottl_condition":
+        from .policies.ottl_condition import validate as _check_ottl
+        _check_ottl(pol.ottl_condition, f"{path}.ottl_condition", problems)
     if pol.type == "composite":
         _check_composite(pol.composite, f"{path}.composite", problems)
     if pol.type == "adaptive":

@@ -52,14 +52,14 @@ class Pipeline:
         self.metrics = metrics
         self.exporters = exporters
         self.clock = clock
-        self.decider = Decider(s.policies, clock=clock)
-        self.attr_keys = self.decider.attribute_keys
         self.buffer = TraceBuffer(
             decision_wait=s.decision_wait.seconds, root_wait=s.root_wait.seconds,
             idle_timeout=s.idle_timeout.seconds, max_spans_per_trace=s.max_spans_per_trace,
             memory_limit=s.memory_limit_mib << 20,
             cache_sampled=s.decision_cache.sampled,
             cache_not_sampled=s.decision_cache.not_sampled)
+        self.decider = Decider(s.policies, clock=clock, spans=self.buffer.spans)
+        self.attr_keys = self.decider.attribute_keys
         metrics.buffer_limit_bytes.set(s.memory_limit_mib << 20)
         metrics.cost_budget_usd_monthly.set(cfg.cost.monthly_budget_usd)
         self.usd_per_byte = metrics.usd_per_byte

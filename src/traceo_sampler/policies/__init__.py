@@ -22,7 +22,8 @@ _MODULES = {
     "rate_limiting": "rate_limiting", "bytes_limiting": "bytes_limiting",
     "trace_state": "trace_state", "composite": "composite",
     "latency_tail": "latency_tail", "service_rate": "service_rate",
-    "adaptive": "adaptive",
+    "adaptive": "adaptive", "ottl_condition": "ottl_condition",
+    "trace_flags": "trace_flags",
 }
 
 
