@@ -16,10 +16,25 @@ on that trace (base.PolicyError), which also voids an ``and``/``not``/
 """
 from __future__ import annotations
 
+import msgspec
+
+from ..cfgtypes import _Base
 from ..ottl import ERROR_MODES, ConditionError, ConditionSequence, Ctx, EvalError
 from .base import NO, SPAN_DATA, YES, PolicyError
 
 TYPE = "ottl_condition"
+
+
+class OttlConditionCfg(_Base):
+    """``span`` conditions hold on a span, ``spanevent`` ones on a span
+    event; ``error_mode``: ignore, silent, propagate (any case)."""
+
+    span: list[str] = msgspec.field(default_factory=list)
+    spanevent: list[str] = msgspec.field(default_factory=list)
+    error_mode: str | None = None
+
+
+Config = OttlConditionCfg
 
 
 def _mode(error_mode: str | None) -> str:
@@ -28,7 +43,7 @@ def _mode(error_mode: str | None) -> str:
     return "silent" if error_mode is None else error_mode.lower()
 
 
-def validate(c, path: str, problems: list[str]) -> None:
+def check(c: OttlConditionCfg, path: str, problems: list[str]) -> None:
     """Config problems of an ``ottl_condition`` block, each naming the
     condition (``….span[0]: unknown function Foo``)."""
     if c.error_mode is not None and _mode(c.error_mode) not in ERROR_MODES:

@@ -8,10 +8,26 @@ decision time for traces that reach this policy (spandata.py).
 """
 from __future__ import annotations
 
+from ..cfgtypes import _Base
 from .base import NO, SPAN_DATA, YES
 
 TYPE = "trace_flags"
 FLAG_SAMPLED = 0x01
+BLOCK_OPTIONAL = True
+
+
+class TraceFlagsCfg(_Base):
+    pass
+
+
+Config = TraceFlagsCfg
+
+
+def precheck(raw_block, path: str, problems: list[str], convert) -> bool:
+    # the Collector's policy config has no trace_flags field: a block is an
+    # unknown key there, and so here
+    problems.append(f"{path}: unknown field (a trace_flags policy has no block)")
+    return False
 
 
 class TraceFlags:
