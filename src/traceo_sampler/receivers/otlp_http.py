@@ -2,14 +2,13 @@
 gzip, deflate or zstd (receivers/encoding.py)."""
 from __future__ import annotations
 
-import json
 import logging
 
 from aiohttp import web
 from google.rpc import status_pb2  # shipped with grpcio-status / googleapis-common-protos
 
-from ..otlp_json import json_to_request
 from .encoding import BodyError, decode, read_body
+from .json_pool import JsonDecoder
 from .otlp_grpc import partial_success
 
 log = logging.getLogger("traceo_sampler.receivers")
@@ -29,6 +28,7 @@ class OtlpHttpReceiver:
         self.metrics = metrics
         self.max_bytes = max_recv_mib << 20
         self.runner: web.AppRunner | None = None
+        self.json = JsonDecoder()
 
     def _bad(self, msg: str, json_req: bool) -> web.Response:
         self.metrics.receiver_requests_total.labels(self.name, "invalid").inc()
@@ -57,8 +57,8 @@ class OtlpHttpReceiver:
             return web.Response(status=exc.status, text=exc.message + "\n")
         if is_json:
             try:
-                body = json_to_request(json.loads(body))
-            except (ValueError, UnicodeDecodeError) as exc:
+                body = await self.json.decode(body)
+            except ValueError as exc:
                 return self._bad(f"invalid OTLP JSON: {exc}", True)
         try:
             res = self.pipeline.ingest(body)
@@ -88,3 +88,4 @@ class OtlpHttpReceiver:
     async def stop(self, grace: float = 2.0) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
+        self.json.close()
