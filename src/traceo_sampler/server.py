@@ -198,7 +198,7 @@ class App:
             self._sampler.cancel()
         if self.router is not None:
             await self.router.close(self.cfg.service.shutdown_timeout.seconds)
-        n = self.pipeline.drain()
+        n = self.pipeline.drain(shutdown=True)
         log.info("decided %d buffered traces on shutdown", n)
         for e in self.exporters:
             await e.close(self.cfg.service.shutdown_timeout.seconds)
@@ -214,7 +214,9 @@ class App:
         from .decider import Decider
         p = self.pipeline
         # may raise: nothing changed yet
-        decider = Decider(new.sampler.policies, clock=p.clock, spans=p.buffer.spans)
+        decider = Decider(new.sampler.policies, clock=p.clock, semantics=new.sampler.semantics,
+                          sample_on_first_match=new.sampler.sample_on_first_match,
+                          spans=p.buffer.spans)
         p.decider = decider
         p.attr_keys = decider.attribute_keys
         p.record_policy = new.sampler.record_policy
