@@ -185,6 +185,10 @@ class Telemetry(_Base):
 
 
 class Service(_Base):
+    # processes, each owning the traces whose trace-ID hash falls in its
+    # shard (workers.py); auto: the CPUs this process may use (affinity and
+    # cgroup CPU quota)
+    workers: Annotated[int, msgspec.Meta(ge=1)] | Literal["auto"] = "auto"
     # how long a SIGTERM drain may spend sending what is queued
     shutdown_timeout: Duration = msgspec.field(default_factory=lambda: Duration("30s"))
 

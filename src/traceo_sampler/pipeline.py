@@ -53,9 +53,6 @@ class Pipeline:
         self.metrics = metrics
         self.exporters = exporters
         self.clock = clock
-        self.decider = Decider(s.policies, clock=clock, semantics=s.semantics,
-                               sample_on_first_match=s.sample_on_first_match)
-        self.attr_keys = self.decider.attribute_keys
         decision_wait, root_wait, idle_timeout = timers(s)
         self.tick_period = 1.0 if s.semantics == "collector" else 0.0
         self._next_tick: float | None = None
@@ -65,6 +62,10 @@ class Pipeline:
             memory_limit=s.memory_limit_mib << 20,
             cache_sampled=s.decision_cache.sampled,
             cache_not_sampled=s.decision_cache.not_sampled)
+        self.decider = Decider(s.policies, clock=clock, semantics=s.semantics,
+                               sample_on_first_match=s.sample_on_first_match,
+                               spans=self.buffer.spans)
+        self.attr_keys = self.decider.attribute_keys
         metrics.buffer_limit_bytes.set(s.memory_limit_mib << 20)
         metrics.cost_budget_usd_monthly.set(cfg.cost.monthly_budget_usd)
         self.usd_per_byte = metrics.usd_per_byte
