@@ -421,9 +421,9 @@ def _check_policy(raw: Any, path: str, problems: list[str], semantics: str = "tr
         if not getattr(mod, "BLOCK_OPTIONAL", False):
             problems.append(f"{path}.{typ}: required for a policy of type {typ!r}")
             return None
-        # an omitted optional block is its defaults, so builders need no case for it
+        # an omitted optional block is checked as its defaults (and stays
+        # omitted, so a dumped config reads back the same)
         blk = mod.Config()
-        setattr(pol, block_attr(typ), blk)
     check = getattr(mod, "check", None)
     if semantics == "collector":
         check = getattr(mod, "check_collector", check)
