@@ -225,7 +225,10 @@ class App:
         effect (receivers, exporters, admin, cache sizes)."""
         from .decider import Decider
         p = self.pipeline
-        decider = Decider(new.sampler.policies, clock=p.clock)   # may raise: nothing changed yet
+        # may raise: nothing changed yet
+        decider = Decider(new.sampler.policies, clock=p.clock, semantics=new.sampler.semantics,
+                          sample_on_first_match=new.sampler.sample_on_first_match,
+                          spans=p.buffer.spans)
         p.decider = decider
         p.attr_keys = decider.attribute_keys
         p.record_policy = new.sampler.record_policy
