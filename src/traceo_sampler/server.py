@@ -14,7 +14,7 @@ import time
 
 from . import exporters as _exporters
 from .admin import Admin
-from .config import Config
+from .config import Config, timers
 from .pipeline import Pipeline
 from .telemetry import Metrics
 
@@ -234,9 +234,8 @@ class App:
         p.record_policy = new.sampler.record_policy
         b = p.buffer
         s = new.sampler
-        b.decision_wait = s.decision_wait.seconds
-        b.root_wait = s.root_wait.seconds
-        b.idle_timeout = s.idle_timeout.seconds
+        b.decision_wait, b.root_wait, b.idle_timeout = timers(s)
+        p.tick_period = 1.0 if s.semantics == "collector" else 0.0
         b.max_spans = s.max_spans_per_trace
         b.memory_limit = s.memory_limit_mib << 20
         self.metrics.buffer_limit_bytes.set(b.memory_limit)
