@@ -58,8 +58,44 @@ CONDITIONS = [
     (['Len(attributes["k.str"]) > 100', 'name == "post"'], [], "propagate"),
     (['Len(attributes["k.str"]) > 100', 'name == "post"'], [], "ignore"),
 ]
-NEGATED = len(CONDITIONS)          # tenant of not(propagate(...))
-FLAGS = NEGATED + 1                # tenant of trace_flags
+# the comparison and conversion rules at their edges
+MORE_CONDITIONS = [
+    (['attributes["k.int"] < true'], [], "ignore"),
+    (['attributes["k.str"] > "a"'], [], "ignore"),
+    (['attributes["k.map"] == {"x": 1}'], [], "ignore"),
+    (['attributes["k.list"] == ["a", "b"]'], [], "ignore"),
+    (['attributes["k.int"] != nil and attributes["k.list"] != nil'], [], "ignore"),
+    (['String(attributes["k.map"]) == "{\\"x\\":1}"'], [], "ignore"),
+    (['String(attributes["k.list"]) == "[\\"a\\"]"'], [], "ignore"),
+    (['String(attributes["k.int"]) == "7"'], [], "ignore"),
+    (['String(attributes["k.bytes"]) == "0102"'], [], "ignore"),
+    (['Bool(attributes["k.int"])'], [], "ignore"),
+    (['Int(attributes["k.str"]) > 1'], [], "ignore"),
+    (['IsEmpty(attributes["k.str"]) or IsEmpty(attributes["k.list"])'], [], "ignore"),
+    (['Len(attributes["k.list"]) == 2 or Len(attributes["k.map"]) == 1'], [], "ignore"),
+    (['TrimPrefix(name, "g") == "et"'], [], "ignore"),
+    (['kind.deprecated_string == "SPAN_KIND_SERVER"'], [], "ignore"),
+    (['parent_span_id.string == "0000000000000000" and status.code > 0'], [], "ignore"),
+    (['trace_state == "vendor=gold"'], [], "ignore"),
+    (['trace_state["x"] == "1"'], [], "ignore"),
+    (['start_time < end_time and end_time_unix_nano > 1700000000500000000'], [], "ignore"),
+    (['Double(attributes["k.int"]) == 10.5'], [], "ignore"),
+    (['attributes["k.int"] * 2 > 15'], [], "ignore"),
+    (['attributes["k.int"] / 2 == 3'], [], "ignore"),
+    (['-attributes["k.int"] < -6'], [], "ignore"),
+    (['ToLowerCase(attributes["k.str"]) == "b"'], [], "ignore"),
+    (['IsMatch(attributes["k.int"], "^1")'], [], "ignore"),
+    (['Substring(attributes["k.str"], 1, 1) == "b"'], [], "ignore"),
+    (['HasSuffix(attributes["k.str"], "c")'], [], "propagate"),
+    (['Concat(["x", attributes["k.int"]], "") == "x7"'], [], "ignore"),
+    (['ContainsValue(attributes["k.list"], 1)'], [], "ignore"),
+    (['resource.attributes["service.name"] != "cart" and not (kind == 2)'], [], "ignore"),
+    ([], ['attributes["exception.type"] != "Timeout" and span.kind == SPAN_KIND_SERVER'],
+     "ignore"),
+    ([], ['IsMatch(name, "^exc") or span.attributes["k.str"] == "a"'], "propagate"),
+]
+NEGATED = max(len(CONDITIONS), len(MORE_CONDITIONS))   # tenant of not(propagate(...))
+FLAGS = NEGATED + 1                                    # tenant of trace_flags
 
 
 def _tenant(i: int) -> dict:
@@ -67,9 +103,9 @@ def _tenant(i: int) -> dict:
             "string_attribute": {"key": "tenant", "values": [f"t{i}"]}}
 
 
-def policies_yaml() -> str:
+def policies_yaml(conditions) -> str:
     pols = []
-    for i, (span, ev, mode) in enumerate(CONDITIONS):
+    for i, (span, ev, mode) in enumerate(conditions):
         blk = {"error_mode": mode}
         if span:
             blk["span"] = span
@@ -186,8 +222,10 @@ def _send(call, raw: bytes) -> None:
             time.sleep(0.2)
 
 
-def test_ottl_conditions_decide_as_the_collector():
-    text = collector_file(policies_yaml())
+@pytest.mark.parametrize("conditions", [pytest.param(CONDITIONS, id="paths-converters-modes"),
+                                        pytest.param(MORE_CONDITIONS, id="comparison-edges")])
+def test_ottl_conditions_decide_as_the_collector(conditions):
+    text = collector_file(policies_yaml(conditions))
     traces = make_traces(20261201, 10_000)
     sink = Sink()
     col_port, tr_port = free_ports(2)
@@ -219,4 +257,4 @@ def test_ottl_conditions_decide_as_the_collector():
     assert not by_tenant, (by_tenant, logs[1][-3000:])
     # every condition decided some traces each way (the test can fail)
     kept_tenants = {tenant_of[t] for t in col_ids}
-    assert len(kept_tenants) >= len(CONDITIONS) - 2, sorted(kept_tenants)
+    assert len(kept_tenants) >= len(conditions) - 2, sorted(kept_tenants)
