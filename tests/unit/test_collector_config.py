@@ -330,3 +330,22 @@ def test_validate_refuses_then_ignores(tmp_path):
     out = run_cli("validate", "--ignore-unsupported", "-c", str(f))
     assert out.returncode == 0, out.stderr
     assert "skipped (--ignore-unsupported)" in out.stdout
+
+
+@pytest.mark.parametrize("pattern,accepted", [
+    ("v[0-9]+.HealthCheck$", True), ("^/api/(users|orders)/\\d+$", True),
+    ("(?=look)ahead", False), ("(a)\\1", False), ("[unclosed", False), ("(?<!x)y", False),
+])
+def test_regexes_as_go_regexp(pattern, accepted):
+    """Validation accepts what Go's regexp (RE2) compiles and refuses the rest
+    (string_tag_filter.go addFilters -> regexp.Compile)."""
+    pol = {"name": "r", "type": "string_attribute", "string_attribute": {
+        "key": "k", "values": [pattern], "enabled_regex_matching": True}}
+    from traceo_sampler.config import parse
+    if accepted:
+        parse({"sampler": {"policies": [pol]}})
+    else:
+        with pytest.raises(ConfigError) as ei:
+            parse({"sampler": {"policies": [pol]}})
+        assert ei.value.problems[0].startswith(
+            "sampler.policies[0].string_attribute.values[0]: invalid regex (RE2")

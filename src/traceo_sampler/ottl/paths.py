@@ -264,12 +264,20 @@ _SPAN = {
 }
 _SPAN_INDEXED = {"attributes": _attrs(_span), "trace_state": None}
 
+def _event_index(c):
+    # ottlspanevent GetEventIndex: only a caller that sets the index has one;
+    # the Collector's tail_sampling does not, so there it is always an error
+    if c.event_index < 0:
+        raise EvalError("no 'event_index' property has been set")
+    return c.event_index
+
+
 _SPANEVENT = {
     "time_unix_nano": {None: lambda c: c.event.time_unix_nano},
     "time": {None: lambda c: Time(c.event.time_unix_nano)},
     "name": {None: lambda c: c.event.name},
     "dropped_attributes_count": {None: lambda c: c.event.dropped_attributes_count},
-    "event_index": {None: lambda c: c.event_index},
+    "event_index": {None: lambda c: _event_index(c)},
 }
 _SPANEVENT_INDEXED = {"attributes": _attrs(_event)}
 

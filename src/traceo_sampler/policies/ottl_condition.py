@@ -85,9 +85,10 @@ class OttlCondition:
                 if span_seq is not None and span_seq.eval(ctx):
                     return YES
                 if ev_seq is not None:
-                    for i, ev in enumerate(span.events):
+                    # no event_index: the Collector's policy does not set
+                    # one, so a condition reading it fails there too
+                    for ev in span.events:
                         ctx.event = ev
-                        ctx.event_index = i
                         if ev_seq.eval(ctx):
                             return YES
         except EvalError as exc:
