@@ -87,6 +87,9 @@ class Pipeline:
         # a trace is decided not kept (``done``) and handed the trace IDs of
         # every kept item (``take``, returns the item's ack callback)
         self.tracker = None
+        # called as observer(trace, trigger, decision, finish_result) for
+        # every decided trace; simulate's recorders use it (simulate/replay.py)
+        self.observer = None
 
     # ------------------------------------------------------------------ in
     RETRY_AFTER = 1.0   # seconds a pushed-back client is asked to wait
@@ -215,6 +218,7 @@ class Pipeline:
         record = self.record_policy
         by_trigger = self.by_trigger
         by_policy = self.by_policy
+        observer = self.observer
         decided: dict[tuple[str, str, str], int] = {}
         no_root = dups = 0
         orphans: dict[str, int] = {}
@@ -236,6 +240,8 @@ class Pipeline:
             dec = decide(t)
             extra = self._policy_attr(dec.policy) if record and dec.sampled else b""
             out = finish(t, dec.sampled, dec.policy, dec.threshold, extra)
+            if observer is not None:
+                observer(t, trigger, dec, out)
             by_trigger[trigger] = by_trigger.get(trigger, 0) + 1
             if dec.sampled:
                 label = "sampled"
@@ -256,7 +262,10 @@ class Pipeline:
                 self.recent.append({
                     "trace_id": t.trace_id.hex(), "policy": dec.policy, "trigger": trigger,
                     "spans": n, "services": sorted(per_service),
-                    "threshold": encode_th(dec.threshold), "at": time.time()})
+                    "threshold": encode_th(dec.threshold), "at": time.time(),
+                    "root": f"{t.root_service} {t.root_name}".strip(),
+                    "duration_ms": round((t.max_end - t.min_start) / 1e6, 3),
+                    "error": bool(t.status_mask & 4)})
                 size += len(blob)
                 spans += n
                 if size >= EXPORT_ITEM_BYTES:

@@ -124,18 +124,7 @@ class App:
         return out
 
     def consistency(self) -> dict:
-        m = self.metrics
-
-        def total(metric) -> float:
-            return sum(s.value for fam in metric.collect() for s in fam.samples
-                       if s.name.endswith("_total"))
-        return {
-            "orphan_spans": total(m.orphan_spans_total),
-            "traces_without_root": total(m.traces_without_root_total),
-            "clock_skew_spans": total(m.clock_skew_spans_total),
-            "duplicate_spans": total(m.duplicate_spans_total),
-            "invalid_spans": total(m.invalid_spans_total),
-        }
+        return self.metrics.consistency()
 
     # ----------------------------------------------------------- lifecycle
     async def start(self) -> None:
