@@ -10,7 +10,6 @@ comparison is over exactly the same traffic.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import struct
@@ -19,7 +18,7 @@ from typing import Callable, Iterator
 from ..config import Config
 from ..exporters.base import Exporter
 from ..forecast import monthly
-from ..otlp_json import json_to_request
+from ..otlp_json import decode_request
 from ..pipeline import Pipeline
 from ..telemetry import Metrics
 
@@ -64,7 +63,7 @@ def read_requests(path: str, progress: Callable[[int], None] | None = None) -> I
                     tell(size)
                     continue
                 try:
-                    req = json_to_request(json.loads(line))
+                    req = decode_request(line)
                 except ValueError as exc:
                     raise ValueError(f"{path}:{n}: not an OTLP JSON request: {exc}") from None
                 tell(size)
