@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import time
 from typing import NamedTuple
 
 from .forecast import monthly
@@ -57,6 +58,25 @@ def histogram_buckets(hist) -> tuple[tuple[float, float], ...]:
     """(upper bound, cumulative count) of a label-less prometheus Histogram."""
     return tuple((float(s.labels["le"]), s.value) for fam in hist.collect()
                  for s in fam.samples if s.name.endswith("_bucket"))
+
+
+def counters_from_status(st: dict, latency_buckets: tuple) -> Counters:
+    """Counters from an /api/status dict (the supervisor of service.workers
+    samples the group's merged status)."""
+    services = st.get("services") or {}
+    by = {svc: (v["usd_received"], v["usd_exported"]) for svc, v in services.items()}
+    return Counters(time.time(), st.get("spans_received", 0),
+                    sum(e.get("sent_spans", 0) for e in (st.get("exporters") or {}).values()),
+                    st.get("traces_decided", 0), st.get("traces_kept", 0),
+                    (st.get("buffer") or {}).get("occupancy", 0.0), latency_buckets,
+                    sum(i for i, _ in by.values()), sum(o for _, o in by.values()), by)
+
+
+def buckets_from_samples(samples: dict, name: str = "traceo_sampler_decision_latency_seconds_bucket") -> tuple:
+    """(upper bound, cumulative count) from parsed Prometheus samples
+    ``{(sample name, ((label, value), ...)): value}``."""
+    out = [(float(dict(labels)["le"]), v) for (n, labels), v in samples.items() if n == name]
+    return tuple(sorted(out))
 
 
 class History:

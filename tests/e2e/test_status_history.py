@@ -116,3 +116,35 @@ def test_status_page_history_forecast_and_trace_links(tmp_path):
     assert bad.value.code == 400
     assert js.startswith(b"\x1f\x8b")                          # served compressed
     assert os.path.getsize(os.path.join(shots, "status-history.png")) > 20_000
+
+
+def test_history_and_forecast_of_a_group_of_workers():
+    """With service.workers the supervisor samples the group's merged state:
+    one history, one forecast for the whole group, the workers' trace links."""
+    import asyncio
+    from traceo_sampler import loadgen
+    cfg = {"sampler": {"root_wait": "200ms", "policies": [
+        {"name": "rest", "type": "probabilistic", "probabilistic": {"sampling_percentage": 20}}]},
+        "admin": {"trace_url": TRACE_URL}, "service": {"workers": 2},
+        "cost": {"monthly_budget_usd": 1.0}}
+    reqs = loadgen.build_requests(n_spans=6000, spans_per_request_target=100, seed=3)
+    with CaptureSink() as sink:
+        cfg["exporters"] = {"otlp": {"endpoint": sink.endpoint}}
+        with Serve(cfg) as srv:
+            res = asyncio.run(loadgen.send(srv.endpoint, reqs, 500.0, None, 2))
+            assert res["requests_failed"] == 0
+            time.sleep(2.5)
+            history = json.loads(srv.get("/api/history"))
+            status = json.loads(srv.get("/api/status"))
+    pts = history["points"]
+    assert len(pts) >= 10
+    # the group's rates: spans in per second integrate to what was sent
+    dts = [b[0] - a[0] for a, b in zip(pts, pts[1:])]
+    sent = sum(p[1] * dt for p, dt in zip(pts[1:], dts))
+    assert abs(sent - reqs.n_spans) <= 0.1 * reqs.n_spans
+    f = status["forecast"]
+    assert f["basis"] == "live" and f["window_s"] >= 9 and f["budget_usd_month"] == 1.0
+    assert f["usd_received_month"] > f["usd_exported_month"] > 0
+    assert status["trace_url"] == TRACE_URL
+    assert status["policy_rules"] == {"rest": "probabilistic: sampling_percentage=20.0"}
+    assert status["workers"]["count"] == 2
