@@ -70,7 +70,7 @@ class Pipeline:
                                for svc, usd in cfg.cost.per_service.items()}
         # service label → [spans in, bytes in, spans out, bytes out]
         self.by_service: dict[str, list] = {}
-        # the last kept traces, newest last, for /api/status
+        # the last kept traces, newest last, for /api/status (recent_kept)
         self.recent = collections.deque(maxlen=50)
         self.decided = 0
         self.skew_tolerance_ns = int(cfg.telemetry.skew_tolerance.seconds * 1e9)
@@ -279,13 +279,10 @@ class Pipeline:
                         row[1] += nb
                 blobs.append(blob)
                 tids.append(t.trace_id)
-                self.recent.append({
-                    "trace_id": t.trace_id.hex(), "policy": dec.policy, "trigger": trigger,
-                    "spans": n, "services": sorted(per_service),
-                    "threshold": encode_th(dec.threshold), "at": time.time(),
-                    "root": f"{t.root_service} {t.root_name}".strip(),
-                    "duration_ms": round((t.max_end - t.min_start) / 1e6, 3),
-                    "error": bool(t.status_mask & 4)})
+                # a tuple here, the dict only when /api/status asks (recent_kept)
+                self.recent.append((t.trace_id, dec.policy, trigger, n, per_service, dec.threshold,
+                                    time.time(), t.root_service, t.root_name,
+                                    t.max_end - t.min_start, t.status_mask))
                 size += len(blob)
                 spans += n
                 if size >= EXPORT_ITEM_BYTES:
@@ -313,6 +310,16 @@ class Pipeline:
             m.clock_skew_spans_total.labels(m.service(svc)).inc(k)
         for svc, ns in skew_amounts:
             m.clock_skew_seconds.labels(m.service(svc)).observe(ns / 1e9)
+
+    def recent_kept(self) -> list[dict]:
+        """The last kept traces, newest first, with attribution, trigger,
+        threshold, root and duration (the /status page's table)."""
+        return [{"trace_id": tid.hex(), "policy": policy, "trigger": trigger, "spans": n,
+                 "services": sorted(per_service), "threshold": encode_th(th), "at": at,
+                 "root": f"{root_service} {root_name}".strip(),
+                 "duration_ms": round(max(0, dur) / 1e6, 3), "error": bool(mask & 4)}
+                for (tid, policy, trigger, n, per_service, th, at, root_service, root_name, dur, mask)
+                in reversed(self.recent)]
 
     def _policy_attr(self, policy: str) -> bytes:
         a = self._policy_attrs.get(policy)

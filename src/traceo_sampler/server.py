@@ -120,7 +120,7 @@ class App:
                                    "queued_bytes": e.queued_bytes,
                                    "queue_max_bytes": e.queue_max_bytes}
                           for e in self.exporters},
-            "recent_kept": list(reversed(p.recent)),
+            "recent_kept": p.recent_kept(),
             "trace_url": self.cfg.admin.trace_url if self.cfg.admin is not None else "",
             "policy_rules": self._rules,
             "forecast": self.history.forecast(self.cfg.cost.monthly_budget_usd),
