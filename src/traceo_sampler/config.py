@@ -144,14 +144,15 @@ class FileExporter(_Base):
 
 class KafkaExporter(_Base):
     """Router mode: serve becomes a stateless front tier producing every
-    received span, one message per trace keyed by its trace ID."""
+    received span to a topic, every trace in the partition of its trace ID."""
     brokers: list[str]
     topic: str = "otlp_spans_sampled"
     acks: Literal["all", 0, 1] = "all"
-    # one message per trace, keyed by the trace ID in lowercase hex (the
-    # Collector kafkaexporter's partition_traces_by_id); false: one message
-    # per request, no key
-    partition_traces_by_id: bool = True
+    # true: one message per trace, keyed by the trace ID in lowercase hex
+    # (the Collector kafkaexporter's partition_traces_by_id); false: one
+    # message per partition per request holding many traces, each whole in
+    # the partition murmur2 of its hex trace ID chooses (the same one)
+    partition_traces_by_id: bool = False
     # how long a request waits for the broker's acks before the client is
     # told to retry (gRPC UNAVAILABLE / HTTP 503)
     timeout: Duration = msgspec.field(default_factory=lambda: Duration("30s"))
@@ -424,9 +425,9 @@ def _check_policy(raw: Any, path: str, problems: list[str], semantics: str = "tr
         if not getattr(mod, "BLOCK_OPTIONAL", False):
             problems.append(f"{path}.{typ}: required for a policy of type {typ!r}")
             return None
-        # an omitted optional block is its defaults, so builders need no case for it
+        # an omitted optional block is checked as its defaults (and stays
+        # omitted, so a dumped config reads back the same)
         blk = mod.Config()
-        setattr(pol, block_attr(typ), blk)
     check = getattr(mod, "check", None)
     if semantics == "collector":
         check = getattr(mod, "check_collector", check)
@@ -643,13 +644,22 @@ def timers(s: Sampler) -> tuple[float, float, float]:
     """(decision_wait, root_wait, idle_timeout) in seconds as the buffer
     applies them. Collector semantics: the fixed decision_wait from the
     first span, earlier only decision_wait_after_root_received after the
-    root (when set), never on idleness."""
+    root (when set), never on idleness; and as there, in whole seconds
+    decided on a 1 s tick (Pipeline.tick): a trace joins the batch of the
+    second it arrived in, which is decided decision_wait - 1 s to
+    decision_wait after it (at least one tick)."""
     dw = s.decision_wait.seconds
     if s.semantics != "collector":
         return dw, s.root_wait.seconds, s.idle_timeout.seconds
+    # idbatcher: a trace joins the batch decided decision_wait ticks on; a
+    # root moves it to the batch decision_wait_after_root_received ticks
+    # from then, when that is earlier
+    batches = max(1, int(dw))
     after_root = s.decision_wait_after_root_received
-    rw = after_root.seconds if after_root is not None and after_root.seconds > 0 else dw
-    return dw, min(rw, dw), dw
+    rw = batches
+    if after_root is not None and int(after_root.seconds) > 0:
+        rw = min(batches, int(after_root.seconds))
+    return batches - 1.0, rw - 1.0, batches - 1.0
 
 
 def split_endpoint(ep: str) -> tuple[str, int]:

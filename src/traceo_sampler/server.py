@@ -14,7 +14,7 @@ import time
 
 from . import exporters as _exporters
 from .admin import Admin
-from .config import Config
+from .config import Config, timers
 from .history import Counters, History, histogram_buckets
 from .policies import describe
 from .pipeline import Pipeline
@@ -240,15 +240,17 @@ class App:
         effect (receivers, exporters, admin, cache sizes)."""
         from .decider import Decider
         p = self.pipeline
-        decider = Decider(new.sampler.policies, clock=p.clock)   # may raise: nothing changed yet
+        # may raise: nothing changed yet
+        decider = Decider(new.sampler.policies, clock=p.clock, semantics=new.sampler.semantics,
+                          sample_on_first_match=new.sampler.sample_on_first_match,
+                          spans=p.buffer.spans)
         p.decider = decider
         p.attr_keys = decider.attribute_keys
         p.record_policy = new.sampler.record_policy
         b = p.buffer
         s = new.sampler
-        b.decision_wait = s.decision_wait.seconds
-        b.root_wait = s.root_wait.seconds
-        b.idle_timeout = s.idle_timeout.seconds
+        b.decision_wait, b.root_wait, b.idle_timeout = timers(s)
+        p.tick_period = 1.0 if s.semantics == "collector" else 0.0
         b.max_spans = s.max_spans_per_trace
         b.memory_limit = s.memory_limit_mib << 20
         self.metrics.buffer_limit_bytes.set(b.memory_limit)
