@@ -276,3 +276,11 @@ def test_compare_with_a_bad_proposal_names_the_file_and_field(capture, tmp_path)
     assert r.returncode == 1
     assert "bad.yaml" in r.stderr and "sampler.policies[0].latency.threshold_ms" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_an_unwritable_report_fails_before_the_replay(capture, tmp_path):
+    d, cap, _ = capture
+    r = _run("simulate", "-c", str(d / "current.yaml"), str(cap), "--report",
+             str(tmp_path / "missing-dir" / "r.html"))
+    assert r.returncode == 1 and r.stdout == ""
+    assert "cannot write the report" in r.stderr and "Traceback" not in r.stderr

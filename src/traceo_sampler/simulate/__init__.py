@@ -67,6 +67,12 @@ def run(args, cfg: Config) -> int:
             for p in exc.problems:
                 print(f"{args.compare}: {p}", file=sys.stderr)
             return 1
+    if getattr(args, "report", None):
+        try:
+            open(args.report, "a").close()    # fail before a long replay, not after it
+        except OSError as exc:
+            print(f"simulate: cannot write the report: {exc}", file=sys.stderr)
+            return 1
     try:
         size = total_bytes(args.inputs)
         with Progress(size, "B", "simulate") as bar:
