@@ -555,3 +555,20 @@ def test_probabilistic_hash_and_threshold():
     h = fnv1a64(b"default-hash-seed" + TID)
     assert (p.evaluate(type("T", (), {"trace_id": TID})())[0] == 1) == (h <= p.limit)
     assert math.isclose(p.limit / 2**64, 0.1, rel_tol=1e-12)
+
+
+def test_fnv_twins_agree():
+    """The compiled FNV-1a (ext/_shard.pyx) and its pure twin, salted and not."""
+    from traceo_sampler.policies import probabilistic as pr
+    from conftest import PURE
+    ids = random_ids(100_000)[:500] + [b"", b"\x00" * 16, b"\xff" * 16]
+    compiled = pr._c
+    if not PURE:
+        assert compiled is not None, "the compiled _shard did not load"
+    for tid in ids:
+        want = pr.fnv1a64_py(tid)
+        salted = pr.fnv1a64_py(tid, pr.fnv1a64_py(b"salt"))
+        assert pr.fnv1a64(tid) == want
+        if compiled is not None:
+            assert compiled.fnv1a64(tid) == want
+            assert compiled.fnv1a64(tid, compiled.fnv1a64(b"salt")) == salted
