@@ -269,3 +269,15 @@ def test_trace_flags_takes_no_settings():
 
 def test_error_mode_is_case_insensitive():
     parse({"sampler": {"policies": [ottl_policy(["true"], [], mode="Propagate")]}})
+
+
+def test_event_index_is_not_set_as_in_the_collector(buffer_cls):
+    # found by tests/integration/test_ottl_differential.py: the Collector's
+    # policy builds its span event contexts without an index, so reading
+    # event_index fails (and, under ignore, the condition does not hold)
+    pol = ottl_policy([], ["event_index >= 0"])
+    (dec,), _ = decide(buffer_cls, [pol], request_of([{}]))
+    assert not dec.sampled
+    pol["ottl_condition"]["error_mode"] = "propagate"
+    (dec,), d = decide(buffer_cls, [pol], request_of([{}]))
+    assert not dec.sampled and d.errors == {"ottl": 1}
