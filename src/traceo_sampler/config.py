@@ -466,10 +466,11 @@ def _check_policy(raw: Any, path: str, problems: list[str]) -> PolicyCfg | None:
         problems.append(f"{path}.{pol.type}: required for a policy of type {pol.type!r}")
         return None
     if pol.type == "string_attribute" and pol.string_attribute.enabled_regex_matching:
+        from .policies.string_attribute import compile_regex
         for i, v in enumerate(pol.string_attribute.values):
             try:
-                re.compile(v)
-            except re.error as exc:
+                compile_regex(v)
+            except ValueError as exc:
                 problems.append(f"{path}.string_attribute.values[{i}]: invalid regex: {exc}")
     if pol.type == "numeric_attribute":
         na = pol.numeric_attribute

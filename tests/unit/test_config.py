@@ -291,14 +291,14 @@ BROKEN = [
               type: string_attribute
               string_attribute: {key: http.route, values: ["/ok", "/api/(v1"], enabled_regex_matching: true}
         """, ["sampler.policies[0].string_attribute.values[1]: invalid regex: "
-              "missing ), unterminated subpattern at position 5"]),
+              "missing ): /api/(v1"]),
     ("regex-chars-without-regex-matching-are-fine-but-next-is-not", """
         sampler:
           policies:
             - {name: a, type: string_attribute, string_attribute: {key: k, values: ["(("]}}
             - {name: b, type: string_attribute, string_attribute: {key: k, values: ["(("], enabled_regex_matching: true}}
         """, ["sampler.policies[1].string_attribute.values[0]: invalid regex: "
-              "missing ), unterminated subpattern at position 1"]),
+              "missing ): (("]),
     ("nested-and", """
         sampler:
           policies:

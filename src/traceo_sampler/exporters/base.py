@@ -13,6 +13,12 @@ when it is full is the exporter's ``queue_full`` policy:
 
 Nothing is dropped silently: every drop is counted in
 ``export_dropped_spans_total{exporter}`` and logged with its trace IDs.
+
+A batch the backend refuses permanently *as invalid data* (``refused(exc)``:
+gRPC INVALID_ARGUMENT, HTTP 400, an encoding error) is split in halves and
+each half sent again, down to the single trace at fault, so one bad trace
+does not cost the others of its batch; each trace refused alone is counted
+in ``export_refused_traces_total{exporter}`` and logged by ID.
 """
 from __future__ import annotations
 
@@ -142,41 +148,66 @@ class Exporter:
                 continue
             batch = self._take_batch()
             self._inflight = batch
-            payload = b"".join(i.blob for i in batch)
-            ok = await self._send_with_retry(payload)
+            size = sum(len(i.blob) for i in batch)
+            sent, failed, refused = await self._deliver(batch)
             self._inflight = []
-            self.queued_bytes -= len(payload)
+            self.queued_bytes -= size
             self.metrics.exporter_queue_bytes.labels(self.name).set(self.queued_bytes)
-            if ok:
+            if sent:
                 now = time.monotonic()
                 m = self.metrics
-                for it in batch:
+                for it in sent:
                     self.sent_spans += it.spans
                     m.decision_latency_seconds.observe(now - it.t0)
                     if it.ack is not None:
                         it.ack()
                     for svc, n in it.services.items():
                         m.spans_exported_total.labels(svc, self.name).inc(n)
-            else:
+            if failed:
                 self.failed_batches += 1
-                self._drop(batch, "export failed")
+                self._drop(failed, "export failed")
+            if refused:
+                self.metrics.export_refused_traces_total.labels(self.name).inc(
+                    sum(len(i.trace_ids) for i in refused))
+                self._drop(refused, "refused by the backend as invalid")
 
-    async def _send_with_retry(self, payload: bytes) -> bool:
+    async def _deliver(self, batch: list[Item]) -> tuple[list[Item], list[Item], list[Item]]:
+        """Send ``batch``: (sent, failed, refused). A batch refused as invalid
+        is split in halves until the items at fault are alone."""
+        outcome = await self._send_with_retry(b"".join(i.blob for i in batch))
+        if outcome == "ok":
+            return batch, [], []
+        if outcome == "failed":
+            return [], batch, []
+        if len(batch) == 1:
+            return [], [], batch
+        mid = len(batch) // 2
+        sent, failed, refused = await self._deliver(batch[:mid])
+        s2, f2, r2 = await self._deliver(batch[mid:])
+        return sent + s2, failed + f2, refused + r2
+
+    async def _send_with_retry(self, payload: bytes) -> str:
+        """Outcome: "ok", "refused" (permanently, as invalid data) or "failed"."""
         backoff = self.retry_initial
         deadline = time.monotonic() + self.retry_max_elapsed
         while True:
             try:
                 await self.send(payload)
                 self.reachable = True
-                return True
+                return "ok"
             except Exception as exc:  # noqa: BLE001 - every failure is counted
                 self.metrics.export_failures_total.labels(self.name).inc()
                 self.reachable = not self.retryable(exc)
                 self.last_error = str(exc)[:200]
+                if self.refused(exc):
+                    self.reachable = True  # it answered, about this data
+                    log.warning("exporter %s: a batch of %d bytes refused as invalid: %s",
+                                self.name, len(payload), exc)
+                    return "refused"
                 if not (self.retry_enabled and self.retryable(exc)):
                     log.error("exporter %s: permanent error, batch of %d bytes not sent: %s",
                               self.name, len(payload), exc)
-                    return False
+                    return "failed"
                 # exponential backoff with ±50 % jitter; the server's own
                 # delay (RetryInfo / Retry-After) wins when it asks for more
                 delay = backoff * random.uniform(0.5, 1.5)
@@ -188,7 +219,7 @@ class Exporter:
                 if time.monotonic() + delay > deadline:
                     log.error("exporter %s: giving up on a batch of %d bytes: %s",
                               self.name, len(payload), exc)
-                    return False
+                    return "failed"
                 log.warning("exporter %s: %s; retrying in %.2fs", self.name, exc, delay)
                 await asyncio.sleep(delay)
                 backoff = min(backoff * 2, self.retry_max_interval)
@@ -203,6 +234,11 @@ class Exporter:
                         ps.rejected_spans, ps.error_message)
 
     def retryable(self, exc: Exception) -> bool:
+        return False
+
+    def refused(self, exc: Exception) -> bool:
+        """True when ``exc`` says the backend will never take this data (it
+        is invalid), so a smaller batch without the bad trace may pass."""
         return False
 
     def retry_after(self, exc: Exception) -> float | None:
