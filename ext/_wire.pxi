@@ -385,17 +385,59 @@ cdef class _Walker:
         return s
 
     @cython.final
-    cdef int _utf8(self, const unsigned char* p, uint64_t n, str what) except -1:
-        if not traceo_utf8_valid(p, <Py_ssize_t>n):
-            raise ContentError("invalid_utf8", f"invalid UTF-8 in {what} at byte {p - self.base}")
+    cdef inline int _utf8(self, const unsigned char* p, uint64_t n, str what) except -1:
+        if n and not traceo_utf8_valid(p, <Py_ssize_t>n):
+            self._bad_utf8(p, what)
         return 0
+
+    @cython.final
+    cdef int _bad_utf8(self, const unsigned char* p, str what) except -1:
+        raise ContentError("invalid_utf8", f"invalid UTF-8 in {what} at byte {p - self.base}")
 
     # -- fields -----------------------------------------------------------
     @cython.final
     cdef inline const unsigned char* _next(self, const unsigned char* p,
                                            const unsigned char* end,
                                            Field* f) except NULL:
-        """Read the field at p (p < end); return the byte after it."""
+        """Read the field at p (p < end); return the byte after it.
+
+        The common shapes (one-byte tag, then a one-byte length or varint,
+        or a fixed value) take this short path, small enough to be inlined
+        at every call site; everything else goes to ``_next_full``."""
+        cdef uint64_t tag = p[0]
+        cdef Py_ssize_t avail = end - p
+        cdef int wt = tag & 7
+        if tag >= 8 and tag < 0x80 and avail >= 2:
+            if wt == 2:
+                if p[1] < 0x80 and <Py_ssize_t>p[1] <= avail - 2:
+                    f.tag = tag
+                    f.val = p[1]
+                    f.body = p + 2
+                    return p + 2 + p[1]
+            elif wt == 0:
+                if p[1] < 0x80:
+                    f.tag = tag
+                    f.val = p[1]
+                    f.body = p + 2
+                    return p + 2
+            elif wt == 1:
+                if avail >= 9:
+                    f.tag = tag
+                    f.val = traceo_u64le(p + 1)
+                    f.body = p + 1
+                    return p + 9
+            elif wt == 5:
+                if avail >= 5:
+                    f.tag = tag
+                    f.val = traceo_u32le(p + 1)
+                    f.body = p + 1
+                    return p + 5
+        return self._next_full(p, end, f)
+
+    @cython.final
+    cdef const unsigned char* _next_full(self, const unsigned char* p,
+                                         const unsigned char* end,
+                                         Field* f) except NULL:
         cdef const unsigned char* tagp = p
         cdef const unsigned char* q
         cdef uint64_t tag = 0, v = 0
