@@ -85,7 +85,7 @@ class Trace:
         "trace_id", "data", "span_count", "first_arrival", "last_arrival",
         "root_arrival", "min_start", "max_end", "status_mask", "root_seen",
         "services", "attrs", "randomness", "root_name", "root_service",
-        "tracestates", "decided", "created_seq", "finished",
+        "tracestates", "decided", "created_seq", "finished", "encoded_size",
     )
 
     def __init__(self, trace_id: bytes, now: float):
@@ -108,6 +108,9 @@ class Trace:
         self.decided = False
         self.created_seq = 0    # seq of its first heap entry (older ones are stale)
         self.finished = False   # finish() ran: its groups are released
+        # its OTLP size, set by the pipeline before deciding when a policy
+        # charges bytes (otlp_size.py); None otherwise
+        self.encoded_size = None
 
     @property
     def trace_state(self) -> str:
@@ -512,6 +515,22 @@ class TraceBufferPy:
             svc = self._groups[gid][2]
             target[svc] = target.get(svc, 0) + 1
         return dups, orphans, skewed, not t.root_seen
+
+    # ------------------------------------------------------------ span data
+    def spans(self, t: Trace) -> list[tuple[bytes, bytes, bytes]]:
+        """``(resource_header, scope_header, span)`` of every span of a
+        decided trace, in arrival order, as received: for the policies that
+        read span data at decision time (ottl_condition, trace_flags), which
+        decode it themselves. Call it before ``finish``."""
+        if t.finished:
+            raise ValueError("spans: the trace is finished (call it before finish)")
+        d = t.data
+        groups = self._groups
+        out = []
+        for gid, off, ln, _ts in t.entries():
+            g = groups[gid]
+            out.append((g[0], g[1], bytes(d[off:off + ln])))
+        return out
 
     # ------------------------------------------------------------ output
     def finish(self, t: Trace, sampled: bool, policy: str, threshold: int, extra: bytes = b""):

@@ -7,54 +7,16 @@ a broken file yields one line per problem rather than only the first.
 """
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Annotated, Any, Literal
 
 import msgspec
 import yaml
 
-NonNeg = Annotated[int, msgspec.Meta(ge=0)]
-Positive = Annotated[int, msgspec.Meta(gt=0)]
-Percent = Annotated[float, msgspec.Meta(ge=0, le=100)]
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|m|h)\s*$")
-_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-class Duration:
-    """A duration written ``250ms``, ``2s``, ``5m`` (Go/Collector style)."""
-
-    __slots__ = ("seconds", "text")
-
-    def __init__(self, text: str):
-        m = _DURATION.match(text) if isinstance(text, str) else None
-        if m is None:
-            raise ValueError("must be a duration such as 250ms, 2s or 5m")
-        self.text = text.strip()
-        self.seconds = float(m.group(1)) * _UNIT[m.group(2)]
-
-    def __repr__(self) -> str:
-        return f"Duration({self.text!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Duration) and other.seconds == self.seconds
-
-
-def _dec_hook(typ: type, obj: Any) -> Any:
-    if typ is Duration:
-        return Duration(obj)
-    raise NotImplementedError(typ)
-
-
-def _enc_hook(obj: Any) -> Any:
-    if isinstance(obj, Duration):
-        return obj.text
-    raise NotImplementedError(type(obj))
-
-
-class _Base(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    pass
-
+from .cfgtypes import (Duration, Fraction, NonNeg, NonNegFloat, Percent, Positive,  # noqa: F401
+                       PositiveFloat, _Base, _dec_hook, _enc_hook)
+from .policies import POLICY_STRUCTS, REGISTRY, PolicyCfg, block_attr
 
 # ---------------------------------------------------------------- receivers
 class Endpoint(_Base):
@@ -88,170 +50,15 @@ class Receivers(_Base):
     kafka: KafkaReceiver | None = None
 
 
-# ---------------------------------------------------------------- policies
-StatusName = Literal["OK", "ERROR", "UNSET"]
-
-
-class LatencyCfg(_Base):
-    threshold_ms: NonNeg = 0
-    upper_threshold_ms: NonNeg = 0
-
-
-class StatusCodeCfg(_Base):
-    status_codes: list[StatusName]
-
-
-class ProbabilisticCfg(_Base):
-    sampling_percentage: Percent
-    # Accepted so Collector configs load unchanged; consistent sampling uses
-    # the trace's randomness value, so the salt cannot change the outcome.
-    hash_salt: str = ""
-
-
-class StringAttributeCfg(_Base):
-    key: str
-    values: list[str]
-    enabled_regex_matching: bool = False
-    cache_max_size: NonNeg = 0
-    invert_match: bool = False
-
-
-class NumericAttributeCfg(_Base):
-    key: str
-    min_value: int | float | None = None   # omitted: no lower bound
-    max_value: int | float | None = None   # omitted: no upper bound
-    invert_match: bool = False
-
-
-class BooleanAttributeCfg(_Base):
-    key: str
-    value: bool
-    invert_match: bool = False
-
-
-class SpanCountCfg(_Base):
-    min_spans: NonNeg = 0
-    max_spans: NonNeg = 0
-
-
-NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
-PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
-# (0, 1): the upper bound is checked in _check_policy, whose message reads
-# like the others ("must be < 1")
-Fraction = Annotated[float, msgspec.Meta(gt=0, le=1)]
-
-
-class RateLimitingCfg(_Base):
-    """Collector field names. ``burst_capacity`` defaults to twice
-    ``spans_per_second``, as in the Collector."""
-
-    spans_per_second: NonNeg
-    burst_capacity: NonNeg | None = None
-
-
-class BytesLimitingCfg(_Base):
-    bytes_per_second: NonNeg
-    burst_capacity: NonNeg | None = None
-
-
-class TraceStateCfg(_Base):
-    key: str
-    values: list[str]
-
-
-class RateAllocationCfg(_Base):
-    policy: str
-    percent: Percent = 0     # 0: an equal share (the Collector's default)
-
-
-class CompositeCfg(_Base):
-    max_total_spans_per_second: NonNeg
-    policy_order: list[str] = msgspec.field(default_factory=list)
-    # validated recursively, see _check_policy
-    composite_sub_policy: list[dict] = msgspec.field(default_factory=list)
-    rate_allocation: list[RateAllocationCfg] = msgspec.field(default_factory=list)
-
-
-class LatencyTailCfg(_Base):
-    """Keep traces slower than a running quantile of their key's durations."""
-
-    quantile: Fraction = 0.99
-    # fields of the key: root_service (alias service.name), root_name,
-    # error, or an attribute key
-    key: list[str] = msgspec.field(default_factory=lambda: ["root_service", "root_name"])
-    max_keys: Positive = 1000
-    warmup_observations: NonNeg = 100
-    fallback_threshold_ms: NonNeg = 1000
-    half_life: Duration = msgspec.field(default_factory=lambda: Duration("5m"))
-    relative_accuracy: Fraction = 0.01
-    max_buckets: Annotated[int, msgspec.Meta(ge=16)] = 2048
-
-
-class ServiceRateEntry(_Base):
-    sampling_percentage: Percent = 100
-    spans_per_second: NonNeg | None = None    # omitted: no cap
-    burst_capacity: NonNeg | None = None      # default: 2 x spans_per_second
-
-
-class ServiceRateCfg(_Base):
-    services: dict[str, ServiceRateEntry] = msgspec.field(default_factory=dict)
-    # unlisted services; omitted: this policy does not sample them
-    default: ServiceRateEntry | None = None
-    match: Literal["any_span", "root"] = "any_span"
-
-
-class AdaptiveCfg(_Base):
-    """A kept-throughput target shared across keys (exactly one target)."""
-
-    target_spans_per_second: PositiveFloat | None = None
-    target_traces_per_second: PositiveFloat | None = None
-    # service.name = the root span's service; error = the error flag;
-    # anything else is an attribute key
-    key_fields: list[str] = msgspec.field(default_factory=lambda: ["service.name"])
-    adjustment_interval: Duration = msgspec.field(default_factory=lambda: Duration("5s"))
-    max_keys: Positive = 1000
-    # traces each active key keeps per interval, at least (in expectation)
-    min_traces_per_interval: NonNegFloat = 1.0
-    # weight of the newest interval in the moving averages (0 < w <= 1)
-    smoothing: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
-
-
-class PolicyCfg(_Base):
-    """One policy, in the Collector's tail_sampling shape: name, type, and a
-    block named after the type. Sub-policies are kept as raw dicts and
-    validated recursively by :func:`_check_policy` so their errors carry
-    their full path."""
-
-    name: str
-    type: str
-    always_sample: dict | None = None
-    latency: LatencyCfg | None = None
-    status_code: StatusCodeCfg | None = None
-    probabilistic: ProbabilisticCfg | None = None
-    string_attribute: StringAttributeCfg | None = None
-    numeric_attribute: NumericAttributeCfg | None = None
-    boolean_attribute: BooleanAttributeCfg | None = None
-    span_count: SpanCountCfg | None = None
-    rate_limiting: RateLimitingCfg | None = None
-    bytes_limiting: BytesLimitingCfg | None = None
-    trace_state: TraceStateCfg | None = None
-    composite: CompositeCfg | None = None
-    latency_tail: LatencyTailCfg | None = None
-    service_rate: ServiceRateCfg | None = None
-    adaptive: AdaptiveCfg | None = None
-    # composite policies: validated recursively, see _check_policy
-    and_: dict | None = msgspec.field(default=None, name="and")
-    not_: dict | None = msgspec.field(default=None, name="not")
-    drop: dict | None = None
-
-
-# Types whose config block may be omitted (all their fields have defaults).
-_BLOCK_OPTIONAL = {"always_sample", "latency", "span_count", "latency_tail"}
-
-
+# ---------------------------------------------------------------- sampler
 class DecisionCache(_Base):
+    # the Collector's spellings sampled_cache_size / non_sampled_cache_size
+    # are aliases (DECISION_CACHE_ALIASES)
     sampled: NonNeg = 100_000
     not_sampled: NonNeg = 1_000_000
+
+
+DECISION_CACHE_ALIASES = {"sampled_cache_size": "sampled", "non_sampled_cache_size": "not_sampled"}
 
 
 class Sampler(_Base):
@@ -263,6 +70,32 @@ class Sampler(_Base):
     decision_cache: DecisionCache = msgspec.field(default_factory=DecisionCache)
     # append attribute traceo.sampling.policy (the attributed policy) to kept spans
     record_policy: bool = False
+    # traceo: our rules; collector: decide as the Collector v0.161.0's
+    # tail_sampling (implied by a Collector config file)
+    semantics: Literal["traceo", "collector"] = "traceo"
+    # ---- the Collector's tail_sampling knobs (README "Coming from the Collector")
+    # collector semantics: the decision comes this long after the root span
+    # arrived (0: only decision_wait after the first span)
+    decision_wait_after_root_received: Duration | None = None
+    # stop at the first policy that samples (drop policies are asked first)
+    sample_on_first_match: bool = False
+    # drain on shutdown drops the traces still pending instead of deciding them
+    drop_pending_traces_on_shutdown: bool = False
+    # accepted, no effect: Traceo bounds the buffer in bytes
+    # (memory_limit_mib) and decides traces early under pressure instead of
+    # counting or evicting undecided ones; a Collector file with no decision
+    # cache sizes uses num_traces for them (the Collector remembers the
+    # decisions of the traces it still holds)
+    num_traces: NonNeg | None = None
+    expected_new_traces_per_sec: NonNeg = 0   # an allocation hint there; no effect
+    block_on_overflow: bool = False           # never needed: see num_traces
+    # accepted, not applied: a trace is bounded by max_spans_per_trace
+    maximum_trace_size_bytes: NonNeg = 0
+    # only trace-complete (the Collector's default) is available
+    sampling_strategy: Literal["trace-complete"] = "trace-complete"
+    # no effect: service.workers shard by trace ID and limits stay aggregate,
+    # as the Collector's num_shards divides them to keep them aggregate
+    num_shards: Annotated[int, msgspec.Meta(ge=0, le=256)] = 1
     policies: list[PolicyCfg] = msgspec.field(default_factory=list)
 
 
@@ -311,14 +144,15 @@ class FileExporter(_Base):
 
 class KafkaExporter(_Base):
     """Router mode: serve becomes a stateless front tier producing every
-    received span, one message per trace keyed by its trace ID."""
+    received span to a topic, every trace in the partition of its trace ID."""
     brokers: list[str]
     topic: str = "otlp_spans_sampled"
     acks: Literal["all", 0, 1] = "all"
-    # one message per trace, keyed by the trace ID in lowercase hex (the
-    # Collector kafkaexporter's partition_traces_by_id); false: one message
-    # per request, no key
-    partition_traces_by_id: bool = True
+    # true: one message per trace, keyed by the trace ID in lowercase hex
+    # (the Collector kafkaexporter's partition_traces_by_id); false: one
+    # message per partition per request holding many traces, each whole in
+    # the partition murmur2 of its hex trace ID chooses (the same one)
+    partition_traces_by_id: bool = False
     # how long a request waits for the broker's acks before the client is
     # told to retry (gRPC UNAVAILABLE / HTTP 503)
     timeout: Duration = msgspec.field(default_factory=lambda: Duration("30s"))
@@ -352,6 +186,10 @@ class Telemetry(_Base):
 
 
 class Service(_Base):
+    # processes, each owning the traces whose trace-ID hash falls in its
+    # shard (workers.py); auto: the CPUs this process may use (affinity and
+    # cgroup CPU quota)
+    workers: Annotated[int, msgspec.Meta(ge=1)] | Literal["auto"] = "auto"
     # how long a SIGTERM drain may spend sending what is queued
     shutdown_timeout: Duration = msgspec.field(default_factory=lambda: Duration("30s"))
 
@@ -394,7 +232,48 @@ class ConfigError(Exception):
 _MSGSPEC_AT = re.compile(r"^(.*) - at `\$(.*)`$", re.S)
 
 
-def _problem(prefix: str, exc: msgspec.ValidationError) -> str:
+def _struct_at(typ: Any, path: str) -> Any:
+    """The struct type a msgspec error path (``.a.b[0].c``) points into."""
+    for part in re.findall(r"\.([^.\[]+)|\[[^\]]*\]", path):
+        typ = _unwrap(typ)
+        if part == "":      # an index: the element type
+            info = msgspec.inspect.type_info(typ)
+            typ = getattr(info, "item_type", None) or getattr(info, "value_type", None)
+            typ = typ.cls if isinstance(typ, msgspec.inspect.StructType) else typ
+            continue
+        if not (isinstance(typ, type) and issubclass(typ, msgspec.Struct)):
+            return None
+        fields = {f.encode_name: f.type for f in msgspec.structs.fields(typ)}
+        if part not in fields:
+            return None
+        typ = fields[part]
+    return _unwrap(typ)
+
+
+def _unwrap(typ: Any) -> Any:
+    """X | None → X; list[X] / dict[str, X] stay (indexed separately)."""
+    args = getattr(typ, "__args__", None)
+    if args and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:
+            return rest[0]
+    return typ
+
+
+def _hint(typ: Any, path: str, field: str) -> str:
+    try:
+        st = _struct_at(typ, path)
+    except Exception:   # a hint is a nicety: never let it mask the problem
+        return ""
+    if isinstance(st, type) and issubclass(st, msgspec.Struct):
+        known = [f.encode_name for f in msgspec.structs.fields(st)]
+        if st is DecisionCache:
+            known += list(DECISION_CACHE_ALIASES)
+        return did_you_mean(field, known)
+    return ""
+
+
+def _problem(prefix: str, exc: msgspec.ValidationError, typ: Any = None) -> str:
     text = str(exc)
     path = ""
     m = _MSGSPEC_AT.match(text)
@@ -405,8 +284,8 @@ def _problem(prefix: str, exc: msgspec.ValidationError) -> str:
     text = re.sub(r"^Expected `(?:int|float|number)` <= (\S+)$", r"must be <= \1", text)
     m2 = re.match(r"^Object contains unknown field `(.*)`$", text)
     if m2:
+        text = "unknown field" + (_hint(typ, path, m2.group(1)) if typ is not None else "")
         path += "." + m2.group(1)
-        text = "unknown field"
     m3 = re.match(r"^Object missing required field `(.*)`$", text)
     if m3:
         path += "." + m3.group(1)
@@ -419,148 +298,190 @@ def _convert(obj: Any, typ: type, prefix: str, problems: list[str]) -> Any:
     try:
         return msgspec.convert(obj, typ, dec_hook=_dec_hook)
     except msgspec.ValidationError as exc:
-        problems.append(_problem(prefix, exc))
+        problems.append(_problem(prefix, exc, typ))
         return None
 
 
-POLICY_TYPES = (
-    "always_sample", "latency", "status_code", "probabilistic",
-    "string_attribute", "numeric_attribute", "boolean_attribute",
-    "span_count", "and", "not", "drop", "rate_limiting", "bytes_limiting",
-    "trace_state", "composite", "latency_tail", "service_rate", "adaptive",
-)
+POLICY_TYPES = tuple(REGISTRY)
+
+
+def did_you_mean(word: str, known) -> str:
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.7)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _unknown_type(typ: Any, path: str, problems: list[str]) -> None:
-    problems.append(f"{path}.type: unknown policy type {typ!r} "
+    hint = did_you_mean(typ, POLICY_TYPES) if isinstance(typ, str) else ""
+    problems.append(f"{path}.type: unknown policy type {typ!r}{hint} "
                     f"(one of {', '.join(POLICY_TYPES)})")
 
 
-def _check_policy(raw: Any, path: str, problems: list[str]) -> PolicyCfg | None:
+# The Collector's policy types, and what each of its containers accepts as a
+# sub-policy (config.go: sharedPolicyCfg, AndSubPolicyCfg, NotSubPolicyCfg,
+# CompositeSubPolicyCfg); anything else it refuses as an unknown type.
+OURS_ONLY = frozenset({"latency_tail", "service_rate", "adaptive"})
+_COLLECTOR_CONTAINERS = frozenset({"and", "not", "drop", "composite"})
+_COLLECTOR_SUBS = {"and": {"not"}, "drop": {"not"}, "not": set(), "composite": {"and"}}
+
+
+def _collector_allows(typ: str, parent: str | None) -> bool:
+    if typ in OURS_ONLY:
+        return False
+    if parent is None:
+        return True
+    return typ not in _COLLECTOR_CONTAINERS or typ in _COLLECTOR_SUBS[parent]
+
+
+def _check_policy(raw: Any, path: str, problems: list[str], semantics: str = "traceo",
+                  ignored: list[str] | None = None,
+                  parent: str | None = None) -> PolicyCfg | None:
+    """Validate one policy (sub-policies recursively, each problem with its
+    full path); the typed policy, or None after appending its problems.
+
+    A block named after another policy type is an error, unless ``ignored``
+    is given (a Collector file: the Collector decodes every type's block into
+    every policy and ignores the others), which then lists their paths.
+    With ``semantics="collector"`` the types and nesting the Collector
+    refuses are refused, and a module's ``check_collector`` replaces its
+    ``check``."""
+    if not isinstance(raw, dict):
+        return _convert(raw, PolicyCfg, path, problems)
+    typ = raw.get("type")
+    if typ is None:
+        problems.append(f"{path}.type: required field missing")
+        return None
     # Checked before the struct conversion: a policy of an unknown type
     # usually carries a block named after it, which would otherwise be
     # reported as an unknown field instead of naming the type.
-    if isinstance(raw, dict) and isinstance(raw.get("type"), str) \
-            and raw["type"] not in POLICY_TYPES:
-        _unknown_type(raw["type"], path, problems)
+    if not isinstance(typ, str) or typ not in REGISTRY:
+        _unknown_type(typ, path, problems)
         return None
-    if isinstance(raw, dict) and raw.get("type") == "service_rate":
-        # checked one by one first: msgspec names a bad dict entry
-        # "services[...]", this names the service
-        blk = raw.get("service_rate")
-        if isinstance(blk, dict) and isinstance(blk.get("services"), dict):
-            before = len(problems)
-            for svc, entry in blk["services"].items():
-                _convert(entry, ServiceRateEntry, f"{path}.service_rate.services.{svc}", problems)
-            if len(problems) > before:
-                return None
-    pol = _convert(raw, PolicyCfg, path, problems)
+    if semantics == "collector" and not _collector_allows(typ, parent):
+        where = f"inside {parent!r}" if parent and typ not in OURS_ONLY else "with collector semantics"
+        problems.append(f"{path}.type: {typ!r} is not accepted {where} (the Collector "
+                        "refuses it as an unknown sampling policy type)")
+        return None
+    mod = REGISTRY[typ]
+    before = len(problems)
+    block = raw.get(typ)
+    raw = dict(raw)
+    for other in [k for k in raw if k != typ and k in REGISTRY]:
+        if ignored is not None:
+            # decoded there into its struct, so its keys must still exist
+            ob = raw[other]
+            if isinstance(ob, dict):
+                known = set(REGISTRY[other].Config.__struct_encode_fields__)
+                for k in ob:
+                    if k not in known:
+                        problems.append(f"{path}.{other}.{k}: unknown field"
+                                        + did_you_mean(k, known))
+            ignored.append(f"{path}.{other}")
+            del raw[other]
+        elif block is not None:
+            problems.append(f"{path}.{other}: a {other!r} block in a policy of type {typ!r}")
+    if block is None and semantics == "collector" and not getattr(mod, "BLOCK_OPTIONAL", False):
+        # the Collector decodes an omitted block as its zero value
+        block = raw[typ] = _zero_block(mod.Config)
+    if isinstance(block, dict):
+        pre = getattr(mod, "precheck", None)
+        if pre is not None and not pre(block, f"{path}.{typ}", problems, _convert):
+            return None
+        subs = getattr(mod, "SUB_POLICIES", {})
+        if subs:
+            block = dict(block)
+            for key, kind in subs.items():
+                sp = f"{path}.{typ}.{key}"
+                val = block.get(key)
+                if kind == "list":
+                    if not isinstance(val, list) or not val:
+                        problems.append(f"{sp}: must be a non-empty list of policies")
+                        continue
+                    block[key] = [_check_policy(v, f"{sp}[{i}]", problems, semantics,
+                                                ignored, typ)
+                                  for i, v in enumerate(val)]
+                else:
+                    if not isinstance(val, dict):
+                        problems.append(f"{sp}: must be one policy")
+                        continue
+                    block[key] = _check_policy(val, sp, problems, semantics, ignored, typ)
+            raw[typ] = block
+    if len(problems) > before:
+        # still report unknown keys of the policy and its block
+        _convert_unknown_keys(raw, typ, mod, path, problems)
+        return None
+    if block is None:
+        if not getattr(mod, "BLOCK_OPTIONAL", False):
+            problems.append(f"{path}.{typ}: required for a policy of type {typ!r}")
+            return None
+        raw = {k: v for k, v in raw.items() if k not in REGISTRY}
+    pol = _convert(raw, POLICY_STRUCTS[typ], path, problems)
     if pol is None:
         return None
-    if pol.type not in POLICY_TYPES:
-        _unknown_type(pol.type, path, problems)
-        return None
-    block_attr = {"and": "and_", "not": "not_"}.get(pol.type, pol.type)
-    block = getattr(pol, block_attr)
-    if block is None and pol.type not in _BLOCK_OPTIONAL:
-        problems.append(f"{path}.{pol.type}: required for a policy of type {pol.type!r}")
-        return None
-    if pol.type == "string_attribute" and pol.string_attribute.enabled_regex_matching:
-        from .policies.string_attribute import compile_regex
-        for i, v in enumerate(pol.string_attribute.values):
-            try:
-                compile_regex(v)
-            except ValueError as exc:
-                problems.append(f"{path}.string_attribute.values[{i}]: invalid regex: {exc}")
-    if pol.type == "numeric_attribute":
-        na = pol.numeric_attribute
-        if na.max_value is not None and na.min_value is not None and na.max_value < na.min_value:
-            problems.append(f"{path}.numeric_attribute.max_value: must be >= min_value")
-    if pol.type == "latency" and pol.latency is not None:
-        lat = pol.latency
-        if lat.upper_threshold_ms and lat.upper_threshold_ms < lat.threshold_ms:
-            problems.append(f"{path}.latency.upper_threshold_ms: must be >= threshold_ms")
-    if pol.type == "composite":
-        _check_composite(pol.composite, f"{path}.composite", problems)
-    if pol.type == "adaptive":
-        ad = pol.adaptive
-        if (ad.target_spans_per_second is None) == (ad.target_traces_per_second is None):
-            problems.append(f"{path}.adaptive: set exactly one of target_spans_per_second, "
-                            "target_traces_per_second")
-        if not ad.key_fields:
-            problems.append(f"{path}.adaptive.key_fields: must not be empty")
-        if ad.adjustment_interval.seconds <= 0:
-            problems.append(f"{path}.adaptive.adjustment_interval: must be > 0")
-    if pol.type == "latency_tail":
-        lt = pol.latency_tail or LatencyTailCfg()
-        if not lt.key:
-            problems.append(f"{path}.latency_tail.key: must not be empty")
-        for f in ("quantile", "relative_accuracy"):
-            if getattr(lt, f) >= 1:
-                problems.append(f"{path}.latency_tail.{f}: must be < 1")
-        if lt.half_life.seconds <= 0:
-            problems.append(f"{path}.latency_tail.half_life: must be > 0")
-    subs_key = {"and": "and_sub_policy", "drop": "drop_sub_policy"}.get(pol.type)
-    if subs_key is not None:
-        unknown = set(block) - {subs_key}
-        for k in sorted(unknown):
-            problems.append(f"{path}.{pol.type}.{k}: unknown field")
-        subs = block.get(subs_key)
-        if not isinstance(subs, list) or not subs:
-            problems.append(f"{path}.{pol.type}.{subs_key}: must be a non-empty list of policies")
-        else:
-            for i, sub in enumerate(subs):
-                _check_policy(sub, f"{path}.{pol.type}.{subs_key}[{i}]", problems)
-    if pol.type == "not":
-        unknown = set(block) - {"not_sub_policy"}
-        for k in sorted(unknown):
-            problems.append(f"{path}.not.{k}: unknown field")
-        sub = block.get("not_sub_policy")
-        if not isinstance(sub, dict):
-            problems.append(f"{path}.not.not_sub_policy: must be one policy")
-        else:
-            _check_policy(sub, f"{path}.not.not_sub_policy", problems)
+    blk = pol.block
+    if blk is None:
+        if not getattr(mod, "BLOCK_OPTIONAL", False):
+            problems.append(f"{path}.{typ}: required for a policy of type {typ!r}")
+            return None
+        # an omitted optional block is checked as its defaults (and stays
+        # omitted, so a dumped config reads back the same)
+        blk = mod.Config()
+    check = getattr(mod, "check", None)
+    if semantics == "collector":
+        check = getattr(mod, "check_collector", check)
+    if check is not None:
+        check(blk, f"{path}.{typ}", problems)
+        if len(problems) > before:
+            return None
     return pol
 
 
-def _check_composite(c: CompositeCfg, path: str, problems: list[str]) -> None:
-    """Sub-policies recursively; policy_order and rate_allocation must name
-    sub-policies (the Collector silently ignores a misspelt name there, which
-    leaves that sub-policy without a budget)."""
-    if not c.composite_sub_policy:
-        problems.append(f"{path}.composite_sub_policy: must be a non-empty list of policies")
-        return
-    names: list[str] = []
-    for i, sub in enumerate(c.composite_sub_policy):
-        sp = _check_policy(sub, f"{path}.composite_sub_policy[{i}]", problems)
-        if sp is not None:
-            if sp.name in names:
-                problems.append(f"{path}.composite_sub_policy[{i}].name: duplicate name {sp.name!r}")
-            names.append(sp.name)
-    if len(names) < len(c.composite_sub_policy):
-        return
-    for i, n in enumerate(c.policy_order):
-        if n not in names:
-            problems.append(f"{path}.policy_order[{i}]: {n!r} is not a composite_sub_policy name")
-    seen: set[str] = set()
-    for i, ra in enumerate(c.rate_allocation):
-        if ra.policy not in names:
-            problems.append(f"{path}.rate_allocation[{i}].policy: "
-                            f"{ra.policy!r} is not a composite_sub_policy name")
-        elif ra.policy in seen:
-            problems.append(f"{path}.rate_allocation[{i}].policy: duplicate {ra.policy!r}")
-        seen.add(ra.policy)
+def _zero_block(cfg_type: type) -> dict:
+    """A block with every required field at Go's zero value."""
+    out: dict[str, Any] = {}
+    for f in msgspec.structs.fields(cfg_type):
+        if f.required:
+            t = _unwrap(f.type)
+            origin = getattr(t, "__origin__", t)
+            out[f.encode_name] = ("" if t is str else 0 if t in (int, float) else False
+                                  if t is bool else [] if origin is list else {}
+                                  if origin is dict else None)
+    return out
+
+
+def _convert_unknown_keys(raw: dict, typ: str, mod, path: str, problems: list[str]) -> None:
+    for k in raw:
+        if k not in ("name", "type") and k not in REGISTRY:
+            problems.append(f"{path}.{k}: unknown field")
+    block = raw.get(typ)
+    if isinstance(block, dict):
+        known = set(mod.Config.__struct_encode_fields__)
+        for k in block:
+            if k not in known:
+                problems.append(f"{path}.{typ}.{k}: unknown field")
+
+
+def parse_policy(raw: Any, path: str = "policy", semantics: str = "traceo") -> PolicyCfg:
+    """One policy, validated as in a config file; ConfigError otherwise."""
+    problems: list[str] = []
+    pol = _check_policy(raw, path, problems, semantics)
+    if pol is None:
+        raise ConfigError(problems)
+    return pol
 
 
 def _check_endpoint(ep: str, path: str, problems: list[str]) -> None:
     rest = re.sub(r"^(https?://)", "", ep)
+    if rest != ep:
+        rest = rest.split("/", 1)[0]    # a URL may carry a path
     host, sep, port = rest.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         problems.append(f"{path}: must be host:port, got {ep!r}")
 
 
-def parse(raw: Any) -> Config:
-    """Validate a loaded YAML document; raise ConfigError with every problem."""
+def parse(raw: Any, ignored_blocks: list[str] | None = None) -> Config:
+    """Validate a loaded YAML document; raise ConfigError with every problem.
+
+    ``ignored_blocks``: see _check_policy (a Collector file passes a list)."""
     problems: list[str] = []
     if raw is None:
         raw = {}
@@ -581,15 +502,31 @@ def parse(raw: Any) -> Config:
         problems.append("sampler: must be a mapping")
         sampler_raw = {}
     pols_raw = sampler_raw.get("policies", [])
-    sampler = _convert({k: v for k, v in sampler_raw.items() if k != "policies"},
-                       Sampler, "sampler", problems)
+    sampler_rest = {k: v for k, v in sampler_raw.items() if k != "policies"}
+    dc = sampler_rest.get("decision_cache")
+    if isinstance(dc, dict):
+        dc = dict(dc)
+        for alias, name in DECISION_CACHE_ALIASES.items():
+            if alias in dc:
+                if name in dc:
+                    problems.append(f"sampler.decision_cache.{alias}: "
+                                    f"set either {alias} or {name}, not both")
+                dc[name] = dc.pop(alias)
+        sampler_rest["decision_cache"] = dc
+    if sampler_rest.get("sampling_strategy") == "span-ingest":
+        problems.append("sampler.sampling_strategy: span-ingest is not supported "
+                        "(Traceo decides on the whole trace: trace-complete)")
+        sampler_rest.pop("sampling_strategy")
+    sampler = _convert(sampler_rest, Sampler, "sampler", problems)
+    semantics = sampler.semantics if sampler is not None else "traceo"
     policies: list[PolicyCfg] = []
     if not isinstance(pols_raw, list):
         problems.append("sampler.policies: must be a list")
     else:
         names: set[str] = set()
         for i, p in enumerate(pols_raw):
-            pol = _check_policy(p, f"sampler.policies[{i}]", problems)
+            pol = _check_policy(p, f"sampler.policies[{i}]", problems,
+                                semantics, ignored_blocks)
             if pol is not None:
                 if pol.name in names:
                     problems.append(f"sampler.policies[{i}].name: duplicate name {pol.name!r}")
@@ -626,30 +563,96 @@ def parse(raw: Any) -> Config:
     )
 
 
-def loads(text: str, source: str = "config") -> Config:
+# Whether a Collector file's unsupported components are skipped instead of
+# refused: the --ignore-unsupported flag, set once by the CLI so that a hot
+# reload of the same file reads it the same way.
+IGNORE_UNSUPPORTED = False
+
+
+def _yaml(text: str, source: str) -> Any:
     try:
-        raw = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise ConfigError([f"{source}: not valid YAML{where}: {getattr(exc, 'problem', exc)}"])
-    return parse(raw)
 
 
-def load(path: str | None) -> Config:
-    """Load FILE, or the embedded default when path is None."""
+def loads_with_mapping(text: str, source: str = "config",
+                       ignore_unsupported: bool | None = None) -> tuple[Config, list[str] | None]:
+    """(config, mapping lines): the mapping is None for our own format and,
+    for an OpenTelemetry Collector file, one line per component saying what
+    it became (collector_config.py)."""
+    from . import collector_config as cc
+    raw = _yaml(text, source)
+    if not cc.looks_like_collector(raw):
+        return parse(raw), None
+    raw = _yaml(cc.expand_env(text), source)
+    if ignore_unsupported is None:
+        ignore_unsupported = IGNORE_UNSUPPORTED
+    tr = cc.translate(raw, ignore_unsupported)
+    problems = list(tr.problems)
+    cfg = None
+    ignored: list[str] = []
+    try:
+        cfg = parse(tr.config, ignored_blocks=ignored)
+    except ConfigError as exc:
+        problems += [tr.collector_path(p) for p in exc.problems]
+    if problems:
+        raise ConfigError(problems)
+    for path in ignored:
+        tr.note(tr.collector_path(path), "ignored: a block of another policy type, "
+                                         "as the Collector ignores it")
+    return cfg, tr.lines()
+
+
+def loads(text: str, source: str = "config") -> Config:
+    return loads_with_mapping(text, source)[0]
+
+
+def load_with_mapping(path: str | None,
+                      ignore_unsupported: bool | None = None) -> tuple[Config, list[str] | None]:
+    """Load FILE (ours or a Collector file), or the embedded default when
+    path is None."""
     if path is None:
-        return loads(DEFAULT_YAML, "embedded default")
+        return loads_with_mapping(DEFAULT_YAML, "embedded default")
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"])
-    return loads(text, path)
+    return loads_with_mapping(text, path, ignore_unsupported)
+
+
+def load(path: str | None) -> Config:
+    """Load FILE, or the embedded default when path is None."""
+    return load_with_mapping(path)[0]
 
 
 def dump(cfg: Config) -> str:
     return yaml.safe_dump(msgspec.to_builtins(cfg, enc_hook=_enc_hook), sort_keys=False)
+
+
+def timers(s: Sampler) -> tuple[float, float, float]:
+    """(decision_wait, root_wait, idle_timeout) in seconds as the buffer
+    applies them. Collector semantics: the fixed decision_wait from the
+    first span, earlier only decision_wait_after_root_received after the
+    root (when set), never on idleness; and as there, in whole seconds
+    decided on a 1 s tick (Pipeline.tick): a trace joins the batch of the
+    second it arrived in, which is decided decision_wait - 1 s to
+    decision_wait after it (at least one tick)."""
+    dw = s.decision_wait.seconds
+    if s.semantics != "collector":
+        return dw, s.root_wait.seconds, s.idle_timeout.seconds
+    # idbatcher: a trace joins the batch decided decision_wait ticks on; a
+    # root moves it to the batch decision_wait_after_root_received ticks
+    # from then, when that is earlier
+    batches = max(1, int(dw))
+    after_root = s.decision_wait_after_root_received
+    rw = batches
+    if after_root is not None and int(after_root.seconds) > 0:
+        rw = min(batches, int(after_root.seconds))
+    return batches - 1.0, rw - 1.0, batches - 1.0
 
 
 def split_endpoint(ep: str) -> tuple[str, int]:

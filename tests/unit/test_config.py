@@ -164,7 +164,7 @@ def test_every_policy_type_loads_and_builds():
         "always_sample", "latency", "status_code", "probabilistic", "string_attribute",
         "numeric_attribute", "boolean_attribute", "span_count", "and", "not", "drop"]
     assert s.policies[3].probabilistic.hash_salt == "s"
-    assert s.policies[8].and_["and_sub_policy"][1]["probabilistic"] == {"sampling_percentage": 50}
+    assert s.policies[8].and_.and_sub_policy[1].probabilistic.sampling_percentage == 50
     d = Decider(s.policies)
     assert d.attribute_keys == {"http.route", "http.status_code", "debug", "service.name"}
 
@@ -208,7 +208,7 @@ def test_split_endpoint():
 TYPES = ("always_sample, latency, status_code, probabilistic, string_attribute, "
          "numeric_attribute, boolean_attribute, span_count, and, not, drop, "
          "rate_limiting, bytes_limiting, trace_state, composite, latency_tail, "
-         "service_rate, adaptive")
+         "service_rate, adaptive, ottl_condition, trace_flags")
 
 BROKEN = [
     ("negative-threshold", """
@@ -228,12 +228,12 @@ BROKEN = [
         """, ["receivers.otlp.grpc.port: unknown field"]),
     ("unknown-key-in-sampler", """
         sampler: {decision_wiat: 5s}
-        """, ["sampler.decision_wiat: unknown field"]),
+        """, ["sampler.decision_wiat: unknown field (did you mean 'decision_wait'?)"]),
     ("unknown-key-in-policy-block", """
         sampler:
           policies:
             - {name: slow, type: latency, latency: {threshold_ms: 10, treshold: 5}}
-        """, ["sampler.policies[0].latency.treshold: unknown field"]),
+        """, ["sampler.policies[0].latency.treshold: unknown field (did you mean 'threshold_ms'?)"]),
     ("unknown-key-in-policy", """
         sampler:
           policies:

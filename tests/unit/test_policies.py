@@ -17,7 +17,7 @@ from traceo_sampler import policies, tracestate
 from traceo_sampler.config import parse
 from traceo_sampler.decider import NOT_SAMPLED as DECISION_NOT_SAMPLED
 from traceo_sampler.decider import Decider, Decision
-from traceo_sampler.policies import DROPPED, INVERT_NOT_SAMPLED, NOT_SAMPLED, SAMPLED
+from traceo_sampler.policies import DROPPED, NOT_SAMPLED, SAMPLED
 
 # Written out rather than computed with tracestate, so a wrong threshold
 # computation shows up here too: T = 2**56 * (1 - p), rounded.
@@ -31,7 +31,7 @@ START = 1_700_000_000_000_000_000   # ns since the epoch, as in OTLP
 
 YES = (SAMPLED, 0)
 NO = (NOT_SAMPLED, 0)
-INV = (INVERT_NOT_SAMPLED, 0)
+INV = (NOT_SAMPLED, 0)   # an inverted match: plain not sampled (no veto)
 DROP = (DROPPED, 0)
 
 
@@ -52,7 +52,7 @@ class Summary:
     # Not in the base summary: the buffer's size of the trace (bytes_limiting
     # falls back to 200 B per span without it) and the first tracestate seen
     # (trace_state; an upstream ``ot=th`` composes with the limiters').
-    nbytes: int | None = None
+    encoded_size: int | None = None
     trace_state: str = ""
 
 
@@ -221,7 +221,42 @@ ERR_BIT = 1 << 2
 ERR_ALWAYS = [named(sc("ERROR"), "errs"), named(pol("always_sample"), "rest")]
 
 
+def with_spans(*specs):
+    """A trace whose span data (ottl_condition, trace_flags) is one span per
+    spec: ``{"name", "flags", "attrs"}``, as the buffer hands it over."""
+    from opentelemetry.proto.trace.v1 import trace_pb2
+    from traceo_sampler.spandata import WithSpans
+    rs = trace_pb2.ResourceSpans()
+    rs.resource.attributes.add(key="service.name").value.string_value = "frontend"
+    rh = rs.SerializeToString()
+    sh = trace_pb2.ScopeSpans(scope={"name": "lib"}).SerializeToString()
+    triples = []
+    for sp in specs:
+        m = trace_pb2.Span(name=sp.get("name", "op"), flags=sp.get("flags", 0),
+                           trace_id=bytes(range(16)), span_id=bytes(8))
+        for k, v in (sp.get("attrs") or {}).items():
+            m.attributes.add(key=k).value.string_value = v
+        triples.append((rh, sh, m.SerializeToString()))
+    return WithSpans(tr(), lambda t: triples)
+
+
+def ottl(span=(), spanevent=(), **kw):
+    return {"name": "p", "type": "ottl_condition",
+            "ottl_condition": {"span": list(span), "spanevent": list(spanevent), **kw}}
+
+
+TRACE_FLAGS = {"name": "p", "type": "trace_flags"}
+
 ROWS = [
+    # ------------------------------------------------- ottl_condition, trace_flags
+    # (the full ports of their upstream tests are in test_policies_ottl.py)
+    ("ottl/one-span-matches", ottl(['name == "b"']), with_spans({"name": "a"}, {"name": "b"}), YES),
+    ("ottl/none-matches", ottl(['name == "c"']), with_spans({"name": "a"}, {"name": "b"}), NO),
+    ("ottl/resource", ottl(['resource.attributes["service.name"] == "frontend"']),
+     with_spans({}), YES),
+    ("ottl/no-spans", ottl(["true"]), with_spans(), NO),
+    ("trace_flags/sampled", TRACE_FLAGS, with_spans({"flags": 0}, {"flags": 0x101}), YES),
+    ("trace_flags/not-sampled", TRACE_FLAGS, with_spans({"flags": 0x100}), NO),
     # ---------------------------------------------------------- always_sample
     ("always/empty-block", pol("always_sample", {}), tr(), YES),
     ("always/no-block", pol("always_sample"), tr(), YES),
@@ -462,16 +497,16 @@ ROWS = [
     ("rate/upstream-th-invalid-ignored", rl(100), state("ot=th:xyz", randomness=0), YES),
 
     # --------------------------------------------------------- bytes_limiting
-    # Size: trace.nbytes when the summary has it, else 200 B per span.
-    ("bytes/nbytes-fits", bl(10_000), tr(nbytes=5_000), YES),
-    ("bytes/nbytes-exactly-burst", bl(10_000), tr(nbytes=20_000), YES),
-    ("bytes/nbytes-over-burst", bl(10_000), tr(nbytes=20_001), NO),
-    ("bytes/nbytes-not-span-count", bl(10_000), tr(nbytes=100, span_count=1_000), YES),
+    # Size: trace.encoded_size when the summary has it, else 200 B per span.
+    ("bytes/encoded_size-fits", bl(10_000), tr(encoded_size=5_000), YES),
+    ("bytes/encoded_size-exactly-burst", bl(10_000), tr(encoded_size=20_000), YES),
+    ("bytes/encoded_size-over-burst", bl(10_000), tr(encoded_size=20_001), NO),
+    ("bytes/encoded_size-not-span-count", bl(10_000), tr(encoded_size=100, span_count=1_000), YES),
     ("bytes/per-span-fallback-fits", bl(10_000), tr(span_count=100), YES),
     ("bytes/per-span-fallback-over", bl(10_000), tr(span_count=101), NO),
-    ("bytes/explicit-burst", bl(10_000, 1_000), tr(nbytes=1_000), YES),
-    ("bytes/explicit-burst-over", bl(10_000, 1_000), tr(nbytes=1_001), NO),
-    ("bytes/zero-rate", bl(0), tr(nbytes=1), NO),
+    ("bytes/explicit-burst", bl(10_000, 1_000), tr(encoded_size=1_000), YES),
+    ("bytes/explicit-burst-over", bl(10_000, 1_000), tr(encoded_size=1_001), NO),
+    ("bytes/zero-rate", bl(0), tr(encoded_size=1), NO),
 
     # ------------------------------------------------------------ trace_state
     # W3C tracestate, exact value match, an invalid tracestate matches nothing.
@@ -514,8 +549,12 @@ ROWS = [
      tr(span_count=50), YES),
     ("comp/rest-over-remaining", composite(100, ERR_ALWAYS, alloc={"errs": 50}),
      tr(span_count=51), NO),
-    ("comp/remaining-after-90pct", composite(100, ERR_ALWAYS, alloc={"errs": 90}),
-     tr(span_count=11), NO),
+    # no rate_allocation entry: an equal share (100 / 2), as the Collector's
+    # getRateAllocationMap, not what the entries leave (10)
+    ("comp/no-entry-equal-share", composite(100, ERR_ALWAYS, alloc={"errs": 90}),
+     tr(span_count=11), YES),
+    ("comp/no-entry-equal-share-over", composite(100, ERR_ALWAYS, alloc={"errs": 90}),
+     tr(span_count=51), NO),
     ("comp/percent-0-is-equal-share", composite(100, ERR_ALWAYS, alloc={"errs": 0}),
      tr(span_count=50, status_mask=ERR_BIT), YES),
     ("comp/percent-0-is-equal-share-over", composite(100, ERR_ALWAYS, alloc={"errs": 0}),
@@ -737,9 +776,11 @@ DECIDER_ROWS = [
     ("drop-beats-invert", [NOT_HEALTH, HEALTH_DROP], ERR_SLOW,
      Decision(False, "no-health", MAX_T, dropped=True)),
     ("drop-not-matching", [ERRORS, HEALTH_DROP], ERR_ONLY, Decision(True, "errors", 0)),
-    # An inverted match vetoes: not sampled even though others sample.
-    ("invert-beats-sampled-after", [ALL, ERRORS, NOT_HEALTH], ERR_SLOW, DECISION_NOT_SAMPLED),
-    ("invert-beats-sampled-before", [NOT_HEALTH, ALL], ERR_SLOW, DECISION_NOT_SAMPLED),
+    # An inverted match is a plain not-sampled, no veto (the current
+    # Collector, its disableinvertdecisions gate being stable).
+    ("invert-no-veto-sampled-after", [ALL, ERRORS, NOT_HEALTH], ERR_SLOW,
+     Decision(True, ALL["name"], 0)),
+    ("invert-no-veto-sampled-before", [NOT_HEALTH, ALL], ERR_SLOW, Decision(True, ALL["name"], 0)),
     ("invert-no-match-samples", [NOT_HEALTH, ERRORS], ERR_ONLY, Decision(True, "not-health", 0)),
     ("invert-no-match-alone", [NOT_HEALTH], BORING, Decision(True, "not-health", 0)),
     ("and-threshold-through-decider", [and_(prob(50), prob(10), name="both"), ERRORS], LUCKY,

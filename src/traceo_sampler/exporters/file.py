@@ -24,12 +24,14 @@ class EncodeError(ValueError):
     """The batch is not something OTLP JSON can hold (nothing was written)."""
 
 
-_fh = None  # the worker process's file
+_fd = -1  # the worker process's file
 
 
 def _open(path: str) -> None:
-    global _fh
-    _fh = open(path, "a", encoding="utf-8")
+    global _fd
+    # one write(2) per line on an O_APPEND descriptor: the workers of
+    # service.workers append to the same file without interleaving
+    _fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
 
 def _write(payload: bytes) -> int:
@@ -39,9 +41,11 @@ def _write(payload: bytes) -> int:
         line = json.dumps(request_to_json(payload), separators=(",", ":"))
     except Exception as exc:  # noqa: BLE001 - whatever the decoder refuses
         raise EncodeError(f"cannot encode the batch as OTLP JSON: {exc}") from None
-    _fh.write(line + "\n")
-    _fh.flush()
-    return len(line) + 1
+    data = (line + "\n").encode()
+    n = len(data)
+    while data:
+        data = data[os.write(_fd, data):]
+    return n
 
 
 class FileExporter(Exporter):
@@ -52,7 +56,8 @@ class FileExporter(Exporter):
         self.path = cfg.path
         d = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(d, exist_ok=True)
-        open(self.path, "a", encoding="utf-8").close()  # writable, or fail at start
+        # checked here so that a path that cannot be written fails at start
+        os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
         self._pool: ProcessPoolExecutor | None = None
 
     def _executor(self) -> ProcessPoolExecutor:

@@ -3,16 +3,31 @@
 match anywhere in the value unless anchored, as Go's MatchString does in the
 Collector, so pasted Collector patterns keep their meaning.
 
+``invert_match`` keeps traces where no value matches; one where a value
+matches is plainly not sampled by this policy, with no veto over the others
+(the current Collector: its ``disableinvertdecisions`` gate is stable).
+
 Regexes run on RE2 (the ``google-re2`` package), the engine and syntax of
 Go's ``regexp``: matching takes time linear in the value, so no pattern and
 value can stall the event loop with backtracking, and a pattern the
-Collector refuses (backreferences, lookaround, ``\\Z``...) is refused here.
-
-``invert_match`` keeps traces where no value matches, and vetoes those where
-one does (the Collector's InvertNotSampled)."""
+Collector refuses (backreferences, lookaround, ``\\Z``...) is refused here."""
 import re2
 
-from .base import INVERT_NOT_SAMPLED, NO, YES, attr_values
+from ..cfgtypes import NonNeg, _Base
+from .base import NO, YES, attr_values
+
+TYPE = "string_attribute"
+
+
+class StringAttributeCfg(_Base):
+    key: str
+    values: list[str]
+    enabled_regex_matching: bool = False
+    cache_max_size: NonNeg = 0
+    invert_match: bool = False
+
+
+Config = StringAttributeCfg
 
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False  # the error is reported as a config problem instead
@@ -26,7 +41,17 @@ def compile_regex(pattern: str):
         return re2.compile(pattern, options=_OPTIONS)
     except re2.error as exc:
         msg = exc.args[0] if exc.args else exc
-        raise ValueError(msg.decode("utf-8", "replace") if isinstance(msg, bytes) else str(msg)) from None
+        raise ValueError(msg.decode("utf-8", "replace") if isinstance(msg, bytes)
+                         else str(msg)) from None
+
+
+def check(c: StringAttributeCfg, path: str, problems: list[str]) -> None:
+    if c.enabled_regex_matching:
+        for i, v in enumerate(c.values):
+            try:
+                compile_regex(v)
+            except ValueError as exc:
+                problems.append(f"{path}.values[{i}]: invalid regex: {exc}")
 
 
 class StringAttribute:
@@ -54,7 +79,7 @@ class StringAttribute:
     def evaluate(self, trace):
         hit = self._matches(trace)
         if self.invert:
-            return (INVERT_NOT_SAMPLED, 0) if hit else YES
+            return NO if hit else YES
         return YES if hit else NO
 
 
