@@ -32,10 +32,10 @@ log = logging.getLogger("traceo_sampler.exporters")
 
 
 class Item:
-    __slots__ = ("blob", "spans", "services", "trace_ids", "t0", "ack")
+    __slots__ = ("blob", "spans", "services", "trace_ids", "t0", "ack", "parts")
 
     def __init__(self, blob: bytes, spans: int, services: dict[str, int], trace_ids, t0: float,
-                 ack=None):
+                 ack=None, parts=None):
         self.blob = blob
         self.spans = spans
         self.services = services    # service → spans, for per-service counts
@@ -44,6 +44,26 @@ class Item:
         # called once the backend acknowledged the item (never when it is
         # dropped): the Kafka receiver commits offsets on it
         self.ack = ack
+        # when the item holds several traces: (end offset in blob, spans,
+        # services, trace id) of each, in order, so a refused one can be
+        # isolated
+        self.parts = parts
+
+    def split(self) -> list["Item"]:
+        """One item per trace; the item's ack runs once all of them are."""
+        left = [len(self.parts)]
+
+        def one_acked() -> None:
+            left[0] -= 1
+            if left[0] == 0:
+                self.ack()
+
+        ack = one_acked if self.ack is not None else None
+        out, start = [], 0
+        for end, spans, services, tid in self.parts:
+            out.append(Item(self.blob[start:end], spans, services, [tid], self.t0, ack))
+            start = end
+        return out
 
 
 class Exporter:
@@ -180,7 +200,10 @@ class Exporter:
         if outcome == "failed":
             return [], batch, []
         if len(batch) == 1:
-            return [], [], batch
+            it = batch[0]
+            if it.parts is None or len(it.parts) < 2:
+                return [], [], batch
+            batch = it.split()
         mid = len(batch) // 2
         sent, failed, refused = await self._deliver(batch[:mid])
         s2, f2, r2 = await self._deliver(batch[mid:])
