@@ -16,6 +16,7 @@ METRICS: list[tuple] = [
     ("bytes_received_total", Counter, "Encoded span bytes received", ("service",)),
     ("spans_exported_total", Counter, "Spans handed to and acknowledged by an exporter", ("service", "exporter")),
     ("traces_decided_total", Counter, "Traces decided, by decision, attributed policy and trigger", ("decision", "policy", "trigger")),
+    ("policy_evaluation_errors_total", Counter, "Traces a policy could not evaluate (ottl_condition with error_mode: propagate); it cast no vote on them", ("policy",)),
     ("late_spans_total", Counter, "Spans arriving after their trace was decided", ("decision",)),
     ("buffer_spans", Gauge, "Spans held in the trace buffer", ()),
     ("buffer_bytes", Gauge, "Bytes accounted to the trace buffer", ()),

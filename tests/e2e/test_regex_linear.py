@@ -60,7 +60,8 @@ def test_pattern_go_refuses_is_a_config_error(tmp_path, cmd, pattern, words):
     r = run_cli(cmd, tmp_path, ["ok", pattern])
     assert r.returncode == 1, r.stderr
     lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
-    want = "sampler.policies[0].string_attribute.values[1]: invalid regex: "
+    want = ("sampler.policies[0].string_attribute.values[1]: invalid regex (RE2, as the "
+            "Collector's Go regexp): ")
     assert any(ln.startswith(want) and words in ln for ln in lines), lines
     assert "Traceback" not in r.stderr
 

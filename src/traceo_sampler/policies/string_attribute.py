@@ -39,19 +39,22 @@ def compile_regex(pattern: str):
         raise ValueError("invalid escape sequence: \\C")
     try:
         return re2.compile(pattern, options=_OPTIONS)
-    except re2.error as exc:
+    except (re2.error, ValueError, TypeError) as exc:
         msg = exc.args[0] if exc.args else exc
         raise ValueError(msg.decode("utf-8", "replace") if isinstance(msg, bytes)
                          else str(msg)) from None
 
 
 def check(c: StringAttributeCfg, path: str, problems: list[str]) -> None:
+    """A pattern must be one Go's regexp (RE2) accepts, as the Collector
+    compiles it: no lookaround, no backreferences; it is matched by RE2 too."""
     if c.enabled_regex_matching:
         for i, v in enumerate(c.values):
             try:
                 compile_regex(v)
             except ValueError as exc:
-                problems.append(f"{path}.values[{i}]: invalid regex: {exc}")
+                problems.append(f"{path}.values[{i}]: invalid regex (RE2, as the Collector's "
+                                f"Go regexp): {exc}")
 
 
 class StringAttribute:
