@@ -297,10 +297,13 @@ def test_knob_errors(text, problem):
 def test_collector_timers():
     from traceo_sampler.config import timers
     s = loads("sampler: {semantics: collector, decision_wait: 5s}").sampler
-    assert timers(s) == (4.0, 4.0, 4.0)           # 5 one-second batches, no idle/root rule
+    assert timers(s) == (5.0, 5.0, 5.0)           # 5 one-second batches, no idle/root rule
     s = loads("sampler: {semantics: collector, decision_wait: 5s, "
               "decision_wait_after_root_received: 2s}").sampler
-    assert timers(s) == (4.0, 1.0, 4.0)
+    assert timers(s) == (5.0, 2.0, 5.0)
+    s = loads("sampler: {semantics: collector, decision_wait: 500ms, "
+              "decision_wait_after_root_received: 500ms}").sampler
+    assert timers(s) == (1.0, 0.0, 1.0)           # uint64(0.5 s) = 0: the next tick
     s = loads("sampler: {decision_wait: 5s, root_wait: 1s, idle_timeout: 2s}").sampler
     assert timers(s) == (5.0, 1.0, 2.0)           # ours: unchanged
 
