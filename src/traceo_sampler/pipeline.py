@@ -295,9 +295,7 @@ class Pipeline:
                         row[1] += nb
                 blobs.append(blob)
                 tids.append(t.trace_id)
-                parts.append((size + len(blob), n,
-                              {m.service(svc): k for svc, (k, _nb) in per_service.items()},
-                              t.trace_id))
+                parts.append((size + len(blob), n, per_service, t.trace_id))
                 # a tuple here, the dict only when /api/status asks (recent_kept)
                 self.recent.append((t.trace_id, dec.policy, trigger, n, per_service, dec.threshold,
                                     time.time(), t.root_service, t.root_name,

@@ -45,12 +45,13 @@ class Item:
         # dropped): the Kafka receiver commits offsets on it
         self.ack = ack
         # when the item holds several traces: (end offset in blob, spans,
-        # services, trace id) of each, in order, so a refused one can be
-        # isolated
+        # {service: (spans, bytes)}, trace id) of each, in order, so a
+        # refused one can be isolated
         self.parts = parts
 
-    def split(self) -> list["Item"]:
-        """One item per trace; the item's ack runs once all of them are."""
+    def split(self, label) -> list["Item"]:
+        """One item per trace (``label``: service → its metric label); the
+        item's ack runs once all of them are."""
         left = [len(self.parts)]
 
         def one_acked() -> None:
@@ -60,7 +61,10 @@ class Item:
 
         ack = one_acked if self.ack is not None else None
         out, start = [], 0
-        for end, spans, services, tid in self.parts:
+        for end, spans, per_service, tid in self.parts:
+            services: dict[str, int] = {}
+            for svc, (k, _nb) in per_service.items():
+                services[label(svc)] = services.get(label(svc), 0) + k
             out.append(Item(self.blob[start:end], spans, services, [tid], self.t0, ack))
             start = end
         return out
@@ -203,7 +207,7 @@ class Exporter:
             it = batch[0]
             if it.parts is None or len(it.parts) < 2:
                 return [], [], batch
-            batch = it.split()
+            batch = it.split(self.metrics.service)
         mid = len(batch) // 2
         sent, failed, refused = await self._deliver(batch[:mid])
         s2, f2, r2 = await self._deliver(batch[mid:])
