@@ -93,8 +93,8 @@ class Sampler(_Base):
     maximum_trace_size_bytes: NonNeg = 0
     # only trace-complete (the Collector's default) is available
     sampling_strategy: Literal["trace-complete"] = "trace-complete"
-    # no effect: service.workers shard by trace ID and limits stay aggregate,
-    # as the Collector's num_shards divides them to keep them aggregate
+    # in a Collector file it sets service.workers (collector_config.py); here
+    # no effect: service.workers is the knob, with the same meaning
     num_shards: Annotated[int, msgspec.Meta(ge=0, le=256)] = 1
     policies: list[PolicyCfg] = msgspec.field(default_factory=list)
 
