@@ -41,7 +41,14 @@ class App:
             from .exporters.kafka import KafkaRouter
             self.router = KafkaRouter(cfg.exporters.kafka, self.metrics)
         self.exporters = _exporters.build(cfg.exporters, self.metrics)
-        self.pipeline = Pipeline(cfg, self.metrics, self.exporters)
+        # receivers.kafka: its lag clock drives the timers and the policies,
+        # its tracker hears of every decision (receivers/kafka.py)
+        clock, self._kafka_tracker = time.monotonic, None
+        if cfg.receivers.kafka is not None:
+            from .receivers.kafka import LagClock, OffsetTracker
+            clock, self._kafka_tracker = LagClock(), OffsetTracker()
+        self.pipeline = Pipeline(cfg, self.metrics, self.exporters, clock=clock,
+                                 tracker=self._kafka_tracker)
         self.receivers: list = []
         self.admin: Admin | None = None
         self.started = time.time()
@@ -172,7 +179,9 @@ class App:
         if r.kafka is not None:
             from .receivers.kafka import KafkaReceiver
             self.receivers.append(KafkaReceiver(r.kafka, self.pipeline, self.metrics,
-                                                self.cfg.service.shutdown_timeout.seconds))
+                                                self.cfg.service.shutdown_timeout.seconds,
+                                                clock=self.pipeline.clock,
+                                                tracker=self._kafka_tracker))
         for rec in self.receivers:
             await rec.start()
         if self.cfg.admin is not None:
