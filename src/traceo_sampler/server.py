@@ -159,23 +159,22 @@ class App:
         for e in self.exporters:
             e.start()
         r = self.cfg.receivers
-        front, grpc_cls, http_cls = self.pipeline, OtlpGrpcReceiver, OtlpHttpReceiver
+        front = self.pipeline
         if self._front is not None and self.router is None:
             front = self._front(self.pipeline)
         if self.router is not None:
             # router mode: the same receivers, answering once Kafka acked
-            from .exporters.kafka import RouterFront, RouterGrpcReceiver, RouterHttpReceiver
+            from .exporters.kafka import RouterFront
             await self.router.start()
             front = RouterFront(self.router)
-            grpc_cls, http_cls = RouterGrpcReceiver, RouterHttpReceiver
         if r.otlp is not None and r.otlp.grpc is not None:
             g = r.otlp.grpc
-            self.receivers.append(grpc_cls(g.endpoint, front, self.metrics,
-                                           g.max_recv_msg_size_mib))
+            self.receivers.append(OtlpGrpcReceiver(g.endpoint, front, self.metrics,
+                                                   g.max_recv_msg_size_mib))
         if r.otlp is not None and r.otlp.http is not None:
             h = r.otlp.http
-            self.receivers.append(http_cls(h.endpoint, front, self.metrics,
-                                           h.max_recv_msg_size_mib))
+            self.receivers.append(OtlpHttpReceiver(h.endpoint, front, self.metrics,
+                                                   h.max_recv_msg_size_mib))
         if r.kafka is not None:
             from .receivers.kafka import KafkaReceiver
             self.receivers.append(KafkaReceiver(r.kafka, self.pipeline, self.metrics,
