@@ -167,6 +167,9 @@ class Exporters(_Base):
 
 class Admin(_Base):
     endpoint: str = "127.0.0.1:9464"
+    # link of a kept trace in the backend's UI, "{trace_id}" replaced by the
+    # 32-hex-digit ID (the /status page's "last kept traces"); "" = no links
+    trace_url: str = ""
 
 
 class Cost(_Base):
@@ -422,9 +425,9 @@ def _check_policy(raw: Any, path: str, problems: list[str], semantics: str = "tr
         if not getattr(mod, "BLOCK_OPTIONAL", False):
             problems.append(f"{path}.{typ}: required for a policy of type {typ!r}")
             return None
-        # an omitted optional block is its defaults, so builders need no case for it
+        # an omitted optional block is checked as its defaults (and stays
+        # omitted, so a dumped config reads back the same)
         blk = mod.Config()
-        setattr(pol, block_attr(typ), blk)
     check = getattr(mod, "check", None)
     if semantics == "collector":
         check = getattr(mod, "check_collector", check)
@@ -548,6 +551,10 @@ def parse(raw: Any, ignored_blocks: list[str] | None = None) -> Config:
         problems.append("receivers.kafka.brokers: must not be empty")
     if values.get("admin") is not None:
         _check_endpoint(values["admin"].endpoint, "admin.endpoint", problems)
+        url = values["admin"].trace_url
+        if url and ("{trace_id}" not in url or not url.startswith(("http://", "https://"))):
+            problems.append("admin.trace_url: must be an http:// or https:// URL containing "
+                            "{trace_id}")
     if problems:
         raise ConfigError(problems)
     assert sampler is not None
