@@ -26,7 +26,9 @@ POLICIES = [
     {"name": "slow", "type": "latency", "latency": {"threshold_ms": 1000}},
     {"name": "rest", "type": "probabilistic", "probabilistic": {"sampling_percentage": 15}},
 ]
-FAST = {"root_wait": "300ms", "idle_timeout": "1s", "decision_wait": "10s"}
+# timers long enough that a loaded CI machine does not decide a trace before
+# its last request arrived (that would differ run to run, workers or not)
+FAST = {"root_wait": "2s", "idle_timeout": "3s", "decision_wait": "20s"}
 SLOW = {"root_wait": "5m", "idle_timeout": "5m", "decision_wait": "5m"}
 
 
