@@ -69,6 +69,7 @@ class Pipeline:
             cache_not_sampled=s.decision_cache.not_sampled)
         self.decider = Decider(s.policies, clock=clock, semantics=s.semantics,
                                sample_on_first_match=s.sample_on_first_match,
+                               max_trace_bytes=s.maximum_trace_size_bytes,
                                spans=self.buffer.spans)
         self.attr_keys = self.decider.attribute_keys
         metrics.buffer_limit_bytes.set(s.memory_limit_mib << 20)

@@ -251,6 +251,7 @@ class App:
         # may raise: nothing changed yet
         decider = Decider(new.sampler.policies, clock=p.clock, semantics=new.sampler.semantics,
                           sample_on_first_match=new.sampler.sample_on_first_match,
+                          max_trace_bytes=new.sampler.maximum_trace_size_bytes,
                           spans=p.buffer.spans)
         p.decider = decider
         p.attr_keys = decider.attribute_keys
