@@ -294,9 +294,7 @@ def _sampler(tr: Translation, blk: dict, where: str) -> dict:
     for k, what in (("num_traces", "no effect: the buffer is bounded in bytes "
                                    "(sampler.memory_limit_mib); no undecided trace is evicted"),
                     ("expected_new_traces_per_sec", "no effect: an allocation hint"),
-                    ("block_on_overflow", "no effect: nothing is evicted, see num_traces"),
-                    ("maximum_trace_size_bytes", "accepted, not applied: a trace is bounded by "
-                                                 "sampler.max_spans_per_trace")):
+                    ("block_on_overflow", "no effect: nothing is evicted, see num_traces")):
         if k in s:
             tr.note(f"{where}.{k}", what)
     return s

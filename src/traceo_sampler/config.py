@@ -89,7 +89,8 @@ class Sampler(_Base):
     num_traces: NonNeg | None = None
     expected_new_traces_per_sec: NonNeg = 0   # an allocation hint there; no effect
     block_on_overflow: bool = False           # never needed: see num_traces
-    # accepted, not applied: a trace is bounded by max_spans_per_trace
+    # a trace whose OTLP encoded size exceeds this is dropped at its
+    # decision, whatever the policies say (0: no limit)
     maximum_trace_size_bytes: NonNeg = 0
     # only trace-complete (the Collector's default) is available
     sampling_strategy: Literal["trace-complete"] = "trace-complete"
