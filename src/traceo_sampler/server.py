@@ -180,6 +180,8 @@ class App:
                                                 tracker=self._kafka_tracker))
         for rec in self.receivers:
             await rec.start()
+        if self.pipeline.shared is not None:
+            await self.pipeline.shared.start()
         if self.cfg.admin is not None:
             self.admin = Admin(self.cfg.admin.endpoint, self)
             await self.admin.start()
@@ -235,6 +237,8 @@ class App:
             await self.router.close(self.cfg.service.shutdown_timeout.seconds)
         n = self.pipeline.drain(shutdown=True)
         log.info("decided %d buffered traces on shutdown", n)
+        if self.pipeline.shared is not None:
+            await self.pipeline.shared.close(min(5.0, self.cfg.service.shutdown_timeout.seconds))
         for e in self.exporters:
             await e.close(self.cfg.service.shutdown_timeout.seconds)
         if self.admin is not None:
