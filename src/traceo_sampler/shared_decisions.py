@@ -309,9 +309,11 @@ class SharedDecisions:
                 continue
             last = now
             try:
-                await self._flush()
+                # bounded as a whole: a send waiting for metadata of an
+                # unreachable broker must not hold the heartbeat back
+                await asyncio.wait_for(self._flush(), 2 * c.timeout.seconds)
             except Exception as exc:  # noqa: BLE001 - fall back, retry at the next heartbeat
-                self._down(exc)
+                self._down(exc or "timeout")
 
     async def _flush(self) -> None:
         batch, self._pending = self._pending[:self.cfg.batch_max], self._pending[self.cfg.batch_max:]
