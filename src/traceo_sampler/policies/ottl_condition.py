@@ -53,11 +53,13 @@ def check(c: OttlConditionCfg, path: str, problems: list[str]) -> None:
     if not c.span and not c.spanevent:
         problems.append(f"{path}: expected at least one OTTL condition to filter on "
                         "(span or spanevent)")
-    for field, context in (("span", "span"), ("spanevent", "spanevent")):
-        try:
-            ConditionSequence(getattr(c, field), context)
-        except ConditionError as exc:
-            problems.append(f"{path}.{field}[{exc.index}]: {exc}")
+    for field in ("span", "spanevent"):
+        # one by one, so every bad condition of a list is reported
+        for i, text in enumerate(getattr(c, field)):
+            try:
+                ConditionSequence([text], field)
+            except ConditionError as exc:
+                problems.append(f"{path}.{field}[{i}]: {exc}")
 
 
 class OttlCondition:
