@@ -40,7 +40,33 @@ class Duration:
         return isinstance(other, Duration) and other.seconds == self.seconds
 
 
+class Wait(Duration):
+    """``auto`` (learned from the observed arrival lags, completion.py) or a
+    fixed duration. ``seconds`` is None for auto."""
+
+    __slots__ = ("auto",)
+
+    def __init__(self, text: str):
+        if isinstance(text, str) and text.strip() == "auto":
+            self.text = "auto"
+            self.seconds = None
+            self.auto = True
+            return
+        try:
+            super().__init__(text)
+        except ValueError:
+            raise ValueError("must be auto or a duration such as 250ms, 2s or 5m") from None
+        self.auto = False
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Wait):
+            return (other.auto, other.seconds) == (self.auto, self.seconds)
+        return isinstance(other, Duration) and not self.auto and other.seconds == self.seconds
+
+
 def _dec_hook(typ: type, obj: Any) -> Any:
+    if typ is Wait:
+        return Wait(obj)
     if typ is Duration:
         return Duration(obj)
     raise NotImplementedError(typ)
@@ -254,10 +280,39 @@ class DecisionCache(_Base):
     not_sampled: NonNeg = 1_000_000
 
 
+class AutoWait(_Base):
+    """How ``root_wait: auto`` / ``idle_timeout: auto`` learn their values
+    (completion.py): a high quantile of the observed lags over a sliding
+    window, per root service once it has ``min_traces`` in the window."""
+
+    quantile: Fraction = 0.999
+    window: Duration = msgspec.field(default_factory=lambda: Duration("5m"))
+    # the learned wait is the quantile times (1 + headroom), within
+    # [floor, decision_wait]
+    headroom: NonNegFloat = 0.25
+    floor: Duration = msgspec.field(default_factory=lambda: Duration("1s"))
+    min_traces: Positive = 1000
+    # before there is data: safe for the OpenTelemetry SDK's default
+    # BatchSpanProcessor (a batch every 5 s)
+    initial_root_wait: Duration = msgspec.field(default_factory=lambda: Duration("6s"))
+    initial_idle_timeout: Duration = msgspec.field(default_factory=lambda: Duration("10s"))
+
+
+class DroppedGrace(_Base):
+    """Spans of traces decided not sampled stay this long (within
+    ``max_bytes``), so a late span that would have kept the trace (an
+    error, a latency over a latency policy's threshold) brings it back."""
+
+    duration: Duration = msgspec.field(default_factory=lambda: Duration("10s"))
+    max_bytes: Positive = 64 << 20
+
+
 class Sampler(_Base):
     decision_wait: Duration = msgspec.field(default_factory=lambda: Duration("30s"))
-    root_wait: Duration = msgspec.field(default_factory=lambda: Duration("2s"))
-    idle_timeout: Duration = msgspec.field(default_factory=lambda: Duration("5s"))
+    root_wait: Wait = msgspec.field(default_factory=lambda: Wait("auto"))
+    idle_timeout: Wait = msgspec.field(default_factory=lambda: Wait("auto"))
+    auto_wait: AutoWait = msgspec.field(default_factory=AutoWait)
+    dropped_grace: DroppedGrace | None = None
     max_spans_per_trace: Positive = 10_000
     memory_limit_mib: Positive = 1024
     decision_cache: DecisionCache = msgspec.field(default_factory=DecisionCache)
@@ -582,6 +637,12 @@ def parse(raw: Any) -> Config:
     pols_raw = sampler_raw.get("policies", [])
     sampler = _convert({k: v for k, v in sampler_raw.items() if k != "policies"},
                        Sampler, "sampler", problems)
+    if sampler is not None:
+        aw = sampler.auto_wait
+        if aw.quantile >= 1:
+            problems.append("sampler.auto_wait.quantile: must be < 1")
+        if aw.window.seconds <= 0:
+            problems.append("sampler.auto_wait.window: must be > 0")
     policies: list[PolicyCfg] = []
     if not isinstance(pols_raw, list):
         problems.append("sampler.policies: must be a list")

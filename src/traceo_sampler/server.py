@@ -95,6 +95,7 @@ class App:
                                for k, v in sorted(p.by_policy.items())},
             "decisions_by_trigger": dict(sorted(p.by_trigger.items())),
             "late_spans": {"sampled": p.late_kept, "not_sampled": p.late_dropped},
+            "completion": p.completion.status(),
             "consistency": self.consistency(),
             "buffer": {"spans": b.nspans, "traces": b.ntraces, "bytes": b.nbytes,
                        "limit_bytes": b.memory_limit,
@@ -220,8 +221,8 @@ class App:
         b = p.buffer
         s = new.sampler
         b.decision_wait = s.decision_wait.seconds
-        b.root_wait = s.root_wait.seconds
-        b.idle_timeout = s.idle_timeout.seconds
+        p.completion.set_policies(decider.policies)
+        p.completion.reload(s)
         b.max_spans = s.max_spans_per_trace
         b.memory_limit = s.memory_limit_mib << 20
         self.metrics.buffer_limit_bytes.set(b.memory_limit)
