@@ -27,14 +27,17 @@ class Serve:
     receivers and admin endpoints are filled in with free ports) and waits
     until /readyz answers 200."""
 
-    def __init__(self, cfg: dict, http: bool = False):
+    def __init__(self, cfg: dict, http: bool = False, grpc_opts: dict | None = None,
+                 http_opts: dict | None = None):
+        """grpc_opts / http_opts: more fields of receivers.otlp.grpc / .http
+        (http_opts implies http)."""
         self.cfg = dict(cfg)
         self.grpc_port = free_port()
         self.admin_port = free_port()
-        rec = {"grpc": {"endpoint": f"127.0.0.1:{self.grpc_port}"}}
-        if http:
+        rec = {"grpc": {"endpoint": f"127.0.0.1:{self.grpc_port}", **(grpc_opts or {})}}
+        if http or http_opts is not None:
             self.http_port = free_port()
-            rec["http"] = {"endpoint": f"127.0.0.1:{self.http_port}"}
+            rec["http"] = {"endpoint": f"127.0.0.1:{self.http_port}", **(http_opts or {})}
         self.cfg.setdefault("receivers", {"otlp": rec})
         self.cfg["admin"] = {"endpoint": f"127.0.0.1:{self.admin_port}"}
         self.dir = tempfile.mkdtemp(prefix="traceo-e2e-")

@@ -7,80 +7,16 @@ a broken file yields one line per problem rather than only the first.
 """
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Annotated, Any, Literal
 
 import msgspec
 import yaml
 
-NonNeg = Annotated[int, msgspec.Meta(ge=0)]
-Positive = Annotated[int, msgspec.Meta(gt=0)]
-Percent = Annotated[float, msgspec.Meta(ge=0, le=100)]
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|m|h)\s*$")
-_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-class Duration:
-    """A duration written ``250ms``, ``2s``, ``5m`` (Go/Collector style)."""
-
-    __slots__ = ("seconds", "text")
-
-    def __init__(self, text: str):
-        m = _DURATION.match(text) if isinstance(text, str) else None
-        if m is None:
-            raise ValueError("must be a duration such as 250ms, 2s or 5m")
-        self.text = text.strip()
-        self.seconds = float(m.group(1)) * _UNIT[m.group(2)]
-
-    def __repr__(self) -> str:
-        return f"Duration({self.text!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Duration) and other.seconds == self.seconds
-
-
-class Wait(Duration):
-    """``auto`` (learned from the observed arrival lags, completion.py) or a
-    fixed duration. ``seconds`` is None for auto."""
-
-    __slots__ = ("auto",)
-
-    def __init__(self, text: str):
-        if isinstance(text, str) and text.strip() == "auto":
-            self.text = "auto"
-            self.seconds = None
-            self.auto = True
-            return
-        try:
-            super().__init__(text)
-        except ValueError:
-            raise ValueError("must be auto or a duration such as 250ms, 2s or 5m") from None
-        self.auto = False
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Wait):
-            return (other.auto, other.seconds) == (self.auto, self.seconds)
-        return isinstance(other, Duration) and not self.auto and other.seconds == self.seconds
-
-
-def _dec_hook(typ: type, obj: Any) -> Any:
-    if typ is Wait:
-        return Wait(obj)
-    if typ is Duration:
-        return Duration(obj)
-    raise NotImplementedError(typ)
-
-
-def _enc_hook(obj: Any) -> Any:
-    if isinstance(obj, Duration):
-        return obj.text
-    raise NotImplementedError(type(obj))
-
-
-class _Base(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    pass
-
+from .cfgtypes import (Duration, Fraction, NonNeg, NonNegFloat, Percent, Positive,  # noqa: F401
+                       PositiveFloat, Wait, _Base, _dec_hook, _enc_hook)
+from .policies import POLICY_STRUCTS, REGISTRY, PolicyCfg, block_attr
 
 # ---------------------------------------------------------------- receivers
 class Endpoint(_Base):
@@ -114,167 +50,7 @@ class Receivers(_Base):
     kafka: KafkaReceiver | None = None
 
 
-# ---------------------------------------------------------------- policies
-StatusName = Literal["OK", "ERROR", "UNSET"]
-
-
-class LatencyCfg(_Base):
-    threshold_ms: NonNeg = 0
-    upper_threshold_ms: NonNeg = 0
-
-
-class StatusCodeCfg(_Base):
-    status_codes: list[StatusName]
-
-
-class ProbabilisticCfg(_Base):
-    sampling_percentage: Percent
-    # Accepted so Collector configs load unchanged; consistent sampling uses
-    # the trace's randomness value, so the salt cannot change the outcome.
-    hash_salt: str = ""
-
-
-class StringAttributeCfg(_Base):
-    key: str
-    values: list[str]
-    enabled_regex_matching: bool = False
-    cache_max_size: NonNeg = 0
-    invert_match: bool = False
-
-
-class NumericAttributeCfg(_Base):
-    key: str
-    min_value: int | float | None = None   # omitted: no lower bound
-    max_value: int | float | None = None   # omitted: no upper bound
-    invert_match: bool = False
-
-
-class BooleanAttributeCfg(_Base):
-    key: str
-    value: bool
-    invert_match: bool = False
-
-
-class SpanCountCfg(_Base):
-    min_spans: NonNeg = 0
-    max_spans: NonNeg = 0
-
-
-NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
-PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
-# (0, 1): the upper bound is checked in _check_policy, whose message reads
-# like the others ("must be < 1")
-Fraction = Annotated[float, msgspec.Meta(gt=0, le=1)]
-
-
-class RateLimitingCfg(_Base):
-    """Collector field names. ``burst_capacity`` defaults to twice
-    ``spans_per_second``, as in the Collector."""
-
-    spans_per_second: NonNeg
-    burst_capacity: NonNeg | None = None
-
-
-class BytesLimitingCfg(_Base):
-    bytes_per_second: NonNeg
-    burst_capacity: NonNeg | None = None
-
-
-class TraceStateCfg(_Base):
-    key: str
-    values: list[str]
-
-
-class RateAllocationCfg(_Base):
-    policy: str
-    percent: Percent = 0     # 0: an equal share (the Collector's default)
-
-
-class CompositeCfg(_Base):
-    max_total_spans_per_second: NonNeg
-    policy_order: list[str] = msgspec.field(default_factory=list)
-    # validated recursively, see _check_policy
-    composite_sub_policy: list[dict] = msgspec.field(default_factory=list)
-    rate_allocation: list[RateAllocationCfg] = msgspec.field(default_factory=list)
-
-
-class LatencyTailCfg(_Base):
-    """Keep traces slower than a running quantile of their key's durations."""
-
-    quantile: Fraction = 0.99
-    # fields of the key: root_service (alias service.name), root_name,
-    # error, or an attribute key
-    key: list[str] = msgspec.field(default_factory=lambda: ["root_service", "root_name"])
-    max_keys: Positive = 1000
-    warmup_observations: NonNeg = 100
-    fallback_threshold_ms: NonNeg = 1000
-    half_life: Duration = msgspec.field(default_factory=lambda: Duration("5m"))
-    relative_accuracy: Fraction = 0.01
-    max_buckets: Annotated[int, msgspec.Meta(ge=16)] = 2048
-
-
-class ServiceRateEntry(_Base):
-    sampling_percentage: Percent = 100
-    spans_per_second: NonNeg | None = None    # omitted: no cap
-    burst_capacity: NonNeg | None = None      # default: 2 x spans_per_second
-
-
-class ServiceRateCfg(_Base):
-    services: dict[str, ServiceRateEntry] = msgspec.field(default_factory=dict)
-    # unlisted services; omitted: this policy does not sample them
-    default: ServiceRateEntry | None = None
-    match: Literal["any_span", "root"] = "any_span"
-
-
-class AdaptiveCfg(_Base):
-    """A kept-throughput target shared across keys (exactly one target)."""
-
-    target_spans_per_second: PositiveFloat | None = None
-    target_traces_per_second: PositiveFloat | None = None
-    # service.name = the root span's service; error = the error flag;
-    # anything else is an attribute key
-    key_fields: list[str] = msgspec.field(default_factory=lambda: ["service.name"])
-    adjustment_interval: Duration = msgspec.field(default_factory=lambda: Duration("5s"))
-    max_keys: Positive = 1000
-    # traces each active key keeps per interval, at least (in expectation)
-    min_traces_per_interval: NonNegFloat = 1.0
-    # weight of the newest interval in the moving averages (0 < w <= 1)
-    smoothing: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
-
-
-class PolicyCfg(_Base):
-    """One policy, in the Collector's tail_sampling shape: name, type, and a
-    block named after the type. Sub-policies are kept as raw dicts and
-    validated recursively by :func:`_check_policy` so their errors carry
-    their full path."""
-
-    name: str
-    type: str
-    always_sample: dict | None = None
-    latency: LatencyCfg | None = None
-    status_code: StatusCodeCfg | None = None
-    probabilistic: ProbabilisticCfg | None = None
-    string_attribute: StringAttributeCfg | None = None
-    numeric_attribute: NumericAttributeCfg | None = None
-    boolean_attribute: BooleanAttributeCfg | None = None
-    span_count: SpanCountCfg | None = None
-    rate_limiting: RateLimitingCfg | None = None
-    bytes_limiting: BytesLimitingCfg | None = None
-    trace_state: TraceStateCfg | None = None
-    composite: CompositeCfg | None = None
-    latency_tail: LatencyTailCfg | None = None
-    service_rate: ServiceRateCfg | None = None
-    adaptive: AdaptiveCfg | None = None
-    # composite policies: validated recursively, see _check_policy
-    and_: dict | None = msgspec.field(default=None, name="and")
-    not_: dict | None = msgspec.field(default=None, name="not")
-    drop: dict | None = None
-
-
-# Types whose config block may be omitted (all their fields have defaults).
-_BLOCK_OPTIONAL = {"always_sample", "latency", "span_count", "latency_tail"}
-
-
+# ---------------------------------------------------------------- sampler
 class DecisionCache(_Base):
     sampled: NonNeg = 100_000
     not_sampled: NonNeg = 1_000_000
@@ -478,132 +254,119 @@ def _convert(obj: Any, typ: type, prefix: str, problems: list[str]) -> Any:
         return None
 
 
-POLICY_TYPES = (
-    "always_sample", "latency", "status_code", "probabilistic",
-    "string_attribute", "numeric_attribute", "boolean_attribute",
-    "span_count", "and", "not", "drop", "rate_limiting", "bytes_limiting",
-    "trace_state", "composite", "latency_tail", "service_rate", "adaptive",
-)
+POLICY_TYPES = tuple(REGISTRY)
+
+
+def did_you_mean(word: str, known) -> str:
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.7)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _unknown_type(typ: Any, path: str, problems: list[str]) -> None:
-    problems.append(f"{path}.type: unknown policy type {typ!r} "
+    hint = did_you_mean(typ, POLICY_TYPES) if isinstance(typ, str) else ""
+    problems.append(f"{path}.type: unknown policy type {typ!r}{hint} "
                     f"(one of {', '.join(POLICY_TYPES)})")
 
 
-def _check_policy(raw: Any, path: str, problems: list[str]) -> PolicyCfg | None:
+def _check_policy(raw: Any, path: str, problems: list[str],
+                  ignored: list[str] | None = None) -> PolicyCfg | None:
+    """Validate one policy (sub-policies recursively, each problem with its
+    full path); the typed policy, or None after appending its problems.
+
+    A block named after another policy type is an error, unless ``ignored``
+    is given (a Collector file: the Collector decodes every type's block into
+    every policy and ignores the others), which then lists their paths."""
+    if not isinstance(raw, dict):
+        return _convert(raw, PolicyCfg, path, problems)
+    typ = raw.get("type")
+    if typ is None:
+        problems.append(f"{path}.type: required field missing")
+        return None
     # Checked before the struct conversion: a policy of an unknown type
     # usually carries a block named after it, which would otherwise be
     # reported as an unknown field instead of naming the type.
-    if isinstance(raw, dict) and isinstance(raw.get("type"), str) \
-            and raw["type"] not in POLICY_TYPES:
-        _unknown_type(raw["type"], path, problems)
+    if not isinstance(typ, str) or typ not in REGISTRY:
+        _unknown_type(typ, path, problems)
         return None
-    if isinstance(raw, dict) and raw.get("type") == "service_rate":
-        # checked one by one first: msgspec names a bad dict entry
-        # "services[...]", this names the service
-        blk = raw.get("service_rate")
-        if isinstance(blk, dict) and isinstance(blk.get("services"), dict):
-            before = len(problems)
-            for svc, entry in blk["services"].items():
-                _convert(entry, ServiceRateEntry, f"{path}.service_rate.services.{svc}", problems)
-            if len(problems) > before:
-                return None
-    pol = _convert(raw, PolicyCfg, path, problems)
+    mod = REGISTRY[typ]
+    before = len(problems)
+    block = raw.get(typ)
+    raw = dict(raw)
+    for other in [k for k in raw if k != typ and k in REGISTRY]:
+        if ignored is not None:
+            ignored.append(f"{path}.{other}")
+            del raw[other]
+        elif block is not None:
+            problems.append(f"{path}.{other}: a {other!r} block in a policy of type {typ!r}")
+    if isinstance(block, dict):
+        pre = getattr(mod, "precheck", None)
+        if pre is not None and not pre(block, f"{path}.{typ}", problems, _convert):
+            return None
+        subs = getattr(mod, "SUB_POLICIES", {})
+        if subs:
+            block = dict(block)
+            for key, kind in subs.items():
+                sp = f"{path}.{typ}.{key}"
+                val = block.get(key)
+                if kind == "list":
+                    if not isinstance(val, list) or not val:
+                        problems.append(f"{sp}: must be a non-empty list of policies")
+                        continue
+                    block[key] = [_check_policy(v, f"{sp}[{i}]", problems, ignored)
+                                  for i, v in enumerate(val)]
+                else:
+                    if not isinstance(val, dict):
+                        problems.append(f"{sp}: must be one policy")
+                        continue
+                    block[key] = _check_policy(val, sp, problems, ignored)
+            raw[typ] = block
+    if len(problems) > before:
+        # still report unknown keys of the policy and its block
+        _convert_unknown_keys(raw, typ, mod, path, problems)
+        return None
+    if block is None:
+        if not getattr(mod, "BLOCK_OPTIONAL", False):
+            problems.append(f"{path}.{typ}: required for a policy of type {typ!r}")
+            return None
+        raw = {k: v for k, v in raw.items() if k not in REGISTRY}
+    pol = _convert(raw, POLICY_STRUCTS[typ], path, problems)
     if pol is None:
         return None
-    if pol.type not in POLICY_TYPES:
-        _unknown_type(pol.type, path, problems)
-        return None
-    block_attr = {"and": "and_", "not": "not_"}.get(pol.type, pol.type)
-    block = getattr(pol, block_attr)
-    if block is None and pol.type not in _BLOCK_OPTIONAL:
-        problems.append(f"{path}.{pol.type}: required for a policy of type {pol.type!r}")
-        return None
-    if pol.type == "string_attribute" and pol.string_attribute.enabled_regex_matching:
-        for i, v in enumerate(pol.string_attribute.values):
-            try:
-                re.compile(v)
-            except re.error as exc:
-                problems.append(f"{path}.string_attribute.values[{i}]: invalid regex: {exc}")
-    if pol.type == "numeric_attribute":
-        na = pol.numeric_attribute
-        if na.max_value is not None and na.min_value is not None and na.max_value < na.min_value:
-            problems.append(f"{path}.numeric_attribute.max_value: must be >= min_value")
-    if pol.type == "latency" and pol.latency is not None:
-        lat = pol.latency
-        if lat.upper_threshold_ms and lat.upper_threshold_ms < lat.threshold_ms:
-            problems.append(f"{path}.latency.upper_threshold_ms: must be >= threshold_ms")
-    if pol.type == "composite":
-        _check_composite(pol.composite, f"{path}.composite", problems)
-    if pol.type == "adaptive":
-        ad = pol.adaptive
-        if (ad.target_spans_per_second is None) == (ad.target_traces_per_second is None):
-            problems.append(f"{path}.adaptive: set exactly one of target_spans_per_second, "
-                            "target_traces_per_second")
-        if not ad.key_fields:
-            problems.append(f"{path}.adaptive.key_fields: must not be empty")
-        if ad.adjustment_interval.seconds <= 0:
-            problems.append(f"{path}.adaptive.adjustment_interval: must be > 0")
-    if pol.type == "latency_tail":
-        lt = pol.latency_tail or LatencyTailCfg()
-        if not lt.key:
-            problems.append(f"{path}.latency_tail.key: must not be empty")
-        for f in ("quantile", "relative_accuracy"):
-            if getattr(lt, f) >= 1:
-                problems.append(f"{path}.latency_tail.{f}: must be < 1")
-        if lt.half_life.seconds <= 0:
-            problems.append(f"{path}.latency_tail.half_life: must be > 0")
-    subs_key = {"and": "and_sub_policy", "drop": "drop_sub_policy"}.get(pol.type)
-    if subs_key is not None:
-        unknown = set(block) - {subs_key}
-        for k in sorted(unknown):
-            problems.append(f"{path}.{pol.type}.{k}: unknown field")
-        subs = block.get(subs_key)
-        if not isinstance(subs, list) or not subs:
-            problems.append(f"{path}.{pol.type}.{subs_key}: must be a non-empty list of policies")
-        else:
-            for i, sub in enumerate(subs):
-                _check_policy(sub, f"{path}.{pol.type}.{subs_key}[{i}]", problems)
-    if pol.type == "not":
-        unknown = set(block) - {"not_sub_policy"}
-        for k in sorted(unknown):
-            problems.append(f"{path}.not.{k}: unknown field")
-        sub = block.get("not_sub_policy")
-        if not isinstance(sub, dict):
-            problems.append(f"{path}.not.not_sub_policy: must be one policy")
-        else:
-            _check_policy(sub, f"{path}.not.not_sub_policy", problems)
+    blk = pol.block
+    if blk is None:
+        if not getattr(mod, "BLOCK_OPTIONAL", False):
+            problems.append(f"{path}.{typ}: required for a policy of type {typ!r}")
+            return None
+        # an omitted optional block is its defaults, so builders need no case for it
+        blk = mod.Config()
+        setattr(pol, block_attr(typ), blk)
+    check = getattr(mod, "check", None)
+    if check is not None:
+        check(blk, f"{path}.{typ}", problems)
+        if len(problems) > before:
+            return None
     return pol
 
 
-def _check_composite(c: CompositeCfg, path: str, problems: list[str]) -> None:
-    """Sub-policies recursively; policy_order and rate_allocation must name
-    sub-policies (the Collector silently ignores a misspelt name there, which
-    leaves that sub-policy without a budget)."""
-    if not c.composite_sub_policy:
-        problems.append(f"{path}.composite_sub_policy: must be a non-empty list of policies")
-        return
-    names: list[str] = []
-    for i, sub in enumerate(c.composite_sub_policy):
-        sp = _check_policy(sub, f"{path}.composite_sub_policy[{i}]", problems)
-        if sp is not None:
-            if sp.name in names:
-                problems.append(f"{path}.composite_sub_policy[{i}].name: duplicate name {sp.name!r}")
-            names.append(sp.name)
-    if len(names) < len(c.composite_sub_policy):
-        return
-    for i, n in enumerate(c.policy_order):
-        if n not in names:
-            problems.append(f"{path}.policy_order[{i}]: {n!r} is not a composite_sub_policy name")
-    seen: set[str] = set()
-    for i, ra in enumerate(c.rate_allocation):
-        if ra.policy not in names:
-            problems.append(f"{path}.rate_allocation[{i}].policy: "
-                            f"{ra.policy!r} is not a composite_sub_policy name")
-        elif ra.policy in seen:
-            problems.append(f"{path}.rate_allocation[{i}].policy: duplicate {ra.policy!r}")
-        seen.add(ra.policy)
+def _convert_unknown_keys(raw: dict, typ: str, mod, path: str, problems: list[str]) -> None:
+    for k in raw:
+        if k not in ("name", "type") and k not in REGISTRY:
+            problems.append(f"{path}.{k}: unknown field")
+    block = raw.get(typ)
+    if isinstance(block, dict):
+        known = set(mod.Config.__struct_encode_fields__)
+        for k in block:
+            if k not in known:
+                problems.append(f"{path}.{typ}.{k}: unknown field")
+
+
+def parse_policy(raw: Any, path: str = "policy") -> PolicyCfg:
+    """One policy, validated as in a config file; ConfigError otherwise."""
+    problems: list[str] = []
+    pol = _check_policy(raw, path, problems)
+    if pol is None:
+        raise ConfigError(problems)
+    return pol
 
 
 def _check_endpoint(ep: str, path: str, problems: list[str]) -> None:

@@ -19,7 +19,7 @@ from typing import Iterator
 
 from .config import Config
 from .exporters.base import Exporter
-from .otlp_json import json_to_request
+from .otlp_json import decode_request
 from .pipeline import Pipeline
 from .telemetry import Metrics
 
@@ -51,7 +51,7 @@ def read_requests(path: str) -> Iterator[bytes]:
                 if not line:
                     continue
                 try:
-                    yield json_to_request(json.loads(line))
+                    yield decode_request(line)
                 except ValueError as exc:
                     raise ValueError(f"{path}:{n}: not an OTLP JSON request: {exc}") from None
             return

@@ -171,7 +171,7 @@ def test_every_policy_type_loads_and_builds():
         "always_sample", "latency", "status_code", "probabilistic", "string_attribute",
         "numeric_attribute", "boolean_attribute", "span_count", "and", "not", "drop"]
     assert s.policies[3].probabilistic.hash_salt == "s"
-    assert s.policies[8].and_["and_sub_policy"][1]["probabilistic"] == {"sampling_percentage": 50}
+    assert s.policies[8].and_.and_sub_policy[1].probabilistic.sampling_percentage == 50
     d = Decider(s.policies)
     assert d.attribute_keys == {"http.route", "http.status_code", "debug", "service.name"}
 

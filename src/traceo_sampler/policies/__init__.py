@@ -1,43 +1,93 @@
 """Policies: one module per config ``type``, all behind policies.base.Policy.
 
-To change a policy, open the module named after its type (``and``/``not``
-are ``and_.py``/``not_.py`` since those names are Python keywords)."""
+Each policy module declares everything about its type in one place:
+
+* ``TYPE`` — the config ``type`` (``and``/``not`` live in ``and_.py``/
+  ``not_.py`` since those names are Python keywords);
+* ``Config`` — the msgspec struct of its block (``latency: {...}``);
+* ``BLOCK_OPTIONAL`` (optional, default False) — the block may be omitted;
+* ``SUB_POLICIES`` (optional) — the block fields holding sub-policies,
+  ``"list"`` or ``"one"``, which config.py validates recursively so their
+  errors carry their full path;
+* ``check(block, path, problems)`` (optional) — validation beyond the
+  struct's types, one ``path: message`` line per problem;
+* ``precheck(raw_block, path, problems, convert)`` (optional) — validation
+  of the raw block before conversion, returning False to stop;
+* ``build(policy_cfg, build_sub, clock)`` — the evaluator.
+
+REGISTRY below is the one list of types; the policy union ``PolicyCfg`` (a
+tagged union on ``type``, which config.py validates with) is built from it
+right here, so the container modules can name it in their sub-policy
+fields. Adding a policy type is one new module and one line here.
+"""
 from __future__ import annotations
 
-import importlib
 import time
-from typing import Any, Callable
+from types import ModuleType
+from typing import Any, Callable, Union
 
 import msgspec
 
-from ..config import PolicyCfg, _dec_hook
+from ..cfgtypes import _Base
+from . import (adaptive, always_sample, and_, boolean_attribute, bytes_limiting, composite,
+               drop, latency, latency_tail, not_, numeric_attribute, probabilistic,
+               rate_limiting, service_rate, span_count, status_code, string_attribute,
+               trace_state)
 from .base import DROPPED, INVERT_NOT_SAMPLED, NOT_SAMPLED, SAMPLED, Policy
 
-_MODULES = {
-    "always_sample": "always_sample", "latency": "latency",
-    "status_code": "status_code", "probabilistic": "probabilistic",
-    "string_attribute": "string_attribute", "numeric_attribute": "numeric_attribute",
-    "boolean_attribute": "boolean_attribute", "span_count": "span_count",
-    "and": "and_", "not": "not_", "drop": "drop",
-    "rate_limiting": "rate_limiting", "bytes_limiting": "bytes_limiting",
-    "trace_state": "trace_state", "composite": "composite",
-    "latency_tail": "latency_tail", "service_rate": "service_rate",
-    "adaptive": "adaptive",
-}
+REGISTRY: dict[str, ModuleType] = {m.TYPE: m for m in (
+    always_sample, latency, status_code, probabilistic, string_attribute,
+    numeric_attribute, boolean_attribute, span_count, and_, not_, drop,
+    rate_limiting, bytes_limiting, trace_state, composite,
+    latency_tail, service_rate, adaptive,
+)}
 
 
-def build(cfg: PolicyCfg | dict[str, Any], clock: Callable[[], float] | None = None) -> Policy:
-    """Build a policy from a validated config (sub-policies arrive as dicts).
+class PolicyBase(_Base, tag_field="type"):
+    """name + the block named after the type (see the per-type structs)."""
+
+    name: str
+
+    @property
+    def type(self) -> str:
+        return self.__struct_config__.tag
+
+    @property
+    def block(self) -> Any:
+        return getattr(self, block_attr(self.type))
+
+
+def block_attr(typ: str) -> str:
+    """The Python attribute of a type's block (``and`` → ``and_``)."""
+    return typ + "_" if typ in ("and", "not") else typ
+
+
+def _policy_struct(typ: str, mod: ModuleType) -> type:
+    camel = "".join(p.title() for p in typ.split("_"))
+    return msgspec.defstruct(
+        f"{camel}Policy",
+        [(block_attr(typ), mod.Config | None, msgspec.field(default=None, name=typ))],
+        bases=(PolicyBase,), tag=typ, module=__name__)
+
+
+POLICY_STRUCTS: dict[str, type] = {t: _policy_struct(t, m) for t, m in REGISTRY.items()}
+PolicyCfg = Union[tuple(POLICY_STRUCTS.values())]  # type: ignore[valid-type]
+
+
+def build(cfg: Any, clock: Callable[[], float] | None = None) -> Policy:
+    """Build a policy from a validated config; a dict is validated first
+    (config.parse_policy), so a bad one raises ConfigError.
 
     ``clock`` (seconds, monotonic; default time.monotonic) is what the
     stateful policies — limiters, latency_tail, adaptive — measure rates and
     decay with, sub-policies included; tests pass a fake one."""
     if isinstance(cfg, dict):
-        cfg = msgspec.convert(cfg, PolicyCfg, dec_hook=_dec_hook)
+        from ..config import parse_policy
+        cfg = parse_policy(cfg)
     if clock is None:
         clock = time.monotonic
-    mod = importlib.import_module(f".{_MODULES[cfg.type]}", __name__)
-    return mod.build(cfg, lambda c: build(c, clock), clock)
+    return REGISTRY[cfg.type].build(cfg, lambda c: build(c, clock), clock)
 
 
-__all__ = ["build", "Policy", "SAMPLED", "NOT_SAMPLED", "INVERT_NOT_SAMPLED", "DROPPED"]
+__all__ = ["build", "Policy", "PolicyCfg", "REGISTRY", "SAMPLED", "NOT_SAMPLED",
+           "INVERT_NOT_SAMPLED", "DROPPED"]

@@ -36,11 +36,47 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Annotated
+
+import msgspec
+
+from ..cfgtypes import Duration, NonNegFloat, Positive, PositiveFloat, _Base
 
 from ..tracestate import compose
 from ._keys import key_function
 from ._limiting import incoming_threshold
 from .base import NO, SAMPLED
+
+TYPE = "adaptive"
+
+
+class AdaptiveCfg(_Base):
+    """A kept-throughput target shared across keys (exactly one target)."""
+
+    target_spans_per_second: PositiveFloat | None = None
+    target_traces_per_second: PositiveFloat | None = None
+    # service.name = the root span's service; error = the error flag;
+    # anything else is an attribute key
+    key_fields: list[str] = msgspec.field(default_factory=lambda: ["service.name"])
+    adjustment_interval: Duration = msgspec.field(default_factory=lambda: Duration("5s"))
+    max_keys: Positive = 1000
+    # traces each active key keeps per interval, at least (in expectation)
+    min_traces_per_interval: NonNegFloat = 1.0
+    # weight of the newest interval in the moving averages (0 < w <= 1)
+    smoothing: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
+
+
+Config = AdaptiveCfg
+
+
+def check(ad: AdaptiveCfg, path: str, problems: list[str]) -> None:
+    if (ad.target_spans_per_second is None) == (ad.target_traces_per_second is None):
+        problems.append(f"{path}: set exactly one of target_spans_per_second, "
+                        "target_traces_per_second")
+    if not ad.key_fields:
+        problems.append(f"{path}.key_fields: must not be empty")
+    if ad.adjustment_interval.seconds <= 0:
+        problems.append(f"{path}.adjustment_interval: must be > 0")
 
 IDLE_INTERVALS = 8
 # a measured rate this many times the average replaces it at once (a burst)

@@ -1,5 +1,16 @@
 """``always_sample``: keep every trace."""
+from ..cfgtypes import _Base
 from .base import YES
+
+TYPE = "always_sample"
+BLOCK_OPTIONAL = True
+
+
+class AlwaysSampleCfg(_Base):
+    """No fields; the block may be omitted."""
+
+
+Config = AlwaysSampleCfg
 
 
 class AlwaysSample:

@@ -5,7 +5,21 @@ threshold is the largest of the sub-policies' thresholds. A relative part
 (a limiter) sees only the traces the parts before it sampled, so it is told
 the threshold so far and keeps its fraction of those (base.py,
 ``evaluate_after``)."""
+from __future__ import annotations
+
+from .. import policies
+from ..cfgtypes import _Base
 from .base import NO, SAMPLED
+
+TYPE = "and"
+SUB_POLICIES = {"and_sub_policy": "list"}
+
+
+class AndCfg(_Base):
+    and_sub_policy: list[policies.PolicyCfg]
+
+
+Config = AndCfg
 
 
 class And:
@@ -32,4 +46,4 @@ class And:
 
 
 def build(cfg, build_sub, clock=None):
-    return And(cfg.name, [build_sub(c) for c in cfg.and_["and_sub_policy"]])
+    return And(cfg.name, [build_sub(c) for c in cfg.and_.and_sub_policy])

@@ -1,5 +1,17 @@
 """``boolean_attribute``: a bool attribute equal to ``value``."""
+from ..cfgtypes import _Base
 from .base import INVERT_NOT_SAMPLED, NO, YES, attr_values
+
+TYPE = "boolean_attribute"
+
+
+class BooleanAttributeCfg(_Base):
+    key: str
+    value: bool
+    invert_match: bool = False
+
+
+Config = BooleanAttributeCfg
 
 
 class BooleanAttribute:

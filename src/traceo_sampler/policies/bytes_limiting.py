@@ -9,7 +9,18 @@ recorded as ``th``, with the token bucket capping bursts (_limiting.py).
 """
 import time
 
+from ..cfgtypes import NonNeg, _Base
 from ._limiting import Limiter, incoming_threshold, trace_bytes
+
+TYPE = "bytes_limiting"
+
+
+class BytesLimitingCfg(_Base):
+    bytes_per_second: NonNeg
+    burst_capacity: NonNeg | None = None
+
+
+Config = BytesLimitingCfg
 
 
 class BytesLimiting:

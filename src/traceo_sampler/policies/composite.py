@@ -41,9 +41,54 @@ from __future__ import annotations
 import math
 import time
 
+import msgspec
+
+from .. import policies
+from ..cfgtypes import NonNeg, Percent, _Base
+
 from ..tracestate import compose
 from ._limiting import RateEstimator, incoming_threshold
 from .base import NO, SAMPLED
+
+TYPE = "composite"
+SUB_POLICIES = {"composite_sub_policy": "list"}
+
+
+class RateAllocationCfg(_Base):
+    policy: str
+    percent: Percent = 0     # 0: an equal share (the Collector's default)
+
+
+class CompositeCfg(_Base):
+    max_total_spans_per_second: NonNeg
+    policy_order: list[str] = msgspec.field(default_factory=list)
+    composite_sub_policy: list[policies.PolicyCfg] = msgspec.field(default_factory=list)
+    rate_allocation: list[RateAllocationCfg] = msgspec.field(default_factory=list)
+
+
+Config = CompositeCfg
+
+
+def check(c: CompositeCfg, path: str, problems: list[str]) -> None:
+    """policy_order and rate_allocation must name sub-policies (the
+    Collector silently ignores a misspelt name there, which leaves that
+    sub-policy without a budget)."""
+    names: list[str] = []
+    for i, sp in enumerate(c.composite_sub_policy):
+        if sp.name in names:
+            problems.append(f"{path}.composite_sub_policy[{i}].name: duplicate name {sp.name!r}")
+        names.append(sp.name)
+    for i, n in enumerate(c.policy_order):
+        if n not in names:
+            problems.append(f"{path}.policy_order[{i}]: {n!r} is not a composite_sub_policy name")
+    seen: set[str] = set()
+    for i, ra in enumerate(c.rate_allocation):
+        if ra.policy not in names:
+            problems.append(f"{path}.rate_allocation[{i}].policy: "
+                            f"{ra.policy!r} is not a composite_sub_policy name")
+        elif ra.policy in seen:
+            problems.append(f"{path}.rate_allocation[{i}].policy: duplicate {ra.policy!r}")
+        seen.add(ra.policy)
 
 
 # While a budget's probability is below 1 the kept spans already average

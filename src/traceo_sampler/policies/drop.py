@@ -1,6 +1,20 @@
 """``drop``: when every sub-policy samples, the trace is dropped, whatever
 any other policy says (Collector semantics)."""
+from __future__ import annotations
+
+from .. import policies
+from ..cfgtypes import _Base
 from .base import DROPPED, NO, SAMPLED
+
+TYPE = "drop"
+SUB_POLICIES = {"drop_sub_policy": "list"}
+
+
+class DropCfg(_Base):
+    drop_sub_policy: list[policies.PolicyCfg]
+
+
+Config = DropCfg
 
 
 class Drop:
@@ -19,4 +33,4 @@ class Drop:
 
 
 def build(cfg, build_sub, clock=None):
-    return Drop(cfg.name, [build_sub(c) for c in cfg.drop["drop_sub_policy"]])
+    return Drop(cfg.name, [build_sub(c) for c in cfg.drop.drop_sub_policy])

@@ -4,8 +4,24 @@ As the Collector: with no upper bound, kept when duration >= threshold_ms;
 with ``upper_threshold_ms``, kept when threshold_ms < duration <= upper.
 Durations are compared in whole milliseconds, as the Collector does.
 """
-from ..config import LatencyCfg
+from ..cfgtypes import NonNeg, _Base
 from .base import NO, YES
+
+TYPE = "latency"
+BLOCK_OPTIONAL = True
+
+
+class LatencyCfg(_Base):
+    threshold_ms: NonNeg = 0
+    upper_threshold_ms: NonNeg = 0
+
+
+Config = LatencyCfg
+
+
+def check(c: LatencyCfg, path: str, problems: list[str]) -> None:
+    if c.upper_threshold_ms and c.upper_threshold_ms < c.threshold_ms:
+        problems.append(f"{path}.upper_threshold_ms: must be >= threshold_ms")
 
 
 class Latency:

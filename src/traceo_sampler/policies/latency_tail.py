@@ -19,10 +19,45 @@ from __future__ import annotations
 
 import time
 
-from ..config import LatencyTailCfg
+import msgspec
+
+from ..cfgtypes import Duration, Fraction, NonNeg, Positive, _Base
+from typing import Annotated
 from ._keys import key_function
 from ._sketch import DecayingSketch
 from .base import NO, YES
+
+TYPE = "latency_tail"
+BLOCK_OPTIONAL = True
+
+
+class LatencyTailCfg(_Base):
+    """Keep traces slower than a running quantile of their key's durations."""
+
+    quantile: Fraction = 0.99
+    # fields of the key: root_service (alias service.name), root_name,
+    # error, or an attribute key
+    key: list[str] = msgspec.field(default_factory=lambda: ["root_service", "root_name"])
+    max_keys: Positive = 1000
+    warmup_observations: NonNeg = 100
+    fallback_threshold_ms: NonNeg = 1000
+    half_life: Duration = msgspec.field(default_factory=lambda: Duration("5m"))
+    relative_accuracy: Fraction = 0.01
+    max_buckets: Annotated[int, msgspec.Meta(ge=16)] = 2048
+
+
+Config = LatencyTailCfg
+
+
+def check(lt: LatencyTailCfg | None, path: str, problems: list[str]) -> None:
+    lt = lt or LatencyTailCfg()
+    if not lt.key:
+        problems.append(f"{path}.key: must not be empty")
+    for f in ("quantile", "relative_accuracy"):
+        if getattr(lt, f) >= 1:
+            problems.append(f"{path}.{f}: must be < 1")
+    if lt.half_life.seconds <= 0:
+        problems.append(f"{path}.half_life: must be > 0")
 
 # the quantile's bucket is looked up again after this many additions
 REFRESH = 8

@@ -2,7 +2,21 @@
 
 A trace kept because a probabilistic policy did *not* sample it is kept
 with certainty given its randomness, so its threshold is recorded as 0."""
+from __future__ import annotations
+
+from .. import policies
+from ..cfgtypes import _Base
 from .base import NO, SAMPLED, YES
+
+TYPE = "not"
+SUB_POLICIES = {"not_sub_policy": "one"}
+
+
+class NotCfg(_Base):
+    not_sub_policy: policies.PolicyCfg
+
+
+Config = NotCfg
 
 
 class Not:
@@ -19,4 +33,4 @@ class Not:
 
 
 def build(cfg, build_sub, clock=None):
-    return Not(cfg.name, build_sub(cfg.not_["not_sub_policy"]))
+    return Not(cfg.name, build_sub(cfg.not_.not_sub_policy))

@@ -2,7 +2,25 @@
 
 Either bound may be omitted and then does not apply (the Collector's
 optional bounds); an explicit 0 is a bound like any other."""
+from ..cfgtypes import _Base
 from .base import INVERT_NOT_SAMPLED, NO, YES, attr_values
+
+TYPE = "numeric_attribute"
+
+
+class NumericAttributeCfg(_Base):
+    key: str
+    min_value: int | float | None = None   # omitted: no lower bound
+    max_value: int | float | None = None   # omitted: no upper bound
+    invert_match: bool = False
+
+
+Config = NumericAttributeCfg
+
+
+def check(c: NumericAttributeCfg, path: str, problems: list[str]) -> None:
+    if c.max_value is not None and c.min_value is not None and c.max_value < c.min_value:
+        problems.append(f"{path}.max_value: must be >= min_value")
 
 
 class NumericAttribute:

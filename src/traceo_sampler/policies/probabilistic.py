@@ -7,8 +7,21 @@ the same way, and the kept spans carry ``th:T`` so counts can be re-weighted.
 salt would break the consistency with upstream samplers that the threshold
 scheme exists for.
 """
+from ..cfgtypes import Percent, _Base
 from ..tracestate import threshold_for_percentage
 from .base import NO, SAMPLED
+
+TYPE = "probabilistic"
+
+
+class ProbabilisticCfg(_Base):
+    sampling_percentage: Percent
+    # Accepted so Collector configs load unchanged; consistent sampling uses
+    # the trace's randomness value, so the salt cannot change the outcome.
+    hash_salt: str = ""
+
+
+Config = ProbabilisticCfg
 
 
 class Probabilistic:

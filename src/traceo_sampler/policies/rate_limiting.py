@@ -11,7 +11,21 @@ exactly as the Collector's: every trace that fits in the bucket, th:0.
 """
 import time
 
+from ..cfgtypes import NonNeg, _Base
 from ._limiting import Limiter, incoming_threshold
+
+TYPE = "rate_limiting"
+
+
+class RateLimitingCfg(_Base):
+    """Collector field names. ``burst_capacity`` defaults to twice
+    ``spans_per_second``, as in the Collector."""
+
+    spans_per_second: NonNeg
+    burst_capacity: NonNeg | None = None
+
+
+Config = RateLimitingCfg
 
 
 class RateLimiting:

@@ -30,10 +30,44 @@ services.
 from __future__ import annotations
 
 import time
+from typing import Literal
+
+import msgspec
+
+from ..cfgtypes import NonNeg, Percent, _Base
 
 from ..tracestate import threshold_for_percentage
 from ._limiting import Limiter, incoming_threshold
 from .base import NO, SAMPLED
+
+TYPE = "service_rate"
+
+
+class ServiceRateEntry(_Base):
+    sampling_percentage: Percent = 100
+    spans_per_second: NonNeg | None = None    # omitted: no cap
+    burst_capacity: NonNeg | None = None      # default: 2 x spans_per_second
+
+
+class ServiceRateCfg(_Base):
+    services: dict[str, ServiceRateEntry] = msgspec.field(default_factory=dict)
+    # unlisted services; omitted: this policy does not sample them
+    default: ServiceRateEntry | None = None
+    match: Literal["any_span", "root"] = "any_span"
+
+
+Config = ServiceRateCfg
+
+
+def precheck(raw, path: str, problems: list[str], convert) -> bool:
+    """Entries one by one first: msgspec names a bad dict entry
+    "services[...]", this names the service."""
+    ok = True
+    if isinstance(raw, dict) and isinstance(raw.get("services"), dict):
+        for svc, entry in raw["services"].items():
+            if convert(entry, ServiceRateEntry, f"{path}.services.{svc}", problems) is None:
+                ok = False
+    return ok
 
 
 class _Rule:

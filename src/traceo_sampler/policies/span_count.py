@@ -1,6 +1,17 @@
 """``span_count``: min_spans <= spans in the trace <= max_spans (0 = no max)."""
-from ..config import SpanCountCfg
+from ..cfgtypes import NonNeg, _Base
 from .base import NO, YES
+
+TYPE = "span_count"
+BLOCK_OPTIONAL = True
+
+
+class SpanCountCfg(_Base):
+    min_spans: NonNeg = 0
+    max_spans: NonNeg = 0
+
+
+Config = SpanCountCfg
 
 
 class SpanCount:

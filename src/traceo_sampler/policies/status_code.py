@@ -1,5 +1,23 @@
 """``status_code``: keep a trace where any span has one of the status codes."""
+from typing import Literal
+
+from ..cfgtypes import _Base
 from .base import NO, YES
+
+TYPE = "status_code"
+
+
+class StatusCodeCfg(_Base):
+    status_codes: list[Literal["OK", "ERROR", "UNSET"]]
+
+
+Config = StatusCodeCfg
+
+
+def check(c: StatusCodeCfg, path: str, problems: list[str]) -> None:
+    # the Collector: "status_codes must not be empty"
+    if not c.status_codes:
+        problems.append(f"{path}.status_codes: must not be empty")
 
 CODES = {"UNSET": 0, "OK": 1, "ERROR": 2}
 

@@ -7,7 +7,30 @@ Collector, so pasted Collector patterns keep their meaning.
 one does (the Collector's InvertNotSampled)."""
 import re
 
+from ..cfgtypes import NonNeg, _Base
 from .base import INVERT_NOT_SAMPLED, NO, YES, attr_values
+
+TYPE = "string_attribute"
+
+
+class StringAttributeCfg(_Base):
+    key: str
+    values: list[str]
+    enabled_regex_matching: bool = False
+    cache_max_size: NonNeg = 0
+    invert_match: bool = False
+
+
+Config = StringAttributeCfg
+
+
+def check(c: StringAttributeCfg, path: str, problems: list[str]) -> None:
+    if c.enabled_regex_matching:
+        for i, v in enumerate(c.values):
+            try:
+                re.compile(v)
+            except re.error as exc:
+                problems.append(f"{path}.values[{i}]: invalid regex: {exc}")
 
 
 class StringAttribute:

@@ -9,8 +9,19 @@ Limitation: the buffer keeps one tracestate per trace for this — the first
 one seen (``trace.trace_state``) — so a key set only on later spans of the
 trace is not seen.
 """
+from ..cfgtypes import _Base
 from ..tracestate import parse_w3c
 from .base import NO, YES
+
+TYPE = "trace_state"
+
+
+class TraceStateCfg(_Base):
+    key: str
+    values: list[str]
+
+
+Config = TraceStateCfg
 
 
 class TraceState:
