@@ -420,7 +420,9 @@ class Completion:
         lags: dict[str, dict] = {}
         for (svc, since), (counts, total) in sorted(h.children().items()):
             n = sum(counts)
-            p50, p99, p999 = h.quantiles((svc, since), (0.5, 0.99, 0.999))
+            # JSON has no infinity: past the last bucket reads "+Inf"
+            p50, p99, p999 = (x if x != math.inf else "+Inf"
+                              for x in h.quantiles((svc, since), (0.5, 0.99, 0.999)))
             lags.setdefault(svc, {})[since] = {
                 "spans": n, "mean_s": round(total / n, 4) if n else 0.0,
                 "p50_le_s": p50, "p99_le_s": p99, "p999_le_s": p999}
