@@ -161,6 +161,9 @@ cdef class Trace:
     cdef public object tracestates
     cdef public double max_gap      # longest time between two of its arrivals
     cdef public Waits waits
+    # its OTLP size, set by the pipeline before deciding when a policy
+    # charges bytes (otlp_size.py); None otherwise
+    cdef public object encoded_size
     # schedule: the trace's two pending deadlines (DESIGN §2, lazily
     # re-checked): "main" (first span, then each re-check) and "root"
     # (pushed once when the root arrives); hpos: index in the heap, -1 if out
@@ -219,6 +222,7 @@ cdef inline void _init_trace(Trace t, bytes trace_id, double now):
     t.root_name = ""
     t.root_service = ""
     t.tracestates = None
+    t.encoded_size = None
     t.decided = False
     t.r_slot = False
     t.hpos = -1

@@ -126,7 +126,7 @@ class Trace:
         "root_arrival", "min_start", "max_end", "status_mask", "root_seen",
         "services", "attrs", "randomness", "root_name", "root_service",
         "tracestates", "decided", "finished", "max_gap", "waits",
-        "m_seq", "r_seq", "r_slot",
+        "m_seq", "r_seq", "r_slot", "encoded_size",
     )
 
     def __init__(self, trace_id: bytes, now: float, waits: Waits | None = None):
@@ -154,6 +154,9 @@ class Trace:
         self.m_seq = 0
         self.r_seq = 0
         self.r_slot = False
+        # its OTLP size, set by the pipeline before deciding when a policy
+        # charges bytes (otlp_size.py); None otherwise
+        self.encoded_size = None
 
     @property
     def trace_state(self) -> str:

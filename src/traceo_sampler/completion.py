@@ -38,6 +38,7 @@ import collections
 import math
 
 from .buffer import NLAG, lag_bucket
+from .config import timers
 from .policies.latency import Latency
 from .policies.status_code import StatusCode
 
@@ -127,10 +128,8 @@ class Completion:
         self.buffer = buffer
         self.metrics = metrics
         self._init_timers(sampler)
-        buffer.root_wait = (self.initial[0] if self.auto_root
-                            else sampler.root_wait.seconds)
-        buffer.idle_timeout = (self.initial[1] if self.auto_idle
-                               else sampler.idle_timeout.seconds)
+        buffer.root_wait = self.initial[0] if self.auto_root else self.fixed[0]
+        buffer.idle_timeout = self.initial[1] if self.auto_idle else self.fixed[1]
         buffer.late_detail = True
         # key (root service label, or ALL) -> [root tail window, gap window]
         self.windows: dict[str, list[Window]] = {}
@@ -162,11 +161,11 @@ class Completion:
         self._init_timers(sampler)
         b = self.buffer
         if not self.auto_root:
-            b.root_wait = sampler.root_wait.seconds
+            b.root_wait = self.fixed[0]
         elif not was_root:
             b.root_wait = self.initial[0]
         if not self.auto_idle:
-            b.idle_timeout = sampler.idle_timeout.seconds
+            b.idle_timeout = self.fixed[1]
         elif not was_idle:
             b.idle_timeout = self.initial[1]
         for svc, (rw, it) in self.service_waits.items():
@@ -176,11 +175,15 @@ class Completion:
 
     def _init_timers(self, sampler) -> None:
         a = sampler.auto_wait
-        self.auto_root = sampler.root_wait.auto
-        self.auto_idle = sampler.idle_timeout.auto
+        dw, rw, it = timers(sampler)
+        # Collector semantics runs the Collector's fixed timers
+        collector = sampler.semantics == "collector"
+        self.auto_root = sampler.root_wait.auto and not collector
+        self.auto_idle = sampler.idle_timeout.auto and not collector
+        self.fixed = (rw, it)
         self.quantile, self.headroom = a.quantile, a.headroom
         self.floor, self.min_traces = a.floor.seconds, a.min_traces
-        self.cap = sampler.decision_wait.seconds
+        self.cap = dw
         self.slice_s = a.window.seconds / _SLICES
         self.initial = (min(a.initial_root_wait.seconds, self.cap),
                         min(a.initial_idle_timeout.seconds, self.cap))

@@ -15,10 +15,11 @@ from typing import Callable
 
 from .buffer import TraceBuffer, encode_late, policy_attribute
 from .completion import Completion, Merged
-from .config import Config
+from .config import Config, timers
 from .decider import Decider
+from .otlp_size import encoded_size
 from .exporters.base import Exporter, Item
-from .tracestate import encode_th
+from .tracestate import MAX_T, encode_th
 
 log = logging.getLogger("traceo_sampler")
 # Kept traces decided together are handed to the exporters as one item of
@@ -53,11 +54,12 @@ class Pipeline:
         self.metrics = metrics
         self.exporters = exporters
         self.clock = clock
-        self.decider = Decider(s.policies, clock=clock)
+        self.decider = Decider(s.policies, clock=clock, semantics=s.semantics,
+                               sample_on_first_match=s.sample_on_first_match)
         self.attr_keys = self.decider.attribute_keys
         # the waits are set by Completion (fixed, or learned: root_wait: auto)
         self.buffer = TraceBuffer(
-            decision_wait=s.decision_wait.seconds, root_wait=0.0, idle_timeout=0.0,
+            decision_wait=timers(s)[0], root_wait=0.0, idle_timeout=0.0,
             max_spans_per_trace=s.max_spans_per_trace,
             memory_limit=s.memory_limit_mib << 20,
             cache_sampled=s.decision_cache.sampled,
@@ -254,9 +256,22 @@ class Pipeline:
             self._release_grace(c.expired(now))
         return len(due)
 
-    def drain(self) -> int:
+    def drain(self, shutdown: bool = False) -> int:
+        """Decide every buffered trace now. On shutdown with the Collector's
+        ``drop_pending_traces_on_shutdown``, they are dropped undecided
+        instead, as there (counted as not sampled by trigger shutdown)."""
         items = self.buffer.drain()
-        self._decide(items, self.clock())
+        if shutdown and self.cfg.sampler.drop_pending_traces_on_shutdown:
+            for t, _trigger in items:
+                self.buffer.finish(t, False, "", MAX_T)
+                if self.tracker is not None:
+                    self.tracker.done(t.trace_id)
+            if items:
+                self.metrics.traces_decided_total.labels("not_sampled", "", "shutdown").inc(len(items))
+                self.traces_dropped += len(items)
+                self.decided += len(items)
+        else:
+            self._decide(items, self.clock())
         self._release_grace(self.completion.expired(0.0, everything=True))
         self.completion.fold()
         self._gauges()
@@ -268,6 +283,8 @@ class Pipeline:
         m = self.metrics
         decide = self.decider.decide
         buf = self.buffer
+        sized = self.decider.needs_size
+        group = buf.group
         finish = buf.finish
         consistency = buf.consistency
         tol = self.skew_tolerance_ns
@@ -296,6 +313,8 @@ class Pipeline:
                 skewed[svc] = skewed.get(svc, 0) + k
             if missing_root:
                 no_root += 1
+            if sized:
+                t.encoded_size = encoded_size(t, group)
             dec = decide(t)
             extra = self._policy_attr(dec.policy) if record and dec.sampled else b""
             held = grace and not dec.sampled and not dec.dropped

@@ -350,3 +350,24 @@ def test_dropped_grace_released_on_drain():
     p.ingest(make_request([trace(2)], service="front"))
     p.drain()
     assert p.completion.grace == {} and p.buffer.ngroups == 0
+
+
+def test_reload_between_fixed_and_auto_and_collector_semantics():
+    c, buf = _completion()
+    now = 0.0
+    for _ in range(30):
+        for _ in range(100):
+            c.decided(_T(1.0, 1.0), now)
+        now += 1.0
+        c.tick(now)
+    learned = buf.root_wait
+    assert learned < 6.0
+    c.reload(loads("sampler: {root_wait: 3s, idle_timeout: 4s}\n").sampler)
+    assert (buf.root_wait, buf.idle_timeout) == (3.0, 4.0)
+    assert buf.waits("front").root_wait == 3.0
+    c.reload(loads("sampler: {}\n").sampler)          # back to auto: from the start values
+    assert (buf.root_wait, buf.idle_timeout) == (6.0, 10.0)
+    # Collector semantics: the Collector's timers (decision_wait, or
+    # decision_wait_after_root_received after the root), never learned
+    c2, buf2 = _completion("sampler: {semantics: collector, decision_wait: 12s}\n")
+    assert (buf2.root_wait, buf2.idle_timeout) == (12.0, 12.0) and not c2.auto_root
