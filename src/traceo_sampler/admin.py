@@ -17,8 +17,10 @@ _PAGE = (importlib.resources.files("traceo_sampler") / "static" / "status.html")
 
 class Admin:
     def __init__(self, endpoint: str, app_state):
+        # "unix:PATH": a Unix socket (a worker's, read by its supervisor)
+        self.unix = endpoint[5:] if endpoint.startswith("unix:") else None
         host, _, port = endpoint.split("://", 1)[-1].rpartition(":")
-        self.host, self.port = host, int(port)
+        self.host, self.port = (host, int(port)) if self.unix is None else ("", 0)
         self.state = app_state
         self.runner: web.AppRunner | None = None
 
@@ -40,15 +42,19 @@ class Admin:
     async def page(self, request: web.Request) -> web.Response:
         return web.Response(text=_PAGE, content_type="text/html")
 
-    async def start(self) -> None:
+    async def start(self, overrides: dict | None = None) -> None:
+        """``overrides``: route → handler replacing the default one (the
+        supervisor of service.workers serves its workers' merged state)."""
+        routes = {"/metrics": self.metrics, "/healthz": self.healthz, "/readyz": self.readyz,
+                  "/api/status": self.api_status, "/status": self.page, **(overrides or {})}
         app = web.Application()
-        app.router.add_get("/metrics", self.metrics)
-        app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/readyz", self.readyz)
-        app.router.add_get("/api/status", self.api_status)
-        app.router.add_get("/status", self.page)
+        for path, handler in routes.items():
+            app.router.add_get(path, handler)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
+        if self.unix is not None:
+            await web.UnixSite(self.runner, self.unix).start()
+            return
         await web.TCPSite(self.runner, self.host, self.port).start()
         log.info("admin listening on http://%s:%d", self.host, self.port)
 

@@ -46,6 +46,7 @@ the group table, and ``finish`` releases the trace's group references.
 """
 from __future__ import annotations
 
+import collections
 import heapq
 import struct
 from typing import Any
@@ -245,7 +246,9 @@ class TraceBufferPy:
         # decision cache
         self.cache_sampled = cache_sampled
         self.cache_not_sampled = cache_not_sampled
-        self._kept: dict[bytes, tuple[str, int]] = {}
+        # oldest forgotten first (an OrderedDict: popping a plain dict's
+        # first entry again and again makes finding the next one linear)
+        self._kept: collections.OrderedDict[bytes, tuple[str, int]] = collections.OrderedDict()
         self._dropped_new: set[int] = set()
         self._dropped_old: set[int] = set()
 
@@ -345,7 +348,7 @@ class TraceBufferPy:
             kept = self._kept
             kept[trace_id] = (policy, threshold)
             if len(kept) > self.cache_sampled:
-                del kept[next(iter(kept))]
+                kept.popitem(last=False)
         else:
             if self.cache_not_sampled <= 0:
                 return
@@ -649,6 +652,22 @@ class TraceBufferPy:
             svc = self._groups[gid][2]
             target[svc] = target.get(svc, 0) + 1
         return dups, orphans, skewed, not t.root_seen
+
+    # ------------------------------------------------------------ span data
+    def spans(self, t: Trace) -> list[tuple[bytes, bytes, bytes]]:
+        """``(resource_header, scope_header, span)`` of every span of a
+        decided trace, in arrival order, as received: for the policies that
+        read span data at decision time (ottl_condition, trace_flags), which
+        decode it themselves. Call it before ``finish``."""
+        if t.finished:
+            raise ValueError("spans: the trace is finished (call it before finish)")
+        d = t.data
+        groups = self._groups
+        out = []
+        for gid, off, ln, _ts in t.entries():
+            g = groups[gid]
+            out.append((g[0], g[1], bytes(d[off:off + ln])))
+        return out
 
     # ------------------------------------------------------------ output
     def finish(self, t: Trace, sampled: bool, policy: str, threshold: int, extra: bytes = b""):

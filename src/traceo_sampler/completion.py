@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import collections
 import math
+from bisect import bisect_left
 
 from .buffer import NLAG, lag_bucket
 from .config import timers
@@ -57,49 +58,76 @@ PROBE_MAX = 65536
 ALL = "*"
 
 
-def _bucket(x: float) -> int:
-    if x <= _BASE:
-        return 0
-    return int(math.ceil(math.log(x / _BASE) / _LOG_RATIO - 1e-9))
-
-
 def _upper(i: int) -> float:
     return _BASE * _RATIO ** i
 
 
-class Window:
-    """Counts per log bucket over a sliding window of ``_SLICES`` slices."""
+# upper bounds of the estimator buckets, 1 ms .. ~2 days
+_BOUNDS = [_upper(i) for i in range(int(math.log(2e5 / _BASE) / _LOG_RATIO) + 2)]
 
-    __slots__ = ("slices", "total")
+
+def _bucket(x: float) -> int:
+    return bisect_left(_BOUNDS, x)
+
+
+class Window:
+    """Counts per log bucket over a sliding window of ``_SLICES`` slices;
+    ``cur`` is the newest slice (bucket -> count), added to directly."""
+
+    __slots__ = ("slices", "cur")
 
     def __init__(self):
-        self.slices: collections.deque = collections.deque([{}])
-        self.total = 0
+        self.cur: dict[int, int] = {}
+        self.slices: collections.deque = collections.deque([self.cur])
 
     def add(self, x: float) -> None:
-        cur = self.slices[-1]
-        b = _bucket(x)
+        cur = self.cur
+        b = bisect_left(_BOUNDS, x)
         cur[b] = cur.get(b, 0) + 1
-        self.total += 1
+
+    @property
+    def total(self) -> int:
+        return sum(sum(sl.values()) for sl in self.slices)
 
     def rotate(self) -> None:
-        self.slices.append({})
+        self.cur = {}
+        self.slices.append(self.cur)
         while len(self.slices) > _SLICES:
-            self.total -= sum(self.slices.popleft().values())
+            self.slices.popleft()
 
-    def quantile(self, q: float) -> float | None:
-        if not self.total:
-            return None
-        merged: dict[int, int] = {}
+    def merged(self, into: dict[int, int] | None = None) -> dict[int, int]:
+        out = {} if into is None else into
         for sl in self.slices:
             for b, n in sl.items():
-                merged[b] = merged.get(b, 0) + n
-        need, acc = q * self.total, 0
-        for b in sorted(merged):
-            acc += merged[b]
-            if acc >= need:
-                return _upper(b)
-        return _upper(max(merged))
+                out[b] = out.get(b, 0) + n
+        return out
+
+    def quantile(self, q: float) -> float | None:
+        return _quantile(self.merged(), q)
+
+
+def _quantile(merged: dict[int, int], q: float) -> float | None:
+    total = sum(merged.values())
+    if not total:
+        return None
+    need, acc = q * total, 0
+    for b in sorted(merged):
+        acc += merged[b]
+        if acc >= need:
+            return _BOUNDS[b] if b < len(_BOUNDS) else _BOUNDS[-1]
+    return _BOUNDS[min(max(merged), len(_BOUNDS) - 1)]
+
+
+def _move_obs(old: dict | None, ob: int, w: Window, x: float) -> tuple[dict, int]:
+    """Take one observation back from bucket ``ob`` of slice ``old`` (a
+    slice that left the window takes nothing back from it) and add ``x``
+    to the newest slice; returns where it went."""
+    if old is not None and old.get(ob, 0) > 0:
+        old[ob] -= 1
+    cur = w.cur
+    b = bisect_left(_BOUNDS, x)
+    cur[b] = cur.get(b, 0) + 1
+    return cur, b
 
 
 def late_criteria(policies) -> tuple[int, list[tuple[int, int]]]:
@@ -131,17 +159,20 @@ class Completion:
         buffer.root_wait = self.initial[0] if self.auto_root else self.fixed[0]
         buffer.idle_timeout = self.initial[1] if self.auto_idle else self.fixed[1]
         buffer.late_detail = True
-        # key (root service label, or ALL) -> [root tail window, gap window]
-        self.windows: dict[str, list[Window]] = {}
+        # root service label ("" for traces without a root) ->
+        # (root tail window, gap window)
+        self.windows: dict[str, tuple[Window, Window]] = {}
+        self._labels: dict[str, str] = {}       # root service -> its label
         self.service_waits: dict[str, tuple[float, float]] = {}
         # trace_id -> [root service label, first, root (-1: none), last
-        #  arrival, min_start, max_end, decided at, late seen]
-        self._probe: dict[bytes, list] = {}
-        g = sampler.dropped_grace
-        self.grace_s = g.duration.seconds if g is not None else 0.0
-        self.grace_max = g.max_bytes if g is not None else 0
+        #  arrival, min_start, max_end, decided at, tail slice, tail bucket,
+        #  gap slice, gap bucket], oldest first
+        # (an OrderedDict: popping a plain dict's oldest entries again and
+        # again makes finding the next one linear)
+        self._probe: collections.OrderedDict[bytes, tuple] = collections.OrderedDict()
+        self._late_seen: set[bytes] = set()     # probed traces with a late span
         # trace_id -> [trace, decision, decided at, bytes, late span items]
-        self.grace: dict[bytes, list] = {}
+        self.grace: collections.OrderedDict[bytes, list] = collections.OrderedDict()
         self.grace_bytes = 0
         self.rescued = 0
         self.would_change = 0
@@ -174,6 +205,9 @@ class Completion:
         self._publish()
 
     def _init_timers(self, sampler) -> None:
+        g = sampler.dropped_grace
+        self.grace_s = g.duration.seconds if g is not None else 0.0
+        self.grace_max = g.max_bytes if g is not None else 0
         a = sampler.auto_wait
         dw, rw, it = timers(sampler)
         # Collector semantics runs the Collector's fixed timers
@@ -195,27 +229,42 @@ class Completion:
             w = self.windows[key] = [Window(), Window()]
         return w
 
-    def decided(self, t, now: float) -> None:
-        """One decided trace: its observations, and its probe entry."""
-        svc = self.metrics.service(t.root_service) if t.root_seen else ""
-        gap = t.max_gap
-        wall = self._windows(ALL)
-        wall[1].add(gap)
-        ws = self._windows(svc) if svc else None
-        if ws is not None:
-            ws[1].add(gap)
-        if t.root_seen:
-            tail = t.last_arrival - t.root_arrival
-            wall[0].add(tail)
-            ws[0].add(tail)
+    def decided(self, items, now: float) -> None:
+        """The traces of one decision round ``[(trace, trigger)]``: their
+        observations (the window of their root service; "" for traces
+        without a root) and their probe entries."""
         probe = self._probe
-        probe[t.trace_id] = [svc, t.first_arrival,
-                             t.root_arrival if t.root_seen else -1.0,
-                             t.last_arrival, t.min_start, t.max_end, now, False]
-        if len(probe) > PROBE_MAX:
-            del probe[next(iter(probe))]
+        windows = self.windows
+        labels = self._labels
+        bounds = _BOUNDS
+        for t, _trigger in items:
+            if t.root_seen:
+                svc = t.root_service
+                key = labels.get(svc)
+                if key is None:
+                    key = labels[svc] = self.metrics.service(svc)
+                root = t.root_arrival
+            else:
+                key = ""
+                root = -1.0
+            ws = windows.get(key)
+            if ws is None:
+                ws = windows[key] = (Window(), Window())
+            gcur = ws[1].cur
+            gb = bisect_left(bounds, t.max_gap)
+            gcur[gb] = gcur.get(gb, 0) + 1
+            tcur, tb = None, 0
+            if root >= 0:
+                tcur = ws[0].cur
+                tb = bisect_left(bounds, t.last_arrival - root)
+                tcur[tb] = tcur.get(tb, 0) + 1
+            # where its observations went, for a late span to correct them
+            probe[t.trace_id] = [key, t.first_arrival, root, t.last_arrival,
+                                 t.min_start, t.max_end, now, tcur, tb, gcur, gb]
+        while len(probe) > PROBE_MAX:
+            self._late_seen.discard(probe.popitem(last=False)[0])
 
-    def _late_lag(self, svc: str, p, now: float) -> None:
+    def _late_lag(self, svc: str, tid: bytes, p, now: float) -> None:
         row = self._late_lags.get(svc)
         if row is None:
             row = self._late_lags[svc] = [[0] * NLAG, [0] * NLAG, 0.0, 0.0]
@@ -226,19 +275,20 @@ class Completion:
             lag = now - p[2]
             row[1][lag_bucket(lag)] += 1
             row[3] += lag
-        if not p[7]:
-            # the trace's censored observation gets its real value once:
-            # this span came this long after the root / after the last one
-            p[7] = True
-            wall = self._windows(ALL)
-            ws = self._windows(p[0]) if p[0] else None
-            gap = now - p[3]
-            wall[1].add(gap)
-            if ws is not None:
-                ws[1].add(gap)
-            if p[2] >= 0:
-                wall[0].add(now - p[2])
-                ws[0].add(now - p[2])
+        # The trace's observations were censored by its decision: they
+        # become what this span shows (moved, not added: one per trace) --
+        # the gap once, with the first late span, the tail whenever a late
+        # span comes later than the one before.
+        ws = self.windows.get(p[0])
+        if ws is None:
+            ws = self.windows[p[0]] = (Window(), Window())
+        if tid not in self._late_seen:
+            self._late_seen.add(tid)
+            p[9], p[10] = _move_obs(p[9], p[10], ws[1], now - p[3])
+        if p[2] >= 0:
+            b = bisect_left(_BOUNDS, now - p[2])
+            if p[7] is None or b > p[8]:
+                p[7], p[8] = _move_obs(p[7], p[8], ws[0], now - p[2])
 
     def late(self, res, now: float) -> list[tuple]:
         """The late spans of one ingest: lags, would-change counts, grace.
@@ -249,7 +299,7 @@ class Completion:
         for it in res.late_kept:
             p = probe.get(it[0])
             if p is not None:
-                self._late_lag(m.service(it[7]), p, now)
+                self._late_lag(m.service(it[7]), it[0], p, now)
         rescued = []
         mask, lat = self.mask, self.latency
         changed: dict[tuple[str, str], int] = {}
@@ -258,7 +308,7 @@ class Completion:
             label = m.service(svc)
             p = probe.get(tid)
             if p is not None:
-                self._late_lag(label, p, now)
+                self._late_lag(label, tid, p, now)
             g = self.grace.get(tid)
             if g is not None:
                 g[4].append(it)
@@ -304,13 +354,14 @@ class Completion:
         return out
 
     def _pop_oldest(self) -> list:
-        tid = next(iter(self.grace))
-        g = self.grace.pop(tid)
+        g = self.grace.popitem(last=False)[1]
         self.grace_bytes -= g[3]
         return g
 
     def expired(self, now: float, everything: bool = False) -> list:
-        """Grace entries whose time is up (all of them with ``everything``)."""
+        """Grace entries whose time is up (all of them with ``everything``,
+        or once a reload turned the grace off)."""
+        everything = everything or not self.grace_max
         out = []
         while self.grace:
             g = next(iter(self.grace.values()))
@@ -342,6 +393,7 @@ class Completion:
             if probe[tid][6] >= horizon:
                 break
             del probe[tid]
+            self._late_seen.discard(tid)
 
     def fold(self) -> None:
         """Hand the lag counts gathered since the last fold to the metric."""
@@ -367,10 +419,10 @@ class Completion:
             if any(c2):
                 h.add((label, "root"), c2, s2)
 
-    def _target(self, w: Window, floor: float) -> float | None:
-        if w.total < self.min_traces:
+    def _target(self, merged: dict[int, int], floor: float) -> float | None:
+        if sum(merged.values()) < self.min_traces:
             return None
-        q = w.quantile(self.quantile)
+        q = _quantile(merged, self.quantile)
         return min(self.cap, max(floor, q * (1 + self.headroom)))
 
     @staticmethod
@@ -382,18 +434,22 @@ class Completion:
     def adjust(self) -> None:
         """Move the auto waits toward what the window says."""
         b = self.buffer
-        wall = self.windows.get(ALL)
-        if wall is not None:
-            if self.auto_root:
-                b.root_wait = self._move(b.root_wait, self._target(wall[0], self.floor))
-            if self.auto_idle:
-                b.idle_timeout = self._move(b.idle_timeout, self._target(wall[1], self.floor))
+        # the default learns from all traffic
+        all_tail: dict[int, int] = {}
+        all_gap: dict[int, int] = {}
+        for ws in self.windows.values():
+            ws[0].merged(all_tail)
+            ws[1].merged(all_gap)
+        if self.auto_root:
+            b.root_wait = self._move(b.root_wait, self._target(all_tail, self.floor))
+        if self.auto_idle:
+            b.idle_timeout = self._move(b.idle_timeout, self._target(all_gap, self.floor))
         for svc, ws in self.windows.items():
-            if svc == ALL:
+            if not svc:
                 continue
             cur = self.service_waits.get(svc)
-            t_root = self._target(ws[0], self.floor) if self.auto_root else None
-            t_idle = self._target(ws[1], self.floor) if self.auto_idle else None
+            t_root = self._target(ws[0].merged(), self.floor) if self.auto_root else None
+            t_idle = self._target(ws[1].merged(), self.floor) if self.auto_idle else None
             if cur is None:
                 if t_root is None and t_idle is None:
                     continue
@@ -431,6 +487,7 @@ class Completion:
                 "p50_le_s": p50, "p99_le_s": p99, "p999_le_s": p999}
         per_service = {}
         for svc, ws in sorted(self.windows.items()):
+            svc = svc or "(no root)"
             entry = {"traces_in_window": ws[1].total,
                      "tail_quantile_s": _round(ws[0].quantile(self.quantile)),
                      "gap_quantile_s": _round(ws[1].quantile(self.quantile))}

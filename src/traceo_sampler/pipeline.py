@@ -54,9 +54,8 @@ class Pipeline:
         self.metrics = metrics
         self.exporters = exporters
         self.clock = clock
-        self.decider = Decider(s.policies, clock=clock, semantics=s.semantics,
-                               sample_on_first_match=s.sample_on_first_match)
-        self.attr_keys = self.decider.attribute_keys
+        self.tick_period = 1.0 if s.semantics == "collector" else 0.0
+        self._next_tick: float | None = None
         # the waits are set by Completion (fixed, or learned: root_wait: auto)
         self.buffer = TraceBuffer(
             decision_wait=timers(s)[0], root_wait=0.0, idle_timeout=0.0,
@@ -64,6 +63,10 @@ class Pipeline:
             memory_limit=s.memory_limit_mib << 20,
             cache_sampled=s.decision_cache.sampled,
             cache_not_sampled=s.decision_cache.not_sampled)
+        self.decider = Decider(s.policies, clock=clock, semantics=s.semantics,
+                               sample_on_first_match=s.sample_on_first_match,
+                               spans=self.buffer.spans)
+        self.attr_keys = self.decider.attribute_keys
         self.completion = Completion(s, self.buffer, metrics, self.decider.policies, clock())
         metrics.buffer_limit_bytes.set(s.memory_limit_mib << 20)
         metrics.cost_budget_usd_monthly.set(cfg.cost.monthly_budget_usd)
@@ -244,8 +247,20 @@ class Pipeline:
 
     # ------------------------------------------------------------ decide
     def tick(self) -> int:
-        """Decide every trace that is due; returns how many."""
+        """Decide every trace that is due; returns how many.
+
+        Collector semantics decide once per second, every trace that came
+        due since the last time at once, as the Collector's ticker does (its
+        limiters then see a second's traces together, so they keep what
+        the Collector keeps)."""
         now = self.clock()
+        if self.tick_period:
+            if self._next_tick is None:
+                self._next_tick = now + self.tick_period
+            if now < self._next_tick:
+                return 0
+            while self._next_tick <= now:
+                self._next_tick += self.tick_period
         due = self.buffer.due(now)
         if due:
             self._decide(due, now)
@@ -301,10 +316,9 @@ class Pipeline:
         services: dict[str, list] = {}
         tids: list[bytes] = []
         completion = self.completion
-        observe = completion.decided
+        completion.decided(items, now)
         grace = completion.grace_enabled
         for t, trigger in items:
-            observe(t, now)
             d, orph, skew, missing_root = consistency(t, tol, skew_amounts)
             dups += d
             for svc, k in orph.items():

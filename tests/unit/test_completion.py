@@ -12,7 +12,7 @@ from conftest import PURE
 from support_otlp import make_request, trace
 from traceo_sampler.buffer import LAG_BOUNDS, NLAG, lag_bucket
 from traceo_sampler.completion import Completion, Window, _bucket, _upper
-from traceo_sampler.config import loads
+from traceo_sampler.config import loads, timers
 from traceo_sampler.pipeline import Pipeline
 from traceo_sampler.telemetry import METRICS, Metrics
 
@@ -172,7 +172,7 @@ def test_auto_waits_start_safe_then_follow_the_quantile_smoothly():
     # SDK-like tails: up to 3 s after the root; gaps up to 4 s
     for step in range(200):
         for _ in range(200):
-            c.decided(_T(rng.uniform(0, 3.0), rng.uniform(0, 4.0)), now)
+            c.decided([(_T(rng.uniform(0, 3.0), rng.uniform(0, 4.0)), "root")], now)
         now += 1.0
         c.tick(now)
         seen.append(buf.root_wait)
@@ -186,13 +186,15 @@ def test_auto_waits_start_safe_then_follow_the_quantile_smoothly():
     # a service whose traces arrive later gets a longer wait, the default stays
     for step in range(60):
         for _ in range(100):
-            c.decided(_T(rng.uniform(0, 5.0), 1.0, svc="batchy"), now)
+            c.decided([(_T(rng.uniform(0, 5.0), 1.0, svc="batchy"), "root")], now)
         now += 1.0
         c.tick(now)
     assert buf.waits("batchy").root_wait > 5.0 * 1.2
     assert buf.waits("front").root_wait < 4.5
     st = c.status()
     assert st["root_wait"]["mode"] == "auto" and "batchy" in st["per_root_service"]
+    # the default learns from all traffic: between the two
+    assert buf.waits("front").root_wait < buf.root_wait < buf.waits("batchy").root_wait
 
 
 def test_auto_waits_bounded_by_floor_and_decision_wait():
@@ -201,13 +203,13 @@ def test_auto_waits_bounded_by_floor_and_decision_wait():
     now = 0.0
     for _ in range(300):       # down by a tenth of the distance every 5 s
         for _ in range(50):
-            c.decided(_T(0.01, 0.01), now)
+            c.decided([(_T(0.01, 0.01), "root")], now)
         now += 1.0
         c.tick(now)
     assert buf.root_wait == pytest.approx(0.5, rel=0.06) and buf.idle_timeout == pytest.approx(0.5, rel=0.06)
     for _ in range(60):
         for _ in range(500):
-            c.decided(_T(20.0, 20.0), now)
+            c.decided([(_T(20.0, 20.0), "root")], now)
         now += 1.0
         c.tick(now)
     assert buf.root_wait == pytest.approx(8.0, rel=0.06) and buf.root_wait <= 8.0
@@ -219,7 +221,7 @@ def test_fixed_waits_stay_fixed():
     now = 0.0
     for _ in range(20):
         for _ in range(100):
-            c.decided(_T(4.0, 4.0), now)
+            c.decided([(_T(4.0, 4.0), "root")], now)
         now += 1.0
         c.tick(now)
     assert (buf.root_wait, buf.idle_timeout) == (2.0, 5.0)
@@ -357,7 +359,7 @@ def test_reload_between_fixed_and_auto_and_collector_semantics():
     now = 0.0
     for _ in range(30):
         for _ in range(100):
-            c.decided(_T(1.0, 1.0), now)
+            c.decided([(_T(1.0, 1.0), "root")], now)
         now += 1.0
         c.tick(now)
     learned = buf.root_wait
@@ -369,5 +371,68 @@ def test_reload_between_fixed_and_auto_and_collector_semantics():
     assert (buf.root_wait, buf.idle_timeout) == (6.0, 10.0)
     # Collector semantics: the Collector's timers (decision_wait, or
     # decision_wait_after_root_received after the root), never learned
+    cfg = loads("sampler: {semantics: collector, decision_wait: 12s}\n")
     c2, buf2 = _completion("sampler: {semantics: collector, decision_wait: 12s}\n")
-    assert (buf2.root_wait, buf2.idle_timeout) == (12.0, 12.0) and not c2.auto_root
+    assert (buf2.root_wait, buf2.idle_timeout) == timers(cfg.sampler)[1:] and not c2.auto_root
+
+
+def test_reload_turns_the_grace_off_and_releases_it():
+    p, sink, now = _pipeline("  root_wait: 1s\n  dropped_grace: {}\n")
+    p.ingest(make_request([trace(2)], service="front"))
+    now[0] = 1.0
+    p.tick()
+    assert len(p.completion.grace) == 1
+    p.completion.reload(loads("sampler: {root_wait: 1s}\n").sampler)
+    now[0] = 1.1
+    p.tick()
+    assert p.completion.grace == {} and p.buffer.ngroups == 0 and not p.completion.grace_enabled
+
+
+def test_full_kept_cache_forgets_the_oldest_in_constant_time(impl):
+    """The kept-trace cache at its size: each new entry forgets the oldest.
+    With a plain dict popped at the front this took ~0.4 ms per kept trace
+    at 100 000 entries (the scan for the first live entry grows); now the
+    200 000 entries below take well under a second."""
+    import time as _time
+    buf = mkbuf(impl, cache_sampled=100_000)
+    tids = [os.urandom(16) for _ in range(200_000)]
+    t0 = _time.process_time()
+    for tid in tids:
+        buf.remember(tid, True, "p", 0)
+    took = _time.process_time() - t0
+    assert buf.cached(tids[99_999]) is None and buf.cached(tids[100_000]) == ("p", 0)
+    assert buf.cached(tids[-1]) == ("p", 0)
+    assert took < 5.0, took
+
+
+def test_auto_learns_past_a_too_short_start_from_late_spans():
+    """Started too short (initial 2 s) for senders whose downstream batch
+    comes 4 s after the root: the traces decided too early hide that, but
+    their late spans correct the observations, and the wait grows past the
+    lag; then nothing is late any more."""
+    p, sink, now = _pipeline("  auto_wait: {initial_root_wait: 2s, min_traces: 100}\n")
+    c = p.completion
+    tick_at = 0.0
+    late_before = None
+    later = []                         # (arrival, request) of the db batches
+    for i in range(120 * 20):          # 20 traces/s for 120 s
+        t = i / 20.0
+        while tick_at <= t:
+            now[0] = tick_at
+            p.tick()
+            tick_at += 0.05
+        if i == 60 * 20:
+            late_before = p.late_dropped + p.late_kept
+        tr = trace(3)
+        now[0] = t
+        p.ingest(make_request([tr[:1]], service="front"))
+        later.append((t + 4.0, make_request([tr[1:]], service="db")))
+        while later and later[0][0] <= t:
+            at, raw = later.pop(0)
+            now[0] = at
+            p.ingest(raw)
+    assert late_before > 0
+    assert p.buffer.root_wait > 4.0 * 1.1, c.status()["root_wait"]
+    assert c.status()["per_root_service"]["front"]["tail_quantile_s"] >= 4.0
+    # the last minute: no late spans
+    assert p.late_dropped + p.late_kept - late_before < 0.1 * late_before

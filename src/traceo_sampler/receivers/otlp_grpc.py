@@ -39,6 +39,8 @@ def retry_info_trailer(message: str, delay: float) -> tuple:
 
 class OtlpGrpcReceiver:
     name = "otlp_grpc"
+    # service.workers: every worker listens on the same port
+    reuse_port = False
 
     def __init__(self, endpoint: str, pipeline, metrics, max_recv_mib: int = 16):
         self.endpoint = endpoint
@@ -70,7 +72,7 @@ class OtlpGrpcReceiver:
 
     async def start(self) -> None:
         opts = [("grpc.max_receive_message_length", self.max_bytes),
-                ("grpc.so_reuseport", 0)]
+                ("grpc.so_reuseport", int(self.reuse_port))]
         self.server = grpc.aio.server(options=opts)
         handler = grpc.method_handlers_generic_handler(SERVICE, {
             "Export": grpc.unary_unary_rpc_method_handler(

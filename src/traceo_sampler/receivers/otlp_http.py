@@ -20,6 +20,8 @@ def _status(code: int, message: str) -> bytes:
 
 class OtlpHttpReceiver:
     name = "otlp_http"
+    # service.workers: every worker listens on the same port
+    reuse_port = False
 
     def __init__(self, endpoint: str, pipeline, metrics, max_recv_mib: int = 16):
         host, _, port = endpoint.split("://", 1)[-1].rpartition(":")
@@ -81,7 +83,7 @@ class OtlpHttpReceiver:
         # auto_decompress off: encoding.decode inflates once, bounded
         self.runner = web.AppRunner(app, access_log=None, auto_decompress=False)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.host, self.port)
+        site = web.TCPSite(self.runner, self.host, self.port, reuse_port=self.reuse_port or None)
         await site.start()
         log.info("OTLP/HTTP receiver listening on %s:%d", self.host, self.port)
 
