@@ -49,7 +49,7 @@ cdef enum:
     ENTRY_HDR = 40
     TRACE_OVERHEAD = 1200   # = buffer.TRACE_OVERHEAD (measured there)
     MAX_ATTR_VALUES = 64
-    NLAG = 20               # = buffer.NLAG: len(LAG_BOUNDS) + the +Inf bucket
+    NLAG = 13               # = buffer.NLAG: len(LAG_BOUNDS) + the +Inf bucket
 
 assert len(_LAG_BOUNDS) + 1 == NLAG
 cdef double _lag_bounds[NLAG - 1]
@@ -973,15 +973,19 @@ cdef class TraceBuffer:
             t.r_seq = self._seq
             t.r_slot = True
             self._hupdate(t)
-        cdef uint64_t* lc = self._lagc + self._glag[gid] * 2 * NLAG
-        cdef double* ls = self._lags + self._glag[gid] * 2
+        cdef uint64_t* lc
+        cdef double* ls
         cdef double lag = q.now - t.first_arrival
-        lc[_lag_bucket(lag)] += 1
-        ls[0] += lag
-        if t.root_seen:
-            lag = q.now - t.root_arrival
-            lc[NLAG + _lag_bucket(lag)] += 1
-            ls[1] += lag
+        if lag > 0.0:       # came in a later call than its trace's first span
+            lc = self._lagc + self._glag[gid] * 2 * NLAG
+            ls = self._lags + self._glag[gid] * 2
+            lc[_lag_bucket(lag)] += 1
+            ls[0] += lag
+            if t.root_seen:
+                lag = q.now - t.root_arrival
+                if lag > 0.0:
+                    lc[NLAG + _lag_bucket(lag)] += 1
+                    ls[1] += lag
         rattrs = grp[3]
         if rattrs is not None and rattrs is not t.last_rattrs:
             # merging the same dict again would change nothing

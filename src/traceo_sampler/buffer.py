@@ -23,8 +23,9 @@ module is whichever loaded (accel.py). Both keep the same state:
   default), so waits learned while a trace is buffered (``root_wait:
   auto``, completion.py) or reloaded apply to it from its next check;
 * arrival lags (how long after its trace's first span, and after its root,
-  a span arrived), counted per service in the buckets of ``LAG_BOUNDS``
-  until ``take_lags`` hands them over;
+  a span arrived, for spans that came in a later request than those),
+  counted per service in the buckets of ``LAG_BOUNDS`` until ``take_lags``
+  hands them over;
 * the decision cache: kept trace IDs with attribution and threshold in an
   insertion-ordered dict, dropped ones as 64-bit fingerprints in two
   generations of sets (the oldest generation is forgotten when the newest
@@ -73,9 +74,9 @@ MAX_ATTR_VALUES = 64
 TRIGGERS = ("root", "idle", "max_wait", "max_spans", "memory", "shutdown")
 
 # Upper bounds (seconds) of the arrival lag buckets; one more bucket (+Inf)
-# follows. Chosen around the OpenTelemetry SDK's 5 s export delay.
-LAG_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0,
-              6.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0)
+# follows. Chosen around the OpenTelemetry SDK's 5 s export delay, and few:
+# a series per service and bucket is what /metrics costs.
+LAG_BOUNDS = (0.1, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 20.0, 30.0)
 NLAG = len(LAG_BOUNDS) + 1
 # Distinct services the lag counts keep apart; more share the last slot,
 # reported as service "other" (the metric label is capped further anyway).
@@ -299,10 +300,17 @@ class TraceBufferPy:
         """Per service, the arrival lags counted since the last call:
         ``(first_counts, root_counts, first_sum, root_sum)``, counts per
         bucket of LAG_BOUNDS (+Inf last). First: since the trace's first
-        span arrived, for every span buffered; root: since its root span
-        arrived, for spans buffered at or after their root."""
-        out = {svc: (r[0], r[1], r[2], r[3]) for svc, r in self._lags.items()}
-        self._lags = {}
+        span arrived, for spans buffered in a later call than it; root:
+        since its root span arrived, for spans buffered in a later call
+        than the root. (Spans that came with them are not late: no series
+        for services that never are.)"""
+        out = {}
+        for svc, r in self._lags.items():
+            if r[2] or r[3] or any(r[0]) or any(r[1]):
+                out[svc] = (list(r[0]), list(r[1]), r[2], r[3])
+                r[0][:] = [0] * NLAG
+                r[1][:] = [0] * NLAG
+                r[2] = r[3] = 0.0
         return out
 
     # ------------------------------------------------------------ groups
@@ -463,14 +471,16 @@ class TraceBufferPy:
                 t.waits = self._svc_waits.get(svc, self.default_waits)
                 t.r_seq = self._schedule(t, now + t.waits.root_wait)
                 t.r_slot = True
-            lr = self._lag_row(svc)
             lag = now - t.first_arrival
-            lr[0][lag_bucket(lag)] += 1
-            lr[2] += lag
-            if t.root_seen:
-                lag = now - t.root_arrival
-                lr[1][lag_bucket(lag)] += 1
-                lr[3] += lag
+            if lag > 0.0:
+                lr = self._lag_row(svc)
+                lr[0][lag_bucket(lag)] += 1
+                lr[2] += lag
+                if t.root_seen:
+                    lag = now - t.root_arrival
+                    if lag > 0.0:
+                        lr[1][lag_bucket(lag)] += 1
+                        lr[3] += lag
             rattrs = groups[gi][3]
             if attrs or rattrs:
                 if t.attrs is None:

@@ -269,10 +269,11 @@ class Completion:
         if row is None:
             row = self._late_lags[svc] = [[0] * NLAG, [0] * NLAG, 0.0, 0.0]
         lag = now - p[1]
-        row[0][lag_bucket(lag)] += 1
-        row[2] += lag
-        if p[2] >= 0:
-            lag = now - p[2]
+        if lag > 0.0:
+            row[0][lag_bucket(lag)] += 1
+            row[2] += lag
+        lag = now - p[2]
+        if p[2] >= 0 and lag > 0.0:
             row[1][lag_bucket(lag)] += 1
             row[3] += lag
         # The trace's observations were censored by its decision: they

@@ -173,14 +173,15 @@ class FileExporter(_Base):
 
 class KafkaExporter(_Base):
     """Router mode: serve becomes a stateless front tier producing every
-    received span, one message per trace keyed by its trace ID."""
+    received span to a topic, every trace in the partition of its trace ID."""
     brokers: list[str]
     topic: str = "otlp_spans_sampled"
     acks: Literal["all", 0, 1] = "all"
-    # one message per trace, keyed by the trace ID in lowercase hex (the
-    # Collector kafkaexporter's partition_traces_by_id); false: one message
-    # per request, no key
-    partition_traces_by_id: bool = True
+    # true: one message per trace, keyed by the trace ID in lowercase hex
+    # (the Collector kafkaexporter's partition_traces_by_id); false: one
+    # message per partition per request holding many traces, each whole in
+    # the partition murmur2 of its hex trace ID chooses (the same one)
+    partition_traces_by_id: bool = False
     # how long a request waits for the broker's acks before the client is
     # told to retry (gRPC UNAVAILABLE / HTTP 503)
     timeout: Duration = msgspec.field(default_factory=lambda: Duration("30s"))
@@ -450,9 +451,9 @@ def _check_policy(raw: Any, path: str, problems: list[str], semantics: str = "tr
         if not getattr(mod, "BLOCK_OPTIONAL", False):
             problems.append(f"{path}.{typ}: required for a policy of type {typ!r}")
             return None
-        # an omitted optional block is its defaults, so builders need no case for it
+        # an omitted optional block is checked as its defaults (and stays
+        # omitted, so a dumped config reads back the same)
         blk = mod.Config()
-        setattr(pol, block_attr(typ), blk)
     check = getattr(mod, "check", None)
     if semantics == "collector":
         check = getattr(mod, "check_collector", check)

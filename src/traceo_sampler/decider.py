@@ -68,7 +68,8 @@ class Decider:
         keys.discard(SPAN_DATA)
         self.attribute_keys = frozenset(keys)
         self.spans = spans if spans is not None else (lambda t: [])
-        # policy name -> traces it could not evaluate (PolicyError)
+        # policy name -> traces it could not evaluate (PolicyError), since
+        # the pipeline last moved them to policy_evaluation_errors_total
         self.errors: dict[str, int] = {}
 
     def decide(self, trace) -> Decision:

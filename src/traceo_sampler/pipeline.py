@@ -378,6 +378,11 @@ class Pipeline:
             self._export(b"".join(blobs), spans, services, tids, now)
         for key, n in decided.items():
             m.traces_decided_total.labels(*key).inc(n)
+        errors = self.decider.errors
+        if errors:
+            for name, n in errors.items():
+                m.policy_evaluation_errors_total.labels(name).inc(n)
+            errors.clear()
         if no_root:
             m.traces_without_root_total.inc(no_root)
         if dups:

@@ -14,7 +14,7 @@ import time
 
 from . import exporters as _exporters
 from .admin import Admin
-from .config import Config
+from .config import Config, timers
 from .pipeline import Pipeline
 from .telemetry import Metrics
 
@@ -235,7 +235,8 @@ class App:
         p.record_policy = new.sampler.record_policy
         b = p.buffer
         s = new.sampler
-        b.decision_wait = s.decision_wait.seconds
+        b.decision_wait = timers(s)[0]
+        p.tick_period = 1.0 if s.semantics == "collector" else 0.0
         p.completion.set_policies(decider.policies)
         p.completion.reload(s)
         b.max_spans = s.max_spans_per_trace

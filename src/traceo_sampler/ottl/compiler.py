@@ -335,22 +335,26 @@ class Compiler:
             # TraceID(0x…) and SpanID(…) of a literal: decoded once, a bad
             # one is a config error (newIDExprFunc)
             try:
-                v = impl(*[None if th is None else (lambda th=th: th[0](None)) for th in thunks])
+                v = impl(*[None if th is None else th[0](None) for th in thunks])
             except EvalError as exc:
                 raise CompileError(str(exc)) from None
             call = lambda c: v          # noqa: E731
         else:
-            fns = [None if th is None else th[0] for th in thunks]
+            # arguments are evaluated (and coerced) in order, then the
+            # converter runs on their values
+            fns = [(lambda c: None) if th is None else th[0] for th in thunks]
             n = len(fns)
             if n == 1:
                 f0 = fns[0]
-                call = lambda c: impl(lambda: f0(c))   # noqa: E731
-            elif n == 2 and fns[1] is not None:
+                call = lambda c: impl(f0(c))   # noqa: E731
+            elif n == 2:
                 f0, f1 = fns
-                call = lambda c: impl(lambda: f0(c), lambda: f1(c))  # noqa: E731
+                call = lambda c: impl(f0(c), f1(c))  # noqa: E731
             else:
+                fns = tuple(fns)
+
                 def call(c):
-                    return impl(*[None if f is None else (lambda f=f: f(c)) for f in fns])
+                    return impl(*[f(c) for f in fns])
         if keys:
             inner = call
 
@@ -385,16 +389,16 @@ class Compiler:
             return rx, False
         if kind == "list_string_like":
             if node.data == "list_lit":
-                items = [self.argument(func, "string_like", v)[0]
-                         for v in node.children if v is not None]
-                return (lambda c: [(lambda f=f: f(c)) for f in items]), False
+                items = tuple(self.argument(func, "string_like", v)[0]
+                              for v in node.children if v is not None)
+                return (lambda c: [f(c) for f in items]), False
             fn = self.value(node).fn
 
             def items_of(c):
                 v = fn(c)
                 if type(v) is not list:
                     raise F.TypeErr(f"expected a slice but got {F.type_name(v)}")
-                return [(lambda x=x: F.as_string_like(x)) for x in v]
+                return [F.as_string_like(x) for x in v]
             return items_of, False
         g = self.value(node)
         conv = F.KINDS[kind]

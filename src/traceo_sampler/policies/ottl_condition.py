@@ -72,15 +72,23 @@ class OttlCondition:
     def evaluate(self, trace):
         span_seq = self.span
         ev_seq = self.spanevent
+        holders: dict[int, list] = {}
         try:
             for res, res_schema, scope, scope_schema, span in trace.spans:
-                ctx = Ctx(span, scope, scope_schema, res, res_schema)
+                rh = holders.get(id(res))
+                if rh is None:
+                    rh = holders[id(res)] = [None]
+                sh = holders.get(id(scope))
+                if sh is None:
+                    sh = holders[id(scope)] = [None]
+                ctx = Ctx(span, scope, scope_schema, res, res_schema, None, -1, rh, sh)
                 if span_seq is not None and span_seq.eval(ctx):
                     return YES
                 if ev_seq is not None:
-                    for i, ev in enumerate(span.events):
+                    # no event_index: the Collector's policy does not set
+                    # one, so a condition reading it fails there too
+                    for ev in span.events:
                         ctx.event = ev
-                        ctx.event_index = i
                         if ev_seq.eval(ctx):
                             return YES
         except EvalError as exc:
