@@ -39,7 +39,7 @@ class Serve:
             self.http_port = free_port()
             rec["http"] = {"endpoint": f"127.0.0.1:{self.http_port}", **(http_opts or {})}
         self.cfg.setdefault("receivers", {"otlp": rec})
-        self.cfg["admin"] = {"endpoint": f"127.0.0.1:{self.admin_port}"}
+        self.cfg["admin"] = {**(cfg.get("admin") or {}), "endpoint": f"127.0.0.1:{self.admin_port}"}
         self.dir = tempfile.mkdtemp(prefix="traceo-e2e-")
         self.path = os.path.join(self.dir, "config.yaml")
         with open(self.path, "w") as fh:
@@ -102,6 +102,11 @@ class Serve:
     def get(self, path: str) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=5) as r:
             return r.read().decode()
+
+    def get_raw(self, path: str, headers: dict | None = None) -> bytes:
+        req = urllib.request.Request(f"http://127.0.0.1:{self.admin_port}{path}", headers=headers or {})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.read()
 
     def metric(self, name: str, **labels) -> float:
         """Sum of the samples of ``name`` matching labels, from /metrics."""

@@ -196,6 +196,9 @@ class Exporters(_Base):
 
 class Admin(_Base):
     endpoint: str = "127.0.0.1:9464"
+    # link of a kept trace in the backend's UI, "{trace_id}" replaced by the
+    # 32-hex-digit ID (the /status page's "last kept traces"); "" = no links
+    trace_url: str = ""
 
 
 class Cost(_Base):
@@ -583,6 +586,10 @@ def parse(raw: Any, ignored_blocks: list[str] | None = None) -> Config:
         problems.append("receivers.kafka.brokers: must not be empty")
     if values.get("admin") is not None:
         _check_endpoint(values["admin"].endpoint, "admin.endpoint", problems)
+        url = values["admin"].trace_url
+        if url and ("{trace_id}" not in url or not url.startswith(("http://", "https://"))):
+            problems.append("admin.trace_url: must be an http:// or https:// URL containing "
+                            "{trace_id}")
     if problems:
         raise ConfigError(problems)
     assert sampler is not None
@@ -674,21 +681,24 @@ def timers(s: Sampler) -> tuple[float, float | None, float | None]:
     first span, earlier only decision_wait_after_root_received after the
     root (when set), never on idleness; and as there, in whole seconds
     decided on a 1 s tick (Pipeline.tick): a trace joins the batch of the
-    second it arrived in, which is decided decision_wait - 1 s to
-    decision_wait after it (at least one tick)."""
+    second it arrived in, which is decided decision_wait to decision_wait
+    + 1 s after it."""
     dw = s.decision_wait.seconds
     if s.semantics != "collector":
         # None: auto (completion.py learns it)
         return dw, s.root_wait.seconds, s.idle_timeout.seconds
-    # idbatcher: a trace joins the batch decided decision_wait ticks on; a
-    # root moves it to the batch decision_wait_after_root_received ticks
-    # from then, when that is earlier
+    # idbatcher (internal/idbatcher): the current batch is closed at the
+    # next tick and read L = max(1, decision_wait s) ticks after that; a
+    # root moves its trace to the batch read decision_wait_after_root_received
+    # (whole seconds, truncated) ticks after the next one, when earlier. A
+    # deadline of n s after arrival, taken at the first tick at or after it,
+    # is that same tick.
     batches = max(1, int(dw))
     after_root = s.decision_wait_after_root_received
     rw = batches
-    if after_root is not None and int(after_root.seconds) > 0:
+    if after_root is not None and after_root.seconds > 0:
         rw = min(batches, int(after_root.seconds))
-    return batches - 1.0, rw - 1.0, batches - 1.0
+    return float(batches), float(rw), float(batches)
 
 
 def split_endpoint(ep: str) -> tuple[str, int]:

@@ -146,3 +146,19 @@ class Metrics:
             self._services.add(name)
             return name
         return "other"
+
+    # consistency findings (DESIGN.md §4) as shown by /api/status and simulate
+    CONSISTENCY = (("orphan_spans", "orphan_spans_total"),
+                   ("traces_without_root", "traces_without_root_total"),
+                   ("clock_skew_spans", "clock_skew_spans_total"),
+                   ("duplicate_spans", "duplicate_spans_total"),
+                   ("invalid_spans", "invalid_spans_total"))
+
+    def consistency(self) -> dict[str, float]:
+        """Totals of the consistency counters, over all label values."""
+        return {key: int(sum(v for _labels, v in self.counts(name))) for key, name in self.CONSISTENCY}
+
+    def counts(self, name: str) -> list[tuple[dict, float]]:
+        """(labels, value) of every ``_total`` sample of counter ``name``."""
+        return [(s.labels, s.value) for fam in getattr(self, name).collect()
+                for s in fam.samples if s.name.endswith("_total")]

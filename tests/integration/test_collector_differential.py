@@ -246,6 +246,8 @@ exporters:
     headers: {{x-source: "${{env:SOURCE}}"}}
     sending_queue: {{queue_size: 5000}}
 service:
+  # no self-metrics server (it would need a port of its own); Traceo: not read
+  telemetry: {{metrics: {{level: none}}}}
   pipelines:
     traces:
       receivers: [otlp]

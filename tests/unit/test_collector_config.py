@@ -297,10 +297,13 @@ def test_knob_errors(text, problem):
 def test_collector_timers():
     from traceo_sampler.config import timers
     s = loads("sampler: {semantics: collector, decision_wait: 5s}").sampler
-    assert timers(s) == (4.0, 4.0, 4.0)           # 5 one-second batches, no idle/root rule
+    assert timers(s) == (5.0, 5.0, 5.0)           # 5 one-second batches, no idle/root rule
     s = loads("sampler: {semantics: collector, decision_wait: 5s, "
               "decision_wait_after_root_received: 2s}").sampler
-    assert timers(s) == (4.0, 1.0, 4.0)
+    assert timers(s) == (5.0, 2.0, 5.0)
+    s = loads("sampler: {semantics: collector, decision_wait: 500ms, "
+              "decision_wait_after_root_received: 500ms}").sampler
+    assert timers(s) == (1.0, 0.0, 1.0)           # uint64(0.5 s) = 0: the next tick
     s = loads("sampler: {decision_wait: 5s, root_wait: 1s, idle_timeout: 2s}").sampler
     assert timers(s) == (5.0, 1.0, 2.0)           # ours: unchanged
 
@@ -330,3 +333,127 @@ def test_validate_refuses_then_ignores(tmp_path):
     out = run_cli("validate", "--ignore-unsupported", "-c", str(f))
     assert out.returncode == 0, out.stderr
     assert "skipped (--ignore-unsupported)" in out.stdout
+
+
+@pytest.mark.parametrize("pattern,accepted", [
+    ("v[0-9]+.HealthCheck$", True), ("^/api/(users|orders)/\\d+$", True),
+    ("(?=look)ahead", False), ("(a)\\1", False), ("[unclosed", False), ("(?<!x)y", False),
+])
+def test_regexes_as_go_regexp(pattern, accepted):
+    """Validation accepts what Go's regexp (RE2) compiles and refuses the rest
+    (string_tag_filter.go addFilters -> regexp.Compile)."""
+    pol = {"name": "r", "type": "string_attribute", "string_attribute": {
+        "key": "k", "values": [pattern], "enabled_regex_matching": True}}
+    from traceo_sampler.config import parse
+    if accepted:
+        parse({"sampler": {"policies": [pol]}})
+    else:
+        with pytest.raises(ConfigError) as ei:
+            parse({"sampler": {"policies": [pol]}})
+        assert ei.value.problems[0].startswith(
+            "sampler.policies[0].string_attribute.values[0]: invalid regex (RE2")
+
+
+# ------------------------------------------------------------ more of the mapping
+def test_receiver_tls_refused_and_tail_storage_refused():
+    text = whole_file("tail_sampling: {policies: [], tail_storage: file_storage}").replace(
+        "grpc: {endpoint: 127.0.0.1:4317}",
+        "grpc: {endpoint: 127.0.0.1:4317, tls: {cert_file: c.pem, key_file: k.pem}}")
+    with pytest.raises(ConfigError) as ei:
+        loads_with_mapping(text, "f", ignore_unsupported=False)
+    assert sorted(ei.value.problems) == sorted([
+        "receivers.otlp.protocols.grpc.tls: not supported: receiver TLS is not available in "
+        "this version (pass --ignore-unsupported to run without it)",
+        "processors.tail_sampling.tail_storage: not supported: Traceo's buffer is in memory "
+        "(sampler.wal is its durable option) (pass --ignore-unsupported to run without it)"])
+
+
+def test_otlphttp_traces_endpoint():
+    text = whole_file("tail_sampling: {policies: []}").replace(
+        "  otlp:\n    endpoint: 127.0.0.1:14317\n    tls: {insecure: true}\n",
+        "  otlphttp:\n    traces_endpoint: http://tempo:4318/otlp/v1/traces\n").replace(
+        "exporters: [otlp]", "exporters: [otlphttp]")
+    e = loads(text).exporters.otlp
+    assert (e.protocol, e.endpoint, e.tls) == ("http/protobuf", "http://tempo:4318/otlp/v1/traces",
+                                              None)
+
+
+def test_collector_policy_rules():
+    def problems(policies):
+        with pytest.raises(ConfigError) as ei:
+            loads_with_mapping(whole_file(yaml.safe_dump({"tail_sampling": {"policies": policies}})),
+                               "f")
+        return ei.value.problems
+
+    inner_and = {"name": "o", "type": "and", "and": {"and_sub_policy": [
+        {"name": "i", "type": "and", "and": {"and_sub_policy": [
+            {"name": "x", "type": "always_sample"}]}}]}}
+    assert problems([inner_and]) == [
+        "processors.tail_sampling.policies[0].and.and_sub_policy[0].type: 'and' is not accepted "
+        "inside 'and' (the Collector refuses it as an unknown sampling policy type)"]
+    # ours, nested the same, is accepted
+    loads(yaml.safe_dump({"sampler": {"policies": [inner_and]}}))
+    assert problems([{"name": "t", "type": "latency_tail"}])[0].startswith(
+        "processors.tail_sampling.policies[0].type: 'latency_tail' is not accepted with collector")
+    # a missing block is the zero value, as the Collector decodes it
+    cfg, mapping = loads_with_mapping(whole_file(yaml.safe_dump({"tail_sampling": {"policies": [
+        {"name": "p", "type": "probabilistic"},
+        {"name": "b", "type": "boolean_attribute", "string_attribute": {"key": "k"}}]}})), "f")
+    p, b = cfg.sampler.policies
+    assert p.probabilistic.sampling_percentage == 0 and b.boolean_attribute.key == ""
+    assert any(line.startswith("processors.tail_sampling.policies[1].string_attribute")
+               and "ignored" in line for line in mapping)
+    # ours: the block is required
+    with pytest.raises(ConfigError):
+        loads("sampler: {policies: [{name: p, type: probabilistic}]}")
+
+
+def test_sample_on_first_match_asks_drop_first():
+    from types import SimpleNamespace
+    from traceo_sampler.decider import Decider
+    cfg = loads("""
+sampler:
+  sample_on_first_match: true
+  policies:
+    - {name: all, type: always_sample}
+    - {name: no-debug, type: drop, drop: {drop_sub_policy: [{name: d, type: boolean_attribute, boolean_attribute: {key: debug, value: true}}]}}
+    - {name: later, type: always_sample}
+""")
+    d = Decider(cfg.sampler.policies, sample_on_first_match=True)
+    t = SimpleNamespace(trace_id=b"\x01" * 16, span_count=1, min_start=0, max_end=1, status_mask=1,
+                        root_seen=True, services={"s"}, attrs={"debug": {True}}, randomness=0,
+                        root_name="r", root_service="s", trace_state="")
+    assert d.decide(t).dropped
+    t.attrs = {"debug": {False}}
+    dec = d.decide(t)
+    assert dec.sampled and dec.policy == "all"
+
+
+def test_drop_pending_traces_on_shutdown():
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from traceo_sampler.pipeline import Pipeline
+    from traceo_sampler.telemetry import Metrics
+
+    class Capture:
+        name = "capture"
+
+        def __init__(self):
+            self.items = []
+
+        def submit(self, item):
+            self.items.append(item)
+            return True
+
+    req = ExportTraceServiceRequest()
+    ss = req.resource_spans.add().scope_spans.add()
+    ss.spans.add(trace_id=b"\x01" * 16, span_id=b"\x01" * 8, name="r", start_time_unix_nano=1,
+                 end_time_unix_nano=2)
+    for drop, kept in ((False, 1), (True, 0)):
+        cfg = loads(f"sampler: {{drop_pending_traces_on_shutdown: {str(drop).lower()}, "
+                    "policies: [{name: all, type: always_sample}]}")
+        cap = Capture()
+        p = Pipeline(cfg, Metrics(), [cap], clock=lambda: 0.0)
+        p.ingest(req.SerializeToString())
+        assert p.drain(shutdown=True) == 1
+        assert len(cap.items) == kept and p.decided == 1
+        assert p.buffer.ntraces == 0

@@ -106,10 +106,10 @@ class Ctx:
     context, one of its events) with its scope and resource."""
 
     __slots__ = ("span", "scope", "scope_schema", "resource", "resource_schema",
-                 "event", "event_index", "res_kv", "scope_kv")
+                 "event", "event_index", "res_kv", "scope_kv", "memo", "raw")
 
     def __init__(self, span, scope, scope_schema, resource, resource_schema,
-                 event=None, event_index=-1, res_kv=None, scope_kv=None):
+                 event=None, event_index=-1, res_kv=None, scope_kv=None, memo=None):
         self.span = span
         self.scope = scope
         self.scope_schema = scope_schema
@@ -121,6 +121,11 @@ class Ctx:
         # its attributes indexed once, on first use (see _shared_attrs)
         self.res_kv = res_kv if res_kv is not None else [None]
         self.scope_kv = scope_kv if scope_kv is not None else [None]
+        # values of the sub-conditions that read only the resource and the
+        # scope, shared by the spans of one (resource, scope) pair
+        self.memo = memo if memo is not None else {}
+        # the span's encoding, when known: a fast "absent" for attribute keys
+        self.raw = None
 
 
 _KIND_STR = ["Unspecified", "Internal", "Server", "Client", "Producer", "Consumer"]
@@ -163,14 +168,33 @@ def _trace_state_key(keys):
     return get
 
 
+def _key_needle(key: str) -> bytes:
+    """How KeyValue.key = ``key`` is encoded (field 1, length-delimited)."""
+    kb = key.encode()
+    n = len(kb)
+    out = bytearray(b"\x0a")
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out) + kb
+
+
 def _attrs(msg_of):
-    """attributes / attributes[...] of the message ``msg_of(ctx)``."""
+    """attributes / attributes[...] of the message ``msg_of(ctx)`` (the span
+    or its event)."""
     def build(keys):
         if not keys:
             return lambda c: kv_map(msg_of(c).attributes)
         first, rest = keys[0], keys[1:]
+        lit = getattr(first, "literal", None)
+        needle = _key_needle(lit) if type(lit) is str else None
 
         def get(c):
+            if needle is not None and c.raw is not None and needle not in c.raw:
+                # the key's bytes are nowhere in the span's encoding (its
+                # events included): the attribute is absent, no walk needed
+                return None
             s = first(c)
             if type(s) is not str:
                 raise EvalError("cannot get map value: unable to resolve a string index in map: "

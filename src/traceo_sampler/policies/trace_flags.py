@@ -33,8 +33,8 @@ class TraceFlags:
         return {SPAN_DATA}
 
     def evaluate(self, trace):
-        for _r, _rs, _s, _ss, span in trace.spans:
-            if span.flags & FLAG_SAMPLED:
+        for sp in trace.spans:
+            if sp[4].flags & FLAG_SAMPLED:
                 return YES
         return NO
 

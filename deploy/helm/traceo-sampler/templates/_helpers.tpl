@@ -85,7 +85,7 @@ every interface of the pod.
 
 {{- define "traceo-sampler.resources" -}}
 requests:
-  cpu: {{ .Values.resources.cpu.request | quote }}
+  cpu: {{ ternary .Values.sidecar.cpuRequest .Values.resources.cpu.request (eq .Values.mode "sidecar") | quote }}
   memory: {{ include "traceo-sampler.memory" . }}
 limits:
   {{- with .Values.resources.cpu.limit }}
