@@ -19,6 +19,13 @@ Phases, all on the same pre-encoded synthetic load (traceo_sampler.loadgen):
                  from /metrics.
 (d) decision latency percentiles from the serve histogram
                  ``traceo_sampler_decision_latency_seconds`` of phase (b).
+(e) exporters  — phase (b)'s load with the OTLP exporter alone, then with a
+                 ``file`` exporter beside it: each exporter's spans/s and the
+                 clients' request latency (the file exporter's encoding must
+                 not hold back the OTLP exporter or the receivers).
+
+``--serve-src DIR`` runs serve from another build (e.g. the previous commit
+built in its own tree), for a before/after in the same session.
 
 Ratios: full_path spans/s over ceiling spans/s, and RSS per buffered span over
 encoded bytes per span. Subprocesses are started in their own sessions and
@@ -95,10 +102,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+SERVE_SRC = SRC   # --serve-src: run serve from another build (before/after in one session)
+
+
 def _child_env() -> dict:
     env = dict(os.environ)
-    if (SRC / "traceo_sampler").is_dir():
-        env["PYTHONPATH"] = str(SRC) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if (SERVE_SRC / "traceo_sampler").is_dir():
+        env["PYTHONPATH"] = str(SERVE_SRC) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
@@ -243,7 +253,7 @@ class Serve:
     """``traceo-sampler serve -c cfg.yaml`` as a subprocess."""
 
     def __init__(self, workdir: Path, name: str, sampler: dict, sink_endpoint: str, workers: int = 1,
-                 policies: list | None = None):
+                 policies: list | None = None, file_exporter: Path | None = None):
         self.workdir = workdir
         self.name = name
         self.grpc_port = free_port()
@@ -253,7 +263,8 @@ class Serve:
         cfg = {
             "receivers": {"otlp": {"grpc": {"endpoint": self.endpoint}}},
             "sampler": {**sampler, "policies": policies or POLICIES},
-            "exporters": {"otlp": {"endpoint": sink_endpoint}},
+            "exporters": {"otlp": {"endpoint": sink_endpoint},
+                          **({"file": {"path": str(file_exporter)}} if file_exporter else {})},
             "admin": {"endpoint": self.admin},
             "service": {"workers": workers},
         }
@@ -600,6 +611,141 @@ def phase_full(reqs, sink: SinkProc, workdir: Path, concurrency: int, timers: di
     return out, m
 
 
+def phase_exporters(reqs, sink: SinkProc, workdir: Path, concurrency: int, timers: dict,
+                    with_file: bool) -> dict:
+    """(e) The OTLP exporter with and without a ``file`` exporter beside it,
+    under the full-path load, every trace kept: each exporter's spans/s (from the first
+    request sent to the last span it exported) and the clients' request
+    latency. The file exporter's JSON encoding must not hold back the OTLP
+    exporter or the receivers."""
+    sink.call("Mode", b"parse")
+    sink.call("Reset")
+    name = "serve-exporters-" + ("otlp+file" if with_file else "otlp")
+    out_file = workdir / f"{name}.jsonl"
+    # every trace kept: both exporters carry the whole load
+    serve = Serve(workdir, name, timers, sink.endpoint, 1, [{"name": "all", "type": "always_sample"}],
+                  out_file if with_file else None)
+    progress: dict[str, list] = {}
+    halt = threading.Event()
+
+    def poll() -> None:
+        while not halt.is_set():
+            m = serve.metrics()
+            by = metric_by(m, "traceo_sampler_spans_exported_total", "exporter") or {}
+            now = time.monotonic()
+            for exp, n in by.items():
+                p = progress.setdefault(exp, [0.0, now])
+                if n > p[0]:
+                    progress[exp] = [n, now]
+            halt.wait(0.25)
+
+    try:
+        serve.wait_ready()
+        t0 = time.monotonic()
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        r = send(serve.endpoint, reqs, concurrency)
+
+        def drained() -> bool:
+            m = serve.metrics()
+            q = metric_sum(m, "traceo_sampler_exporter_queue_bytes")
+            bt = metric_sum(m, "traceo_sampler_buffer_traces")
+            return (bt is None or bt == 0) and (q is None or q == 0)
+
+        wait_stable(lambda: sink.call("Stats"), 3.0, 300.0, drained)
+        halt.set()
+        poller.join(2)
+        serve.stop(60)
+    except BaseException:
+        halt.set()
+        serve.stop(10)
+        raise
+    exporters = {}
+    for exp, (n, t_last) in sorted(progress.items()):
+        secs = max(t_last - t0, 1e-9)
+        exporters[exp] = {"spans": n, "seconds": round(secs, 2), "spans_per_s": round(n / secs, 1)}
+    return {"spans_per_s_in": r["spans_per_s"], "rpc_latency_ms": r["rpc_latency_ms"],
+            "errors": r["errors"], "exporters": exporters}
+
+
+def otelcol_binary() -> str | None:
+    """The Collector binary scripts/otelcol.sh builds, when it is there
+    (TRACEO_OTELCOL_BIN, else the script's path); never built here."""
+    given = os.environ.get("TRACEO_OTELCOL_BIN")
+    if given:
+        return given if os.path.isfile(given) else None
+    try:
+        out = subprocess.run([str(ROOT / "scripts" / "otelcol.sh"), "path"], check=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                             timeout=30).stdout.strip().splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out[-1] if out and os.path.isfile(out[-1]) else None
+
+
+def phase_collector(binary: str, reqs, sink: SinkProc, workdir: Path, concurrency: int,
+                    decision_wait: str) -> dict:
+    """The peer row: the OpenTelemetry Collector's tail_sampling on the same
+    load and policies (errors, latency 1 s, 10 % of the rest), exporting to
+    the same sink. It decides decision_wait after a trace's first span."""
+    sink.call("Mode", b"parse")
+    sink.call("Reset")
+    port = free_port()
+    cfg = {
+        "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"127.0.0.1:{port}",
+                                                      "max_recv_msg_size_mib": 64}}}},
+        "processors": {"tail_sampling": {"decision_wait": decision_wait, "num_traces": 200000,
+                                         "policies": POLICIES}},
+        "exporters": {"otlp": {"endpoint": sink.endpoint, "tls": {"insecure": True},
+                               "compression": "none"}},
+        "service": {"telemetry": {"metrics": {"level": "none"}},
+                    "pipelines": {"traces": {"receivers": ["otlp"], "processors": ["tail_sampling"],
+                                             "exporters": ["otlp"]}}},
+    }
+    path = workdir / "otelcol.yaml"
+    path.write_text(_to_yaml(cfg))
+    proc = _spawn([binary, "--config", str(path)], workdir, "otelcol")
+    try:
+        deadline = time.monotonic() + 60
+        while not _port_open(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"collector did not start:\n{tail(workdir / 'otelcol.stderr')}")
+            time.sleep(0.1)
+        pid = proc.pid
+        sampler = RssSampler(pid)
+        sampler.start()
+        cpu0 = cpu_seconds(pid)
+        r = send(f"127.0.0.1:{port}", reqs, concurrency)
+        cpu_ingest = cpu_seconds(pid) - cpu0
+        # nothing reaches the sink before decision_wait has passed
+        time.sleep(Duration_s(decision_wait))
+        final, waited, settled = wait_stable(lambda: sink.call("Stats"), 3.0, 120.0)
+        cpu_total = cpu_seconds(pid) - cpu0
+        peak = sampler.stop()
+        stats = sink.call("Stats", b"traces")
+    finally:
+        stop_process(proc, 30)
+    spans = r["spans"] or 1
+    return {
+        "binary": binary,
+        "spans_per_s_in": r["spans_per_s"], "elapsed_s": r["elapsed_s"], "errors": r["errors"],
+        "client_cpu_s": r["client_cpu_s"],
+        "cpu_s_ingest": round(cpu_ingest, 3), "cpu_s_total": round(cpu_total, 3),
+        "cpu_s_per_million_spans": round(cpu_total / spans * 1e6, 3),
+        "cores_busy_ingest": round(cpu_ingest / r["elapsed_s"], 3) if r["elapsed_s"] else None,
+        "peak_rss_mib": round(peak / 2**20, 1), "sink_settled": settled,
+        "sink_spans": final.get("spans"), "check": check_kept(reqs, stats),
+    }
+
+
+def Duration_s(text: str) -> float:
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0}
+    for u in ("ms", "s", "m"):
+        if text.endswith(u):
+            return float(text[: -len(u)]) * units[u]
+    return float(text)
+
+
 def _serve_metric_summary(m: list | None) -> dict | None:
     if m is None:
         return None
@@ -734,7 +880,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="directory keeping built loads between runs (default %(default)s)")
     ap.add_argument("--no-cache", action="store_true", help="always build the load")
     ap.add_argument("--memory-limit-mib", type=int, default=4096, help="serve's memory limit in phase (c)")
-    ap.add_argument("--skip", action="append", default=[], choices=("ceiling", "full", "memory", "ottl"),
+    ap.add_argument("--skip", action="append", default=[],
+                    choices=("ceiling", "full", "memory", "collector", "ottl", "exporters"),
                     help="skip a phase (repeatable)")
     ap.add_argument("--workdir", default=None, help="keep configs and logs here (default: a temp dir, removed)")
     ap.add_argument("--out", default=None, help="also write the JSON to this file")
@@ -742,9 +889,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="service.workers values of phases (b) and (c), comma-separated (default %(default)s)")
     ap.add_argument("--channels", type=int, default=4,
                     help="client TCP connections the load is spread over (default %(default)s)")
+    ap.add_argument("--serve-src", default=None,
+                    help="run serve from this src/ (another build), e.g. the previous commit's")
     args = ap.parse_args(argv)
-    global CHANNELS
+    global CHANNELS, SERVE_SRC
     CHANNELS = args.channels
+    if args.serve_src:
+        SERVE_SRC = Path(args.serve_src).resolve()
     worker_counts = [int(w) for w in args.workers.split(",") if w.strip()]
 
     n_spans = args.spans or (50_000 if args.quick else 300_000)
@@ -768,8 +919,9 @@ def main(argv: list[str] | None = None) -> int:
                    "concurrency": args.concurrency, "spans_per_request": args.spans_per_request,
                    "seed": args.seed, "services": args.services, "error_rate": args.error_rate,
                    "policies": POLICIES, "workers": worker_counts, "channels": args.channels},
-        "load": None, "ceiling": None, "full_path": None, "memory": None,
-        "full_path_by_workers": {}, "memory_by_workers": {}, "full_path_ottl": None,
+        "serve_src": str(SERVE_SRC),
+        "load": None, "ceiling": None, "full_path": None, "memory": None, "exporters": None,
+        "full_path_by_workers": {}, "memory_by_workers": {}, "collector": None, "full_path_ottl": None,
         "decision_latency_s": None, "ratios": {}, "errors": [],
     }
     if psutil is None:
@@ -834,6 +986,33 @@ def main(argv: list[str] | None = None) -> int:
                 result["errors"].append(f"full_path: {exc}")
                 log(f"full path failed: {exc}")
 
+        if "exporters" not in args.skip:
+            try:
+                timers = {"decision_wait": args.decision_wait, "root_wait": args.root_wait,
+                          "idle_timeout": args.idle_timeout}
+                ex = {k: phase_exporters(reqs, sink, workdir, args.concurrency, timers, f)
+                      for k, f in (("otlp_alone", False), ("otlp_and_file", True))}
+                alone = ex["otlp_alone"]["exporters"].get("otlp", {}).get("spans_per_s")
+                beside = ex["otlp_and_file"]["exporters"].get("otlp", {}).get("spans_per_s")
+                ex["otlp_rate_beside_file_over_alone"] = (
+                    round(beside / alone, 3) if alone and beside else None)
+                result["exporters"] = ex
+                log(f"exporters: {json.dumps(ex)}")
+            except Exception as exc:  # noqa: BLE001
+                result["errors"].append(f"exporters: {exc}")
+                log(f"exporters phase failed: {exc}")
+
+        binary = otelcol_binary() if "collector" not in args.skip else None
+        if psutil is not None and binary is not None:
+            try:
+                result["collector"] = phase_collector(binary, reqs, sink, workdir, args.concurrency,
+                                                      args.decision_wait)
+                log(f"collector: {result['collector']['spans_per_s_in']:.0f} spans/s, "
+                    f"{result['collector']['cpu_s_per_million_spans']} CPU s per million spans")
+            except Exception as exc:  # noqa: BLE001
+                result["errors"].append(f"collector: {exc}")
+                log(f"collector failed: {exc}")
+
         if psutil is not None and "memory" not in args.skip:
             try:
                 mb = mem_reqs.mean_span_bytes()
@@ -881,6 +1060,13 @@ def main(argv: list[str] | None = None) -> int:
             # the CPU the group spends beyond one worker's, per span handed over
             extra = f["serve_cpu_s_total"] - base["serve_cpu_s_per_million_spans"] * f["spans_sent"] / 1e6
             result["ratios"][f"workers_{w}_extra_cpu_us_per_forwarded_span"] = round(extra / fwd * 1e6, 3)
+    col = result.get("collector")
+    if col:
+        for w, f in fw.items():
+            result["ratios"][f"workers_{w}_over_collector_spans_per_s"] = round(
+                f["spans_per_s_in"] / col["spans_per_s_in"], 3)
+            result["ratios"][f"workers_{w}_over_collector_cpu_s_per_million_spans"] = round(
+                f["serve_cpu_s_per_million_spans"] / col["cpu_s_per_million_spans"], 3)
     for w, mem in result["memory_by_workers"].items():
         if mem.get("rss_per_buffered_span_bytes") is not None:
             result["ratios"][f"workers_{w}_rss_per_buffered_span_bytes"] = mem["rss_per_buffered_span_bytes"]

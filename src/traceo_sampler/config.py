@@ -16,7 +16,7 @@ import yaml
 
 from .cfgtypes import (Duration, Fraction, NonNeg, NonNegFloat, Percent, Positive,  # noqa: F401
                        PositiveFloat, Wait, _Base, _dec_hook, _enc_hook)
-from .policies import POLICY_STRUCTS, REGISTRY, PolicyCfg, block_attr
+from .policies import POLICY_STRUCTS, REGISTRY, PolicyCfg
 
 # ---------------------------------------------------------------- receivers
 class Endpoint(_Base):
@@ -118,12 +118,13 @@ class Sampler(_Base):
     num_traces: NonNeg | None = None
     expected_new_traces_per_sec: NonNeg = 0   # an allocation hint there; no effect
     block_on_overflow: bool = False           # never needed: see num_traces
-    # accepted, not applied: a trace is bounded by max_spans_per_trace
+    # a trace whose OTLP encoded size exceeds this is dropped at its
+    # decision, whatever the policies say (0: no limit)
     maximum_trace_size_bytes: NonNeg = 0
     # only trace-complete (the Collector's default) is available
     sampling_strategy: Literal["trace-complete"] = "trace-complete"
-    # no effect: service.workers shard by trace ID and limits stay aggregate,
-    # as the Collector's num_shards divides them to keep them aggregate
+    # in a Collector file it sets service.workers (collector_config.py); here
+    # no effect: service.workers is the knob, with the same meaning
     num_shards: Annotated[int, msgspec.Meta(ge=0, le=256)] = 1
     policies: list[PolicyCfg] = msgspec.field(default_factory=list)
 

@@ -48,7 +48,12 @@ class _Spans:
 
 class Pipeline:
     def __init__(self, cfg: Config, metrics, exporters: list[Exporter],
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, tracker=None):
+        """``clock``: what the timers and the policies measure time with (the
+        Kafka receiver's lag clock when reading Kafka); ``tracker``: the
+        Kafka receiver's offset tracker, told when a trace is decided not
+        kept (``done``) and handed the trace IDs of every kept item
+        (``take``, returns the item's ack callback)."""
         s = cfg.sampler
         self.cfg = cfg
         self.metrics = metrics
@@ -65,6 +70,7 @@ class Pipeline:
             cache_not_sampled=s.decision_cache.not_sampled)
         self.decider = Decider(s.policies, clock=clock, semantics=s.semantics,
                                sample_on_first_match=s.sample_on_first_match,
+                               max_trace_bytes=s.maximum_trace_size_bytes,
                                spans=self.buffer.spans)
         self.attr_keys = self.decider.attribute_keys
         self.completion = Completion(s, self.buffer, metrics, self.decider.policies, clock())
@@ -91,10 +97,7 @@ class Pipeline:
         self.late_dropped = 0
         self.by_trigger: dict[str, int] = {}
         self.by_policy: dict[str, int] = {}
-        # the Kafka receiver's offset tracker (receivers/kafka.py), told when
-        # a trace is decided not kept (``done``) and handed the trace IDs of
-        # every kept item (``take``, returns the item's ack callback)
-        self.tracker = None
+        self.tracker = tracker
         # called as observer(trace, trigger, decision, finish_result) for
         # every decided trace; simulate's recorders use it (simulate/replay.py)
         self.observer = None
@@ -155,6 +158,26 @@ class Pipeline:
         self._gauges()
         return IngestResult(res.accepted, res.rejected, res.errors)
 
+    def holds(self, trace_id: bytes) -> bool:
+        """Whether the trace is buffered, undecided."""
+        return trace_id in self.buffer.traces
+
+    def discard(self, trace_ids) -> int:
+        """Forget these undecided traces without a decision (nothing is
+        remembered: a Kafka rebalance hands them whole to the partitions'
+        new owner). Returns how many were buffered."""
+        n = 0
+        for tid in trace_ids:
+            if self.buffer.discard(tid):
+                n += 1
+        self._gauges()
+        return n
+
+    async def flush_exports(self, timeout: float) -> None:
+        """Wait until every exporter acknowledged what it was handed."""
+        for e in self.exporters:
+            await e.flush(timeout)
+
     def usd_per_byte_of(self, service: str) -> float:
         return self._usd_overrides.get(service, self.usd_per_byte)
 
@@ -195,7 +218,8 @@ class Pipeline:
         m = self.metrics
         finish = self.buffer.finish
         for t, late in items:
-            dec = self.decider.decide(Merged(t, late))
+            view = Merged(t, late)
+            dec = self.decider.decide(view)
             if not dec.sampled:
                 finish(t, False, dec.policy, dec.threshold)
                 if self.tracker is not None:
@@ -221,10 +245,9 @@ class Pipeline:
             self.by_policy[dec.policy] = self.by_policy.get(dec.policy, 0) + 1
             self.completion.rescued += 1
             m.traces_rescued_total.labels(dec.policy).inc()
-            self.recent.append({
-                "trace_id": tid.hex(), "policy": dec.policy, "trigger": "rescued",
-                "spans": n, "services": sorted(services),
-                "threshold": encode_th(dec.threshold), "at": time.time()})
+            self.recent.append((tid, dec.policy, "rescued", n, services, dec.threshold,
+                                time.time(), t.root_service, t.root_name,
+                                view.max_end - view.min_start, view.status_mask))
             self._export(blob + late_blob, n, services, [tid], now)
 
     def _release_grace(self, entries) -> None:
@@ -322,6 +345,7 @@ class Pipeline:
         completion = self.completion
         completion.decided(items, now)
         grace = completion.grace_enabled
+        parts: list[tuple] = []   # per trace, for an exporter to isolate a refused one
         for t, trigger in items:
             d, orph, skew, missing_root = consistency(t, tol, skew_amounts)
             dups += d
@@ -363,6 +387,7 @@ class Pipeline:
                         row[1] += nb
                 blobs.append(blob)
                 tids.append(t.trace_id)
+                parts.append((size + len(blob), n, per_service, t.trace_id))
                 # a tuple here, the dict only when /api/status asks (recent_kept)
                 self.recent.append((t.trace_id, dec.policy, trigger, n, per_service, dec.threshold,
                                     time.time(), t.root_service, t.root_name,
@@ -370,8 +395,8 @@ class Pipeline:
                 size += len(blob)
                 spans += n
                 if size >= EXPORT_ITEM_BYTES:
-                    self._export(b"".join(blobs), spans, services, tids, now)
-                    blobs, size, spans, services, tids = [], 0, 0, {}, []
+                    self._export(b"".join(blobs), spans, services, tids, now, parts)
+                    blobs, size, spans, services, tids, parts = [], 0, 0, {}, [], []
             else:
                 label = "dropped" if dec.dropped else "not_sampled"
                 self.traces_dropped += 1
@@ -381,7 +406,7 @@ class Pipeline:
             decided[key] = decided.get(key, 0) + 1
             self.decided += 1
         if blobs:
-            self._export(b"".join(blobs), spans, services, tids, now)
+            self._export(b"".join(blobs), spans, services, tids, now, parts)
         for key, n in decided.items():
             m.traces_decided_total.labels(*key).inc(n)
         errors = self.decider.errors
@@ -416,7 +441,8 @@ class Pipeline:
             a = self._policy_attrs[policy] = policy_attribute(policy)
         return a
 
-    def _export(self, blob: bytes, spans: int, services: dict[str, list], trace_ids, now) -> None:
+    def _export(self, blob: bytes, spans: int, services: dict[str, list], trace_ids, now,
+                parts=None) -> None:
         """Hand kept spans to every exporter; ``services``: label → [spans,
         span bytes as received]. Cost counts the received bytes of what is
         kept, so exported <= received and the saving ratio is exact."""
@@ -425,7 +451,7 @@ class Pipeline:
         if self.tracker is not None:
             ack = self.tracker.take(trace_ids, len(self.exporters))
         for exp in self.exporters:
-            exp.submit(Item(blob, spans, counts, trace_ids, now, ack))
+            exp.submit(Item(blob, spans, counts, trace_ids, now, ack, parts))
         for svc, (n, nb) in services.items():
             row = self._svc(svc)
             row[2] += n

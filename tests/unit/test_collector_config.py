@@ -174,6 +174,7 @@ def test_full_file_maps(monkeypatch):
     assert r.http.endpoint == "localhost:4318"           # the Collector's default
     s = cfg.sampler
     assert s.semantics == "collector" and s.sample_on_first_match
+    assert cfg.service.workers == 1                      # num_shards' default: one loop
     assert s.drop_pending_traces_on_shutdown and s.decision_wait_after_root_received.seconds == 2
     # no decision_cache: num_traces' default (how long the Collector remembers)
     assert (s.decision_cache.sampled, s.decision_cache.not_sampled) == (50_000, 50_000)

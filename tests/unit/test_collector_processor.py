@@ -208,3 +208,16 @@ def test_decision_wait_after_root_received():
     h.consume(traces())          # a root: no parent
     h.wait_for_tick()
     assert m.count == 1 and h.sink.spans == 1
+
+
+def test_maximum_trace_size_bytes():
+    """maximum_trace_size_bytes: a trace larger than it is dropped; the
+    policies are not asked"""
+    small = traces(tid=b"\x01" * 16)
+    m = Mock("m", YES)
+    h = Harness(mocks=[m], extra=f"maximum_trace_size_bytes: {len(small)}, ")
+    h.consume(small)                                            # exactly the limit: kept
+    h.consume(traces(tid=b"\x02" * 16, attrs={"pad": "x" * 100}))  # over it: dropped
+    h.wait_for_tick()
+    h.wait_for_tick()
+    assert h.sink.trace_ids == [b"\x01" * 16] and m.count == 1

@@ -279,7 +279,7 @@ def _value(p, name, **labels):
 
 def test_late_error_after_not_sampled_counts_as_would_change_and_its_lag():
     p, sink, now = _pipeline("  root_wait: 2s\n  idle_timeout: 5s\n")
-    t = trace(3, start=0, end=10_000_000)
+    t = trace(3, start=1, end=10_000_000)
     p.ingest(make_request([t[:2]], service="front"))
     now[0] = 2.0
     p.tick()
@@ -291,7 +291,7 @@ def test_late_error_after_not_sampled_counts_as_would_change_and_its_lag():
     assert p.completion.would_change == 1
     # a late span that makes the trace slower than the latency threshold
     now[0] = 5.0
-    slow = dict(trace(1, root=False, tid=t[0]["trace_id"])[0], start=0, end=1_500_000_000)
+    slow = dict(trace(1, root=False, tid=t[0]["trace_id"])[0], start=1, end=1_500_000_001)
     p.ingest(make_request([[slow]], service="db"))
     assert _value(p, "late_spans_would_change_total", service="db", reason="latency") == 1
     now[0] = 6.0
@@ -325,7 +325,7 @@ def test_dropped_grace_brings_the_whole_trace_back():
     assert len(sink.items) == 1 and sink.items[0].trace_ids == [tid]
     assert _value(p, "traces_rescued_total", policy="errors") == 1 and p.traces_kept == 1
     assert p.completion.grace == {} and p.completion.grace_bytes == 0
-    assert p.recent[-1]["trigger"] == "rescued" and p.recent[-1]["spans"] == 4
+    assert p.recent[-1][2] == "rescued" and p.recent[-1][3] == 4
     # later spans follow the new decision: kept
     now[0] = 4.0
     p.ingest(make_request([trace(1, root=False, tid=tid)], service="db"))
