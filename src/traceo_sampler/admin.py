@@ -16,7 +16,9 @@ _PAGE = (importlib.resources.files("traceo_sampler") / "static" / "status.html")
 
 
 class Admin:
-    def __init__(self, endpoint: str, app_state):
+    def __init__(self, endpoint: str, app_state, *, tls=None, gate=None):
+        self.tls = tls          # config.ServerTls
+        self.gate = gate        # receivers.gate.Gate: bearer tokens
         host, _, port = endpoint.split("://", 1)[-1].rpartition(":")
         self.host, self.port = host, int(port)
         self.state = app_state
@@ -41,7 +43,7 @@ class Admin:
         return web.Response(text=_PAGE, content_type="text/html")
 
     async def start(self) -> None:
-        app = web.Application()
+        app = web.Application(middlewares=[self.gate.http_middleware()] if self.gate else [])
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
@@ -49,8 +51,12 @@ class Admin:
         app.router.add_get("/status", self.page)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
-        await web.TCPSite(self.runner, self.host, self.port).start()
-        log.info("admin listening on http://%s:%d", self.host, self.port)
+        ctx = None
+        if self.tls is not None:
+            from .receivers.security import ssl_context
+            ctx = ssl_context(self.tls)
+        await web.TCPSite(self.runner, self.host, self.port, ssl_context=ctx).start()
+        log.info("admin listening on %s://%s:%d", "https" if ctx else "http", self.host, self.port)
 
     async def stop(self) -> None:
         if self.runner is not None:

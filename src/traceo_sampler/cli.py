@@ -9,8 +9,11 @@ from . import config as _config
 
 
 def _load_or_report(path: str | None) -> _config.Config | None:
+    from . import preflight
     try:
-        return _config.load(path)
+        cfg = _config.load(path)
+        preflight.require(cfg)
+        return cfg
     except _config.ConfigError as exc:
         for p in exc.problems:
             print(p, file=sys.stderr)
@@ -45,7 +48,13 @@ def cmd_serve(args) -> int:
             print(p, file=sys.stderr)
         return 1
     from .server import serve
-    return serve(cfg, args.ready_file, args.config)
+    try:
+        return serve(cfg, args.ready_file, args.config)
+    except _config.ConfigError as exc:
+        # a listener that cannot be opened, a file that cannot be created
+        for p in exc.problems:
+            print(p, file=sys.stderr)
+        return 1
 
 
 def cmd_validate(args) -> int:

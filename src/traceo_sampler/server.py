@@ -138,9 +138,30 @@ class App:
         }
 
     # ----------------------------------------------------------- lifecycle
+    def _gate(self, name: str, blk, limiter):
+        """The gate (auth, memory limiter) of one listener, or None."""
+        from .receivers.gate import Gate
+        from .receivers.security import BearerTokens
+        tokens = BearerTokens(blk.auth) if blk.auth is not None else None
+        open_paths = frozenset(("/healthz", "/readyz")) if name == "admin" else frozenset()
+        gate = Gate(name, self.metrics, tokens, limiter, open_paths)
+        return gate if gate else None
+
+    async def _listen(self, path: str, listener) -> None:
+        """Start one listener; a failure is a config error naming the field."""
+        from .preflight import listen_error
+        try:
+            await listener.start()
+        except (OSError, RuntimeError) as exc:
+            ep = getattr(listener, "endpoint", None) or f"{listener.host}:{listener.port}"
+            raise listen_error(path, ep, exc) from None
+
     async def start(self) -> None:
+        from .receivers.limiter import MemoryLimiter
         from .receivers.otlp_grpc import OtlpGrpcReceiver
         from .receivers.otlp_http import OtlpHttpReceiver
+        mem = self.cfg.service.memory_limit_mib
+        limiter = MemoryLimiter(mem, self.metrics) if mem else None
         for e in self.exporters:
             e.start()
         r = self.cfg.receivers
@@ -154,20 +175,25 @@ class App:
         if r.otlp is not None and r.otlp.grpc is not None:
             g = r.otlp.grpc
             self.receivers.append(grpc_cls(g.endpoint, front, self.metrics,
-                                           g.max_recv_msg_size_mib))
+                                           g.max_recv_msg_size_mib, tls=g.tls,
+                                           gate=self._gate("otlp_grpc", g, limiter)))
         if r.otlp is not None and r.otlp.http is not None:
             h = r.otlp.http
             self.receivers.append(http_cls(h.endpoint, front, self.metrics,
-                                           h.max_recv_msg_size_mib))
+                                           h.max_recv_msg_size_mib, tls=h.tls,
+                                           gate=self._gate("otlp_http", h, limiter)))
         if r.kafka is not None:
             from .receivers.kafka import KafkaReceiver
             self.receivers.append(KafkaReceiver(r.kafka, self.pipeline, self.metrics,
                                                 self.cfg.service.shutdown_timeout.seconds))
         for rec in self.receivers:
-            await rec.start()
+            await self._listen({"otlp_grpc": "receivers.otlp.grpc",
+                                "otlp_http": "receivers.otlp.http"}.get(rec.name, "receivers.kafka"),
+                               rec)
         if self.cfg.admin is not None:
-            self.admin = Admin(self.cfg.admin.endpoint, self)
-            await self.admin.start()
+            a = self.cfg.admin
+            self.admin = Admin(a.endpoint, self, tls=a.tls, gate=self._gate("admin", a, None))
+            await self._listen("admin", self.admin)
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
         self._sampler = asyncio.get_running_loop().create_task(self._sample())
 
@@ -186,6 +212,21 @@ class App:
             except Exception:  # a bug here must not stop deciding forever
                 log.exception("decision tick failed")
             await asyncio.sleep(TICK)
+
+    async def abort(self) -> None:
+        """Undo a start that failed half-way (nothing was received)."""
+        for rec in self.receivers:
+            try:
+                await rec.stop(grace=0)
+            except Exception:  # noqa: BLE001 - it may never have started
+                pass
+        if self.admin is not None:
+            try:
+                await self.admin.stop()
+            except Exception:  # noqa: BLE001
+                pass
+        for e in self.exporters:
+            await e.close(0)
 
     async def shutdown(self) -> None:
         log.info("draining: receivers stop, every buffered trace is decided")
@@ -213,6 +254,8 @@ class App:
         effect (receivers, exporters, admin, cache sizes)."""
         from .decider import Decider
         p = self.pipeline
+        from .preflight import require
+        require(new)                                              # may raise: nothing changed yet
         decider = Decider(new.sampler.policies, clock=p.clock)   # may raise: nothing changed yet
         p.decider = decider
         p.attr_keys = decider.attribute_keys
@@ -226,7 +269,7 @@ class App:
         b.memory_limit = s.memory_limit_mib << 20
         self.metrics.buffer_limit_bytes.set(b.memory_limit)
         old = self.cfg
-        not_applied = [name for name in ("receivers", "exporters", "admin")
+        not_applied = [name for name in ("receivers", "exporters", "admin", "service")
                        if getattr(old, name) != getattr(new, name)]
         if old.sampler.decision_cache != s.decision_cache:
             not_applied.append("sampler.decision_cache")
@@ -276,8 +319,17 @@ class App:
 
 
 async def _serve(cfg: Config, ready_file: str | None, config_path: str | None) -> int:
-    app = App(cfg)
-    await app.start()
+    from .config import ConfigError
+    try:
+        app = App(cfg)
+    except OSError as exc:
+        # what preflight could not foresee (a race, a full disk)
+        raise ConfigError([_field_of(cfg, exc)]) from None
+    try:
+        await app.start()
+    except ConfigError:
+        await app.abort()
+        raise
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -298,6 +350,13 @@ async def _serve(cfg: Config, ready_file: str | None, config_path: str | None) -
     await app.shutdown()
     print(json.dumps({"summary": app.summary()}), file=sys.stderr, flush=True)
     return 0
+
+
+def _field_of(cfg: Config, exc: OSError) -> str:
+    f = cfg.exporters.file
+    if f is not None and exc.filename and os.path.abspath(exc.filename) == os.path.abspath(f.path):
+        return f"exporters.file.path: {f.path!r} cannot be opened: {exc.strerror}"
+    return f"{exc.filename or 'serve'}: {exc.strerror or exc}"
 
 
 def serve(cfg: Config, ready_file: str | None = None, config_path: str | None = None) -> int:
