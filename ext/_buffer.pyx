@@ -132,6 +132,9 @@ cdef class Trace:
     cdef public long long randomness
     cdef public str root_name, root_service
     cdef public object tracestates
+    # its OTLP size, set by the pipeline before deciding when a policy
+    # charges bytes (otlp_size.py); None otherwise
+    cdef public object encoded_size
     # schedule: the trace's two pending deadlines (DESIGN §2, lazily
     # re-checked): "main" (first span, then each re-check) and "root"
     # (pushed once when the root arrives); hpos: index in the heap, -1 if out
@@ -189,6 +192,7 @@ cdef inline void _init_trace(Trace t, bytes trace_id, double now):
     t.root_name = ""
     t.root_service = ""
     t.tracestates = None
+    t.encoded_size = None
     t.decided = False
     t.r_slot = False
     t.hpos = -1

@@ -85,7 +85,7 @@ class Trace:
         "trace_id", "data", "span_count", "first_arrival", "last_arrival",
         "root_arrival", "min_start", "max_end", "status_mask", "root_seen",
         "services", "attrs", "randomness", "root_name", "root_service",
-        "tracestates", "decided", "created_seq", "finished",
+        "tracestates", "decided", "created_seq", "finished", "encoded_size",
     )
 
     def __init__(self, trace_id: bytes, now: float):
@@ -108,6 +108,9 @@ class Trace:
         self.decided = False
         self.created_seq = 0    # seq of its first heap entry (older ones are stale)
         self.finished = False   # finish() ran: its groups are released
+        # its OTLP size, set by the pipeline before deciding when a policy
+        # charges bytes (otlp_size.py); None otherwise
+        self.encoded_size = None
 
     @property
     def trace_state(self) -> str:

@@ -8,16 +8,30 @@ import sys
 from . import config as _config
 
 
-def _load_or_report(path: str | None) -> _config.Config | None:
+def _load_or_report(path: str | None, args=None, show_mapping: bool = False
+                    ) -> _config.Config | None:
     from . import preflight
+    if args is not None and getattr(args, "ignore_unsupported", False):
+        _config.IGNORE_UNSUPPORTED = True
     try:
-        cfg = _config.load(path)
+        cfg, mapping = _config.load_with_mapping(path)
         preflight.require(cfg)
-        return cfg
     except _config.ConfigError as exc:
         for p in exc.problems:
             print(p, file=sys.stderr)
         return None
+    if mapping is not None:
+        # a Collector file: what each of its components became
+        if show_mapping:
+            print(f"{path}: an OpenTelemetry Collector config, run with Collector semantics:")
+            for line in mapping:
+                print("  " + line)
+        else:
+            log = logging.getLogger("traceo_sampler.config")
+            log.info("%s: an OpenTelemetry Collector config, run with Collector semantics", path)
+            for line in mapping:
+                log.info("  %s", line)
+    return cfg
 
 
 def _not_runnable(cfg: _config.Config) -> list[str]:
@@ -39,7 +53,7 @@ def _not_runnable(cfg: _config.Config) -> list[str]:
 
 
 def cmd_serve(args) -> int:
-    cfg = _load_or_report(args.config)
+    cfg = _load_or_report(args.config, args)
     if cfg is None:
         return 1
     problems = _not_runnable(cfg)
@@ -58,7 +72,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    cfg = _load_or_report(args.config)
+    cfg = _load_or_report(args.config, args, show_mapping=True)
     if cfg is None:
         return 1
     print(f"{args.config}: ok")
@@ -66,7 +80,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    cfg = _load_or_report(args.config)
+    cfg = _load_or_report(args.config, args)
     if cfg is None:
         return 1
     from . import simulate
@@ -78,21 +92,30 @@ def cmd_loadgen(args) -> int:
     return loadgen.run(args)
 
 
+def _ignore_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ignore-unsupported", action="store_true",
+                   help="a Collector config file: skip the components Traceo does not run "
+                        "(listed at start-up) instead of refusing the file")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="traceo-sampler",
                                 description="Tail-sampling stream processor for OpenTelemetry traces")
     p.add_argument("--log-level", default="INFO")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the sampler (embedded default without -c)")
-    s.add_argument("-c", "--config", help="YAML config file")
+    s.add_argument("-c", "--config", help="YAML config file (ours or an OpenTelemetry Collector's)")
     s.add_argument("--ready-file", help=argparse.SUPPRESS)
+    _ignore_flag(s)
     s.set_defaults(func=cmd_serve)
     v = sub.add_parser("validate", help="check a config file")
     v.add_argument("-c", "--config", required=True)
+    _ignore_flag(v)
     v.set_defaults(func=cmd_validate)
     sm = sub.add_parser("simulate", help="replay captured traces through the policies offline")
     from . import simulate
     simulate.add_arguments(sm)
+    _ignore_flag(sm)
     sm.set_defaults(func=cmd_simulate)
     lg = sub.add_parser("loadgen", help="send synthetic traces over OTLP/gRPC")
     try:

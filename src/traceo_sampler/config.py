@@ -76,8 +76,13 @@ class Receivers(_Base):
 
 # ---------------------------------------------------------------- sampler
 class DecisionCache(_Base):
+    # the Collector's spellings sampled_cache_size / non_sampled_cache_size
+    # are aliases (DECISION_CACHE_ALIASES)
     sampled: NonNeg = 100_000
     not_sampled: NonNeg = 1_000_000
+
+
+DECISION_CACHE_ALIASES = {"sampled_cache_size": "sampled", "non_sampled_cache_size": "not_sampled"}
 
 
 class Sampler(_Base):
@@ -89,6 +94,32 @@ class Sampler(_Base):
     decision_cache: DecisionCache = msgspec.field(default_factory=DecisionCache)
     # append attribute traceo.sampling.policy (the attributed policy) to kept spans
     record_policy: bool = False
+    # traceo: our rules; collector: decide as the Collector v0.161.0's
+    # tail_sampling (implied by a Collector config file)
+    semantics: Literal["traceo", "collector"] = "traceo"
+    # ---- the Collector's tail_sampling knobs (README "Coming from the Collector")
+    # collector semantics: the decision comes this long after the root span
+    # arrived (0: only decision_wait after the first span)
+    decision_wait_after_root_received: Duration | None = None
+    # stop at the first policy that samples (drop policies are asked first)
+    sample_on_first_match: bool = False
+    # drain on shutdown drops the traces still pending instead of deciding them
+    drop_pending_traces_on_shutdown: bool = False
+    # accepted, no effect: Traceo bounds the buffer in bytes
+    # (memory_limit_mib) and decides traces early under pressure instead of
+    # counting or evicting undecided ones; a Collector file with no decision
+    # cache sizes uses num_traces for them (the Collector remembers the
+    # decisions of the traces it still holds)
+    num_traces: NonNeg | None = None
+    expected_new_traces_per_sec: NonNeg = 0   # an allocation hint there; no effect
+    block_on_overflow: bool = False           # never needed: see num_traces
+    # accepted, not applied: a trace is bounded by max_spans_per_trace
+    maximum_trace_size_bytes: NonNeg = 0
+    # only trace-complete (the Collector's default) is available
+    sampling_strategy: Literal["trace-complete"] = "trace-complete"
+    # no effect: service.workers shard by trace ID and limits stay aggregate,
+    # as the Collector's num_shards divides them to keep them aggregate
+    num_shards: Annotated[int, msgspec.Meta(ge=0, le=256)] = 1
     policies: list[PolicyCfg] = msgspec.field(default_factory=list)
 
 
@@ -225,7 +256,48 @@ class ConfigError(Exception):
 _MSGSPEC_AT = re.compile(r"^(.*) - at `\$(.*)`$", re.S)
 
 
-def _problem(prefix: str, exc: msgspec.ValidationError) -> str:
+def _struct_at(typ: Any, path: str) -> Any:
+    """The struct type a msgspec error path (``.a.b[0].c``) points into."""
+    for part in re.findall(r"\.([^.\[]+)|\[[^\]]*\]", path):
+        typ = _unwrap(typ)
+        if part == "":      # an index: the element type
+            info = msgspec.inspect.type_info(typ)
+            typ = getattr(info, "item_type", None) or getattr(info, "value_type", None)
+            typ = typ.cls if isinstance(typ, msgspec.inspect.StructType) else typ
+            continue
+        if not (isinstance(typ, type) and issubclass(typ, msgspec.Struct)):
+            return None
+        fields = {f.encode_name: f.type for f in msgspec.structs.fields(typ)}
+        if part not in fields:
+            return None
+        typ = fields[part]
+    return _unwrap(typ)
+
+
+def _unwrap(typ: Any) -> Any:
+    """X | None → X; list[X] / dict[str, X] stay (indexed separately)."""
+    args = getattr(typ, "__args__", None)
+    if args and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:
+            return rest[0]
+    return typ
+
+
+def _hint(typ: Any, path: str, field: str) -> str:
+    try:
+        st = _struct_at(typ, path)
+    except Exception:   # a hint is a nicety: never let it mask the problem
+        return ""
+    if isinstance(st, type) and issubclass(st, msgspec.Struct):
+        known = [f.encode_name for f in msgspec.structs.fields(st)]
+        if st is DecisionCache:
+            known += list(DECISION_CACHE_ALIASES)
+        return did_you_mean(field, known)
+    return ""
+
+
+def _problem(prefix: str, exc: msgspec.ValidationError, typ: Any = None) -> str:
     text = str(exc)
     path = ""
     m = _MSGSPEC_AT.match(text)
@@ -236,8 +308,8 @@ def _problem(prefix: str, exc: msgspec.ValidationError) -> str:
     text = re.sub(r"^Expected `(?:int|float|number)` <= (\S+)$", r"must be <= \1", text)
     m2 = re.match(r"^Object contains unknown field `(.*)`$", text)
     if m2:
+        text = "unknown field" + (_hint(typ, path, m2.group(1)) if typ is not None else "")
         path += "." + m2.group(1)
-        text = "unknown field"
     m3 = re.match(r"^Object missing required field `(.*)`$", text)
     if m3:
         path += "." + m3.group(1)
@@ -250,7 +322,7 @@ def _convert(obj: Any, typ: type, prefix: str, problems: list[str]) -> Any:
     try:
         return msgspec.convert(obj, typ, dec_hook=_dec_hook)
     except msgspec.ValidationError as exc:
-        problems.append(_problem(prefix, exc))
+        problems.append(_problem(prefix, exc, typ))
         return None
 
 
@@ -268,14 +340,34 @@ def _unknown_type(typ: Any, path: str, problems: list[str]) -> None:
                     f"(one of {', '.join(POLICY_TYPES)})")
 
 
-def _check_policy(raw: Any, path: str, problems: list[str],
-                  ignored: list[str] | None = None) -> PolicyCfg | None:
+# The Collector's policy types, and what each of its containers accepts as a
+# sub-policy (config.go: sharedPolicyCfg, AndSubPolicyCfg, NotSubPolicyCfg,
+# CompositeSubPolicyCfg); anything else it refuses as an unknown type.
+OURS_ONLY = frozenset({"latency_tail", "service_rate", "adaptive"})
+_COLLECTOR_CONTAINERS = frozenset({"and", "not", "drop", "composite"})
+_COLLECTOR_SUBS = {"and": {"not"}, "drop": {"not"}, "not": set(), "composite": {"and"}}
+
+
+def _collector_allows(typ: str, parent: str | None) -> bool:
+    if typ in OURS_ONLY:
+        return False
+    if parent is None:
+        return True
+    return typ not in _COLLECTOR_CONTAINERS or typ in _COLLECTOR_SUBS[parent]
+
+
+def _check_policy(raw: Any, path: str, problems: list[str], semantics: str = "traceo",
+                  ignored: list[str] | None = None,
+                  parent: str | None = None) -> PolicyCfg | None:
     """Validate one policy (sub-policies recursively, each problem with its
     full path); the typed policy, or None after appending its problems.
 
     A block named after another policy type is an error, unless ``ignored``
     is given (a Collector file: the Collector decodes every type's block into
-    every policy and ignores the others), which then lists their paths."""
+    every policy and ignores the others), which then lists their paths.
+    With ``semantics="collector"`` the types and nesting the Collector
+    refuses are refused, and a module's ``check_collector`` replaces its
+    ``check``."""
     if not isinstance(raw, dict):
         return _convert(raw, PolicyCfg, path, problems)
     typ = raw.get("type")
@@ -288,16 +380,32 @@ def _check_policy(raw: Any, path: str, problems: list[str],
     if not isinstance(typ, str) or typ not in REGISTRY:
         _unknown_type(typ, path, problems)
         return None
+    if semantics == "collector" and not _collector_allows(typ, parent):
+        where = f"inside {parent!r}" if parent and typ not in OURS_ONLY else "with collector semantics"
+        problems.append(f"{path}.type: {typ!r} is not accepted {where} (the Collector "
+                        "refuses it as an unknown sampling policy type)")
+        return None
     mod = REGISTRY[typ]
     before = len(problems)
     block = raw.get(typ)
     raw = dict(raw)
     for other in [k for k in raw if k != typ and k in REGISTRY]:
         if ignored is not None:
+            # decoded there into its struct, so its keys must still exist
+            ob = raw[other]
+            if isinstance(ob, dict):
+                known = set(REGISTRY[other].Config.__struct_encode_fields__)
+                for k in ob:
+                    if k not in known:
+                        problems.append(f"{path}.{other}.{k}: unknown field"
+                                        + did_you_mean(k, known))
             ignored.append(f"{path}.{other}")
             del raw[other]
         elif block is not None:
             problems.append(f"{path}.{other}: a {other!r} block in a policy of type {typ!r}")
+    if block is None and semantics == "collector" and not getattr(mod, "BLOCK_OPTIONAL", False):
+        # the Collector decodes an omitted block as its zero value
+        block = raw[typ] = _zero_block(mod.Config)
     if isinstance(block, dict):
         pre = getattr(mod, "precheck", None)
         if pre is not None and not pre(block, f"{path}.{typ}", problems, _convert):
@@ -312,13 +420,14 @@ def _check_policy(raw: Any, path: str, problems: list[str],
                     if not isinstance(val, list) or not val:
                         problems.append(f"{sp}: must be a non-empty list of policies")
                         continue
-                    block[key] = [_check_policy(v, f"{sp}[{i}]", problems, ignored)
+                    block[key] = [_check_policy(v, f"{sp}[{i}]", problems, semantics,
+                                                ignored, typ)
                                   for i, v in enumerate(val)]
                 else:
                     if not isinstance(val, dict):
                         problems.append(f"{sp}: must be one policy")
                         continue
-                    block[key] = _check_policy(val, sp, problems, ignored)
+                    block[key] = _check_policy(val, sp, problems, semantics, ignored, typ)
             raw[typ] = block
     if len(problems) > before:
         # still report unknown keys of the policy and its block
@@ -341,11 +450,26 @@ def _check_policy(raw: Any, path: str, problems: list[str],
         blk = mod.Config()
         setattr(pol, block_attr(typ), blk)
     check = getattr(mod, "check", None)
+    if semantics == "collector":
+        check = getattr(mod, "check_collector", check)
     if check is not None:
         check(blk, f"{path}.{typ}", problems)
         if len(problems) > before:
             return None
     return pol
+
+
+def _zero_block(cfg_type: type) -> dict:
+    """A block with every required field at Go's zero value."""
+    out: dict[str, Any] = {}
+    for f in msgspec.structs.fields(cfg_type):
+        if f.required:
+            t = _unwrap(f.type)
+            origin = getattr(t, "__origin__", t)
+            out[f.encode_name] = ("" if t is str else 0 if t in (int, float) else False
+                                  if t is bool else [] if origin is list else {}
+                                  if origin is dict else None)
+    return out
 
 
 def _convert_unknown_keys(raw: dict, typ: str, mod, path: str, problems: list[str]) -> None:
@@ -360,10 +484,10 @@ def _convert_unknown_keys(raw: dict, typ: str, mod, path: str, problems: list[st
                 problems.append(f"{path}.{typ}.{k}: unknown field")
 
 
-def parse_policy(raw: Any, path: str = "policy") -> PolicyCfg:
+def parse_policy(raw: Any, path: str = "policy", semantics: str = "traceo") -> PolicyCfg:
     """One policy, validated as in a config file; ConfigError otherwise."""
     problems: list[str] = []
-    pol = _check_policy(raw, path, problems)
+    pol = _check_policy(raw, path, problems, semantics)
     if pol is None:
         raise ConfigError(problems)
     return pol
@@ -371,13 +495,17 @@ def parse_policy(raw: Any, path: str = "policy") -> PolicyCfg:
 
 def _check_endpoint(ep: str, path: str, problems: list[str]) -> None:
     rest = re.sub(r"^(https?://)", "", ep)
+    if rest != ep:
+        rest = rest.split("/", 1)[0]    # a URL may carry a path
     host, sep, port = rest.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         problems.append(f"{path}: must be host:port, got {ep!r}")
 
 
-def parse(raw: Any) -> Config:
-    """Validate a loaded YAML document; raise ConfigError with every problem."""
+def parse(raw: Any, ignored_blocks: list[str] | None = None) -> Config:
+    """Validate a loaded YAML document; raise ConfigError with every problem.
+
+    ``ignored_blocks``: see _check_policy (a Collector file passes a list)."""
     problems: list[str] = []
     if raw is None:
         raw = {}
@@ -398,15 +526,31 @@ def parse(raw: Any) -> Config:
         problems.append("sampler: must be a mapping")
         sampler_raw = {}
     pols_raw = sampler_raw.get("policies", [])
-    sampler = _convert({k: v for k, v in sampler_raw.items() if k != "policies"},
-                       Sampler, "sampler", problems)
+    sampler_rest = {k: v for k, v in sampler_raw.items() if k != "policies"}
+    dc = sampler_rest.get("decision_cache")
+    if isinstance(dc, dict):
+        dc = dict(dc)
+        for alias, name in DECISION_CACHE_ALIASES.items():
+            if alias in dc:
+                if name in dc:
+                    problems.append(f"sampler.decision_cache.{alias}: "
+                                    f"set either {alias} or {name}, not both")
+                dc[name] = dc.pop(alias)
+        sampler_rest["decision_cache"] = dc
+    if sampler_rest.get("sampling_strategy") == "span-ingest":
+        problems.append("sampler.sampling_strategy: span-ingest is not supported "
+                        "(Traceo decides on the whole trace: trace-complete)")
+        sampler_rest.pop("sampling_strategy")
+    sampler = _convert(sampler_rest, Sampler, "sampler", problems)
+    semantics = sampler.semantics if sampler is not None else "traceo"
     policies: list[PolicyCfg] = []
     if not isinstance(pols_raw, list):
         problems.append("sampler.policies: must be a list")
     else:
         names: set[str] = set()
         for i, p in enumerate(pols_raw):
-            pol = _check_policy(p, f"sampler.policies[{i}]", problems)
+            pol = _check_policy(p, f"sampler.policies[{i}]", problems,
+                                semantics, ignored_blocks)
             if pol is not None:
                 if pol.name in names:
                     problems.append(f"sampler.policies[{i}].name: duplicate name {pol.name!r}")
@@ -446,25 +590,68 @@ def parse(raw: Any) -> Config:
     )
 
 
-def loads(text: str, source: str = "config") -> Config:
+# Whether a Collector file's unsupported components are skipped instead of
+# refused: the --ignore-unsupported flag, set once by the CLI so that a hot
+# reload of the same file reads it the same way.
+IGNORE_UNSUPPORTED = False
+
+
+def _yaml(text: str, source: str) -> Any:
     try:
-        raw = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise ConfigError([f"{source}: not valid YAML{where}: {getattr(exc, 'problem', exc)}"])
     except RecursionError:
         raise ConfigError([f"{source}: YAML nested too deeply to read"]) from None
+
+
+def loads_with_mapping(text: str, source: str = "config",
+                       ignore_unsupported: bool | None = None) -> tuple[Config, list[str] | None]:
+    """(config, mapping lines): the mapping is None for our own format and,
+    for an OpenTelemetry Collector file, one line per component saying what
+    it became (collector_config.py)."""
     try:
-        return parse(raw)
+        return _loads_with_mapping(text, source, ignore_unsupported)
     except RecursionError:
         raise ConfigError([f"{source}: nested too deeply (policies within policies?)"]) from None
 
 
-def load(path: str | None) -> Config:
-    """Load FILE, or the embedded default when path is None."""
+def _loads_with_mapping(text: str, source: str, ignore_unsupported: bool | None):
+    from . import collector_config as cc
+    raw = _yaml(text, source)
+    if not cc.looks_like_collector(raw):
+        return parse(raw), None
+    raw = _yaml(cc.expand_env(text), source)
+    if ignore_unsupported is None:
+        ignore_unsupported = IGNORE_UNSUPPORTED
+    tr = cc.translate(raw, ignore_unsupported)
+    problems = list(tr.problems)
+    cfg = None
+    ignored: list[str] = []
+    try:
+        cfg = parse(tr.config, ignored_blocks=ignored)
+    except ConfigError as exc:
+        problems += [tr.collector_path(p) for p in exc.problems]
+    if problems:
+        raise ConfigError(problems)
+    for path in ignored:
+        tr.note(tr.collector_path(path), "ignored: a block of another policy type, "
+                                         "as the Collector ignores it")
+    return cfg, tr.lines()
+
+
+def loads(text: str, source: str = "config") -> Config:
+    return loads_with_mapping(text, source)[0]
+
+
+def load_with_mapping(path: str | None,
+                      ignore_unsupported: bool | None = None) -> tuple[Config, list[str] | None]:
+    """Load FILE (ours or a Collector file), or the embedded default when
+    path is None."""
     if path is None:
-        return loads(DEFAULT_YAML, "embedded default")
+        return loads_with_mapping(DEFAULT_YAML, "embedded default")
     try:
         with open(path, "rb") as fh:
             data = fh.read()
@@ -476,11 +663,29 @@ def load(path: str | None) -> Config:
         line = data.count(b"\n", 0, exc.start) + 1
         raise ConfigError([f"{path}: not UTF-8 text: byte 0x{data[exc.start]:02x} at offset "
                            f"{exc.start} (line {line})"]) from None
-    return loads(text, path)
+    return loads_with_mapping(text, path, ignore_unsupported)
+
+
+def load(path: str | None) -> Config:
+    """Load FILE, or the embedded default when path is None."""
+    return load_with_mapping(path)[0]
 
 
 def dump(cfg: Config) -> str:
     return yaml.safe_dump(msgspec.to_builtins(cfg, enc_hook=_enc_hook), sort_keys=False)
+
+
+def timers(s: Sampler) -> tuple[float, float, float]:
+    """(decision_wait, root_wait, idle_timeout) in seconds as the buffer
+    applies them. Collector semantics: the fixed decision_wait from the
+    first span, earlier only decision_wait_after_root_received after the
+    root (when set), never on idleness."""
+    dw = s.decision_wait.seconds
+    if s.semantics != "collector":
+        return dw, s.root_wait.seconds, s.idle_timeout.seconds
+    after_root = s.decision_wait_after_root_received
+    rw = after_root.seconds if after_root is not None and after_root.seconds > 0 else dw
+    return dw, min(rw, dw), dw
 
 
 def split_endpoint(ep: str) -> tuple[str, int]:

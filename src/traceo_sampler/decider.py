@@ -1,8 +1,8 @@
 """Combines policy verdicts into one decision per trace (DESIGN.md §3).
 
-Collector-compatible: any ``drop`` → dropped; else any inverted match
-(``invert_match``) → not sampled; else any policy sampled → sampled; else
-not sampled. The first sampling policy in config order is the attribution.
+Collector-compatible: any ``drop`` → dropped; else any policy sampled →
+sampled; else not sampled (an ``invert_match`` that matches is a plain
+not-sampled, as in the current Collector). The first sampling policy in config order is the attribution.
 The recorded threshold is the smallest (most permissive) of the sampling
 policies' thresholds: the trace would have been kept with that probability.
 
@@ -21,7 +21,7 @@ from typing import Callable
 
 from . import policies as _policies
 from .config import PolicyCfg
-from .policies.base import DROPPED, INVERT_NOT_SAMPLED, SAMPLED
+from .policies.base import DROPPED, SAMPLED
 from .tracestate import MAX_T
 
 
@@ -37,10 +37,23 @@ NOT_SAMPLED = Decision(False, "", MAX_T)
 
 
 class Decider:
-    def __init__(self, policy_cfgs: list[PolicyCfg], clock: Callable[[], float] | None = None):
+    def __init__(self, policy_cfgs: list[PolicyCfg], clock: Callable[[], float] | None = None,
+                 semantics: str = "traceo", sample_on_first_match: bool = False):
         """``clock``: what stateful policies (limiters, latency_tail,
-        adaptive) read time from; time.monotonic by default."""
-        self.policies = [_policies.build(c, clock) for c in policy_cfgs]
+        adaptive) read time from; time.monotonic by default. ``semantics``:
+        "collector" builds the Collector's variants (policies.build).
+        ``sample_on_first_match``: stop at the first policy that samples, as
+        the Collector's option (later policies, a drop among them, are not
+        asked)."""
+        # The drop policies are evaluated before the others, as the
+        # Collector's processor.go does (evaluateDropPolicies): a dropped
+        # trace costs no limiter any budget, and a drop listed after a
+        # sampling policy still wins under sample_on_first_match.
+        ordered = ([c for c in policy_cfgs if c.type == "drop"]
+                   + [c for c in policy_cfgs if c.type != "drop"])
+        self.policies = [_policies.build(c, clock, semantics) for c in ordered]
+        self.first_match = sample_on_first_match
+        self.needs_size = any(_uses_size(c) for c in policy_cfgs)
         keys: set[str] = set()
         for p in self.policies:
             keys |= p.attribute_keys()
@@ -49,7 +62,6 @@ class Decider:
     def decide(self, trace) -> Decision:
         first = ""
         th = MAX_T
-        inverted = False
         for p in self.policies:
             d, t = p.evaluate(trace)
             if d == SAMPLED:
@@ -57,10 +69,22 @@ class Decider:
                     first = p.name
                 if t < th:
                     th = t
+                if self.first_match:
+                    break
             elif d == DROPPED:
                 return Decision(False, p.name, MAX_T, dropped=True)
-            elif d == INVERT_NOT_SAMPLED:
-                inverted = True
-        if inverted or not first:
+        if not first:
             return NOT_SAMPLED
         return Decision(True, first, th)
+
+
+def _uses_size(cfg) -> bool:
+    """Whether a policy (or a sub-policy) reads a trace's encoded size."""
+    if cfg.type == "bytes_limiting":
+        return True
+    blk = cfg.block
+    for f in getattr(_policies.REGISTRY[cfg.type], "SUB_POLICIES", {}):
+        subs = getattr(blk, f)
+        if any(_uses_size(s) for s in (subs if isinstance(subs, list) else [subs])):
+            return True
+    return False

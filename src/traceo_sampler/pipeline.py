@@ -14,10 +14,11 @@ from typing import Callable
 
 
 from .buffer import TraceBuffer, encode_late, policy_attribute
-from .config import Config
+from .config import Config, timers
 from .decider import Decider
+from .otlp_size import encoded_size
 from .exporters.base import Exporter, Item
-from .tracestate import encode_th
+from .tracestate import MAX_T, encode_th
 
 log = logging.getLogger("traceo_sampler")
 # Kept traces decided together are handed to the exporters as one item of
@@ -52,11 +53,13 @@ class Pipeline:
         self.metrics = metrics
         self.exporters = exporters
         self.clock = clock
-        self.decider = Decider(s.policies, clock=clock)
+        self.decider = Decider(s.policies, clock=clock, semantics=s.semantics,
+                               sample_on_first_match=s.sample_on_first_match)
         self.attr_keys = self.decider.attribute_keys
+        decision_wait, root_wait, idle_timeout = timers(s)
         self.buffer = TraceBuffer(
-            decision_wait=s.decision_wait.seconds, root_wait=s.root_wait.seconds,
-            idle_timeout=s.idle_timeout.seconds, max_spans_per_trace=s.max_spans_per_trace,
+            decision_wait=decision_wait, root_wait=root_wait,
+            idle_timeout=idle_timeout, max_spans_per_trace=s.max_spans_per_trace,
             memory_limit=s.memory_limit_mib << 20,
             cache_sampled=s.decision_cache.sampled,
             cache_not_sampled=s.decision_cache.not_sampled)
@@ -197,9 +200,22 @@ class Pipeline:
             self._gauges()
         return len(due)
 
-    def drain(self) -> int:
+    def drain(self, shutdown: bool = False) -> int:
+        """Decide every buffered trace now. On shutdown with the Collector's
+        ``drop_pending_traces_on_shutdown``, they are dropped undecided
+        instead, as there (counted as not sampled by trigger shutdown)."""
         items = self.buffer.drain()
-        self._decide(items, self.clock())
+        if shutdown and self.cfg.sampler.drop_pending_traces_on_shutdown:
+            for t, _trigger in items:
+                self.buffer.finish(t, False, "", MAX_T)
+                if self.tracker is not None:
+                    self.tracker.done(t.trace_id)
+            if items:
+                self.metrics.traces_decided_total.labels("not_sampled", "", "shutdown").inc(len(items))
+                self.traces_dropped += len(items)
+                self.decided += len(items)
+        else:
+            self._decide(items, self.clock())
         self._gauges()
         return len(items)
 
@@ -209,6 +225,8 @@ class Pipeline:
         m = self.metrics
         decide = self.decider.decide
         buf = self.buffer
+        sized = self.decider.needs_size
+        group = buf.group
         finish = buf.finish
         consistency = buf.consistency
         tol = self.skew_tolerance_ns
@@ -233,6 +251,8 @@ class Pipeline:
                 skewed[svc] = skewed.get(svc, 0) + k
             if missing_root:
                 no_root += 1
+            if sized:
+                t.encoded_size = encoded_size(t, group)
             dec = decide(t)
             extra = self._policy_attr(dec.policy) if record and dec.sampled else b""
             out = finish(t, dec.sampled, dec.policy, dec.threshold, extra)

@@ -239,7 +239,7 @@ class App:
             self._sampler.cancel()
         if self.router is not None:
             await self.router.close(self.cfg.service.shutdown_timeout.seconds)
-        n = self.pipeline.drain()
+        n = self.pipeline.drain(shutdown=True)
         log.info("decided %d buffered traces on shutdown", n)
         for e in self.exporters:
             await e.close(self.cfg.service.shutdown_timeout.seconds)

@@ -228,12 +228,12 @@ BROKEN = [
         """, ["receivers.otlp.grpc.port: unknown field"]),
     ("unknown-key-in-sampler", """
         sampler: {decision_wiat: 5s}
-        """, ["sampler.decision_wiat: unknown field"]),
+        """, ["sampler.decision_wiat: unknown field (did you mean 'decision_wait'?)"]),
     ("unknown-key-in-policy-block", """
         sampler:
           policies:
             - {name: slow, type: latency, latency: {threshold_ms: 10, treshold: 5}}
-        """, ["sampler.policies[0].latency.treshold: unknown field"]),
+        """, ["sampler.policies[0].latency.treshold: unknown field (did you mean 'threshold_ms'?)"]),
     ("unknown-key-in-policy", """
         sampler:
           policies:

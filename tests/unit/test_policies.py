@@ -17,7 +17,7 @@ from traceo_sampler import policies, tracestate
 from traceo_sampler.config import parse
 from traceo_sampler.decider import NOT_SAMPLED as DECISION_NOT_SAMPLED
 from traceo_sampler.decider import Decider, Decision
-from traceo_sampler.policies import DROPPED, INVERT_NOT_SAMPLED, NOT_SAMPLED, SAMPLED
+from traceo_sampler.policies import DROPPED, NOT_SAMPLED, SAMPLED
 
 # Written out rather than computed with tracestate, so a wrong threshold
 # computation shows up here too: T = 2**56 * (1 - p), rounded.
@@ -31,7 +31,7 @@ START = 1_700_000_000_000_000_000   # ns since the epoch, as in OTLP
 
 YES = (SAMPLED, 0)
 NO = (NOT_SAMPLED, 0)
-INV = (INVERT_NOT_SAMPLED, 0)
+INV = (NOT_SAMPLED, 0)   # an inverted match: plain not sampled (no veto)
 DROP = (DROPPED, 0)
 
 
@@ -52,7 +52,7 @@ class Summary:
     # Not in the base summary: the buffer's size of the trace (bytes_limiting
     # falls back to 200 B per span without it) and the first tracestate seen
     # (trace_state; an upstream ``ot=th`` composes with the limiters').
-    nbytes: int | None = None
+    encoded_size: int | None = None
     trace_state: str = ""
 
 
@@ -462,16 +462,16 @@ ROWS = [
     ("rate/upstream-th-invalid-ignored", rl(100), state("ot=th:xyz", randomness=0), YES),
 
     # --------------------------------------------------------- bytes_limiting
-    # Size: trace.nbytes when the summary has it, else 200 B per span.
-    ("bytes/nbytes-fits", bl(10_000), tr(nbytes=5_000), YES),
-    ("bytes/nbytes-exactly-burst", bl(10_000), tr(nbytes=20_000), YES),
-    ("bytes/nbytes-over-burst", bl(10_000), tr(nbytes=20_001), NO),
-    ("bytes/nbytes-not-span-count", bl(10_000), tr(nbytes=100, span_count=1_000), YES),
+    # Size: trace.encoded_size when the summary has it, else 200 B per span.
+    ("bytes/encoded_size-fits", bl(10_000), tr(encoded_size=5_000), YES),
+    ("bytes/encoded_size-exactly-burst", bl(10_000), tr(encoded_size=20_000), YES),
+    ("bytes/encoded_size-over-burst", bl(10_000), tr(encoded_size=20_001), NO),
+    ("bytes/encoded_size-not-span-count", bl(10_000), tr(encoded_size=100, span_count=1_000), YES),
     ("bytes/per-span-fallback-fits", bl(10_000), tr(span_count=100), YES),
     ("bytes/per-span-fallback-over", bl(10_000), tr(span_count=101), NO),
-    ("bytes/explicit-burst", bl(10_000, 1_000), tr(nbytes=1_000), YES),
-    ("bytes/explicit-burst-over", bl(10_000, 1_000), tr(nbytes=1_001), NO),
-    ("bytes/zero-rate", bl(0), tr(nbytes=1), NO),
+    ("bytes/explicit-burst", bl(10_000, 1_000), tr(encoded_size=1_000), YES),
+    ("bytes/explicit-burst-over", bl(10_000, 1_000), tr(encoded_size=1_001), NO),
+    ("bytes/zero-rate", bl(0), tr(encoded_size=1), NO),
 
     # ------------------------------------------------------------ trace_state
     # W3C tracestate, exact value match, an invalid tracestate matches nothing.
@@ -514,8 +514,12 @@ ROWS = [
      tr(span_count=50), YES),
     ("comp/rest-over-remaining", composite(100, ERR_ALWAYS, alloc={"errs": 50}),
      tr(span_count=51), NO),
-    ("comp/remaining-after-90pct", composite(100, ERR_ALWAYS, alloc={"errs": 90}),
-     tr(span_count=11), NO),
+    # no rate_allocation entry: an equal share (100 / 2), as the Collector's
+    # getRateAllocationMap, not what the entries leave (10)
+    ("comp/no-entry-equal-share", composite(100, ERR_ALWAYS, alloc={"errs": 90}),
+     tr(span_count=11), YES),
+    ("comp/no-entry-equal-share-over", composite(100, ERR_ALWAYS, alloc={"errs": 90}),
+     tr(span_count=51), NO),
     ("comp/percent-0-is-equal-share", composite(100, ERR_ALWAYS, alloc={"errs": 0}),
      tr(span_count=50, status_mask=ERR_BIT), YES),
     ("comp/percent-0-is-equal-share-over", composite(100, ERR_ALWAYS, alloc={"errs": 0}),
@@ -737,9 +741,11 @@ DECIDER_ROWS = [
     ("drop-beats-invert", [NOT_HEALTH, HEALTH_DROP], ERR_SLOW,
      Decision(False, "no-health", MAX_T, dropped=True)),
     ("drop-not-matching", [ERRORS, HEALTH_DROP], ERR_ONLY, Decision(True, "errors", 0)),
-    # An inverted match vetoes: not sampled even though others sample.
-    ("invert-beats-sampled-after", [ALL, ERRORS, NOT_HEALTH], ERR_SLOW, DECISION_NOT_SAMPLED),
-    ("invert-beats-sampled-before", [NOT_HEALTH, ALL], ERR_SLOW, DECISION_NOT_SAMPLED),
+    # An inverted match is a plain not-sampled, no veto (the current
+    # Collector, its disableinvertdecisions gate being stable).
+    ("invert-no-veto-sampled-after", [ALL, ERRORS, NOT_HEALTH], ERR_SLOW,
+     Decision(True, ALL["name"], 0)),
+    ("invert-no-veto-sampled-before", [NOT_HEALTH, ALL], ERR_SLOW, Decision(True, ALL["name"], 0)),
     ("invert-no-match-samples", [NOT_HEALTH, ERRORS], ERR_ONLY, Decision(True, "not-health", 0)),
     ("invert-no-match-alone", [NOT_HEALTH], BORING, Decision(True, "not-health", 0)),
     ("and-threshold-through-decider", [and_(prob(50), prob(10), name="both"), ERRORS], LUCKY,

@@ -52,11 +52,11 @@ def decider(policies_raw, clock):
     return Decider(cfg.sampler.policies, clock)
 
 
-def t(r=0, spans=3, status=1, attrs=None, ms=5, state="", nbytes=None, services=("frontend",)):
+def t(r=0, spans=3, status=1, attrs=None, ms=5, state="", encoded_size=None, services=("frontend",)):
     a = {k: set(v) if isinstance(v, (list, set, tuple)) else {v} for k, v in (attrs or {}).items()}
     return Summary(span_count=spans, status_mask=status, attrs=a, randomness=r,
                    min_start=START, max_end=START + ms * NS_PER_MS, trace_state=state,
-                   nbytes=nbytes, services=set(services), root_service=services[0])
+                   encoded_size=encoded_size, services=set(services), root_service=services[0])
 
 
 KEEP = "kept"
@@ -146,12 +146,12 @@ NESTED_ROWS = [
 
 LIMITS_ROWS = [
     # spans-budget: 35 spans/s, bucket 70; volume-control: 1 MiB/s, bucket 5 MiB
-    (0, t(spans=70, nbytes=100), KEEP, "spans-budget", 0),
-    (0, t(spans=1, nbytes=5_242_780), KEEP, "volume-control", 0),    # empties both buckets
-    (0, t(spans=1, nbytes=1), NOT, "", None),
-    (0.25, t(spans=8, nbytes=262_145), KEEP, "spans-budget", 0),     # +8.75 spans, +262 144 B
-    (0.25, t(spans=1, nbytes=262_144), KEEP, "volume-control", 0),
-    (0.25, t(spans=1, nbytes=1), NOT, "", None),
+    (0, t(spans=70, encoded_size=100), KEEP, "spans-budget", 0),
+    (0, t(spans=1, encoded_size=5_242_780), KEEP, "volume-control", 0),    # empties both buckets
+    (0, t(spans=1, encoded_size=1), NOT, "", None),
+    (0.25, t(spans=8, encoded_size=262_145), KEEP, "spans-budget", 0),     # +8.75 spans, +262 144 B
+    (0.25, t(spans=1, encoded_size=262_144), KEEP, "volume-control", 0),
+    (0.25, t(spans=1, encoded_size=1), NOT, "", None),
 ]
 
 TABLES = [

@@ -55,7 +55,7 @@ def spans(n, r=0, **kw):
 
 
 def sized(nbytes, r=0):
-    return Summary(span_count=1, nbytes=nbytes, randomness=r)
+    return Summary(span_count=1, encoded_size=nbytes, randomness=r)
 
 
 # (seconds since start, trace, expected verdict)
@@ -89,7 +89,7 @@ SEQUENCES = [
         (0.0, sized(500), YES),
         (0.25, sized(250), YES),
         (0.25, sized(1), NO),
-        (0.25, Summary(span_count=0, nbytes=None), YES),       # 0 spans x 200 B
+        (0.25, Summary(span_count=0, encoded_size=None), YES),       # 0 spans x 200 B
         (0.3, Summary(span_count=1, randomness=0), NO),        # 200 B fallback, 50 B left
     ]),
     # composite: errs 50 of 100 spans/s, rest the other 50; counters reset

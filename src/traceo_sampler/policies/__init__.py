@@ -33,7 +33,7 @@ from . import (adaptive, always_sample, and_, boolean_attribute, bytes_limiting,
                drop, latency, latency_tail, not_, numeric_attribute, probabilistic,
                rate_limiting, service_rate, span_count, status_code, string_attribute,
                trace_state)
-from .base import DROPPED, INVERT_NOT_SAMPLED, NOT_SAMPLED, SAMPLED, Policy
+from .base import DROPPED, NOT_SAMPLED, SAMPLED, Policy
 
 REGISTRY: dict[str, ModuleType] = {m.TYPE: m for m in (
     always_sample, latency, status_code, probabilistic, string_attribute,
@@ -74,20 +74,31 @@ POLICY_STRUCTS: dict[str, type] = {t: _policy_struct(t, m) for t, m in REGISTRY.
 PolicyCfg = Union[tuple(POLICY_STRUCTS.values())]  # type: ignore[valid-type]
 
 
-def build(cfg: Any, clock: Callable[[], float] | None = None) -> Policy:
+SEMANTICS = ("traceo", "collector")
+
+
+def build(cfg: Any, clock: Callable[[], float] | None = None,
+          semantics: str = "traceo") -> Policy:
     """Build a policy from a validated config; a dict is validated first
     (config.parse_policy), so a bad one raises ConfigError.
 
     ``clock`` (seconds, monotonic; default time.monotonic) is what the
     stateful policies — limiters, latency_tail, adaptive — measure rates and
-    decay with, sub-policies included; tests pass a fake one."""
+    decay with, sub-policies included; tests pass a fake one.
+
+    ``semantics="collector"`` builds, for the types that decide differently
+    there, the module's ``build_collector`` (the Collector v0.161.0's rule);
+    every other type is the same in both modes."""
     if isinstance(cfg, dict):
         from ..config import parse_policy
-        cfg = parse_policy(cfg)
+        cfg = parse_policy(cfg, semantics=semantics)
     if clock is None:
         clock = time.monotonic
-    return REGISTRY[cfg.type].build(cfg, lambda c: build(c, clock), clock)
+    mod = REGISTRY[cfg.type]
+    builder = mod.build
+    if semantics == "collector":
+        builder = getattr(mod, "build_collector", builder)
+    return builder(cfg, lambda c: build(c, clock, semantics), clock)
 
 
-__all__ = ["build", "Policy", "PolicyCfg", "REGISTRY", "SAMPLED", "NOT_SAMPLED",
-           "INVERT_NOT_SAMPLED", "DROPPED"]
+__all__ = ["build", "Policy", "PolicyCfg", "REGISTRY", "SAMPLED", "NOT_SAMPLED", "DROPPED"]

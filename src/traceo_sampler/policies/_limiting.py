@@ -32,8 +32,43 @@ def incoming_threshold(trace, t_in: int = 0) -> int:
 
 
 def trace_bytes(trace) -> int:
-    n = getattr(trace, "nbytes", None)
+    """The trace's size as the Collector counts it: its spans encoded as an
+    OTLP ``TracesData`` (``encoded_size``, set by the pipeline when a
+    policy needs it; see otlp_size.py), else 200 bytes per span."""
+    n = getattr(trace, "encoded_size", None)
     return int(n) if n is not None else trace.span_count * BYTES_PER_SPAN
+
+
+class CollectorBucket:
+    """golang.org/x/time/rate's Limiter as the Collector's rate_limiting and
+    bytes_limiting use it (``AllowN(now, n)``): starts full at ``burst``,
+    refills at ``rate`` per second up to ``burst``, a request of n passes
+    when n tokens are there (so n > burst never passes); with rate 0 the
+    burst is spent once and never refilled."""
+
+    __slots__ = ("rate", "burst", "tokens", "last")
+
+    def __init__(self, rate: float, burst: int):
+        self.rate = float(rate)
+        self.burst = int(burst)
+        self.tokens = float(burst)
+        self.last: float | None = None
+
+    def allow(self, n: int, now: float) -> bool:
+        if self.rate == 0:
+            if self.burst >= n:
+                self.burst -= n
+                return True
+            return False
+        tokens = self.tokens
+        if self.last is not None and now > self.last:
+            tokens = min(float(self.burst), tokens + (now - self.last) * self.rate)
+        tokens -= n
+        if tokens < 0:
+            return False
+        self.last = now if self.last is None or now > self.last else self.last
+        self.tokens = tokens
+        return True
 
 
 class RateEstimator:

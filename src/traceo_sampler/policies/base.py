@@ -11,9 +11,6 @@ from typing import Any, Protocol
 
 NOT_SAMPLED = 0
 SAMPLED = 1
-# string/numeric/boolean attribute with invert_match and a matching value:
-# as in the Collector, this vetoes the trace unless nothing else applies.
-INVERT_NOT_SAMPLED = 2
 DROPPED = 3
 
 Verdict = tuple[int, int]

@@ -1,6 +1,6 @@
 """``boolean_attribute``: a bool attribute equal to ``value``."""
 from ..cfgtypes import _Base
-from .base import INVERT_NOT_SAMPLED, NO, YES, attr_values
+from .base import NO, YES, attr_values
 
 TYPE = "boolean_attribute"
 
@@ -27,7 +27,7 @@ class BooleanAttribute:
     def evaluate(self, trace):
         hit = any(type(v) is bool and v == self.value for v in attr_values(trace, self.key))
         if self.invert:
-            return (INVERT_NOT_SAMPLED, 0) if hit else YES
+            return NO if hit else YES
         return YES if hit else NO
 
 

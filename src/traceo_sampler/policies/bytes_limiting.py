@@ -1,16 +1,19 @@
 """``bytes_limiting``: at most ``bytes_per_second`` kept bytes per second.
 
 The Collector's fields (``bytes_per_second``, ``burst_capacity`` — default
-twice the rate). A trace's size is the buffer's account of it
-(``trace.nbytes``: its spans' encoded bytes plus the per-trace overhead),
-or 200 bytes per span for a summary without one. Limited as
+twice the rate). A trace's size is what the Collector charges: its spans
+encoded as an OTLP ``TracesData`` under their resource and scope
+(``trace.encoded_size``, otlp_size.py), or 200 bytes per span for a summary
+without one. Limited as
 ``rate_limiting`` is: a consistent probability from the measured byte rate,
 recorded as ``th``, with the token bucket capping bursts (_limiting.py).
 """
 import time
 
 from ..cfgtypes import NonNeg, _Base
-from ._limiting import Limiter, incoming_threshold, trace_bytes
+from ._limiting import CollectorBucket, Limiter, incoming_threshold, trace_bytes
+
+from .base import NO, YES
 
 TYPE = "bytes_limiting"
 
@@ -38,6 +41,30 @@ class BytesLimiting:
     def evaluate_after(self, trace, t_in):
         return self.limiter.decide(trace_bytes(trace), self.clock(), trace.randomness,
                                    incoming_threshold(trace, t_in))
+
+
+
+class CollectorBytesLimiting:
+    """As the Collector v0.161.0 (its usetracestate gate off, the default):
+    a plain token bucket, no probability, kept spans record nothing."""
+
+    def __init__(self, name, per_second, burst_capacity, clock=time.monotonic):
+        self.name = name
+        self.clock = clock
+        # the Collector's config reads 0 as unset: twice the rate
+        burst = burst_capacity if burst_capacity else 2 * per_second
+        self.bucket = CollectorBucket(per_second, burst)
+
+    def attribute_keys(self) -> set[str]:
+        return set()
+
+    def evaluate(self, trace):
+        return YES if self.bucket.allow(trace_bytes(trace), self.clock()) else NO
+
+
+def build_collector(cfg, build_sub, clock=None):
+    c = cfg.bytes_limiting
+    return CollectorBytesLimiting(cfg.name, c.bytes_per_second, c.burst_capacity, clock or time.monotonic)
 
 
 def build(cfg, build_sub, clock=None):

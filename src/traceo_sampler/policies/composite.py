@@ -10,11 +10,10 @@ Semantics, as the Collector documents them:
   (later sub-policies are not asked). A sub-policy's inverted non-match
   (``invert_match``) counts as sampling, an inverted match as not;
 * budgets in spans per second: ``percent`` of ``max_total_spans_per_second``
-  for each ``rate_allocation`` entry; ``percent: 0`` means an equal share
-  (total / number of sub-policies), as in the Collector; sub-policies without
-  an entry share what the entries leave — the README's "to ensure remaining
-  capacity is filled use always_sample as one of the policies" (the
-  Collector's code gives them nothing, so that advice fails there);
+  for each ``rate_allocation`` entry; a sub-policy without an entry, or with
+  ``percent: 0``, gets an equal share (total / number of sub-policies), as
+  the Collector's getRateAllocationMap gives it (so the shares may add up
+  to more than the total);
 * spans are counted per clock second, per sub-policy and in total; a trace
   that would take a count over its budget is not sampled.
 
@@ -114,16 +113,54 @@ class _Sub:
 
 def allocations(max_total: float, names: list[str], rate_allocation) -> dict[str, float]:
     """Spans per second for each sub-policy name (see the module doc)."""
-    out: dict[str, float] = {}
     equal = max_total / len(names) if names else 0.0
-    for ra in rate_allocation:
-        out[ra.policy] = ra.percent / 100.0 * max_total if ra.percent > 0 else equal
-    rest = [n for n in names if n not in out]
-    if rest:
-        left = max(0.0, max_total - sum(out.values()))
-        for n in rest:
-            out[n] = left / len(rest)
-    return out
+    pct = {ra.policy: ra.percent for ra in rate_allocation}
+    return {n: (pct[n] / 100.0 * max_total if pct.get(n, 0) > 0 else equal) for n in names}
+
+
+class CollectorComposite:
+    """The Collector v0.161.0's composite (internal/sampling/composite.go):
+    sub-policies in listed order (``policy_order`` is not read there), the
+    first that samples decides: sampled when its spans this clock second
+    plus the trace's stay within its int64 allocation and within
+    ``max_total_spans_per_second`` (compared with that sub-policy's own
+    count: the Collector keeps no total across them), else not sampled."""
+
+    def __init__(self, name, max_total, subs, clock=time.monotonic):
+        self.name = name
+        self.max_total = int(max_total)
+        self.subs = [[n, p, int(b), 0] for n, p, b in subs]
+        self.clock = clock
+        self.second = None
+
+    def attribute_keys(self) -> set[str]:
+        return set().union(*(s[1].attribute_keys() for s in self.subs))
+
+    def evaluate(self, trace):
+        sec = math.floor(self.clock())
+        if sec != self.second:
+            self.second = sec
+            for s in self.subs:
+                s[3] = 0
+        for s in self.subs:
+            d, _t = s[1].evaluate(trace)
+            if d != SAMPLED:
+                continue
+            n = s[3] + trace.span_count
+            if n <= s[2] and n <= self.max_total:
+                s[3] = n
+                return (SAMPLED, 0)
+            return NO
+        return NO
+
+
+def build_collector(cfg, build_sub, clock=None):
+    c = cfg.composite
+    subs = [build_sub(sp) for sp in c.composite_sub_policy]
+    names = [p.name for p in subs]
+    alloc = allocations(c.max_total_spans_per_second, names, c.rate_allocation)
+    return CollectorComposite(cfg.name, c.max_total_spans_per_second,
+                              [(p.name, p, alloc[p.name]) for p in subs], clock or time.monotonic)
 
 
 class Composite:

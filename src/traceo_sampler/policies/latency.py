@@ -42,6 +42,24 @@ class Latency:
         return YES if ms >= self.threshold_ms else NO
 
 
+class CollectorLatency(Latency):
+    """As the Collector v0.161.0 (internal/sampling/latency.go): with no
+    upper bound, kept when duration > threshold_ms (strictly)."""
+
+    def evaluate(self, trace):
+        if trace.span_count == 0:
+            return NO
+        ms = (trace.max_end - trace.min_start) // 1_000_000
+        if self.upper_ms:
+            return YES if self.threshold_ms < ms <= self.upper_ms else NO
+        return YES if ms > self.threshold_ms else NO
+
+
+def build_collector(cfg, build_sub, clock=None):
+    c = cfg.latency or LatencyCfg()
+    return CollectorLatency(cfg.name, c.threshold_ms, c.upper_threshold_ms)
+
+
 def build(cfg, build_sub, clock=None):
     c = cfg.latency or LatencyCfg()
     return Latency(cfg.name, c.threshold_ms, c.upper_threshold_ms)

@@ -3,12 +3,13 @@
 match anywhere in the value unless anchored, as Go's MatchString does in the
 Collector, so pasted Collector patterns keep their meaning.
 
-``invert_match`` keeps traces where no value matches, and vetoes those where
-one does (the Collector's InvertNotSampled)."""
+``invert_match`` keeps traces where no value matches; one where a value
+matches is plainly not sampled by this policy, with no veto over the others
+(the current Collector: its ``disableinvertdecisions`` gate is stable)."""
 import re
 
 from ..cfgtypes import NonNeg, _Base
-from .base import INVERT_NOT_SAMPLED, NO, YES, attr_values
+from .base import NO, YES, attr_values
 
 TYPE = "string_attribute"
 
@@ -58,7 +59,7 @@ class StringAttribute:
     def evaluate(self, trace):
         hit = self._matches(trace)
         if self.invert:
-            return (INVERT_NOT_SAMPLED, 0) if hit else YES
+            return NO if hit else YES
         return YES if hit else NO
 
 

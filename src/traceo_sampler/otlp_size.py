@@ -1,0 +1,83 @@
+"""The size the Collector charges a trace (``bytes_limiting``): its spans as
+an OTLP ``TracesData``, the Collector's ``ptrace.ProtoMarshaler.TracesSize``
+of the trace's received batches.
+
+The Collector keeps per trace one ``ResourceSpans`` per incoming resource,
+holding a copy of the ``resource`` and, per scope, a ``ScopeSpans`` with a
+copy of the ``scope`` and the spans (processor.go
+newResourceSpanFromSpanAndScopes: the schema URLs are not copied). This
+computes the same from the buffer's span entries and group headers without
+encoding anything. Spans of one resource that arrived in several requests
+are counted as one ``ResourceSpans`` here, several there: a few bytes per
+extra request apart.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+
+def _vlen(n: int) -> int:
+    k = 1
+    while n > 0x7F:
+        n >>= 7
+        k += 1
+    return k
+
+
+def _without_schema_url(header: bytes) -> int:
+    """Length of a resource/scope header without its field 3 (schema_url)."""
+    n = len(header)
+    pos = 0
+    out = 0
+    while pos < n:
+        start = pos
+        tag = 0
+        shift = 0
+        while True:
+            b = header[pos]
+            pos += 1
+            tag |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+        wt = tag & 7
+        if wt == 0:
+            while header[pos] & 0x80:
+                pos += 1
+            pos += 1
+        elif wt == 1:
+            pos += 8
+        elif wt == 5:
+            pos += 4
+        else:
+            ln = 0
+            shift = 0
+            while True:
+                b = header[pos]
+                pos += 1
+                ln |= (b & 0x7F) << shift
+                shift += 7
+                if not b & 0x80:
+                    break
+            pos += ln
+        if tag >> 3 != 3:
+            out += pos - start
+    return out
+
+
+def encoded_size(trace, group: Callable[[int], tuple]) -> int:
+    """``trace``: a buffered trace (its ``entries()``); ``group``: the
+    buffer's ``group(gid)`` → (resource_header, scope_header, service)."""
+    per_group: dict[int, int] = {}
+    for gid, _off, ln, _ts in trace.entries():
+        per_group[gid] = per_group.get(gid, 0) + 1 + _vlen(ln) + ln
+    by_res: dict[bytes, int] = {}
+    for gid, spans in per_group.items():
+        rh, sh, _svc = group(gid)
+        ss = _without_schema_url(sh) + spans
+        by_res[rh] = by_res.get(rh, 0) + 1 + _vlen(ss) + ss
+    total = 0
+    for rh, scopes in by_res.items():
+        rs = _without_schema_url(rh) + scopes
+        total += 1 + _vlen(rs) + rs
+    return total
