@@ -1,4 +1,4 @@
-"""Builds the Cython hot path (ext/) into traceo_sampler._scan and _buffer.
+"""Builds the Cython hot path (ext/) into traceo_sampler._scan, _buffer and _shard.
 
 TRACEO_SAMPLER_DEBUG=1 builds with line tracing and writes `cython -a`
 annotation HTML next to the sources, the way uvloop's debug builds do.
@@ -31,7 +31,7 @@ exts = [
         define_macros=macros,
         extra_compile_args=["-O0", "-g"] if debug else ["-O3"],
     )
-    for name in ("scan", "buffer")
+    for name in ("scan", "buffer", "shard")
 ]
 
 setup(

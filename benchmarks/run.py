@@ -234,7 +234,7 @@ class RssSampler(threading.Thread):
 class Serve:
     """``traceo-sampler serve -c cfg.yaml`` as a subprocess."""
 
-    def __init__(self, workdir: Path, name: str, sampler: dict, sink_endpoint: str):
+    def __init__(self, workdir: Path, name: str, sampler: dict, sink_endpoint: str, workers: int = 1):
         self.workdir = workdir
         self.name = name
         self.grpc_port = free_port()
@@ -246,6 +246,7 @@ class Serve:
             "sampler": {**sampler, "policies": POLICIES},
             "exporters": {"otlp": {"endpoint": sink_endpoint}},
             "admin": {"endpoint": self.admin},
+            "service": {"workers": workers},
         }
         self.cfg_path = workdir / f"{name}.yaml"
         self.cfg_path.write_text(_to_yaml(cfg))
@@ -407,9 +408,12 @@ def histogram_quantiles(samples: list | None, name: str, qs=(0.5, 0.9, 0.99)) ->
 
 # ---------------------------------------------------------------- phases
 
+CHANNELS = 4     # client connections (set from --channels)
+
+
 def send(endpoint: str, reqs, concurrency: int, rate: float | None = None) -> dict:
     cpu0 = time.process_time()
-    res = asyncio.run(loadgen.send(endpoint, reqs, rate, None, concurrency))
+    res = asyncio.run(loadgen.send(endpoint, reqs, rate, None, concurrency, channels=CHANNELS))
     res["client_cpu_s"] = round(time.process_time() - cpu0, 3)
     return res
 
@@ -514,10 +518,11 @@ def check_kept(reqs, sink_stats: dict) -> dict:
     }
 
 
-def phase_full(reqs, sink: SinkProc, workdir: Path, concurrency: int, timers: dict) -> tuple[dict, list | None]:
+def phase_full(reqs, sink: SinkProc, workdir: Path, concurrency: int, timers: dict,
+               workers: int = 1) -> tuple[dict, list | None]:
     sink.call("Mode", b"parse")
     sink.call("Reset")
-    serve = Serve(workdir, "serve-full", timers, sink.endpoint)
+    serve = Serve(workdir, f"serve-full-w{workers}", timers, sink.endpoint, workers)
     try:
         ready_s = serve.wait_ready()
         log(f"serve (full path) ready in {ready_s:.1f} s on {serve.endpoint}, admin {serve.admin}")
@@ -578,6 +583,8 @@ def phase_full(reqs, sink: SinkProc, workdir: Path, concurrency: int, timers: di
         "check": check_kept(reqs, full_stats),
         "serve_shutdown": stop,
         "serve_metrics": _serve_metric_summary(m),
+        "workers": workers,
+        "forwarded_spans_between_workers": metric_sum(m, "traceo_sampler_worker_forwarded_spans_total"),
     }
     return out, m
 
@@ -605,12 +612,12 @@ def _serve_metric_summary(m: list | None) -> dict | None:
 
 
 def phase_memory(reqs, sink: SinkProc, workdir: Path, concurrency: int, span_body_bytes: float,
-                 request_bytes_per_span: float, memory_limit_mib: int) -> dict:
+                 request_bytes_per_span: float, memory_limit_mib: int, workers: int = 1) -> dict:
     sink.call("Mode", b"discard")
     sink.call("Reset")
     timers = {"decision_wait": "5m", "root_wait": "5m", "idle_timeout": "5m",
               "memory_limit_mib": memory_limit_mib}
-    serve = Serve(workdir, "serve-memory", timers, sink.endpoint)
+    serve = Serve(workdir, f"serve-memory-w{workers}", timers, sink.endpoint, workers)
     try:
         serve.wait_ready()
         pid = serve.proc.pid
@@ -663,6 +670,7 @@ def phase_memory(reqs, sink: SinkProc, workdir: Path, concurrency: int, span_bod
         "metrics_buffer_spans_before": metric_sum(m0, "traceo_sampler_buffer_spans"),
         "sink_requests_before_shutdown": sink_got.get("requests"),
         "shutdown": stop,
+        "workers": workers,
     }
 
 
@@ -719,7 +727,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="skip a phase (repeatable)")
     ap.add_argument("--workdir", default=None, help="keep configs and logs here (default: a temp dir, removed)")
     ap.add_argument("--out", default=None, help="also write the JSON to this file")
+    ap.add_argument("--workers", default="1,2",
+                    help="service.workers values of phases (b) and (c), comma-separated (default %(default)s)")
+    ap.add_argument("--channels", type=int, default=4,
+                    help="client TCP connections the load is spread over (default %(default)s)")
     args = ap.parse_args(argv)
+    global CHANNELS
+    CHANNELS = args.channels
+    worker_counts = [int(w) for w in args.workers.split(",") if w.strip()]
 
     n_spans = args.spans or (50_000 if args.quick else 300_000)
     mem_spans = args.memory_spans or n_spans
@@ -741,8 +756,9 @@ def main(argv: list[str] | None = None) -> int:
         "params": {"spans": n_spans, "memory_spans": mem_spans, "quick": args.quick,
                    "concurrency": args.concurrency, "spans_per_request": args.spans_per_request,
                    "seed": args.seed, "services": args.services, "error_rate": args.error_rate,
-                   "policies": POLICIES},
+                   "policies": POLICIES, "workers": worker_counts, "channels": args.channels},
         "load": None, "ceiling": None, "full_path": None, "memory": None,
+        "full_path_by_workers": {}, "memory_by_workers": {},
         "decision_latency_s": None, "ratios": {}, "errors": [],
     }
     if psutil is None:
@@ -779,9 +795,16 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 timers = {"decision_wait": args.decision_wait, "root_wait": args.root_wait,
                           "idle_timeout": args.idle_timeout}
-                full, m = phase_full(reqs, sink, workdir, args.concurrency, timers)
-                result["full_path"] = full
-                result["decision_latency_s"] = histogram_quantiles(m, "traceo_sampler_decision_latency_seconds")
+                for w in worker_counts:
+                    full, m = phase_full(reqs, sink, workdir, args.concurrency, timers, w)
+                    full["decision_latency_s"] = histogram_quantiles(
+                        m, "traceo_sampler_decision_latency_seconds")
+                    result["full_path_by_workers"][str(w)] = full
+                    if result["full_path"] is None:
+                        result["full_path"] = full
+                        result["decision_latency_s"] = full["decision_latency_s"]
+                    log(f"full path, {w} worker(s): {full['spans_per_s_in']:.0f} spans/s, "
+                        f"{full['serve_cpu_s_per_million_spans']} CPU s per million spans")
             except Exception as exc:  # noqa: BLE001
                 result["errors"].append(f"full_path: {exc}")
                 log(f"full path failed: {exc}")
@@ -789,8 +812,12 @@ def main(argv: list[str] | None = None) -> int:
         if psutil is not None and "memory" not in args.skip:
             try:
                 mb = mem_reqs.mean_span_bytes()
-                result["memory"] = phase_memory(mem_reqs, sink, workdir, args.concurrency, mb,
-                                                mem_reqs.n_bytes / mem_reqs.n_spans, args.memory_limit_mib)
+                for w in worker_counts:
+                    mem = phase_memory(mem_reqs, sink, workdir, args.concurrency, mb,
+                                       mem_reqs.n_bytes / mem_reqs.n_spans, args.memory_limit_mib, w)
+                    result["memory_by_workers"][str(w)] = mem
+                    if result["memory"] is None:
+                        result["memory"] = mem
             except Exception as exc:  # noqa: BLE001
                 result["errors"].append(f"memory: {exc}")
                 log(f"memory phase failed: {exc}")
@@ -810,6 +837,28 @@ def main(argv: list[str] | None = None) -> int:
         result["ratios"]["rss_per_buffered_span_over_encoded_span_bytes"] = mem["rss_over_encoded_span_bytes"]
         result["ratios"]["rss_per_buffered_span_over_request_bytes_per_span"] = round(
             mem["rss_per_buffered_span_bytes"] / mem["encoded_request_bytes_per_span"], 3)
+    fw = result["full_path_by_workers"]
+    if c and c.get("spans_per_s"):
+        for w, f in fw.items():
+            result["ratios"][f"full_path_workers_{w}_over_ceiling_spans_per_s"] = round(
+                f["spans_per_s_in"] / c["spans_per_s"], 4)
+    base = fw.get(str(worker_counts[0])) if worker_counts else None
+    for w, f in fw.items():
+        if base is None or f is base:
+            continue
+        b0 = worker_counts[0]
+        result["ratios"][f"workers_{w}_over_{b0}_spans_per_s"] = round(
+            f["spans_per_s_in"] / base["spans_per_s_in"], 3)
+        result["ratios"][f"workers_{w}_over_{b0}_cpu_s_per_million_spans"] = round(
+            f["serve_cpu_s_per_million_spans"] / base["serve_cpu_s_per_million_spans"], 3)
+        fwd = f.get("forwarded_spans_between_workers")
+        if fwd:
+            # the CPU the group spends beyond one worker's, per span handed over
+            extra = f["serve_cpu_s_total"] - base["serve_cpu_s_per_million_spans"] * f["spans_sent"] / 1e6
+            result["ratios"][f"workers_{w}_extra_cpu_us_per_forwarded_span"] = round(extra / fwd * 1e6, 3)
+    for w, mem in result["memory_by_workers"].items():
+        if mem.get("rss_per_buffered_span_bytes") is not None:
+            result["ratios"][f"workers_{w}_rss_per_buffered_span_bytes"] = mem["rss_per_buffered_span_bytes"]
     result["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
 
     text = json.dumps(result, indent=2)

@@ -1034,6 +1034,24 @@ cdef class TraceBuffer:
         return 0
 
     # ------------------------------------------------------------ consistency
+    def spans(self, Trace t):
+        """(resource_header, scope_header, span) of every span of a decided
+        trace, in arrival order; see the pure twin."""
+        if t.finished:
+            raise ValueError("spans: the trace is finished (call it before finish)")
+        cdef const unsigned char* d = <const unsigned char*>PyByteArray_AS_STRING(t.data)
+        cdef Py_ssize_t n = PyByteArray_GET_SIZE(t.data)
+        cdef Py_ssize_t pos = 0
+        cdef EntryHdr h
+        cdef Py_ssize_t ng = len(self._groups)
+        out = []
+        while pos < n:
+            _entry(d, pos, n, &h, ng)
+            g = <tuple>self._groups[h.gid]
+            out.append((g[0], g[1], (<bytes>d[pos + ENTRY_HDR:pos + ENTRY_HDR + h.len])))
+            pos += ENTRY_HDR + h.len
+        return out
+
     def consistency(self, Trace t, skew_tolerance_ns, list amounts=None):
         """(duplicates, orphans, skewed, no_root) of a trace, from its span
         entries; see the pure twin. Call it before finish()."""

@@ -19,8 +19,10 @@ class Admin:
     def __init__(self, endpoint: str, app_state, *, tls=None, gate=None):
         self.tls = tls          # config.ServerTls
         self.gate = gate        # receivers.gate.Gate: bearer tokens
+        # "unix:PATH": a Unix socket (a worker's, read by its supervisor)
+        self.unix = endpoint[5:] if endpoint.startswith("unix:") else None
         host, _, port = endpoint.split("://", 1)[-1].rpartition(":")
-        self.host, self.port = host, int(port)
+        self.host, self.port = (host, int(port)) if self.unix is None else ("", 0)
         self.state = app_state
         self.runner: web.AppRunner | None = None
 
@@ -42,15 +44,19 @@ class Admin:
     async def page(self, request: web.Request) -> web.Response:
         return web.Response(text=_PAGE, content_type="text/html")
 
-    async def start(self) -> None:
+    async def start(self, overrides: dict | None = None) -> None:
+        """``overrides``: route → handler replacing the default one (the
+        supervisor of service.workers serves its workers' merged state)."""
+        routes = {"/metrics": self.metrics, "/healthz": self.healthz, "/readyz": self.readyz,
+                  "/api/status": self.api_status, "/status": self.page, **(overrides or {})}
         app = web.Application(middlewares=[self.gate.http_middleware()] if self.gate else [])
-        app.router.add_get("/metrics", self.metrics)
-        app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/readyz", self.readyz)
-        app.router.add_get("/api/status", self.api_status)
-        app.router.add_get("/status", self.page)
+        for path, handler in routes.items():
+            app.router.add_get(path, handler)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
+        if self.unix is not None:
+            await web.UnixSite(self.runner, self.unix).start()
+            return
         ctx = None
         if self.tls is not None:
             from .receivers.security import ssl_context

@@ -516,6 +516,22 @@ class TraceBufferPy:
             target[svc] = target.get(svc, 0) + 1
         return dups, orphans, skewed, not t.root_seen
 
+    # ------------------------------------------------------------ span data
+    def spans(self, t: Trace) -> list[tuple[bytes, bytes, bytes]]:
+        """``(resource_header, scope_header, span)`` of every span of a
+        decided trace, in arrival order, as received: for the policies that
+        read span data at decision time (ottl_condition, trace_flags), which
+        decode it themselves. Call it before ``finish``."""
+        if t.finished:
+            raise ValueError("spans: the trace is finished (call it before finish)")
+        d = t.data
+        groups = self._groups
+        out = []
+        for gid, off, ln, _ts in t.entries():
+            g = groups[gid]
+            out.append((g[0], g[1], bytes(d[off:off + ln])))
+        return out
+
     # ------------------------------------------------------------ output
     def finish(self, t: Trace, sampled: bool, policy: str, threshold: int, extra: bytes = b""):
         """Remember the decision, release the trace's headers, and, when it is

@@ -212,6 +212,10 @@ class Telemetry(_Base):
 
 
 class Service(_Base):
+    # processes, each owning the traces whose trace-ID hash falls in its
+    # shard (workers.py); auto: the CPUs this process may use (affinity and
+    # cgroup CPU quota)
+    workers: Annotated[int, msgspec.Meta(ge=1)] | Literal["auto"] = "auto"
     # process RSS limit: above it the receivers push back (0 = off)
     memory_limit_mib: NonNeg = 0
     # how long a SIGTERM drain may spend sending what is queued
@@ -679,13 +683,22 @@ def timers(s: Sampler) -> tuple[float, float, float]:
     """(decision_wait, root_wait, idle_timeout) in seconds as the buffer
     applies them. Collector semantics: the fixed decision_wait from the
     first span, earlier only decision_wait_after_root_received after the
-    root (when set), never on idleness."""
+    root (when set), never on idleness; and as there, in whole seconds
+    decided on a 1 s tick (Pipeline.tick): a trace joins the batch of the
+    second it arrived in, which is decided decision_wait - 1 s to
+    decision_wait after it (at least one tick)."""
     dw = s.decision_wait.seconds
     if s.semantics != "collector":
         return dw, s.root_wait.seconds, s.idle_timeout.seconds
+    # idbatcher: a trace joins the batch decided decision_wait ticks on; a
+    # root moves it to the batch decision_wait_after_root_received ticks
+    # from then, when that is earlier
+    batches = max(1, int(dw))
     after_root = s.decision_wait_after_root_received
-    rw = after_root.seconds if after_root is not None and after_root.seconds > 0 else dw
-    return dw, min(rw, dw), dw
+    rw = batches
+    if after_root is not None and int(after_root.seconds) > 0:
+        rw = min(batches, int(after_root.seconds))
+    return batches - 1.0, rw - 1.0, batches - 1.0
 
 
 def split_endpoint(ep: str) -> tuple[str, int]:

@@ -16,13 +16,17 @@ rates are measured on (less what is dropped anyway).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable
 
 from . import policies as _policies
 from .config import PolicyCfg
-from .policies.base import DROPPED, SAMPLED
+from .policies.base import DROPPED, SAMPLED, SPAN_DATA, PolicyError
+from .spandata import WithSpans
 from .tracestate import MAX_T
+
+log = logging.getLogger("traceo_sampler")
 
 
 @dataclass(slots=True, frozen=True)
@@ -38,13 +42,16 @@ NOT_SAMPLED = Decision(False, "", MAX_T)
 
 class Decider:
     def __init__(self, policy_cfgs: list[PolicyCfg], clock: Callable[[], float] | None = None,
-                 semantics: str = "traceo", sample_on_first_match: bool = False):
+                 semantics: str = "traceo", sample_on_first_match: bool = False,
+                 spans: Callable[[object], list] | None = None):
         """``clock``: what stateful policies (limiters, latency_tail,
         adaptive) read time from; time.monotonic by default. ``semantics``:
         "collector" builds the Collector's variants (policies.build).
         ``sample_on_first_match``: stop at the first policy that samples, as
         the Collector's option (later policies, a drop among them, are not
-        asked)."""
+        asked). ``spans``: the buffer's ``spans(trace)``, for policies that
+        read span data (policies/base.py SPAN_DATA); without it such a
+        policy sees none."""
         # The drop policies are evaluated before the others, as the
         # Collector's processor.go does (evaluateDropPolicies): a dropped
         # trace costs no limiter any budget, and a drop listed after a
@@ -57,13 +64,26 @@ class Decider:
         keys: set[str] = set()
         for p in self.policies:
             keys |= p.attribute_keys()
+        self.reads_spans = SPAN_DATA in keys
+        keys.discard(SPAN_DATA)
         self.attribute_keys = frozenset(keys)
+        self.spans = spans if spans is not None else (lambda t: [])
+        # policy name -> traces it could not evaluate (PolicyError)
+        self.errors: dict[str, int] = {}
 
     def decide(self, trace) -> Decision:
         first = ""
         th = MAX_T
+        if self.reads_spans:
+            trace = WithSpans(trace, self.spans)
         for p in self.policies:
-            d, t = p.evaluate(trace)
+            try:
+                d, t = p.evaluate(trace)
+            except PolicyError as exc:
+                # the Collector's processor: counted, logged, no vote
+                self.errors[p.name] = self.errors.get(p.name, 0) + 1
+                log.debug("policy %s: %s", p.name, exc)
+                continue
             if d == SAMPLED:
                 if not first:
                     first = p.name

@@ -1079,7 +1079,7 @@ def _percentile(sorted_vals: list[float], q: float) -> float | None:
 async def send(endpoint: str, requests: Sequence[bytes] | Iterable, rate_spans_per_s: float | None = None,
                duration_s: float | None = None, concurrency: int = 4, *, timeout_s: float = 30.0,
                connect_timeout_s: float = 10.0, compression: str | None = None,
-               stop: asyncio.Event | None = None) -> dict:
+               stop: asyncio.Event | None = None, channels: int = 1) -> dict:
     """Send encoded requests to ``endpoint``'s OTLP gRPC ``TraceService/Export``.
 
     ``requests``: a list of encoded requests (an :class:`EncodedRequests`
@@ -1089,6 +1089,9 @@ async def send(endpoint: str, requests: Sequence[bytes] | Iterable, rate_spans_p
     (an :class:`EncodedRequests` with fresh trace IDs each pass, a plain list
     as is). ``rate_spans_per_s`` paces the sends; None sends as fast as
     ``concurrency`` in-flight requests allow. ``stop`` ends the run early.
+    ``channels``: TCP connections the requests are spread over (a server
+    whose workers share the port by ``SO_REUSEPORT`` sees each connection
+    land on one worker, as many clients would spread over them).
 
     Returns counts: requests (ok / failed), spans, bytes, errors by gRPC
     status code name, elapsed seconds, rates and RPC latency percentiles.
@@ -1118,18 +1121,24 @@ async def send(endpoint: str, requests: Sequence[bytes] | Iterable, rate_spans_p
     latencies: list[float] = []
     options = [("grpc.max_send_message_length", 256 * 1024 * 1024),
                ("grpc.max_receive_message_length", 256 * 1024 * 1024)]
-    async with grpc.aio.insecure_channel(endpoint, options=options) as channel:
+    if channels > 1:   # one connection each, not one shared subchannel
+        options.append(("grpc.use_local_subchannel_pool", 1))
+    chans = [grpc.aio.insecure_channel(endpoint, options=options) for _ in range(max(1, channels))]
+    try:
         try:
-            await asyncio.wait_for(channel.channel_ready(), connect_timeout_s)
+            await asyncio.wait_for(asyncio.gather(*(c.channel_ready() for c in chans)),
+                                   connect_timeout_s)
         except asyncio.TimeoutError:
             return {"endpoint": endpoint, "error": f"cannot connect to {endpoint} within {connect_timeout_s}s",
                     "requests": 0, "requests_ok": 0, "requests_failed": 0, "spans": 0, "bytes": 0,
                     "errors": {"UNAVAILABLE": 1}, "elapsed_s": 0.0}
-        call = channel.unary_unary(EXPORT_METHOD, request_serializer=None, response_deserializer=None)
+        calls = [c.unary_unary(EXPORT_METHOD, request_serializer=None, response_deserializer=None)
+                 for c in chans]
         t0 = loop.time()
         deadline = t0 + duration_s if duration_s is not None else None
 
-        async def worker() -> None:
+        async def worker(k: int) -> None:
+            call = calls[k % len(calls)]
             while True:
                 if stop is not None and stop.is_set():
                     return
@@ -1162,7 +1171,10 @@ async def send(endpoint: str, requests: Sequence[bytes] | Iterable, rate_spans_p
                     latencies.append(time.perf_counter() - t)
                 st["last_done"] = loop.time()
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    finally:
+        for c in chans:
+            await c.close()
     elapsed = max(1e-9, (st["last_done"] or loop.time()) - t0)
     latencies.sort()
     ms = lambda v: round(v * 1000, 3) if v is not None else None  # noqa: E731
@@ -1182,6 +1194,7 @@ async def send(endpoint: str, requests: Sequence[bytes] | Iterable, rate_spans_p
         "rpc_latency_ms": {"p50": ms(_percentile(latencies, 0.5)), "p99": ms(_percentile(latencies, 0.99)),
                            "max": ms(latencies[-1] if latencies else None)},
         "concurrency": concurrency,
+        "channels": max(1, channels),
         "rate_target": rate_spans_per_s,
     }
 
@@ -1203,6 +1216,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of traces with an ERROR span (default %(default)s)")
     parser.add_argument("--services", type=int, default=8, metavar="N", help="services (default %(default)s)")
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight (default %(default)s)")
+    parser.add_argument("--channels", type=int, default=1,
+                        help="TCP connections to spread the requests over (default %(default)s)")
     parser.add_argument("--spans-per-request", type=int, default=512, metavar="N",
                         help="spans per Export request (default %(default)s)")
     parser.add_argument("--batching", choices=("collector", "sdk"), default="collector",
@@ -1220,6 +1235,7 @@ def run(args: argparse.Namespace) -> int:
                      ("--error-rate", 0.0 <= args.error_rate <= 1.0),
                      ("--services", args.services >= 1),
                      ("--concurrency", args.concurrency >= 1),
+                     ("--channels", args.channels >= 1),
                      ("--spans-per-request", args.spans_per_request >= 1)):
         if not ok:
             print(f"traceo-sampler loadgen: invalid {name}", file=sys.stderr)
@@ -1262,7 +1278,7 @@ def run(args: argparse.Namespace) -> int:
                     yield data, n
             source = limited()
         return await send(args.endpoint, source, args.rate, duration, args.concurrency,
-                          compression=args.compression, stop=stop)
+                          compression=args.compression, stop=stop, channels=args.channels)
 
     result = asyncio.run(main())
     summary = {"command": "loadgen", "seed": gen.seed, "services": args.services, "error_rate": args.error_rate,

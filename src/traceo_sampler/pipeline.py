@@ -53,16 +53,19 @@ class Pipeline:
         self.metrics = metrics
         self.exporters = exporters
         self.clock = clock
-        self.decider = Decider(s.policies, clock=clock, semantics=s.semantics,
-                               sample_on_first_match=s.sample_on_first_match)
-        self.attr_keys = self.decider.attribute_keys
         decision_wait, root_wait, idle_timeout = timers(s)
+        self.tick_period = 1.0 if s.semantics == "collector" else 0.0
+        self._next_tick: float | None = None
         self.buffer = TraceBuffer(
             decision_wait=decision_wait, root_wait=root_wait,
             idle_timeout=idle_timeout, max_spans_per_trace=s.max_spans_per_trace,
             memory_limit=s.memory_limit_mib << 20,
             cache_sampled=s.decision_cache.sampled,
             cache_not_sampled=s.decision_cache.not_sampled)
+        self.decider = Decider(s.policies, clock=clock, semantics=s.semantics,
+                               sample_on_first_match=s.sample_on_first_match,
+                               spans=self.buffer.spans)
+        self.attr_keys = self.decider.attribute_keys
         metrics.buffer_limit_bytes.set(s.memory_limit_mib << 20)
         metrics.cost_budget_usd_monthly.set(cfg.cost.monthly_budget_usd)
         self.usd_per_byte = metrics.usd_per_byte
@@ -192,8 +195,20 @@ class Pipeline:
 
     # ------------------------------------------------------------ decide
     def tick(self) -> int:
-        """Decide every trace that is due; returns how many."""
+        """Decide every trace that is due; returns how many.
+
+        Collector semantics decide once per second, every trace that came
+        due since the last time at once, as the Collector's ticker does (its
+        limiters then see a second's traces together, so they keep what
+        the Collector keeps)."""
         now = self.clock()
+        if self.tick_period:
+            if self._next_tick is None:
+                self._next_tick = now + self.tick_period
+            if now < self._next_tick:
+                return 0
+            while self._next_tick <= now:
+                self._next_tick += self.tick_period
         due = self.buffer.due(now)
         if due:
             self._decide(due, now)

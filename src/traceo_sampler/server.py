@@ -23,8 +23,16 @@ TICK = 0.05          # how often due traces are looked for
 
 
 class App:
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, *, front=None, adjust=None, before_drain=None):
         self.cfg = cfg
+        # service.workers (workers.py): ``front(pipeline)`` is what the OTLP
+        # receivers feed (it hands other shards' spans to their owners),
+        # ``adjust(cfg)`` gives a reloaded config this worker's share, and
+        # ``await before_drain(app)`` runs between receivers stopping and the
+        # drain (spans still on their way between workers arrive first)
+        self._front = front
+        self._adjust = adjust
+        self._before_drain = before_drain
         self.metrics = Metrics(cfg.telemetry.max_services, cfg.cost.usd_per_gib)
         # exporters.kafka is router mode (exporters/kafka.py), not an
         # exporter of kept traces: the OTLP receivers feed the router
@@ -166,6 +174,8 @@ class App:
             e.start()
         r = self.cfg.receivers
         front, grpc_cls, http_cls = self.pipeline, OtlpGrpcReceiver, OtlpHttpReceiver
+        if self._front is not None and self.router is None:
+            front = self._front(self.pipeline)
         if self.router is not None:
             # router mode: the same receivers, answering once Kafka acked
             from .exporters.kafka import RouterFront, RouterGrpcReceiver, RouterHttpReceiver
@@ -237,6 +247,8 @@ class App:
             await self._ticker
         if self._sampler is not None:
             self._sampler.cancel()
+        if self._before_drain is not None:
+            await self._before_drain(self)
         if self.router is not None:
             await self.router.close(self.cfg.service.shutdown_timeout.seconds)
         n = self.pipeline.drain(shutdown=True)
@@ -256,7 +268,10 @@ class App:
         p = self.pipeline
         from .preflight import require
         require(new)                                              # may raise: nothing changed yet
-        decider = Decider(new.sampler.policies, clock=p.clock)   # may raise: nothing changed yet
+        # may raise: nothing changed yet
+        decider = Decider(new.sampler.policies, clock=p.clock, semantics=new.sampler.semantics,
+                          sample_on_first_match=new.sampler.sample_on_first_match,
+                          spans=p.buffer.spans)
         p.decider = decider
         p.attr_keys = decider.attribute_keys
         p.record_policy = new.sampler.record_policy
@@ -280,6 +295,8 @@ class App:
         from .config import ConfigError, load
         try:
             new = load(path)
+            if self._adjust is not None:
+                new = self._adjust(new)
             not_applied = self.reload(new)
         except ConfigError as exc:
             self.metrics.config_reloads_total.labels("rejected").inc()
@@ -360,6 +377,10 @@ def _field_of(cfg: Config, exc: OSError) -> str:
 
 
 def serve(cfg: Config, ready_file: str | None = None, config_path: str | None = None) -> int:
+    from .workers import supervise, worker_count
+    n = worker_count(cfg)
+    if n > 1:
+        return supervise(cfg, n, ready_file, config_path)
     try:
         import uvloop
     except ImportError:

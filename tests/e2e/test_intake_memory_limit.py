@@ -34,7 +34,9 @@ def _cfg(sink, limit_mib=0):
     return {"sampler": {"root_wait": "3s", "idle_timeout": "3s", "decision_wait": "4s",
                         "policies": POLICIES},
             "exporters": {"otlp": {"endpoint": sink.endpoint}},
-            "service": {"memory_limit_mib": limit_mib}}
+            # one process: the limit is the process's (with service.workers
+            # each worker gets its share)
+            "service": {"memory_limit_mib": limit_mib, "workers": 1}}
 
 
 def _idle_rss_mib(sink) -> int:

@@ -13,6 +13,6 @@ def test_compiled_extensions_loaded():
     assert not accel.LOAD_ERRORS, f"compiled modules failed to load: {accel.LOAD_ERRORS}"
     assert scan.IMPLEMENTATION == "cython"
     assert buffer.IMPLEMENTATION == "cython"
-    for name in ("_scan", "_buffer"):
+    for name in ("_scan", "_buffer", "_shard"):
         mod = importlib.import_module(f"traceo_sampler.{name}")
         assert mod.__file__.endswith(".so"), mod.__file__

@@ -208,7 +208,7 @@ def test_split_endpoint():
 TYPES = ("always_sample, latency, status_code, probabilistic, string_attribute, "
          "numeric_attribute, boolean_attribute, span_count, and, not, drop, "
          "rate_limiting, bytes_limiting, trace_state, composite, latency_tail, "
-         "service_rate, adaptive")
+         "service_rate, adaptive, ottl_condition, trace_flags")
 
 BROKEN = [
     ("negative-threshold", """

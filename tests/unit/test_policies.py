@@ -221,7 +221,42 @@ ERR_BIT = 1 << 2
 ERR_ALWAYS = [named(sc("ERROR"), "errs"), named(pol("always_sample"), "rest")]
 
 
+def with_spans(*specs):
+    """A trace whose span data (ottl_condition, trace_flags) is one span per
+    spec: ``{"name", "flags", "attrs"}``, as the buffer hands it over."""
+    from opentelemetry.proto.trace.v1 import trace_pb2
+    from traceo_sampler.spandata import WithSpans
+    rs = trace_pb2.ResourceSpans()
+    rs.resource.attributes.add(key="service.name").value.string_value = "frontend"
+    rh = rs.SerializeToString()
+    sh = trace_pb2.ScopeSpans(scope={"name": "lib"}).SerializeToString()
+    triples = []
+    for sp in specs:
+        m = trace_pb2.Span(name=sp.get("name", "op"), flags=sp.get("flags", 0),
+                           trace_id=bytes(range(16)), span_id=bytes(8))
+        for k, v in (sp.get("attrs") or {}).items():
+            m.attributes.add(key=k).value.string_value = v
+        triples.append((rh, sh, m.SerializeToString()))
+    return WithSpans(tr(), lambda t: triples)
+
+
+def ottl(span=(), spanevent=(), **kw):
+    return {"name": "p", "type": "ottl_condition",
+            "ottl_condition": {"span": list(span), "spanevent": list(spanevent), **kw}}
+
+
+TRACE_FLAGS = {"name": "p", "type": "trace_flags"}
+
 ROWS = [
+    # ------------------------------------------------- ottl_condition, trace_flags
+    # (the full ports of their upstream tests are in test_policies_ottl.py)
+    ("ottl/one-span-matches", ottl(['name == "b"']), with_spans({"name": "a"}, {"name": "b"}), YES),
+    ("ottl/none-matches", ottl(['name == "c"']), with_spans({"name": "a"}, {"name": "b"}), NO),
+    ("ottl/resource", ottl(['resource.attributes["service.name"] == "frontend"']),
+     with_spans({}), YES),
+    ("ottl/no-spans", ottl(["true"]), with_spans(), NO),
+    ("trace_flags/sampled", TRACE_FLAGS, with_spans({"flags": 0}, {"flags": 0x101}), YES),
+    ("trace_flags/not-sampled", TRACE_FLAGS, with_spans({"flags": 0x100}), NO),
     # ---------------------------------------------------------- always_sample
     ("always/empty-block", pol("always_sample", {}), tr(), YES),
     ("always/no-block", pol("always_sample"), tr(), YES),

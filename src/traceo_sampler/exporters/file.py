@@ -19,13 +19,16 @@ class FileExporter(Exporter):
         self.path = cfg.path
         d = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(d, exist_ok=True)
-        self._fh = open(self.path, "a", encoding="utf-8")
+        # one write(2) per line on an O_APPEND descriptor: the workers of
+        # service.workers append to the same file without interleaving
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     async def send(self, payload: bytes) -> None:
         line = json.dumps(request_to_json(payload), separators=(",", ":"))
-        self._fh.write(line + "\n")
-        self._fh.flush()
+        data = (line + "\n").encode()
+        while data:
+            data = data[os.write(self._fd, data):]
         await asyncio.sleep(0)
 
     async def aclose(self) -> None:
-        self._fh.close()
+        os.close(self._fd)

@@ -30,16 +30,16 @@ import msgspec
 
 from ..cfgtypes import _Base
 from . import (adaptive, always_sample, and_, boolean_attribute, bytes_limiting, composite,
-               drop, latency, latency_tail, not_, numeric_attribute, probabilistic,
-               rate_limiting, service_rate, span_count, status_code, string_attribute,
-               trace_state)
+               drop, latency, latency_tail, not_, numeric_attribute, ottl_condition,
+               probabilistic, rate_limiting, service_rate, span_count, status_code,
+               string_attribute, trace_flags, trace_state)
 from .base import DROPPED, NOT_SAMPLED, SAMPLED, Policy
 
 REGISTRY: dict[str, ModuleType] = {m.TYPE: m for m in (
     always_sample, latency, status_code, probabilistic, string_attribute,
     numeric_attribute, boolean_attribute, span_count, and_, not_, drop,
     rate_limiting, bytes_limiting, trace_state, composite,
-    latency_tail, service_rate, adaptive,
+    latency_tail, service_rate, adaptive, ottl_condition, trace_flags,
 )}
 
 

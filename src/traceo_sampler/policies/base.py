@@ -53,6 +53,21 @@ class Policy(Protocol):
         ...
 
 
+# A policy that reads the trace's spans themselves at decision time
+# (ottl_condition, trace_flags) lists this pseudo-key among its attribute
+# keys. Every combinator already forwards its sub-policies' keys, so the
+# decider learns from it, wherever the policy is nested, to hand traces over
+# as spandata.WithSpans (with ``.spans``); it is never asked of the scanner.
+SPAN_DATA = "\x00span_data"
+
+
+class PolicyError(Exception):
+    """A policy could not evaluate a trace (an ottl_condition under
+    ``error_mode: propagate``). As in the Collector, the error passes up
+    through and/not/drop/composite, and the top-level policy it came from
+    casts no vote on that trace."""
+
+
 def attr_values(trace: TraceSummary, key: str) -> set[Any]:
     a = trace.attrs
     if not a:

@@ -39,6 +39,8 @@ def retry_info_trailer(message: str, delay: float) -> tuple:
 
 class OtlpGrpcReceiver:
     name = "otlp_grpc"
+    # service.workers: every worker listens on the same port
+    reuse_port = False
 
     def __init__(self, endpoint: str, pipeline, metrics, max_recv_mib: int = 16, *,
                  tls=None, gate=None):
@@ -73,7 +75,7 @@ class OtlpGrpcReceiver:
 
     async def start(self) -> None:
         opts = [("grpc.max_receive_message_length", self.max_bytes),
-                ("grpc.so_reuseport", 0)]
+                ("grpc.so_reuseport", int(self.reuse_port))]
         interceptors = [self.gate.grpc_interceptor()] if self.gate else []
         self.server = grpc.aio.server(options=opts, interceptors=interceptors)
         handler = grpc.method_handlers_generic_handler(SERVICE, {

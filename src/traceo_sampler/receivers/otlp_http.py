@@ -20,6 +20,8 @@ def _status(code: int, message: str) -> bytes:
 
 class OtlpHttpReceiver:
     name = "otlp_http"
+    # service.workers: every worker listens on the same port
+    reuse_port = False
 
     def __init__(self, endpoint: str, pipeline, metrics, max_recv_mib: int = 16, *,
                  tls=None, gate=None):
@@ -89,7 +91,8 @@ class OtlpHttpReceiver:
         if self.tls is not None:
             from .security import ssl_context
             ctx = ssl_context(self.tls)
-        site = web.TCPSite(self.runner, self.host, self.port, ssl_context=ctx)
+        site = web.TCPSite(self.runner, self.host, self.port, ssl_context=ctx,
+                           reuse_port=self.reuse_port or None)
         await site.start()
         log.info("OTLP/HTTP receiver listening on %s:%d", self.host, self.port)
 

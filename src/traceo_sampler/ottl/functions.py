@@ -1,0 +1,418 @@
+"""The converters conditions use, after pkg/ottl/ottlfuncs (v0.161.0), with
+the typed getters of pkg/ottl/expression.go that coerce their arguments.
+
+Each converter declares its parameters (name, kind, optional?) as the Go
+Arguments struct does; the compiler checks the arity and argument names and
+coerces literal arguments at compile time, so ``Int("abc")`` or
+``IsMatch(name, "(")`` is a config error, as in the Collector.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+from .paths import EvalError, TypeErr
+from .values import EQ, SpanID, TraceID, compare, go_float, type_name
+
+import re2 as _re2
+
+# Go's regexp is RE2: the same syntax (no lookaround, no backreferences),
+# linear time. Errors are reported here, not logged by RE2 to stderr.
+_RE2_OPTIONS = _re2.Options()
+_RE2_OPTIONS.log_errors = False
+
+
+# ----------------------------------------------------------- typed getters
+def as_string(v):
+    if type(v) is str:
+        return v
+    raise TypeErr(f"expected string but got {'nil' if v is None else type_name(v)}")
+
+
+def as_int(v):
+    if type(v) is int:
+        return v
+    raise TypeErr(f"expected int64 but got {'nil' if v is None else type_name(v)}")
+
+
+def as_float(v):
+    if type(v) is float:
+        return v
+    raise TypeErr(f"expected float64 but got {'nil' if v is None else type_name(v)}")
+
+
+def as_bool(v):
+    if type(v) is bool:
+        return v
+    raise TypeErr(f"expected bool but got {'nil' if v is None else type_name(v)}")
+
+
+def as_pmap(v):
+    if type(v) is dict:
+        return v
+    raise TypeErr(f"expected pcommon.Map but got {'nil' if v is None else type_name(v)}")
+
+
+def as_pslice(v):
+    if type(v) is list:
+        return v
+    raise TypeErr(f"expected pcommon.Slice but got {'nil' if v is None else type_name(v)}")
+
+
+def as_any(v):
+    return v
+
+
+def _json_default(o):
+    if type(o) is bytes:
+        import base64
+        return base64.b64encode(o).decode()
+    raise TypeError(type_name(o))
+
+
+def _go_json(v) -> str:
+    t = type(v)
+    if t is float:
+        return go_float(v)
+    if t is bool:
+        return "true" if v else "false"
+    if t is int or t is str:
+        return json.dumps(v, ensure_ascii=False)
+    if t is dict:
+        return "{" + ",".join(json.dumps(k, ensure_ascii=False) + ":" + _go_json(v[k])
+                              for k in sorted(v)) + "}"
+    if t is list:
+        return "[" + ",".join(_go_json(x) for x in v) + "]"
+    if v is None:
+        return "null"
+    if t is bytes:
+        return json.dumps(_json_default(v))
+    raise TypeErr(f"unsupported type: {type_name(v)}")
+
+
+def as_string_like(v):
+    """StringLikeGetter: None when there is no value (``ok`` false)."""
+    if v is None:
+        return None
+    t = type(v)
+    if t is str:
+        return v
+    if t is bytes:
+        return v.hex()
+    if t is TraceID or t is SpanID:
+        return v.raw.hex()
+    s = _go_json(v)
+    # encoding/json escapes HTML-sensitive characters by default
+    return s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+_GO_INT = re.compile(r"[+-]?[0-9]+\Z")
+_GO_FLOAT = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+                       r"|inf(?:inity)?|nan)\Z", re.I)
+_GO_BOOL = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True,
+            "0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}
+_I64 = 1 << 63
+
+
+def _parse_int(s: str) -> int:
+    if not _GO_INT.match(s):
+        raise EvalError(f'strconv.ParseInt: parsing "{s}": invalid syntax')
+    n = int(s)
+    if not -_I64 <= n < _I64:
+        raise EvalError(f'strconv.ParseInt: parsing "{s}": value out of range')
+    return n
+
+
+def _parse_float(s: str) -> float:
+    if not _GO_FLOAT.match(s):
+        raise EvalError(f'strconv.ParseFloat: parsing "{s}": invalid syntax')
+    return float(s)
+
+
+def as_int_like(v):
+    if v is None:
+        return None
+    t = type(v)
+    if t is int:
+        return v
+    if t is str:
+        return _parse_int(v)
+    if t is float:
+        if v != v or v in (float("inf"), float("-inf")):
+            raise EvalError(f"cannot convert {v} to int64")
+        return int(v)
+    if t is bool:
+        return 1 if v else 0
+    raise TypeErr(f"unsupported type: {type_name(v)}")
+
+
+def as_float_like(v):
+    if v is None:
+        return None
+    t = type(v)
+    if t is float:
+        return v
+    if t is int:
+        return float(v)
+    if t is str:
+        return _parse_float(v)
+    if t is bool:
+        return 1.0 if v else 0.0
+    raise TypeErr(f"unsupported type: {type_name(v)}")
+
+
+def as_bool_like(v):
+    if v is None:
+        return None
+    t = type(v)
+    if t is bool:
+        return v
+    if t is int:
+        return v != 0
+    if t is float:
+        return v != 0.0
+    if t is str:
+        b = _GO_BOOL.get(v)
+        if b is None:
+            raise EvalError(f'strconv.ParseBool: parsing "{v}": invalid syntax')
+        return b
+    raise TypeErr(f"unsupported type: {type_name(v)}")
+
+
+def as_byte_slice_like(v):
+    if v is None:
+        return None
+    t = type(v)
+    if t is bytes:
+        return v
+    if t is str:
+        return v.encode()
+    if t is int:
+        return v.to_bytes(8, "big", signed=True)
+    if t is float:
+        import struct
+        return struct.pack(">d", v)
+    if t is bool:
+        return b"\x01" if v else b"\x00"
+    raise TypeErr(f"unsupported type: {type_name(v)}")
+
+
+KINDS = {
+    "string": as_string, "int": as_int, "float": as_float, "bool": as_bool,
+    "pmap": as_pmap, "pslice": as_pslice, "any": as_any,
+    "string_like": as_string_like, "int_like": as_int_like, "float_like": as_float_like,
+    "bool_like": as_bool_like, "bytes_like": as_byte_slice_like,
+}
+
+
+# ----------------------------------------------------------- converters
+def _is(kind):
+    conv = KINDS[kind]
+
+    def f(target):
+        v = target()     # an error of the argument itself is not an answer
+        try:
+            conv(v)
+        except TypeErr:
+            return False
+        return True
+    return f
+
+
+def _is_list(target):
+    return type(target()) is list
+
+
+def _len(target):
+    v = target()
+    t = type(v)
+    if t is str:
+        return len(v.encode("utf-8", "surrogateescape"))   # Go: bytes
+    if t is dict or t is list or t is bytes:
+        return len(v)
+    raise EvalError(f"Len: unsupported target type {type_name(v)}")
+
+
+def _optional(conv):
+    def f(target):
+        return conv(target())
+    return f
+
+
+def _lower(target):
+    return as_string(target()).lower()
+
+
+def _upper(target):
+    return as_string(target()).upper()
+
+
+def _substring(target, start, length, utf8_safe=None):
+    s = start()
+    if s < 0:
+        raise EvalError(f"invalid start for substring function, {s} cannot be negative")
+    n = length()
+    if n <= 0:
+        raise EvalError(f"invalid length for substring function, {n} cannot be negative or zero")
+    val = as_string(target()).encode("utf-8", "surrogateescape")
+    if s > len(val) or n > len(val) - s:
+        raise EvalError(f"invalid range for substring function, start({s})+length({n}) cannot "
+                        f"be greater than the length of target string({len(val)})")
+    a, b = s, s + n
+    if utf8_safe is not None and utf8_safe():
+        while a < len(val) and (val[a] & 0xC0) == 0x80:
+            a += 1
+        while a < b < len(val) and (val[b] & 0xC0) == 0x80:
+            b -= 1
+        b = max(a, b)
+    return val[a:b].decode("utf-8", "surrogateescape")
+
+
+def _concat(vals, delimiter):
+    d = delimiter()
+    out = []
+    for g in vals():
+        v = g()
+        out.append("<nil>" if v is None else v)
+    return d.join(out)
+
+
+def _has_prefix(target, prefix):
+    return target().startswith(prefix())
+
+
+def _has_suffix(target, suffix):
+    return target().endswith(suffix())
+
+
+def _trim_prefix(target, prefix):
+    v, p = target(), prefix()
+    return v[len(p):] if p and v.startswith(p) else v
+
+
+def _trim_suffix(target, suffix):
+    v, s = target(), suffix()
+    return v[:-len(s)] if s and v.endswith(s) else v
+
+
+def _split(target, delimiter):
+    v, d = target(), delimiter()
+    if d == "":
+        return list(v)     # Go splits into UTF-8 sequences
+    return v.split(d)
+
+
+def _contains_value(target, item):
+    sl = target()
+    it = item()
+    return any(compare(x, it, EQ) for x in sl)
+
+
+def _is_empty(target):
+    v = target()
+    if v is None:
+        return True
+    t = type(v)
+    if t in (dict, list, str, bytes):
+        return len(v) == 0
+    if t is bool:
+        return not v
+    if t is int or t is float:
+        return v == 0
+    if t is TraceID or t is SpanID:
+        return not any(v.raw)
+    return False
+
+
+def _is_match(target, pattern):
+    v = target()
+    if v is None:
+        return False
+    return pattern().search(v) is not None
+
+
+def _id_of(name, cls, n):
+    def f(target):
+        b = target()
+        if len(b) == n:
+            return cls(bytes(b))
+        if len(b) == 2 * n:
+            try:
+                return cls(bytes.fromhex(b.decode("ascii")))
+            except (ValueError, UnicodeDecodeError):
+                raise EvalError(f"{name}: could not decode ID: invalid hex") from None
+        raise EvalError(f"{name}: could not decode ID: invalid length: expected {n} or {2 * n} "
+                        f"bytes, got {len(b)}")
+    return f
+
+
+def _is_root_span(ctx):
+    p = ctx.span.parent_span_id
+    return not any(p)
+
+
+def compile_regex(pattern: str, func: str):
+    try:
+        return _re2.compile(pattern, _RE2_OPTIONS)
+    except (_re2.error, ValueError, TypeError) as exc:
+        why = exc.args[0] if exc.args else exc
+        if isinstance(why, bytes):
+            why = why.decode("utf-8", "replace")
+        raise ValueError(f"invalid regex pattern supplied to {func}, {pattern!r}: {why}") from None
+
+
+class Func:
+    """A converter: its parameters [(name, kind, optional)], the Python
+    implementation (called with one thunk per argument, ``None`` for an
+    omitted optional one), whether it reads the context itself, and
+    whether it folds over its literal arguments at compile time."""
+
+    __slots__ = ("name", "params", "impl", "needs_ctx", "contexts", "fold")
+
+    def __init__(self, name, params, impl, needs_ctx=False, contexts=None, fold=False):
+        self.name = name
+        self.params = params
+        self.impl = impl
+        self.needs_ctx = needs_ctx
+        self.contexts = contexts
+        self.fold = fold
+
+
+def _p(*names_kinds):
+    out = []
+    for nk in names_kinds:
+        opt = nk.endswith("?")
+        name, kind = nk.rstrip("?").split(":")
+        out.append((name, kind, opt))
+    return out
+
+
+FUNCTIONS: dict[str, Func] = {f.name: f for f in [
+    Func("IsMatch", _p("target:string_like", "pattern:regex"), _is_match),
+    Func("IsString", _p("target:any"), _is("string")),
+    Func("IsInt", _p("target:any"), _is("int")),
+    Func("IsDouble", _p("target:any"), _is("float")),
+    Func("IsBool", _p("target:any"), _is("bool")),
+    Func("IsMap", _p("target:any"), _is("pmap")),
+    Func("IsList", _p("target:any"), _is_list),
+    Func("IsEmpty", _p("target:any"), _is_empty),
+    Func("Len", _p("target:any"), _len),
+    Func("Int", _p("target:int_like"), _optional(lambda v: v)),
+    Func("Double", _p("target:float_like"), _optional(lambda v: v)),
+    Func("String", _p("target:string_like"), _optional(lambda v: v)),
+    Func("Bool", _p("target:bool_like"), _optional(lambda v: v)),
+    Func("ToLowerCase", _p("target:string"), _lower),
+    Func("ToUpperCase", _p("target:string"), _upper),
+    Func("Substring", _p("target:string", "start:int", "length:int", "utf8_safe:bool_literal?"),
+         _substring),
+    Func("Concat", _p("vals:list_string_like", "delimiter:string"), _concat),
+    Func("HasPrefix", _p("target:string", "prefix:string"), _has_prefix),
+    Func("HasSuffix", _p("target:string", "suffix:string"), _has_suffix),
+    Func("TrimPrefix", _p("target:string", "prefix:string"), _trim_prefix),
+    Func("TrimSuffix", _p("target:string", "suffix:string"), _trim_suffix),
+    Func("Split", _p("target:string", "delimiter:string"), _split),
+    Func("ContainsValue", _p("target:pslice", "item:any"), _contains_value),
+    Func("TraceID", _p("target:bytes_like"), _id_of("TraceID", TraceID, 16), fold=True),
+    Func("SpanID", _p("target:bytes_like"), _id_of("SpanID", SpanID, 8), fold=True),
+    Func("IsRootSpan", [], _is_root_span, needs_ctx=True, contexts=("span",)),
+]}

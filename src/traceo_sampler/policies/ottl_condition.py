@@ -1,0 +1,93 @@
+"""``ottl_condition``: keep a trace when one of its spans satisfies one of
+the ``span`` conditions, or one of its span events one of the ``spanevent``
+conditions, written in OTTL (src/traceo_sampler/ottl/), as the Collector's
+tail_sampling does (internal/sampling/ottl.go, v0.161.0).
+
+Spans are visited in arrival order; for each, the span conditions and then
+its events' conditions, stopping at the first that holds. The span data is
+decoded only for traces that reach this policy (spandata.py): the trace
+summary does not hold what conditions read.
+
+``error_mode``: ``ignore`` logs a condition that fails and goes on with the
+next, ``silent`` goes on without logging (also what an omitted error_mode
+does, as in the Collector), ``propagate`` stops: the policy casts no vote
+on that trace (base.PolicyError), which also voids an ``and``/``not``/
+``drop``/``composite`` it is part of.
+"""
+from __future__ import annotations
+
+import msgspec
+
+from ..cfgtypes import _Base
+from ..ottl import ERROR_MODES, ConditionError, ConditionSequence, Ctx, EvalError
+from .base import NO, SPAN_DATA, YES, PolicyError
+
+TYPE = "ottl_condition"
+
+
+class OttlConditionCfg(_Base):
+    """``span`` conditions hold on a span, ``spanevent`` ones on a span
+    event; ``error_mode``: ignore, silent, propagate (any case)."""
+
+    span: list[str] = msgspec.field(default_factory=list)
+    spanevent: list[str] = msgspec.field(default_factory=list)
+    error_mode: str | None = None
+
+
+Config = OttlConditionCfg
+
+
+def _mode(error_mode: str | None) -> str:
+    # the Collector lower-cases it (ottl.ErrorMode.UnmarshalText); left
+    # out, neither logged nor propagated: silent
+    return "silent" if error_mode is None else error_mode.lower()
+
+
+def check(c: OttlConditionCfg, path: str, problems: list[str]) -> None:
+    """Config problems of an ``ottl_condition`` block, each naming the
+    condition (``….span[0]: unknown function Foo``)."""
+    if c.error_mode is not None and _mode(c.error_mode) not in ERROR_MODES:
+        problems.append(f"{path}.error_mode: unknown error mode {c.error_mode!r} "
+                        f"(one of {', '.join(ERROR_MODES)})")
+    if not c.span and not c.spanevent:
+        problems.append(f"{path}: expected at least one OTTL condition to filter on "
+                        "(span or spanevent)")
+    for field, context in (("span", "span"), ("spanevent", "spanevent")):
+        try:
+            ConditionSequence(getattr(c, field), context)
+        except ConditionError as exc:
+            problems.append(f"{path}.{field}[{exc.index}]: {exc}")
+
+
+class OttlCondition:
+    def __init__(self, name: str, span: list[str], spanevent: list[str], error_mode: str):
+        self.name = name
+        self.span = ConditionSequence(span, "span", error_mode) if span else None
+        self.spanevent = (ConditionSequence(spanevent, "spanevent", error_mode)
+                          if spanevent else None)
+
+    def attribute_keys(self) -> set[str]:
+        return {SPAN_DATA}
+
+    def evaluate(self, trace):
+        span_seq = self.span
+        ev_seq = self.spanevent
+        try:
+            for res, res_schema, scope, scope_schema, span in trace.spans:
+                ctx = Ctx(span, scope, scope_schema, res, res_schema)
+                if span_seq is not None and span_seq.eval(ctx):
+                    return YES
+                if ev_seq is not None:
+                    for i, ev in enumerate(span.events):
+                        ctx.event = ev
+                        ctx.event_index = i
+                        if ev_seq.eval(ctx):
+                            return YES
+        except EvalError as exc:
+            raise PolicyError(f"ottl_condition {self.name}: {exc}") from None
+        return NO
+
+
+def build(cfg, build_sub=None, clock=None):
+    c = cfg.ottl_condition
+    return OttlCondition(cfg.name, c.span, c.spanevent, _mode(c.error_mode))

@@ -1,0 +1,48 @@
+"""``trace_flags``: keep a trace when one of its spans has the W3C
+``sampled`` flag set in its span flags (the low byte of Span.flags is the
+trace-flags byte), as the Collector's (internal/sampling/trace_flags.go,
+v0.161.0). The policy has no config block.
+
+The flags are not in the trace summary, so the spans are decoded at
+decision time for traces that reach this policy (spandata.py).
+"""
+from __future__ import annotations
+
+from ..cfgtypes import _Base
+from .base import NO, SPAN_DATA, YES
+
+TYPE = "trace_flags"
+FLAG_SAMPLED = 0x01
+BLOCK_OPTIONAL = True
+
+
+class TraceFlagsCfg(_Base):
+    pass
+
+
+Config = TraceFlagsCfg
+
+
+def precheck(raw_block, path: str, problems: list[str], convert) -> bool:
+    # the Collector's policy config has no trace_flags field: a block is an
+    # unknown key there, and so here
+    problems.append(f"{path}: unknown field (a trace_flags policy has no block)")
+    return False
+
+
+class TraceFlags:
+    def __init__(self, name: str):
+        self.name = name
+
+    def attribute_keys(self) -> set[str]:
+        return {SPAN_DATA}
+
+    def evaluate(self, trace):
+        for _r, _rs, _s, _ss, span in trace.spans:
+            if span.flags & FLAG_SAMPLED:
+                return YES
+        return NO
+
+
+def build(cfg, build_sub=None, clock=None):
+    return TraceFlags(cfg.name)

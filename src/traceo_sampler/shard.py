@@ -1,0 +1,116 @@
+"""Split an encoded ExportTraceServiceRequest into one request per shard,
+every trace whole in one shard: the hand-off between ``service.workers``
+(workers.py) and the router's one message per Kafka partition
+(exporters/kafka.py). Span bytes are copied as they came, under their
+original resource and scope headers.
+
+``split`` is the compiled one (ext/_shard.pyx) when it loaded, else
+``split_py``; both return the same result for every input. The shard of a
+trace is ``(murmur2(key) & 0x7fffffff) % n`` -- Kafka's default partitioner
+-- with the key the raw 16 trace-ID bytes (``KEY_RAW``) or its lowercase hex
+(``KEY_HEX``).
+"""
+from __future__ import annotations
+
+from .accel import compiled as _compiled
+from .scan import scan_py
+
+KEY_RAW = 0
+KEY_HEX = 1
+
+
+def murmur2_py(data: bytes) -> int:
+    """Kafka's murmur2 (org.apache.kafka.common.utils.Utils.murmur2)."""
+    m = 0x5BD1E995
+    n = len(data)
+    h = (0x9747B28C ^ n) & 0xFFFFFFFF
+    for i in range(0, n - n % 4, 4):
+        k = int.from_bytes(data[i:i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> 24
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    rest = n & 3
+    base = n & ~3
+    if rest >= 3:
+        h ^= data[base + 2] << 16
+    if rest >= 2:
+        h ^= data[base + 1] << 8
+    if rest >= 1:
+        h ^= data[base]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h
+
+
+def shard_of_py(trace_id: bytes, n: int, key: int = KEY_RAW) -> int:
+    if len(trace_id) != 16:
+        raise ValueError("trace_id must be 16 bytes")
+    if n <= 1:
+        return 0
+    k = trace_id if key == KEY_RAW else trace_id.hex().encode()
+    return (murmur2_py(k) & 0x7FFFFFFF) % n
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(tag: int, body: bytes) -> bytes:
+    return bytes((tag,)) + _varint(len(body)) + body
+
+
+class SplitResultPy:
+    __slots__ = ("parts", "counts", "trace_ids", "accepted", "rejected", "errors", "reasons",
+                 "span_bytes")
+
+
+def split_py(data: bytes, n: int, attr_keys=frozenset(), key: int = KEY_RAW,
+             with_trace_ids: bool = False) -> SplitResultPy:
+    if n < 1:
+        raise ValueError("n must be >= 1")
+    data = bytes(data)
+    sc = scan_py(data, attr_keys)
+    # per shard: [(group, [span fields])] in walk order
+    per: list[list] = [[] for _ in range(n)]
+    counts = [0] * n
+    tids = [set() for _ in range(n)] if with_trace_ids else None
+    for sp in sc.spans:
+        tid, gi, off, ln = sp[0], sp[7], sp[8], sp[9]
+        s = shard_of_py(tid, n, key)
+        counts[s] += 1
+        if tids is not None:
+            tids[s].add(tid)
+        lst = per[s]
+        if not lst or lst[-1][0] != gi:
+            lst.append((gi, []))
+        lst[-1][1].append(_field(0x12, data[off:off + ln]))
+    r = SplitResultPy()
+    r.counts = counts
+    r.trace_ids = tids
+    r.accepted = len(sc.spans)
+    r.rejected = sc.rejected
+    r.errors = list(sc.errors)
+    r.reasons = list(sc.reasons)
+    r.span_bytes = sc.span_bytes
+    if sum(1 for c in counts if c) == 1 and not sc.rejected:
+        r.parts = [data if c else b"" for c in counts]
+        return r
+    groups = sc.groups
+    r.parts = [b"".join(_field(0x0A, groups[gi][0] + _field(0x12, groups[gi][1] + b"".join(spans)))
+                        for gi, spans in lst) for lst in per]
+    return r
+
+
+_c = _compiled("shard")
+split = _c.split if _c is not None else split_py
+shard_of = _c.shard_of if _c is not None else shard_of_py
+murmur2 = _c.murmur2 if _c is not None else murmur2_py
+IMPLEMENTATION = "cython" if _c is not None else "python"

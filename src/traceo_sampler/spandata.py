@@ -1,0 +1,62 @@
+"""Span data for the policies that need more than the trace summary
+(ottl_condition, trace_flags).
+
+The hot path never decodes a span (DESIGN.md §1); these policies read the
+trace's buffered span bytes when it is decided, and only for traces that
+reach them. The buffer hands out ``(resource_header, scope_header, span)``
+byte triples (``TraceBuffer.spans``, both twins); ``WithSpans`` wraps the
+trace summary for one decision and decodes them, once, on first use, with
+the OTLP protobuf classes (upb). A header shared by many spans is decoded
+once per decision.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+_Span = trace_pb2.Span.FromString
+_ResourceSpans = trace_pb2.ResourceSpans.FromString
+_ScopeSpans = trace_pb2.ScopeSpans.FromString
+
+# (resource, resource schema_url, scope, scope schema_url, span)
+Decoded = tuple
+
+
+def decode(triples: Iterable[tuple[bytes, bytes, bytes]]) -> list[Decoded]:
+    res_cache: dict[bytes, tuple] = {}
+    scope_cache: dict[bytes, tuple] = {}
+    out = []
+    for rh, sh, raw in triples:
+        r = res_cache.get(rh)
+        if r is None:
+            m = _ResourceSpans(rh)
+            r = res_cache[rh] = (m.resource, m.schema_url)
+        s = scope_cache.get(sh)
+        if s is None:
+            m = _ScopeSpans(sh)
+            s = scope_cache[sh] = (m.scope, m.schema_url)
+        out.append((r[0], r[1], s[0], s[1], _Span(raw)))
+    return out
+
+
+class WithSpans:
+    """A trace summary plus its decoded spans (``.spans``); every other
+    attribute is the summary's."""
+
+    __slots__ = ("_trace", "_read", "_spans")
+
+    def __init__(self, trace, read: Callable[[object], list]):
+        self._trace = trace
+        self._read = read
+        self._spans = None
+
+    def __getattr__(self, name):
+        return getattr(self._trace, name)
+
+    @property
+    def spans(self) -> list[Decoded]:
+        s = self._spans
+        if s is None:
+            s = self._spans = decode(self._read(self._trace))
+        return s

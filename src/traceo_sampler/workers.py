@@ -1,0 +1,1019 @@
+"""``service.workers``: one ``serve`` over every core it is given
+(DESIGN.md §5, "One machine").
+
+A supervisor process starts N worker processes and serves the one admin
+endpoint of the group. Each worker is a whole sampler (receivers, buffer,
+policies, exporters) that owns the traces whose trace-ID hash falls in its
+shard (``shard.shard_of``: Kafka's murmur2 partitioner over the 16 raw
+bytes). Every worker listens on the configured receiver ports
+(``SO_REUSEPORT``: the kernel spreads client connections over them), splits
+each request it receives by shard (``shard.split``: span bytes copied under
+their original resource and scope headers, no protobuf objects, nothing
+re-encoded), ingests its own part and hands each other part, as one framed
+message of raw bytes, over a Unix socket to the worker that owns it.
+
+Decisions are the ones one process would make: every policy decides on the
+whole trace, which only its owner holds; per-trace rules (status, latency,
+attributes, probabilistic thresholds) are the same functions of the trace,
+and budgets (rate and bytes limiters, service_rate caps, composite totals,
+adaptive targets) and the memory limits are split across workers so their
+totals hold.
+
+Backpressure: a worker whose exporter queue is full (``queue_full: block``)
+sets its byte in a shared flag map; every worker's receivers push back
+while any byte is set, while a peer is unreachable, or while the bytes
+waiting to be handed to a peer exceed ``FORWARD_HIGH``.
+
+Lifecycle: SIGTERM/SIGINT to the supervisor drains every worker (receivers
+stop, what is in flight between workers is delivered, then every buffered
+trace is decided and exported); SIGHUP (or the config file changing)
+reloads every worker; a worker that dies is restarted, and what it held in
+its buffer (its last report) is counted as lost
+(``worker_lost_spans_total``, ``worker_lost_traces_total``). The
+supervisor's ``/metrics`` merges the workers' series (sums; the counters of
+a dead worker are kept so merged counters never go back), ``/api/status``
+and ``/status`` show the whole group.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import mmap
+import os
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+import msgspec
+
+from . import shard as _shard
+from .config import Config, ConfigError, PolicyCfg, _dec_hook, _enc_hook, dump, load, loads
+
+log = logging.getLogger("traceo_sampler.workers")
+
+FORWARD_HIGH = 16 << 20        # bytes waiting for a peer before the receivers push back
+PENDING_MAX = 64 << 20         # bytes kept for a peer that is down (restarting), then dropped
+SCRAPE_INTERVAL = 1.0          # how often the supervisor reads every worker's state
+_FRAME = struct.Struct(">I")
+
+
+# ------------------------------------------------------------------ sizing
+def cpus_available() -> int:
+    """CPUs this process may use: its affinity mask, capped by the cgroup
+    CPU quota (a container's ``--cpus``), rounded up."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    if quota is not None:
+        n = min(n, max(1, math.ceil(quota)))
+    return max(1, n)
+
+
+def _cgroup_quota() -> float | None:
+    try:   # cgroup v2: "max 100000" or "150000 100000"
+        with open("/sys/fs/cgroup/cpu.max") as fh:
+            q, p = fh.read().split()[:2]
+        return None if q == "max" else int(q) / int(p)
+    except (OSError, ValueError):
+        pass
+    try:   # cgroup v1
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as fh:
+            q = int(fh.read())
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as fh:
+            p = int(fh.read())
+        return None if q <= 0 or p <= 0 else q / p
+    except (OSError, ValueError):
+        return None
+
+
+def worker_count(cfg: Config) -> int:
+    w = cfg.service.workers
+    return cpus_available() if w == "auto" else int(w)
+
+
+# ------------------------------------------------------------------ shares
+def _part(total, n: int, i: int):
+    """Worker i's share of a budget: integers split exactly (the shares
+    add up to the total), floats evenly."""
+    if isinstance(total, bool) or total is None:
+        return total
+    if isinstance(total, int):
+        return total // n + (1 if i < total % n else 0)
+    return total / n
+
+
+_BUDGETS = {
+    "rate_limiting": ("spans_per_second", "burst_capacity"),
+    "bytes_limiting": ("bytes_per_second", "burst_capacity"),
+    "composite": ("max_total_spans_per_second",),
+    "adaptive": ("target_spans_per_second", "target_traces_per_second"),
+}
+
+
+def _split_budgets(obj, n: int, i: int):
+    if isinstance(obj, list):
+        return [_split_budgets(x, n, i) for x in obj]
+    if not isinstance(obj, dict):
+        return obj
+    out = {}
+    for k, v in obj.items():
+        if k in _BUDGETS and isinstance(v, dict):
+            v = {f: (_part(x, n, i) if f in _BUDGETS[k] else x) for f, x in v.items()}
+        elif k == "service_rate" and isinstance(v, dict):
+            v = dict(v)
+            rate = ("spans_per_second", "burst_capacity")
+            if isinstance(v.get("services"), dict):
+                v["services"] = {s: {f: (_part(x, n, i) if f in rate else x) for f, x in e.items()}
+                                 for s, e in v["services"].items()}
+            if isinstance(v.get("default"), dict):
+                v["default"] = {f: (_part(x, n, i) if f in rate else x)
+                                for f, x in v["default"].items()}
+        out[k] = _split_budgets(v, n, i)
+    return out
+
+
+def share(cfg: Config, n: int, i: int, admin_endpoint: str | None = None) -> Config:
+    """Worker i's config: budgets, the buffer's memory limit and the
+    exporter queues split across n workers; one process (workers: 1); its
+    admin endpoint the supervisor's private one."""
+    pols = []
+    for p in cfg.sampler.policies:
+        raw = _split_budgets(msgspec.to_builtins(p, enc_hook=_enc_hook), n, i)
+        pols.append(msgspec.convert(raw, PolicyCfg, dec_hook=_dec_hook))
+    s = cfg.sampler
+    sampler = msgspec.structs.replace(s, policies=pols,
+                                      memory_limit_mib=max(1, _part(s.memory_limit_mib, n, i)))
+    e = cfg.exporters
+    repl = {}
+    for name in ("otlp", "file"):
+        ex = getattr(e, name, None)
+        if ex is not None and hasattr(ex, "queue_max_bytes"):
+            repl[name] = msgspec.structs.replace(
+                ex, queue_max_bytes=max(1 << 20, _part(ex.queue_max_bytes, n, i)))
+    exporters = msgspec.structs.replace(e, **repl) if repl else e
+    out = msgspec.structs.replace(cfg, sampler=sampler, exporters=exporters,
+                                  service=msgspec.structs.replace(
+                                      cfg.service, workers=1,
+                                      memory_limit_mib=_part(cfg.service.memory_limit_mib, n, i)))
+    if admin_endpoint is not None:
+        from .config import Admin
+        out = msgspec.structs.replace(out, admin=Admin(endpoint=admin_endpoint))
+    return out
+
+
+# ------------------------------------------------------------------ runtime dir
+class Runtime:
+    """Files the supervisor and its workers share: the config, the flag
+    map, the forwarding and admin sockets, ready and summary files."""
+
+    def __init__(self, path: str, n: int):
+        self.path = path
+        self.n = n
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def fwd(self, i: int) -> str:
+        return self.file(f"w{i}.fwd.sock")
+
+    def admin(self, i: int) -> str:
+        return self.file(f"w{i}.admin.sock")
+
+
+class Flags:
+    """Two bytes per worker in a shared file mapping: [0, n) backpressure,
+    [n, 2n) done forwarding (set once its receivers stopped and everything
+    it had for its peers was delivered)."""
+
+    def __init__(self, path: str, n: int, create: bool = False):
+        self.n = n
+        if create:
+            with open(path, "wb") as fh:
+                fh.write(b"\0" * (2 * n))
+        self._fh = open(path, "r+b")
+        self.mm = mmap.mmap(self._fh.fileno(), 2 * n)
+
+    def set_pressure(self, i: int, on: bool) -> None:
+        self.mm[i] = 1 if on else 0
+
+    def any_pressure(self) -> bool:
+        return self.mm[:self.n].count(0) != self.n
+
+    def set_done(self, i: int, on: bool = True) -> None:
+        self.mm[self.n + i] = 1 if on else 0
+
+    def all_done(self) -> bool:
+        return self.mm[self.n:2 * self.n].count(0) == 0
+
+
+# ------------------------------------------------------------------ forwarding
+class Peer:
+    """The connection to another worker's forwarding socket. Parts are
+    written to it as ``[u32 length][request bytes]`` frames; while it is
+    down (restarting) they wait, up to PENDING_MAX bytes, and are sent on
+    reconnect."""
+
+    def __init__(self, index: int, path: str, metrics):
+        self.index = index
+        self.path = path
+        self.metrics = metrics
+        self.writer: asyncio.StreamWriter | None = None
+        self.pending: list[tuple[bytes, int]] = []
+        self.pending_bytes = 0
+        self.closing = False
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while not self.closing:
+            try:
+                reader, writer = await asyncio.open_unix_connection(self.path)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            self.writer = writer
+            pending, self.pending, self.pending_bytes = self.pending, [], 0
+            for data, spans in pending:
+                self._write(data, spans)
+            await reader.read()        # the owner never writes: EOF = it is gone
+            self.writer = None
+            if not self.closing:
+                log.warning("worker %d: connection lost; reconnecting", self.index)
+
+    @property
+    def connected(self) -> bool:
+        return self.writer is not None and not self.writer.is_closing()
+
+    def congested(self) -> bool:
+        if not self.connected:
+            return True
+        return self.writer.transport.get_write_buffer_size() > FORWARD_HIGH
+
+    def _write(self, data: bytes, spans: int) -> None:
+        self.writer.write(_FRAME.pack(len(data)))
+        self.writer.write(data)
+        self.metrics.worker_forwarded_spans_total.labels("sent").inc(spans)
+
+    def send(self, data: bytes, spans: int) -> None:
+        if self.connected:
+            self._write(data, spans)
+        elif self.pending_bytes + len(data) <= PENDING_MAX:
+            self.pending.append((data, spans))
+            self.pending_bytes += len(data)
+        else:
+            self.metrics.worker_forwarded_spans_total.labels("dropped").inc(spans)
+            log.error("worker %d is down and %d bytes wait for it already: %d spans dropped",
+                      self.index, self.pending_bytes, spans)
+
+    async def close(self, timeout: float) -> None:
+        """Deliver what is written and pending, then close (EOF)."""
+        deadline = time.monotonic() + timeout
+        while self.pending and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        self.closing = True
+        w = self.writer
+        if w is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(w.drain(), max(0.1, deadline - time.monotonic()))
+                w.close()
+                await asyncio.wait_for(w.wait_closed(), 1.0)
+        if self.pending:
+            n = sum(s for _, s in self.pending)
+            self.metrics.worker_forwarded_spans_total.labels("dropped").inc(n)
+            log.error("worker %d unreachable at shutdown: %d spans for it dropped", self.index, n)
+        if self._task is not None:
+            self._task.cancel()
+
+
+class ShardFront:
+    """What a worker's OTLP receivers see as the pipeline: the spans of its
+    own shard go to its pipeline, the others to their owners."""
+
+    def __init__(self, pipeline, index: int, n: int, peers: dict[int, Peer], flags: Flags):
+        self.pipeline = pipeline
+        self.index = index
+        self.n = n
+        self.peers = peers
+        self.flags = flags
+        self.RETRY_AFTER = pipeline.RETRY_AFTER
+
+    def backpressure(self) -> bool:
+        if self.pipeline.backpressure() or self.flags.any_pressure():
+            return True
+        for p in self.peers.values():
+            if p.congested():
+                return True
+        return False
+
+    def ingest(self, data: bytes):
+        from .pipeline import IngestResult
+        p = self.pipeline
+        res = _shard.split(data, self.n, p.attr_keys)
+        m = p.metrics
+        for reason in res.reasons:
+            m.invalid_spans_total.labels(reason).inc()
+        own = b""
+        for j, part in enumerate(res.parts):
+            if not part:
+                continue
+            if j == self.index:
+                own = part
+            else:
+                self.peers[j].send(part, res.counts[j])
+        if own:
+            p.ingest(own)
+        return IngestResult(res.accepted, res.rejected, res.errors)
+
+
+class Inbound:
+    """A worker's forwarding socket: every frame is a request of its shard."""
+
+    def __init__(self, path: str, pipeline, metrics):
+        self.path = path
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.server = None
+        self.open = 0
+
+    async def start(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        self.server = await asyncio.start_unix_server(self._conn, self.path, limit=1 << 20)
+
+    async def _conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.open += 1
+        try:
+            while True:
+                try:
+                    head = await reader.readexactly(4)
+                    data = await reader.readexactly(_FRAME.unpack(head)[0])
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                try:
+                    self.pipeline.ingest(data)
+                except Exception:  # noqa: BLE001 - one bad part must not stop the hand-off
+                    log.exception("ingest of a forwarded part failed")
+        finally:
+            self.open -= 1
+            writer.close()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+# ------------------------------------------------------------------ worker process
+def _die_with_parent() -> None:
+    """A worker must not outlive its supervisor (kill -9 of the group's
+    pid kills the group): PR_SET_PDEATHSIG."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+async def _run_worker(rt: Runtime, i: int, config_path: str | None, parent: int) -> int:
+    from .receivers.otlp_grpc import OtlpGrpcReceiver
+    from .receivers.otlp_http import OtlpHttpReceiver
+    from .server import App
+    n = rt.n
+    with open(rt.file("config.yaml"), encoding="utf-8") as fh:
+        base: Config = loads(fh.read(), "the supervisor's config")
+    admin = f"unix:{rt.admin(i)}"
+    cfg = share(base, n, i, admin)
+    OtlpGrpcReceiver.reuse_port = True
+    OtlpHttpReceiver.reuse_port = True
+    flags = Flags(rt.file("flags"), n)
+    peers: dict[int, Peer] = {}
+    inbound: list[Inbound] = []
+
+    async def before_drain(app) -> None:
+        # receivers are stopped: deliver what this worker holds for its
+        # peers, then wait until every peer did the same, so nothing still
+        # on its way here misses the drain
+        timeout = app.cfg.service.shutdown_timeout.seconds
+        await asyncio.gather(*(p.close(timeout) for p in peers.values()))
+        flags.set_done(i)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not (flags.all_done() and inbound[0].open == 0):
+            await asyncio.sleep(0.02)
+        await inbound[0].stop()
+
+    def front(pipeline):
+        return ShardFront(pipeline, i, n, peers, flags)
+
+    def adjust(new: Config) -> Config:
+        return share(new, n, i, admin)
+
+    app = App(cfg, front=front, adjust=adjust, before_drain=before_drain)
+    for j in range(n):
+        if j != i:
+            peers[j] = Peer(j, rt.fwd(j), app.metrics)
+    inb = Inbound(rt.fwd(i), app.pipeline, app.metrics)
+    inbound.append(inb)
+    await inb.start()
+    for p in peers.values():
+        p.start()
+    await app.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if config_path:
+        loop.add_signal_handler(signal.SIGHUP, app.reload_from, config_path)
+    else:
+        loop.add_signal_handler(signal.SIGHUP, lambda: log.info("SIGHUP: no config file to reload"))
+
+    async def pressure() -> None:
+        while not stop.is_set():
+            flags.set_pressure(i, app.pipeline.backpressure())
+            if os.getppid() != parent:
+                log.error("supervisor gone: worker %d stops", i)
+                stop.set()
+            await asyncio.sleep(0.02)
+    ptask = loop.create_task(pressure())
+    with open(rt.file(f"w{i}.ready"), "w") as fh:
+        fh.write(json.dumps({"pid": os.getpid()}))
+    await stop.wait()
+    ptask.cancel()
+    flags.set_pressure(i, False)
+    await app.shutdown()
+    tmp = rt.file(f"w{i}.summary.tmp")
+    with open(tmp, "w") as fh:
+        fh.write(json.dumps(app.summary()))
+    os.replace(tmp, rt.file(f"w{i}.summary.json"))
+    return 0
+
+
+def worker_main(argv: list[str]) -> int:
+    """``python -m traceo_sampler.workers RUNTIME_DIR INDEX N PARENT_PID [CONFIG]``"""
+    _die_with_parent()
+    rt_dir, i, n, parent = argv[0], int(argv[1]), int(argv[2]), int(argv[3])
+    config_path = argv[4] if len(argv) > 4 and argv[4] else None
+    logging.basicConfig(level=os.environ.get("TRACEO_SAMPLER_LOG_LEVEL", "INFO"),
+                        format=f"%(asctime)s %(levelname)s %(name)s[w{i}]: %(message)s")
+    if os.getppid() != parent:
+        return 1
+    rt = Runtime(rt_dir, n)
+    from .config import ConfigError
+    try:
+        try:
+            import uvloop
+        except ImportError:
+            return asyncio.run(_run_worker(rt, i, config_path, parent))
+        return uvloop.run(_run_worker(rt, i, config_path, parent))
+    except ConfigError as exc:
+        # a receiver port in use: the same field-named line as with one process
+        for line in exc.problems:
+            print(line, file=sys.stderr, flush=True)
+        return 1
+
+
+# ------------------------------------------------------------------ merging
+# gauges that are the same setting in every worker (not a share of a total)
+# and counters that count one group-wide event per worker: the maximum
+_MAX_SAMPLES = {"traceo_sampler_cost_budget_usd_monthly",
+                "traceo_sampler_config_reloads_total"}
+
+
+def parse_metrics(text: str) -> dict:
+    """Prometheus text → {(name, labels tuple): value} plus the families'
+    (type, help) by name; ``_created`` samples are left out (per process)."""
+    from prometheus_client.parser import text_string_to_metric_families
+    samples: dict = {}
+    families: dict = {}
+    for fam in text_string_to_metric_families(text):
+        if fam.name.endswith("_created"):
+            continue
+        families[fam.name] = (fam.type, fam.documentation, [])
+        for s in fam.samples:
+            if s.name.endswith("_created"):
+                continue
+            key = (s.name, tuple(sorted(s.labels.items())))
+            samples[key] = samples.get(key, 0.0) + s.value
+            families[fam.name][2].append(key)
+    return {"samples": samples, "families": families}
+
+
+def merge_metrics(parsed: list[dict]) -> tuple[dict, dict]:
+    samples: dict = {}
+    families: dict = {}
+    for p in parsed:
+        for name, (typ, doc, keys) in p["families"].items():
+            fam = families.setdefault(name, (typ, doc, {}))
+            for k in keys:
+                fam[2][k] = None
+        for key, v in p["samples"].items():
+            if key in samples:
+                samples[key] = max(samples[key], v) if key[0] in _MAX_SAMPLES else samples[key] + v
+            else:
+                samples[key] = v
+    return samples, families
+
+
+def _esc(v: str) -> str:
+    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def render_metrics(samples: dict, families: dict) -> str:
+    from prometheus_client.utils import floatToGoString
+    out = []
+    for name, (typ, doc, keys) in families.items():
+        full = name + "_total" if typ == "counter" and not name.endswith("_total") else name
+        out.append(f"# HELP {full} {doc}")
+        out.append(f"# TYPE {full} {typ}")
+        for key in keys:
+            sname, labels = key
+            body = ",".join(f'{k}="{_esc(v)}"' for k, v in labels)
+            out.append(f"{sname}{{{body}}} {floatToGoString(samples[key])}" if body
+                       else f"{sname} {floatToGoString(samples[key])}")
+    return "\n".join(out) + "\n"
+
+
+_MAX_KEYS = {"uptime_s", "clock_behind_s", "usd_per_gib", "queue_max_bytes_each"}
+
+
+def _merge(a, b, key: str = ""):
+    if a is None:
+        return b
+    if b is None:
+        return a
+    if isinstance(a, bool) or isinstance(b, bool):
+        return bool(a) and bool(b)
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        v = max(a, b) if key in _MAX_KEYS else a + b
+        return round(v, 6) if isinstance(v, float) else v
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = dict(a)
+        for k, v in b.items():
+            out[k] = _merge(a.get(k), v, k)
+        return out
+    if isinstance(a, list) and isinstance(b, list):
+        return a + b
+    return a if a not in ("", None) else b
+
+
+def merge_status(parts: list[dict]) -> dict:
+    """The workers' /api/status (or summaries) as one: counts summed,
+    ratios recomputed from the sums."""
+    out: dict = {}
+    for p in parts:
+        out = _merge(out, p) if out else dict(p)
+
+    def ratio(a, b, nd: int = 4):
+        return round(a / b, nd) if b else 0.0
+    if "traces_decided" in out:
+        d = out.get("traces_decided") or 0
+        out["keep_ratio_traces"] = ratio(out.get("traces_kept", 0), d)
+        out["keep_ratio_spans"] = ratio(out.get("spans_kept", 0), out.get("spans_received", 0))
+        for v in (out.get("kept_by_policy") or {}).values():
+            v["share_of_decided"] = ratio(v["traces"], max(d, 1))
+        for v in (out.get("services") or {}).values():
+            v["keep_ratio"] = ratio(v["spans_exported"], v["spans_received"])
+        b = out.get("buffer")
+        if b:
+            b["occupancy"] = ratio(b["bytes"], b["limit_bytes"])
+        c = out.get("cost")
+        if c:
+            c["saving_ratio"] = ratio(c["usd_received"] - c["usd_exported"], c["usd_received"])
+    if "recent_kept" in out:
+        out["recent_kept"] = sorted(out["recent_kept"], key=lambda r: r.get("at", 0))[-50:][::-1]
+    return out
+
+
+# ------------------------------------------------------------------ supervisor
+class _Child:
+    def __init__(self, index: int):
+        self.index = index
+        self.proc: subprocess.Popen | None = None
+        self.started = 0.0
+        self.ready = False
+        self.status: dict | None = None     # last /api/status
+        self.metrics: dict | None = None    # last parsed /metrics
+        self.failures = 0
+
+
+class Supervisor:
+    """The group's process: starts and watches the workers, serves the
+    admin endpoint with their merged state, relays signals."""
+
+    def __init__(self, cfg: Config, n: int, config_path: str | None):
+        from .telemetry import Metrics
+        self.cfg = cfg
+        self.n = n
+        self.config_path = config_path
+        self.metrics = Metrics(cfg.telemetry.max_services, cfg.cost.usd_per_gib)
+        self.metrics.workers.set(n)
+        self.rt = Runtime(tempfile.mkdtemp(prefix="traceo-workers-"), n)
+        # the config as the workers read it: the public format, written once
+        with open(self.rt.file("config.yaml"), "w", encoding="utf-8") as fh:
+            fh.write(dump(cfg))
+        self.flags = Flags(self.rt.file("flags"), n, create=True)
+        self.children = [_Child(i) for i in range(n)]
+        # counters (and status counts) of workers that died: kept in the
+        # merged series
+        self.retired: list[dict] = []
+        self.retired_status: list[dict] = []
+        self.services: set[str] = set()
+        self.stopping = False
+        self.started = time.time()
+        self.lost_spans = 0
+        self.lost_traces = 0
+        self.restarts = 0
+
+    # ------------------------------------------------------------ children
+    def _spawn(self, c: _Child) -> None:
+        for name in (f"w{c.index}.ready", f"w{c.index}.summary.json"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.rt.file(name))
+        env = dict(os.environ)
+        env["TRACEO_SAMPLER_LOG_LEVEL"] = logging.getLevelName(logging.getLogger().level)
+        c.proc = subprocess.Popen(
+            [sys.executable, "-m", "traceo_sampler.workers", self.rt.path, str(c.index),
+             str(self.n), str(os.getpid()), self.config_path or ""],
+            stdin=subprocess.DEVNULL, env=env)
+        c.started = time.monotonic()
+        c.ready = False
+        c.status = None
+        c.metrics = None
+
+    async def _get(self, c: _Child, path: str, timeout: float = 5.0) -> tuple[int, str]:
+        import aiohttp
+        conn = aiohttp.UnixConnector(path=self.rt.admin(c.index))
+        async with aiohttp.ClientSession(connector=conn) as s:
+            async with s.get(f"http://worker{path}", timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+                return r.status, await r.text()
+
+    async def _scrape(self, c: _Child) -> None:
+        try:
+            _, st = await self._get(c, "/api/status")
+            _, mt = await self._get(c, "/metrics")
+        except Exception:  # noqa: BLE001 - not up yet, or dying
+            return
+        c.status = json.loads(st)
+        c.metrics = parse_metrics(mt)
+
+    async def start(self, timeout: float = 60.0) -> None:
+        for c in self.children:
+            self._spawn(c)
+        deadline = time.monotonic() + timeout
+        while not all(os.path.exists(self.rt.file(f"w{c.index}.ready")) for c in self.children):
+            for c in self.children:
+                if c.proc.poll() is not None:
+                    raise RuntimeError(f"worker {c.index} exited with code {c.proc.returncode} "
+                                       "during startup (its log is above)")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"workers not ready within {timeout:.0f} s")
+            await asyncio.sleep(0.05)
+        for c in self.children:
+            c.ready = True
+        await asyncio.gather(*(self._scrape(c) for c in self.children))
+
+    async def watch(self) -> None:
+        """Restart dead workers; scrape the live ones."""
+        last_scrape = 0.0
+        while not self.stopping:
+            for c in self.children:
+                if c.proc.poll() is not None and not self.stopping:
+                    self._lost(c)
+                    await asyncio.sleep(min(5.0, 0.2 * 2 ** min(c.failures, 5)))
+                    if self.stopping:
+                        break
+                    self._spawn(c)
+                elif not c.ready and os.path.exists(self.rt.file(f"w{c.index}.ready")):
+                    c.ready = True
+                    c.failures = 0
+                    log.info("worker %d restarted (pid %d)", c.index, c.proc.pid)
+            now = time.monotonic()
+            if now - last_scrape >= SCRAPE_INTERVAL:
+                last_scrape = now
+                await asyncio.gather(*(self._scrape(c) for c in self.children if c.ready))
+            await asyncio.sleep(0.1)
+
+    def _lost(self, c: _Child) -> None:
+        b = (c.status or {}).get("buffer") or {}
+        spans, traces = int(b.get("spans", 0)), int(b.get("traces", 0))
+        self.lost_spans += spans
+        self.lost_traces += traces
+        self.restarts += 1
+        m = self.metrics
+        m.worker_restarts_total.inc()
+        m.worker_lost_spans_total.inc(spans)
+        m.worker_lost_traces_total.inc(traces)
+        if c.metrics is not None:
+            # its counters stay in the merged series (gauges go with it)
+            keep = {k: v for k, v in c.metrics["samples"].items()
+                    if c.metrics["families"].get(_family(k[0]), ("gauge",))[0] != "gauge"}
+            self.retired.append({"samples": keep, "families": c.metrics["families"]})
+        if c.status is not None:
+            st = dict(c.status)
+            for k in ("buffer", "throughput", "exporters", "recent_kept", "kafka_receiver",
+                      "kafka_router"):
+                st.pop(k, None)
+            self.retired_status.append(st)
+        c.failures += 1 if not c.ready else 0
+        log.error("worker %d (pid %d) died with code %s; %d buffered spans of %d traces lost; "
+                  "restarting", c.index, c.proc.pid, c.proc.returncode, spans, traces)
+        c.ready = False
+        c.status = None
+        c.metrics = None
+        # its peers must not wait for it at a drain
+        self.flags.set_pressure(c.index, False)
+
+    def signal_all(self, sig: int) -> None:
+        for c in self.children:
+            if c.proc is not None and c.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    c.proc.send_signal(sig)
+
+    async def stop(self) -> None:
+        self.stopping = True
+        self.signal_all(signal.SIGTERM)
+        timeout = self.cfg.service.shutdown_timeout.seconds + 30
+        deadline = time.monotonic() + timeout
+        while any(c.proc.poll() is None for c in self.children):
+            for c in self.children:
+                if c.proc.poll() is not None:
+                    self.flags.set_done(c.index)   # dead: not waited for
+            if time.monotonic() > deadline:
+                log.error("workers still running after %.0f s: killed", timeout)
+                self.signal_all(signal.SIGKILL)
+                break
+            await asyncio.sleep(0.05)
+
+    # ------------------------------------------------------------ state
+    def summaries(self) -> list[dict]:
+        out = []
+        for c in self.children:
+            try:
+                with open(self.rt.file(f"w{c.index}.summary.json")) as fh:
+                    out.append(json.load(fh))
+            except (OSError, ValueError):
+                pass
+        return out
+
+    def _group(self, merged: dict) -> dict:
+        merged["uptime_s"] = round(time.time() - self.started, 3)
+        merged["workers"] = {
+            "count": self.n, "restarts": self.restarts,
+            "lost_spans": self.lost_spans, "lost_traces": self.lost_traces,
+            "alive": [{"index": c.index, "pid": c.proc.pid if c.proc else None,
+                       "ready": c.ready, "admin_socket": self.rt.admin(c.index)}
+                      for c in self.children]}
+        return merged
+
+    async def status(self) -> dict:
+        await asyncio.gather(*(self._scrape(c) for c in self.children if c.ready))
+        return self._group(self._cap_status(merge_status(
+            [c.status for c in self.children if c.status] + self.retired_status)))
+
+    def _cap_status(self, st: dict) -> dict:
+        svcs = st.get("services")
+        if svcs:
+            out: dict = {}
+            for name, row in svcs.items():
+                label = self._label(name)
+                out[label] = _merge(out.get(label), row) if label in out else row
+            for row in out.values():
+                row["keep_ratio"] = (round(row["spans_exported"] / row["spans_received"], 4)
+                                     if row["spans_received"] else 0.0)
+            st["services"] = out
+        return st
+
+    async def metrics_text(self) -> str:
+        await asyncio.gather(*(self._scrape(c) for c in self.children if c.ready))
+        from prometheus_client import generate_latest
+        own = parse_metrics(generate_latest(self.metrics.registry).decode())
+        own = {"samples": {k: v for k, v in own["samples"].items()
+                           if k[0].startswith("traceo_sampler_worker")},
+               "families": {k: v for k, v in own["families"].items()
+                            if k.startswith("traceo_sampler_worker")}}
+        parts = [c.metrics for c in self.children if c.metrics] + self.retired + [own]
+        return render_metrics(*self._cap(*merge_metrics(parts)))
+
+    def _label(self, svc: str) -> str:
+        """telemetry.max_services for the group: each worker caps its own
+        labels, so the union is capped again here, first come first kept."""
+        if svc in self.services or svc == "other":
+            return svc
+        if len(self.services) < self.cfg.telemetry.max_services:
+            self.services.add(svc)
+            return svc
+        return "other"
+
+    def _cap(self, samples: dict, families: dict) -> tuple[dict, dict]:
+        out: dict = {}
+        fams: dict = {}
+        for name, (typ, doc, keys) in families.items():
+            nk: dict = {}
+            for key in keys:
+                sname, labels = key
+                if any(k == "service" for k, _ in labels):
+                    labels = tuple((k, self._label(v) if k == "service" else v) for k, v in labels)
+                k2 = (sname, labels)
+                nk[k2] = None
+                if k2 in out and sname not in _MAX_SAMPLES:
+                    out[k2] += samples[key]
+                else:
+                    out[k2] = samples[key]
+            fams[name] = (typ, doc, nk)
+        return out, fams
+
+    async def ready(self) -> tuple[bool, str]:
+        if self.stopping:
+            return False, "draining"
+        for c in self.children:
+            if not c.ready:
+                return False, f"worker {c.index} not running"
+            try:
+                code, text = await self._get(c, "/readyz", 2.0)
+            except Exception as exc:  # noqa: BLE001
+                return False, f"worker {c.index}: {exc}"
+            if code != 200:
+                return False, f"worker {c.index}: {text.strip()}"
+        return True, ""
+
+    def watch_config(self) -> asyncio.Task | None:
+        if not self.config_path:
+            return None
+        path = self.config_path
+
+        def stamp():
+            try:
+                st = os.stat(path)
+                return (st.st_mtime_ns, st.st_size)
+            except OSError:
+                return None
+
+        async def loop():
+            last = stamp()
+            while not self.stopping:
+                await asyncio.sleep(1.0)
+                cur = stamp()
+                if cur is not None and cur != last:
+                    last = cur
+                    self.reload()
+        return asyncio.get_running_loop().create_task(loop())
+
+    def reload(self) -> None:
+        """SIGHUP or a changed file: checked here once (its problems logged
+        once), then every worker reloads it."""
+        try:
+            load(self.config_path)
+        except ConfigError as exc:
+            for p in exc.problems:
+                log.error("config reload rejected, keeping the running config: %s", p)
+        self.signal_all(signal.SIGHUP)
+
+    def cleanup(self) -> None:
+        import shutil
+        shutil.rmtree(self.rt.path, ignore_errors=True)
+
+
+def _family(sample: str) -> str:
+    for suf in ("_total", "_bucket", "_count", "_sum"):
+        if sample.endswith(suf):
+            return sample[: -len(suf)]
+    return sample
+
+
+class GroupAdmin:
+    """The supervisor's admin endpoint: the routes of admin.Admin over the
+    merged state of every worker."""
+
+    def __init__(self, endpoint: str, sup: Supervisor, tls=None, auth=None):
+        from .admin import Admin
+        from .receivers.gate import Gate
+        from .receivers.security import BearerTokens
+        gate = None
+        if auth is not None:
+            # refusals here are not counted: /metrics is the workers' merge
+            gate = Gate("admin", None, BearerTokens(auth), None, frozenset(("/healthz", "/readyz")))
+        self.admin = Admin(endpoint, sup, tls=tls, gate=gate)
+        self.sup = sup
+
+    async def start(self) -> None:
+        from aiohttp import web
+        from prometheus_client import CONTENT_TYPE_LATEST
+        sup = self.sup
+
+        async def metrics(request):
+            return web.Response(body=(await sup.metrics_text()).encode(),
+                                headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        async def readyz(request):
+            ok, why = await sup.ready()
+            return web.Response(status=200 if ok else 503, text=("ready" if ok else why) + "\n")
+
+        async def api_status(request):
+            return web.Response(text=json.dumps(await sup.status(), indent=1),
+                                content_type="application/json")
+        await self.admin.start(overrides={"/metrics": metrics, "/readyz": readyz,
+                                          "/api/status": api_status})
+
+    async def stop(self) -> None:
+        await self.admin.stop()
+
+
+async def _supervise(cfg: Config, n: int, ready_file: str | None, config_path: str | None) -> int:
+    sup = Supervisor(cfg, n, config_path)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, sup.reload if config_path else lambda: None)
+    admin = None
+    try:
+        try:
+            await sup.start()
+        except RuntimeError as exc:
+            log.error("%s", exc)
+            sup.stopping = True
+            sup.signal_all(signal.SIGKILL)
+            return 1
+        if cfg.admin is not None:
+            admin = GroupAdmin(cfg.admin.endpoint, sup, cfg.admin.tls, cfg.admin.auth)
+            try:
+                await admin.start()
+            except OSError as exc:
+                from .preflight import listen_error
+                for line in listen_error("admin", cfg.admin.endpoint, exc).problems:
+                    print(line, file=sys.stderr, flush=True)
+                admin = None
+                sup.stopping = True
+                sup.signal_all(signal.SIGKILL)
+                return 1
+        watcher = loop.create_task(sup.watch())
+        cfg_watch = sup.watch_config()
+        log.info("traceo-sampler serving with %d workers; Ctrl-C or SIGTERM drains and exits", n)
+        if ready_file:
+            port = None
+            r = cfg.receivers
+            if r.otlp is not None and r.otlp.grpc is not None:
+                port = int(r.otlp.grpc.endpoint.rpartition(":")[2])
+            with open(ready_file, "w") as fh:
+                fh.write(json.dumps({"grpc_port": port}))
+        await stop.wait()
+        log.info("draining %d workers", n)
+        sup.stopping = True
+        watcher.cancel()
+        if cfg_watch is not None:
+            cfg_watch.cancel()
+        await sup.stop()
+        summary = sup._group(sup._cap_status(merge_status(sup.summaries() + sup.retired_status)))
+        summary.pop("recent_kept", None)
+        print(json.dumps({"summary": summary}), file=sys.stderr, flush=True)
+        bad = [c.index for c in sup.children if c.proc.returncode not in (0, None)]
+        return 1 if bad else 0
+    finally:
+        if admin is not None:
+            await admin.stop()
+        sup.cleanup()
+
+
+def supervise(cfg: Config, n: int, ready_file: str | None = None,
+              config_path: str | None = None) -> int:
+    cfg = _fixed_ports(cfg)
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(_supervise(cfg, n, ready_file, config_path))
+    return uvloop.run(_supervise(cfg, n, ready_file, config_path))
+
+
+def _fixed_ports(cfg: Config) -> Config:
+    """Port 0 (any free port) must be the same one for every worker: it is
+    chosen here, once."""
+    import socket
+    r = cfg.receivers
+    if r.otlp is None:
+        return cfg
+    repl = {}
+    for name in ("grpc", "http"):
+        ep = getattr(r.otlp, name)
+        if ep is None:
+            continue
+        host, _, port = ep.endpoint.rpartition(":")
+        if port == "0":
+            with socket.socket() as s:
+                s.bind((host.split("://")[-1].strip("[]") or "127.0.0.1", 0))
+                repl[name] = msgspec.structs.replace(ep, endpoint=f"{host}:{s.getsockname()[1]}")
+    if not repl:
+        return cfg
+    otlp = msgspec.structs.replace(r.otlp, **repl)
+    return msgspec.structs.replace(cfg, receivers=msgspec.structs.replace(r, otlp=otlp))
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main(sys.argv[1:]))

@@ -1,0 +1,117 @@
+"""service.workers pieces that need no processes: each worker's share of
+the budgets adds up to the configured totals; merged metrics and status."""
+import os
+
+from traceo_sampler import config, workers
+
+YAML = """
+sampler:
+  memory_limit_mib: 1001
+  policies:
+    - {name: rl, type: rate_limiting, rate_limiting: {spans_per_second: 1001, burst_capacity: 3}}
+    - {name: bl, type: bytes_limiting, bytes_limiting: {bytes_per_second: 10}}
+    - {name: ad, type: adaptive, adaptive: {target_spans_per_second: 300.0}}
+    - {name: sr, type: service_rate, service_rate: {services: {a: {sampling_percentage: 50, spans_per_second: 7}}, default: {spans_per_second: 5}}}
+    - name: both
+      type: and
+      and: {and_sub_policy: [{name: inner, type: rate_limiting, rate_limiting: {spans_per_second: 9}}]}
+    - name: comp
+      type: composite
+      composite:
+        max_total_spans_per_second: 100
+        policy_order: [c1]
+        composite_sub_policy: [{name: c1, type: always_sample}]
+exporters: {otlp: {endpoint: "127.0.0.1:1", queue_max_bytes: 300000000}}
+service: {workers: 3}
+"""
+
+
+def test_shares_add_up_to_the_totals():
+    cfg = config.loads(YAML)
+    shares = [workers.share(cfg, 3, i, "unix:/tmp/x") for i in range(3)]
+    pol = lambda c, k: c.sampler.policies[k]
+    assert sum(pol(c, 0).rate_limiting.spans_per_second for c in shares) == 1001
+    assert sum(pol(c, 0).rate_limiting.burst_capacity for c in shares) == 3
+    assert sum(pol(c, 1).bytes_limiting.bytes_per_second for c in shares) == 10
+    assert abs(sum(pol(c, 2).adaptive.target_spans_per_second for c in shares) - 300) < 1e-9
+    assert sum(pol(c, 3).service_rate.services["a"].spans_per_second for c in shares) == 7
+    assert all(pol(c, 3).service_rate.services["a"].sampling_percentage == 50 for c in shares)
+    assert sum(pol(c, 3).service_rate.default.spans_per_second for c in shares) == 5
+    assert sum(pol(c, 4).and_.and_sub_policy[0].rate_limiting.spans_per_second
+               for c in shares) == 9
+    assert sum(pol(c, 5).composite.max_total_spans_per_second for c in shares) == 100
+    assert sum(c.sampler.memory_limit_mib for c in shares) == 1001
+    assert sum(c.exporters.otlp.queue_max_bytes for c in shares) == 300000000
+    assert all(c.service.workers == 1 and c.admin.endpoint == "unix:/tmp/x" for c in shares)
+
+
+def test_config_round_trips_to_the_workers():
+    cfg = config.loads(YAML)
+    assert config.loads(config.dump(cfg)) == cfg
+    d = config.load(None)
+    assert config.loads(config.dump(d)) == d
+
+
+def test_workers_field():
+    assert config.loads("service: {workers: 2}").service.workers == 2
+    assert config.loads("{}").service.workers == "auto"
+    try:
+        config.loads("service: {workers: 0}")
+    except config.ConfigError as exc:
+        assert exc.problems[0].startswith("service.workers")
+    else:
+        raise AssertionError("workers: 0 accepted")
+
+
+def test_auto_is_the_cpus_this_process_may_use():
+    n = workers.cpus_available()
+    assert 1 <= n <= len(os.sched_getaffinity(0))
+    assert workers.worker_count(config.loads("{}")) == n
+
+
+def test_merged_metrics_sum_and_parse_back():
+    from prometheus_client.parser import text_string_to_metric_families
+    from traceo_sampler.telemetry import Metrics
+    from prometheus_client import generate_latest
+    parts = []
+    for k in (1, 2):
+        m = Metrics()
+        m.spans_received_total.labels("a").inc(10 * k)
+        m.buffer_spans.set(k)
+        m.decision_latency_seconds.observe(0.01 * k)
+        m.config_reloads_total.labels("applied").inc()
+        m.cost_budget_usd_monthly.set(50)
+        parts.append(workers.parse_metrics(generate_latest(m.registry).decode()))
+    text = workers.render_metrics(*workers.merge_metrics(parts))
+    got = {(s.name, tuple(sorted(s.labels.items()))): s.value
+           for fam in text_string_to_metric_families(text) for s in fam.samples}
+    assert got[("traceo_sampler_spans_received_total", (("service", "a"),))] == 30
+    assert got[("traceo_sampler_buffer_spans", ())] == 3
+    assert got[("traceo_sampler_decision_latency_seconds_count", ())] == 2
+    assert got[("traceo_sampler_decision_latency_seconds_bucket", (("le", "0.025"),))] == 2
+    # one group-wide event per worker, and a setting: not summed
+    assert got[("traceo_sampler_config_reloads_total", (("outcome", "applied"),))] == 1
+    assert got[("traceo_sampler_cost_budget_usd_monthly", ())] == 50
+    assert not any(n.endswith("_created") for n, _ in got)
+
+
+def test_merged_status_recomputes_ratios():
+    a = {"spans_received": 100, "spans_kept": 10, "traces_decided": 10, "traces_kept": 1,
+         "uptime_s": 5.0, "kept_by_policy": {"p": {"traces": 1, "share_of_decided": 0.1}},
+         "buffer": {"spans": 1, "traces": 1, "bytes": 10, "limit_bytes": 100, "occupancy": 0.1},
+         "services": {"s": {"spans_received": 100, "spans_exported": 10, "keep_ratio": 0.1}},
+         "cost": {"usd_received": 1.0, "usd_exported": 0.1, "saving_ratio": 0.9, "usd_per_gib": 0.5},
+         "recent_kept": [{"at": 1}]}
+    b = {"spans_received": 300, "spans_kept": 90, "traces_decided": 30, "traces_kept": 9,
+         "uptime_s": 7.0, "kept_by_policy": {"p": {"traces": 9, "share_of_decided": 0.3}},
+         "buffer": {"spans": 3, "traces": 1, "bytes": 70, "limit_bytes": 100, "occupancy": 0.7},
+         "services": {"s": {"spans_received": 300, "spans_exported": 90, "keep_ratio": 0.3}},
+         "cost": {"usd_received": 3.0, "usd_exported": 0.9, "saving_ratio": 0.7, "usd_per_gib": 0.5},
+         "recent_kept": [{"at": 2}]}
+    m = workers.merge_status([a, b])
+    assert m["spans_received"] == 400 and m["keep_ratio_spans"] == 0.25
+    assert m["keep_ratio_traces"] == 0.25 and m["uptime_s"] == 7.0
+    assert m["kept_by_policy"]["p"] == {"traces": 10, "share_of_decided": 0.25}
+    assert m["buffer"]["occupancy"] == 0.4 and m["services"]["s"]["keep_ratio"] == 0.25
+    assert m["cost"]["saving_ratio"] == 0.75 and m["cost"]["usd_per_gib"] == 0.5
+    assert [r["at"] for r in m["recent_kept"]] == [2, 1]
