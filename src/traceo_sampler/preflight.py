@@ -171,25 +171,42 @@ def require(cfg: Config) -> None:
         raise ConfigError(problems)
 
 
-def listen_error(path: str, endpoint: str, exc: BaseException) -> ConfigError:
-    """A listener that could not be opened, as ``path.endpoint: why``."""
+def probe_listeners(cfg: Config) -> None:
+    """``serve``, before starting anything (and before the workers of
+    service.workers exist): every listener's host resolves and its port is
+    free, else ConfigError naming the field."""
+    problems = []
+    for path, blk in listeners(cfg):
+        if blk.endpoint.startswith("unix:"):
+            continue
+        why = _bind_problem(blk.endpoint)
+        if why:
+            problems.append(f"{path}.endpoint: cannot listen on {blk.endpoint!r}: {why}")
+    if problems:
+        raise ConfigError(problems)
+
+
+def _bind_problem(endpoint: str) -> str:
     host, port = split_endpoint(endpoint)
-    why = ""
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)
     except socket.gaierror as gexc:
-        why = f"host {host!r} does not resolve ({gexc.strerror})"
-        infos = []
+        return f"host {host!r} does not resolve ({gexc.strerror})"
     for family, _t, _p, _c, addr in infos[:1]:
-        # learn the real reason (gRPC only says "failed to bind")
         with socket.socket(family, socket.SOCK_STREAM) as s:
+            # as the servers do: a port only in TIME_WAIT is not "in use"
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(addr)
             except OSError as bexc:
-                why = {errno.EADDRINUSE: "address already in use",
-                       errno.EADDRNOTAVAIL: "address not available on this machine",
-                       errno.EACCES: "permission denied (a port below 1024 needs privileges)",
-                       }.get(bexc.errno, bexc.strerror or str(bexc))
-    if not why:
-        why = str(exc) or type(exc).__name__
+                return {errno.EADDRINUSE: "address already in use",
+                        errno.EADDRNOTAVAIL: "address not available on this machine",
+                        errno.EACCES: "permission denied (a port below 1024 needs privileges)",
+                        }.get(bexc.errno, bexc.strerror or str(bexc))
+    return ""
+
+
+def listen_error(path: str, endpoint: str, exc: BaseException) -> ConfigError:
+    """A listener that could not be opened, as ``path.endpoint: why``."""
+    why = _bind_problem(endpoint) or str(exc) or type(exc).__name__
     return ConfigError([f"{path}.endpoint: cannot listen on {endpoint!r}: {why}"])

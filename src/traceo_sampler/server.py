@@ -165,6 +165,16 @@ class App:
             raise listen_error(path, ep, exc) from None
 
     async def start(self) -> None:
+        """Start exporters, receivers and admin; a listener that cannot be
+        opened undoes the rest and raises ConfigError naming its field."""
+        from .config import ConfigError
+        try:
+            await self._start()
+        except ConfigError:
+            await self.abort()
+            raise
+
+    async def _start(self) -> None:
         from .receivers.limiter import MemoryLimiter
         from .receivers.otlp_grpc import OtlpGrpcReceiver
         from .receivers.otlp_http import OtlpHttpReceiver
@@ -342,11 +352,7 @@ async def _serve(cfg: Config, ready_file: str | None, config_path: str | None) -
     except OSError as exc:
         # what preflight could not foresee (a race, a full disk)
         raise ConfigError([_field_of(cfg, exc)]) from None
-    try:
-        await app.start()
-    except ConfigError:
-        await app.abort()
-        raise
+    await app.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -377,7 +383,9 @@ def _field_of(cfg: Config, exc: OSError) -> str:
 
 
 def serve(cfg: Config, ready_file: str | None = None, config_path: str | None = None) -> int:
+    from .preflight import probe_listeners
     from .workers import supervise, worker_count
+    probe_listeners(cfg)
     n = worker_count(cfg)
     if n > 1:
         return supervise(cfg, n, ready_file, config_path)

@@ -795,10 +795,13 @@ class Supervisor:
         await asyncio.gather(*(self._scrape(c) for c in self.children if c.ready))
         from prometheus_client import generate_latest
         own = parse_metrics(generate_latest(self.metrics.registry).decode())
+        # the supervisor's own: its workers' gauges and its admin endpoint's
+        # refused requests
+        mine = ("traceo_sampler_worker", "traceo_sampler_unauthenticated_requests")
         own = {"samples": {k: v for k, v in own["samples"].items()
-                           if k[0].startswith("traceo_sampler_worker")},
+                           if k[0].startswith(mine)},
                "families": {k: v for k, v in own["families"].items()
-                            if k.startswith("traceo_sampler_worker")}}
+                            if k.startswith(mine)}}
         parts = [c.metrics for c in self.children if c.metrics] + self.retired + [own]
         return render_metrics(*self._cap(*merge_metrics(parts)))
 
@@ -898,8 +901,8 @@ class GroupAdmin:
         from .receivers.security import BearerTokens
         gate = None
         if auth is not None:
-            # refusals here are not counted: /metrics is the workers' merge
-            gate = Gate("admin", None, BearerTokens(auth), None, frozenset(("/healthz", "/readyz")))
+            gate = Gate("admin", sup.metrics, BearerTokens(auth), None,
+                        frozenset(("/healthz", "/readyz")))
         self.admin = Admin(endpoint, sup, tls=tls, gate=gate)
         self.sup = sup
 
