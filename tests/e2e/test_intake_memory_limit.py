@@ -117,7 +117,7 @@ def test_receivers_push_back_above_the_limit_and_recover():
             while not result[1] <= {sp.span_id for _t, sp, _r, _s in sink.spans()}:
                 assert time.monotonic() < deadline, "the pushed-back SDK spans never arrived"
                 time.sleep(0.1)
-            assert srv.metric("traceo_sampler_memory_limiter_refusing") == 0
+            # (accepted again means RSS was below the limit at that moment; it
+            # may pass it again afterwards, the limit is a threshold, not a cap)
             assert srv.metric("traceo_sampler_receiver_requests_total", outcome="memory_limit") >= 2
-            assert psutil.Process(srv.proc.pid).memory_info().rss <= limit << 20
             ch.close()
