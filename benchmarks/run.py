@@ -69,6 +69,14 @@ POLICIES = [
     {"name": "slow", "type": "latency", "latency": {"threshold_ms": 1000}},
     {"name": "rest", "type": "probabilistic", "probabilistic": {"sampling_percentage": 10}},
 ]
+# Phase (b) again with one typical ottl_condition policy added (it reads
+# every span of every trace that reaches it, decoded at decision time): the
+# cost of span-data policies, as the ratio to the run without it.
+OTTL_POLICY = {"name": "checkout-5xx", "type": "ottl_condition", "ottl_condition": {
+    "error_mode": "ignore",
+    "span": ['resource.attributes["service.name"] == "checkout" and '
+             'Int(attributes["http.status_code"]) >= 500',
+             'IsMatch(attributes["http.route"], "^/admin/")']}}
 REST_PERCENT = 10.0
 SLOW_NS = 1_000_000_000
 
@@ -234,7 +242,8 @@ class RssSampler(threading.Thread):
 class Serve:
     """``traceo-sampler serve -c cfg.yaml`` as a subprocess."""
 
-    def __init__(self, workdir: Path, name: str, sampler: dict, sink_endpoint: str, workers: int = 1):
+    def __init__(self, workdir: Path, name: str, sampler: dict, sink_endpoint: str, workers: int = 1,
+                 policies: list | None = None):
         self.workdir = workdir
         self.name = name
         self.grpc_port = free_port()
@@ -243,7 +252,7 @@ class Serve:
         self.admin = f"127.0.0.1:{self.admin_port}"
         cfg = {
             "receivers": {"otlp": {"grpc": {"endpoint": self.endpoint}}},
-            "sampler": {**sampler, "policies": POLICIES},
+            "sampler": {**sampler, "policies": policies or POLICIES},
             "exporters": {"otlp": {"endpoint": sink_endpoint}},
             "admin": {"endpoint": self.admin},
             "service": {"workers": workers},
@@ -519,10 +528,12 @@ def check_kept(reqs, sink_stats: dict) -> dict:
 
 
 def phase_full(reqs, sink: SinkProc, workdir: Path, concurrency: int, timers: dict,
-               workers: int = 1) -> tuple[dict, list | None]:
+               workers: int = 1, policies: list | None = None,
+               tag: str = "") -> tuple[dict, list | None]:
     sink.call("Mode", b"parse")
     sink.call("Reset")
-    serve = Serve(workdir, f"serve-full-w{workers}", timers, sink.endpoint, workers)
+    serve = Serve(workdir, f"serve-full-w{workers}{tag}", timers, sink.endpoint, workers,
+                  policies)
     try:
         ready_s = serve.wait_ready()
         log(f"serve (full path) ready in {ready_s:.1f} s on {serve.endpoint}, admin {serve.admin}")
@@ -723,7 +734,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="directory keeping built loads between runs (default %(default)s)")
     ap.add_argument("--no-cache", action="store_true", help="always build the load")
     ap.add_argument("--memory-limit-mib", type=int, default=4096, help="serve's memory limit in phase (c)")
-    ap.add_argument("--skip", action="append", default=[], choices=("ceiling", "full", "memory"),
+    ap.add_argument("--skip", action="append", default=[], choices=("ceiling", "full", "memory", "ottl"),
                     help="skip a phase (repeatable)")
     ap.add_argument("--workdir", default=None, help="keep configs and logs here (default: a temp dir, removed)")
     ap.add_argument("--out", default=None, help="also write the JSON to this file")
@@ -758,7 +769,7 @@ def main(argv: list[str] | None = None) -> int:
                    "seed": args.seed, "services": args.services, "error_rate": args.error_rate,
                    "policies": POLICIES, "workers": worker_counts, "channels": args.channels},
         "load": None, "ceiling": None, "full_path": None, "memory": None,
-        "full_path_by_workers": {}, "memory_by_workers": {},
+        "full_path_by_workers": {}, "memory_by_workers": {}, "full_path_ottl": None,
         "decision_latency_s": None, "ratios": {}, "errors": [],
     }
     if psutil is None:
@@ -805,6 +816,20 @@ def main(argv: list[str] | None = None) -> int:
                         result["decision_latency_s"] = full["decision_latency_s"]
                     log(f"full path, {w} worker(s): {full['spans_per_s_in']:.0f} spans/s, "
                         f"{full['serve_cpu_s_per_million_spans']} CPU s per million spans")
+                    if w == worker_counts[0] and "ottl" not in args.skip:
+                        # right after its baseline, so both see the same machine
+                        ot, _ = phase_full(reqs, sink, workdir, args.concurrency, timers, w,
+                                           POLICIES + [OTTL_POLICY], "-ottl")
+                        ot["extra_policy"] = OTTL_POLICY
+                        result["full_path_ottl"] = ot
+                        result["ratios"]["full_path_ottl_over_full_path_spans_per_s"] = round(
+                            ot["spans_per_s_in"] / full["spans_per_s_in"], 3)
+                        result["ratios"]["full_path_ottl_over_full_path_cpu_s_per_million_spans"] = \
+                            round(ot["serve_cpu_s_per_million_spans"]
+                                  / full["serve_cpu_s_per_million_spans"], 3)
+                        log(f"full path + ottl_condition, {w} worker(s): "
+                            f"{ot['spans_per_s_in']:.0f} spans/s, "
+                            f"{ot['serve_cpu_s_per_million_spans']} CPU s per million spans")
             except Exception as exc:  # noqa: BLE001
                 result["errors"].append(f"full_path: {exc}")
                 log(f"full path failed: {exc}")

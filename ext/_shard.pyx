@@ -244,3 +244,13 @@ def split(data, Py_ssize_t n, attr_keys=frozenset(), int key=KEY_RAW, bint with_
     finally:
         PyMem_Free(gb); PyMem_Free(cnt); PyMem_Free(total); PyMem_Free(w); PyMem_Free(cur)
     return res
+
+
+def fnv1a64(const unsigned char[:] data, uint64_t h=0xCBF29CE484222325ULL):
+    """FNV-1a 64 of ``data``, continuing from ``h`` (the hash of what came
+    before): the Collector's probabilistic policy hashes its salt then the
+    trace ID. Pure twin: policies/probabilistic.py ``fnv1a64_py``."""
+    cdef Py_ssize_t i
+    for i in range(data.shape[0]):
+        h = (h ^ data[i]) * 0x100000001B3ULL
+    return h

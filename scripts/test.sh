@@ -18,6 +18,11 @@ scripts/kafka.sh fetch >"$logs/kafka-fetch.log" 2>&1 &
 kafka_pid=$!
 scripts/otelcol.sh build >"$logs/otelcol-build.log" 2>&1 &
 otelcol_pid=$!
+scripts/helm.sh build >"$logs/helm-build.log" 2>&1 &
+helm_pid=$!
+# The container image (Debian base by mmdebstrap, then buildah): cached on its inputs.
+deploy/container/build.sh >"$logs/image-build.log" 2>&1 &
+image_pid=$!
 rc=0
 echo "== unit and e2e tests, compiled hot path =="
 .venv/bin/python -m pytest -p no:cacheprovider -q tests/unit tests/e2e "$@" || rc=$?
@@ -27,6 +32,8 @@ echo "== integration tests: real Kafka broker, real Jaeger =="
 wait $kafka_pid || { echo "test: Kafka fetch failed:" >&2; tail -30 "$logs/kafka-fetch.log" >&2; rc=1; }
 wait $jaeger_pid || { echo "test: Jaeger build failed:" >&2; tail -30 "$logs/jaeger-build.log" >&2; rc=1; }
 wait $otelcol_pid || { echo "test: Collector build failed:" >&2; tail -30 "$logs/otelcol-build.log" >&2; rc=1; }
+wait $helm_pid || { echo "test: Helm build failed:" >&2; tail -30 "$logs/helm-build.log" >&2; rc=1; }
+wait $image_pid || { echo "test: image build failed:" >&2; tail -30 "$logs/image-build.log" >&2; rc=1; }
 .venv/bin/python -m pytest -p no:cacheprovider -q tests/integration "$@" || rc=$?
 rm -rf "$logs"
 if [ "$rc" -ne 0 ]; then

@@ -42,7 +42,8 @@ class Serve:
             self.http_port = free_port()
             rec["http"] = {"endpoint": f"127.0.0.1:{self.http_port}", **(http_opts or {})}
         self.cfg.setdefault("receivers", {"otlp": rec})
-        self.cfg["admin"] = {"endpoint": f"127.0.0.1:{self.admin_port}", **(admin_opts or {})}
+        self.cfg["admin"] = {**(cfg.get("admin") or {}), "endpoint": f"127.0.0.1:{self.admin_port}",
+                             **(admin_opts or {})}
         self.admin_ssl = admin_ssl
         self.admin_headers = admin_headers or {}
         self.admin_url = f"{'https' if admin_ssl else 'http'}://127.0.0.1:{self.admin_port}"
@@ -110,6 +111,12 @@ class Serve:
         req = urllib.request.Request(f"{self.admin_url}{path}", headers=self.admin_headers)
         with urllib.request.urlopen(req, timeout=5, context=self.admin_ssl) as r:
             return r.read().decode()
+
+    def get_raw(self, path: str, headers: dict | None = None) -> bytes:
+        req = urllib.request.Request(f"{self.admin_url}{path}",
+                                     headers={**self.admin_headers, **(headers or {})})
+        with urllib.request.urlopen(req, timeout=10, context=self.admin_ssl) as r:
+            return r.read()
 
     def metric(self, name: str, **labels) -> float:
         """Sum of the samples of ``name`` matching labels, from /metrics."""

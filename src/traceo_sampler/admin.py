@@ -1,6 +1,8 @@
 """Admin HTTP: /metrics, /healthz, /readyz, /api/status, /status."""
 from __future__ import annotations
 
+import asyncio
+import gzip
 import importlib.resources
 import json
 import logging
@@ -10,9 +12,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 log = logging.getLogger("traceo_sampler.admin")
 
-# The /status page: one self-contained file (no CDN), refreshed by fetching
-# /api/status every second; follows the system's light/dark setting.
+# The /status page: one file refreshed by fetching /api/status and
+# /api/history every second; its charts use plotly.js served by this same
+# admin server (no CDN); follows the system's light/dark setting.
 _PAGE = (importlib.resources.files("traceo_sampler") / "static" / "status.html").read_text()
+_PLOTLY_GZ: bytes | None = None
+
+
+def _plotly_gz() -> bytes:
+    from plotly.offline import get_plotlyjs
+    return gzip.compress(get_plotlyjs().encode(), 6)
 
 
 class Admin:
@@ -44,11 +53,37 @@ class Admin:
     async def page(self, request: web.Request) -> web.Response:
         return web.Response(text=_PAGE, content_type="text/html")
 
+    async def api_history(self, request: web.Request) -> web.Response:
+        """The history ring (history.py); ``?since=T`` only points after T."""
+        try:
+            since = float(request.query.get("since", "0") or 0)
+        except ValueError:
+            return web.Response(status=400, text="since: must be a number (unix seconds)\n")
+        return web.Response(text=json.dumps(self.state.history.since(since), separators=(",", ":")),
+                            content_type="application/json")
+
+    async def plotly_js(self, request: web.Request) -> web.Response:
+        """plotly.js from the installed plotly package, for the page's
+        charts: served from here, so the page needs no CDN. Compressed once,
+        off the event loop, and cached by the browser."""
+        global _PLOTLY_GZ
+        if _PLOTLY_GZ is None:
+            _PLOTLY_GZ = await asyncio.get_running_loop().run_in_executor(None, _plotly_gz)
+        headers = {"Cache-Control": "public, max-age=86400", "Vary": "Accept-Encoding"}
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            headers["Content-Encoding"] = "gzip"
+            return web.Response(body=_PLOTLY_GZ, headers=headers,
+                                content_type="application/javascript")
+        return web.Response(body=gzip.decompress(_PLOTLY_GZ), headers=headers,
+                            content_type="application/javascript")
+
     async def start(self, overrides: dict | None = None) -> None:
         """``overrides``: route → handler replacing the default one (the
         supervisor of service.workers serves its workers' merged state)."""
         routes = {"/metrics": self.metrics, "/healthz": self.healthz, "/readyz": self.readyz,
-                  "/api/status": self.api_status, "/status": self.page, **(overrides or {})}
+                  "/api/status": self.api_status, "/status": self.page,
+                  "/api/history": self.api_history, "/assets/plotly.min.js": self.plotly_js,
+                  **(overrides or {})}
         app = web.Application(middlewares=[self.gate.http_middleware()] if self.gate else [])
         for path, handler in routes.items():
             app.router.add_get(path, handler)

@@ -164,9 +164,9 @@ def translate(raw: dict, ignore_unsupported: bool = False) -> Translation:
                 tr.note(f"{section}.{cid}", f"not run: not in service.pipelines.{chosen}")
 
     out = tr.config
-    _receivers(tr, receivers, pipe.get("receivers") or [], out)
-    _processors(tr, processors, pipe.get("processors") or [], out)
-    _exporters(tr, exporters, pipe.get("exporters") or [], out)
+    _receivers(tr, receivers, [c for c in pipe.get("receivers") or [] if c in receivers], out)
+    _processors(tr, processors, [c for c in pipe.get("processors") or [] if c in processors], out)
+    _exporters(tr, exporters, [c for c in pipe.get("exporters") or [] if c in exporters], out)
     for ext in (raw.get("extensions") or {}):
         tr.note(f"extensions.{ext}", EXTENSION_NOTES.get(_kind(ext), "not run"))
     for conn in (raw.get("connectors") or {}):

@@ -168,14 +168,15 @@ class FileExporter(_Base):
 
 class KafkaExporter(_Base):
     """Router mode: serve becomes a stateless front tier producing every
-    received span, one message per trace keyed by its trace ID."""
+    received span to a topic, every trace in the partition of its trace ID."""
     brokers: list[str]
     topic: str = "otlp_spans_sampled"
     acks: Literal["all", 0, 1] = "all"
-    # one message per trace, keyed by the trace ID in lowercase hex (the
-    # Collector kafkaexporter's partition_traces_by_id); false: one message
-    # per request, no key
-    partition_traces_by_id: bool = True
+    # true: one message per trace, keyed by the trace ID in lowercase hex
+    # (the Collector kafkaexporter's partition_traces_by_id); false: one
+    # message per partition per request holding many traces, each whole in
+    # the partition murmur2 of its hex trace ID chooses (the same one)
+    partition_traces_by_id: bool = False
     # how long a request waits for the broker's acks before the client is
     # told to retry (gRPC UNAVAILABLE / HTTP 503)
     timeout: Duration = msgspec.field(default_factory=lambda: Duration("30s"))
@@ -190,6 +191,9 @@ class Exporters(_Base):
 
 class Admin(_Base):
     endpoint: str = "127.0.0.1:9464"
+    # link of a kept trace in the backend's UI, "{trace_id}" replaced by the
+    # 32-hex-digit ID (the /status page's "last kept traces"); "" = no links
+    trace_url: str = ""
     # /healthz and /readyz stay open to probes without a token (not without TLS)
     tls: ServerTls | None = None
     auth: Auth | None = None
@@ -450,9 +454,9 @@ def _check_policy(raw: Any, path: str, problems: list[str], semantics: str = "tr
         if not getattr(mod, "BLOCK_OPTIONAL", False):
             problems.append(f"{path}.{typ}: required for a policy of type {typ!r}")
             return None
-        # an omitted optional block is its defaults, so builders need no case for it
+        # an omitted optional block is checked as its defaults (and stays
+        # omitted, so a dumped config reads back the same)
         blk = mod.Config()
-        setattr(pol, block_attr(typ), blk)
     check = getattr(mod, "check", None)
     if semantics == "collector":
         check = getattr(mod, "check_collector", check)
@@ -579,6 +583,10 @@ def parse(raw: Any, ignored_blocks: list[str] | None = None) -> Config:
         problems.append("receivers.kafka.brokers: must not be empty")
     if values.get("admin") is not None:
         _check_endpoint(values["admin"].endpoint, "admin.endpoint", problems)
+        url = values["admin"].trace_url
+        if url and ("{trace_id}" not in url or not url.startswith(("http://", "https://"))):
+            problems.append("admin.trace_url: must be an http:// or https:// URL containing "
+                            "{trace_id}")
     if problems:
         raise ConfigError(problems)
     assert sampler is not None

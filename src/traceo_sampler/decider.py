@@ -68,14 +68,16 @@ class Decider:
         keys.discard(SPAN_DATA)
         self.attribute_keys = frozenset(keys)
         self.spans = spans if spans is not None else (lambda t: [])
-        # policy name -> traces it could not evaluate (PolicyError)
+        self._headers: dict = {}    # spandata.decode's cache of decoded headers
+        # policy name -> traces it could not evaluate (PolicyError), since
+        # the pipeline last moved them to policy_evaluation_errors_total
         self.errors: dict[str, int] = {}
 
     def decide(self, trace) -> Decision:
         first = ""
         th = MAX_T
         if self.reads_spans:
-            trace = WithSpans(trace, self.spans)
+            trace = WithSpans(trace, self.spans, self._headers)
         for p in self.policies:
             try:
                 d, t = p.evaluate(trace)

@@ -37,7 +37,7 @@ import struct
 import sys
 import time
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -1079,7 +1079,8 @@ def _percentile(sorted_vals: list[float], q: float) -> float | None:
 async def send(endpoint: str, requests: Sequence[bytes] | Iterable, rate_spans_per_s: float | None = None,
                duration_s: float | None = None, concurrency: int = 4, *, timeout_s: float = 30.0,
                connect_timeout_s: float = 10.0, compression: str | None = None,
-               stop: asyncio.Event | None = None, channels: int = 1) -> dict:
+               stop: asyncio.Event | None = None, channels: int = 1,
+               progress: Callable[[int, float], None] | None = None) -> dict:
     """Send encoded requests to ``endpoint``'s OTLP gRPC ``TraceService/Export``.
 
     ``requests``: a list of encoded requests (an :class:`EncodedRequests`
@@ -1092,6 +1093,7 @@ async def send(endpoint: str, requests: Sequence[bytes] | Iterable, rate_spans_p
     ``channels``: TCP connections the requests are spread over (a server
     whose workers share the port by ``SO_REUSEPORT`` sees each connection
     land on one worker, as many clients would spread over them).
+    ``progress(spans, elapsed_s)`` is told each answered request's spans.
 
     Returns counts: requests (ok / failed), spans, bytes, errors by gRPC
     status code name, elapsed seconds, rates and RPC latency percentiles.
@@ -1170,6 +1172,8 @@ async def send(endpoint: str, requests: Sequence[bytes] | Iterable, rate_spans_p
                     st["bytes_ok"] += len(data)
                     latencies.append(time.perf_counter() - t)
                 st["last_done"] = loop.time()
+                if progress is not None:
+                    progress(n, st["last_done"] - t0)
 
         await asyncio.gather(*(worker(k) for k in range(concurrency)))
     finally:
@@ -1227,6 +1231,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="spans pre-encoded and replayed with fresh trace IDs (default %(default)s)")
 
 
+class _LoadBar:
+    """A terminal progress bar for ``run``: by time with --duration, by
+    spans with --spans; nothing when stderr is not a terminal."""
+
+    def __init__(self, duration: float | None, spans: int | None, pool_spans: int):
+        from .progress import Progress
+        self.duration = duration
+        self.sent = 0
+        if duration is not None:
+            self.bar = Progress(duration, "s", "loadgen")
+        else:
+            self.bar = Progress(spans or pool_spans, "span", "loadgen")
+
+    def __call__(self, n: int, elapsed: float) -> None:
+        self.sent += n
+        if self.duration is not None:
+            self.bar.set(round(elapsed, 1), f"{self.sent:,} spans, {self.sent / max(elapsed, 1e-9):,.0f} spans/s")
+        else:
+            self.bar.update(n)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the load generator; print a one-line JSON summary; 0 when every request was accepted."""
     for name, ok in (("--rate", args.rate is None or args.rate > 0),
@@ -1277,8 +1308,10 @@ def run(args: argparse.Namespace) -> int:
                     sent += n
                     yield data, n
             source = limited()
-        return await send(args.endpoint, source, args.rate, duration, args.concurrency,
-                          compression=args.compression, stop=stop, channels=args.channels)
+        with _LoadBar(duration, args.spans, reqs.n_spans) as bar:
+            return await send(args.endpoint, source, args.rate, duration, args.concurrency,
+                              compression=args.compression, stop=stop, channels=args.channels,
+                              progress=bar)
 
     result = asyncio.run(main())
     summary = {"command": "loadgen", "seed": gen.seed, "services": args.services, "error_rate": args.error_rate,

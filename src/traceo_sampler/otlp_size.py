@@ -24,7 +24,22 @@ def _vlen(n: int) -> int:
     return k
 
 
+# header → its length without schema_url; the headers of a process are few
+# (one per resource and scope), so this stays small; cleared if it is not
+_SIZES: dict[bytes, int] = {}
+_MAX_CACHED = 65536
+
+
 def _without_schema_url(header: bytes) -> int:
+    n = _SIZES.get(header)
+    if n is None:
+        if len(_SIZES) >= _MAX_CACHED:
+            _SIZES.clear()
+        n = _SIZES[header] = _strip_schema_url(header)
+    return n
+
+
+def _strip_schema_url(header: bytes) -> int:
     """Length of a resource/scope header without its field 3 (schema_url)."""
     n = len(header)
     pos = 0

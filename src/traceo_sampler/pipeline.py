@@ -73,7 +73,7 @@ class Pipeline:
                                for svc, usd in cfg.cost.per_service.items()}
         # service label → [spans in, bytes in, spans out, bytes out]
         self.by_service: dict[str, list] = {}
-        # the last kept traces, newest last, for /api/status
+        # the last kept traces, newest last, for /api/status (recent_kept)
         self.recent = collections.deque(maxlen=50)
         self.decided = 0
         self.skew_tolerance_ns = int(cfg.telemetry.skew_tolerance.seconds * 1e9)
@@ -93,6 +93,9 @@ class Pipeline:
         # a trace is decided not kept (``done``) and handed the trace IDs of
         # every kept item (``take``, returns the item's ack callback)
         self.tracker = None
+        # called as observer(trace, trigger, decision, finish_result) for
+        # every decided trace; simulate's recorders use it (simulate/replay.py)
+        self.observer = None
 
     # ------------------------------------------------------------------ in
     RETRY_AFTER = 1.0   # seconds a pushed-back client is asked to wait
@@ -248,6 +251,7 @@ class Pipeline:
         record = self.record_policy
         by_trigger = self.by_trigger
         by_policy = self.by_policy
+        observer = self.observer
         decided: dict[tuple[str, str, str], int] = {}
         no_root = dups = 0
         orphans: dict[str, int] = {}
@@ -271,6 +275,8 @@ class Pipeline:
             dec = decide(t)
             extra = self._policy_attr(dec.policy) if record and dec.sampled else b""
             out = finish(t, dec.sampled, dec.policy, dec.threshold, extra)
+            if observer is not None:
+                observer(t, trigger, dec, out)
             by_trigger[trigger] = by_trigger.get(trigger, 0) + 1
             if dec.sampled:
                 label = "sampled"
@@ -288,10 +294,10 @@ class Pipeline:
                         row[1] += nb
                 blobs.append(blob)
                 tids.append(t.trace_id)
-                self.recent.append({
-                    "trace_id": t.trace_id.hex(), "policy": dec.policy, "trigger": trigger,
-                    "spans": n, "services": sorted(per_service),
-                    "threshold": encode_th(dec.threshold), "at": time.time()})
+                # a tuple here, the dict only when /api/status asks (recent_kept)
+                self.recent.append((t.trace_id, dec.policy, trigger, n, per_service, dec.threshold,
+                                    time.time(), t.root_service, t.root_name,
+                                    t.max_end - t.min_start, t.status_mask))
                 size += len(blob)
                 spans += n
                 if size >= EXPORT_ITEM_BYTES:
@@ -309,6 +315,11 @@ class Pipeline:
             self._export(b"".join(blobs), spans, services, tids, now)
         for key, n in decided.items():
             m.traces_decided_total.labels(*key).inc(n)
+        errors = self.decider.errors
+        if errors:
+            for name, n in errors.items():
+                m.policy_evaluation_errors_total.labels(name).inc(n)
+            errors.clear()
         if no_root:
             m.traces_without_root_total.inc(no_root)
         if dups:
@@ -319,6 +330,16 @@ class Pipeline:
             m.clock_skew_spans_total.labels(m.service(svc)).inc(k)
         for svc, ns in skew_amounts:
             m.clock_skew_seconds.labels(m.service(svc)).observe(ns / 1e9)
+
+    def recent_kept(self) -> list[dict]:
+        """The last kept traces, newest first, with attribution, trigger,
+        threshold, root and duration (the /status page's table)."""
+        return [{"trace_id": tid.hex(), "policy": policy, "trigger": trigger, "spans": n,
+                 "services": sorted(per_service), "threshold": encode_th(th), "at": at,
+                 "root": f"{root_service} {root_name}".strip(),
+                 "duration_ms": round(max(0, dur) / 1e6, 3), "error": bool(mask & 4)}
+                for (tid, policy, trigger, n, per_service, th, at, root_service, root_name, dur, mask)
+                in reversed(self.recent)]
 
     def _policy_attr(self, policy: str) -> bytes:
         a = self._policy_attrs.get(policy)

@@ -14,7 +14,9 @@ import time
 
 from . import exporters as _exporters
 from .admin import Admin
-from .config import Config
+from .config import Config, timers
+from .history import Counters, History, histogram_buckets
+from .policies import describe
 from .pipeline import Pipeline
 from .telemetry import Metrics
 
@@ -49,6 +51,9 @@ class App:
         self._ticker: asyncio.Task | None = None
         self._sampler: asyncio.Task | None = None
         self._history: collections.deque = collections.deque(maxlen=11)
+        # the /status page's charts and the live cost forecast (history.py)
+        self.history = History()
+        self._rules = {c.name: describe(c) for c in cfg.sampler.policies}
 
     # ----------------------------------------------------------- status
     def ready(self) -> tuple[bool, str]:
@@ -115,7 +120,10 @@ class App:
                                    "queued_bytes": e.queued_bytes,
                                    "queue_max_bytes": e.queue_max_bytes}
                           for e in self.exporters},
-            "recent_kept": list(reversed(p.recent)),
+            "recent_kept": p.recent_kept(),
+            "trace_url": self.cfg.admin.trace_url if self.cfg.admin is not None else "",
+            "policy_rules": self._rules,
+            "forecast": self.history.forecast(self.cfg.cost.monthly_budget_usd),
             **self._kafka_status(),
         }
 
@@ -132,18 +140,7 @@ class App:
         return out
 
     def consistency(self) -> dict:
-        m = self.metrics
-
-        def total(metric) -> float:
-            return sum(s.value for fam in metric.collect() for s in fam.samples
-                       if s.name.endswith("_total"))
-        return {
-            "orphan_spans": total(m.orphan_spans_total),
-            "traces_without_root": total(m.traces_without_root_total),
-            "clock_skew_spans": total(m.clock_skew_spans_total),
-            "duplicate_spans": total(m.duplicate_spans_total),
-            "invalid_spans": total(m.invalid_spans_total),
-        }
+        return self.metrics.consistency()
 
     # ----------------------------------------------------------- lifecycle
     def _gate(self, name: str, blk, limiter):
@@ -222,7 +219,25 @@ class App:
         while not self._stop.is_set():
             self._history.append((time.monotonic(), p.spans_in,
                                   sum(e.sent_spans for e in self.exporters)))
+            try:
+                self.history.sample(self.counters())
+            except Exception:  # the charts must not stop the sampler
+                log.exception("history sample failed")
             await asyncio.sleep(1.0)
+
+    def counters(self) -> Counters:
+        """The cumulative figures the history ring derives its rates from."""
+        p = self.pipeline
+        b = p.buffer
+        by: dict[str, tuple[float, float]] = {}
+        for svc, (_si, bi, _so, bo) in p.by_service.items():
+            usd = p.usd_per_byte_of(svc)
+            by[svc] = (bi * usd, bo * usd)
+        return Counters(
+            time.time(), p.spans_in, sum(e.sent_spans for e in self.exporters), p.decided,
+            p.traces_kept, b.nbytes / b.memory_limit if b.memory_limit else 0.0,
+            histogram_buckets(self.metrics.decision_latency_seconds),
+            sum(i for i, _ in by.values()), sum(o for _, o in by.values()), by)
 
     async def _tick(self) -> None:
         p = self.pipeline
@@ -287,9 +302,8 @@ class App:
         p.record_policy = new.sampler.record_policy
         b = p.buffer
         s = new.sampler
-        b.decision_wait = s.decision_wait.seconds
-        b.root_wait = s.root_wait.seconds
-        b.idle_timeout = s.idle_timeout.seconds
+        b.decision_wait, b.root_wait, b.idle_timeout = timers(s)
+        p.tick_period = 1.0 if s.semantics == "collector" else 0.0
         b.max_spans = s.max_spans_per_trace
         b.memory_limit = s.memory_limit_mib << 20
         self.metrics.buffer_limit_bytes.set(b.memory_limit)
@@ -299,6 +313,7 @@ class App:
         if old.sampler.decision_cache != s.decision_cache:
             not_applied.append("sampler.decision_cache")
         self.cfg = new
+        self._rules = {c.name: describe(c) for c in new.sampler.policies}
         return not_applied
 
     def reload_from(self, path: str) -> bool:

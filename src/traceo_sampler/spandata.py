@@ -19,24 +19,36 @@ _Span = trace_pb2.Span.FromString
 _ResourceSpans = trace_pb2.ResourceSpans.FromString
 _ScopeSpans = trace_pb2.ScopeSpans.FromString
 
-# (resource, resource schema_url, scope, scope schema_url, span)
+# (resource, resource schema_url, scope, scope schema_url, span,
+#  resource header, scope header, span bytes): the headers as the buffer
+#  holds them, the identity of a resource and a scope across traces
 Decoded = tuple
 
+# decoded headers kept across decisions: a process sees few distinct ones
+MAX_HEADERS = 4096
 
-def decode(triples: Iterable[tuple[bytes, bytes, bytes]]) -> list[Decoded]:
-    res_cache: dict[bytes, tuple] = {}
-    scope_cache: dict[bytes, tuple] = {}
+
+def decode(triples: Iterable[tuple[bytes, bytes, bytes]],
+           headers: dict | None = None) -> list[Decoded]:
+    """Decode span triples; ``headers`` (header bytes -> decoded message and
+    schema_url) is a cache the caller keeps between calls."""
+    if headers is None:
+        headers = {}
+    elif len(headers) > MAX_HEADERS:
+        headers.clear()
     out = []
     for rh, sh, raw in triples:
-        r = res_cache.get(rh)
+        r = headers.get(rh)
         if r is None:
             m = _ResourceSpans(rh)
-            r = res_cache[rh] = (m.resource, m.schema_url)
-        s = scope_cache.get(sh)
+            r = headers[rh] = (m.resource, m.schema_url)
+        # a scope header is keyed apart: the same bytes may be a resource
+        # header too (both empty, say)
+        s = headers.get((sh,))
         if s is None:
             m = _ScopeSpans(sh)
-            s = scope_cache[sh] = (m.scope, m.schema_url)
-        out.append((r[0], r[1], s[0], s[1], _Span(raw)))
+            s = headers[(sh,)] = (m.scope, m.schema_url)
+        out.append((r[0], r[1], s[0], s[1], _Span(raw), rh, sh, raw))
     return out
 
 
@@ -44,12 +56,13 @@ class WithSpans:
     """A trace summary plus its decoded spans (``.spans``); every other
     attribute is the summary's."""
 
-    __slots__ = ("_trace", "_read", "_spans")
+    __slots__ = ("_trace", "_read", "_spans", "_headers")
 
-    def __init__(self, trace, read: Callable[[object], list]):
+    def __init__(self, trace, read: Callable[[object], list], headers: dict | None = None):
         self._trace = trace
         self._read = read
         self._spans = None
+        self._headers = headers
 
     def __getattr__(self, name):
         return getattr(self._trace, name)
@@ -58,5 +71,5 @@ class WithSpans:
     def spans(self) -> list[Decoded]:
         s = self._spans
         if s is None:
-            s = self._spans = decode(self._read(self._trace))
+            s = self._spans = decode(self._read(self._trace), self._headers)
         return s

@@ -16,6 +16,7 @@ METRICS: list[tuple] = [
     ("bytes_received_total", Counter, "Encoded span bytes received", ("service",)),
     ("spans_exported_total", Counter, "Spans handed to and acknowledged by an exporter", ("service", "exporter")),
     ("traces_decided_total", Counter, "Traces decided, by decision, attributed policy and trigger", ("decision", "policy", "trigger")),
+    ("policy_evaluation_errors_total", Counter, "Traces a policy could not evaluate (ottl_condition with error_mode: propagate); it cast no vote on them", ("policy",)),
     ("late_spans_total", Counter, "Spans arriving after their trace was decided", ("decision",)),
     ("buffer_spans", Gauge, "Spans held in the trace buffer", ()),
     ("buffer_bytes", Gauge, "Bytes accounted to the trace buffer", ()),
@@ -80,3 +81,19 @@ class Metrics:
             self._services.add(name)
             return name
         return "other"
+
+    # consistency findings (DESIGN.md §4) as shown by /api/status and simulate
+    CONSISTENCY = (("orphan_spans", "orphan_spans_total"),
+                   ("traces_without_root", "traces_without_root_total"),
+                   ("clock_skew_spans", "clock_skew_spans_total"),
+                   ("duplicate_spans", "duplicate_spans_total"),
+                   ("invalid_spans", "invalid_spans_total"))
+
+    def consistency(self) -> dict[str, float]:
+        """Totals of the consistency counters, over all label values."""
+        return {key: int(sum(v for _labels, v in self.counts(name))) for key, name in self.CONSISTENCY}
+
+    def counts(self, name: str) -> list[tuple[dict, float]]:
+        """(labels, value) of every ``_total`` sample of counter ``name``."""
+        return [(s.labels, s.value) for fam in getattr(self, name).collect()
+                for s in fam.samples if s.name.endswith("_total")]

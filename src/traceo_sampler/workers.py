@@ -165,7 +165,8 @@ def share(cfg: Config, n: int, i: int, admin_endpoint: str | None = None) -> Con
                                       memory_limit_mib=_part(cfg.service.memory_limit_mib, n, i)))
     if admin_endpoint is not None:
         from .config import Admin
-        out = msgspec.structs.replace(out, admin=Admin(endpoint=admin_endpoint))
+        out = msgspec.structs.replace(out, admin=msgspec.structs.replace(
+            cfg.admin or Admin(), endpoint=admin_endpoint))
     return out
 
 
@@ -631,6 +632,9 @@ class Supervisor:
         self.lost_spans = 0
         self.lost_traces = 0
         self.restarts = 0
+        # the group's history for the /status page's charts (history.py)
+        from .history import History
+        self.history = History()
 
     # ------------------------------------------------------------ children
     def _spawn(self, c: _Child) -> None:
@@ -775,8 +779,17 @@ class Supervisor:
 
     async def status(self) -> dict:
         await asyncio.gather(*(self._scrape(c) for c in self.children if c.ready))
-        return self._group(self._cap_status(merge_status(
+        st = self._group(self._cap_status(merge_status(
             [c.status for c in self.children if c.status] + self.retired_status)))
+        # each worker's forecast covers its own shard: the group's is its own
+        st["forecast"] = self.history.forecast(self.cfg.cost.monthly_budget_usd)
+        return st
+
+    async def sample_history(self) -> None:
+        from .history import buckets_from_samples, counters_from_status
+        st = await self.status()
+        samples, _ = merge_metrics([c.metrics for c in self.children if c.metrics] + self.retired)
+        self.history.sample(counters_from_status(st, buckets_from_samples(samples)))
 
     def _cap_status(self, st: dict) -> dict:
         svcs = st.get("services")
@@ -905,6 +918,7 @@ class GroupAdmin:
                         frozenset(("/healthz", "/readyz")))
         self.admin = Admin(endpoint, sup, tls=tls, gate=gate)
         self.sup = sup
+        self._sampler: asyncio.Task | None = None
 
     async def start(self) -> None:
         from aiohttp import web
@@ -925,7 +939,18 @@ class GroupAdmin:
         await self.admin.start(overrides={"/metrics": metrics, "/readyz": readyz,
                                           "/api/status": api_status})
 
+        async def sample():
+            while True:
+                try:
+                    await sup.sample_history()
+                except Exception:  # noqa: BLE001 - the charts must not stop the group
+                    log.exception("history sample failed")
+                await asyncio.sleep(1.0)
+        self._sampler = asyncio.get_running_loop().create_task(sample())
+
     async def stop(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
         await self.admin.stop()
 
 

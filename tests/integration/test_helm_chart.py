@@ -134,6 +134,7 @@ def test_rendered_config_passes_validate_and_matches_the_pod(mode, tmp_path):
                 "value": f"http://127.0.0.1:{ports['admin']}/healthz"} in ctr["env"]
         app = spec["containers"][0]
         assert f"127.0.0.1:{ports['otlp-grpc']}" in app["args"]
+        assert ctr["resources"]["requests"]["cpu"] == "100m"
     else:
         assert ctr["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
         assert ctr["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
@@ -212,9 +213,13 @@ def test_values_change_what_they_say():
     objs = render({"config.sampler.memory_limit_mib": "256", "config.exporters.otlp.queue_max_bytes": "67108864",
                    "shutdownTimeoutSeconds": "60", "ports.grpc": "14317", "autoscaling.enabled": "false",
                    "replicaCount": "3"})
+    more = render({"workers": "4", "resources.cpu.request": "4"})
+    assert _pod_spec(more)[1]["resources"]["limits"]["memory"] == f"{1024 + 256 + 4 * 64 + 128}Mi"
+    assert _config(more)["service"]["workers"] == 4
     tpl, ctr = _pod_spec(objs)
     cfg = _config(objs)
-    assert ctr["resources"]["limits"]["memory"] == "512Mi"  # 256 + 64 + 192
+    assert ctr["resources"]["limits"]["memory"] == "512Mi"  # 256 + 64 + 64 x 1 worker + 128
+    assert cfg["service"]["workers"] == 1
     assert cfg["service"]["shutdown_timeout"] == "60s"
     assert tpl["spec"]["terminationGracePeriodSeconds"] == 80
     assert cfg["receivers"]["otlp"]["grpc"]["endpoint"] == "0.0.0.0:14317"

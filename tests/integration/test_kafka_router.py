@@ -1,6 +1,8 @@
 """Router mode (exporters.kafka) on the real broker: every received request
-is produced regrouped by trace, one otlp_proto message per trace, keyed by
-the trace ID in lowercase hex, on the murmur2 partition of that key; the
+is produced regrouped by trace: by default one otlp_proto message per
+partition holding many traces, with ``partition_traces_by_id`` one per
+trace, keyed by the trace ID in lowercase hex; either way on the murmur2
+partition of that key; the
 client is acknowledged only after the broker acked (DESIGN.md §5)."""
 from __future__ import annotations
 
@@ -61,10 +63,50 @@ def java_partition(key: bytes, n: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % n
 
 
+def test_router_batches_many_traces_per_partition_message(kafka_broker):
+    """The default: one message per partition a request touches, each
+    trace whole in the partition murmur2 of its hex trace ID chooses."""
+    topic = _name("router-batch")
+    kafka_broker.create_topic(topic, PARTITIONS)
+    cfg = {"exporters": {"kafka": {"brokers": [kafka_broker.bootstrap], "topic": topic}},
+           "service": {"workers": 1}}
+    sent_spans: dict[bytes, bytes] = {}
+    sent_traces: dict[bytes, int] = {}
+    with Serve(cfg) as s:
+        with grpc.insecure_channel(s.endpoint) as ch:
+            export = ch.unary_unary(METHOD)
+            for i in range(5):
+                body = make_request([trace(3) for _ in range(40)], service=f"svc-{i}")
+                for rs in ExportTraceServiceRequest.FromString(body).resource_spans:
+                    for ss in rs.scope_spans:
+                        for sp in ss.spans:
+                            sent_spans[sp.span_id] = sp.SerializeToString()
+                            sent_traces[sp.trace_id] = sent_traces.get(sp.trace_id, 0) + 1
+                export(body, timeout=30)
+        acked = s.metric("traceo_sampler_kafka_produced_messages_total", outcome="acked")
+    assert acked == 5 * PARTITIONS      # 40 traces touch every partition
+    recs = run_async(lambda: _read_all(kafka_broker.bootstrap, topic, int(acked)), 90)
+    assert len(recs) == acked
+    got: dict[bytes, int] = {}
+    for rec in recs:
+        req = ExportTraceServiceRequest.FromString(rec.value)
+        tids = set()
+        for rs in req.resource_spans:
+            for ss in rs.scope_spans:
+                for sp in ss.spans:
+                    assert sp.SerializeToString() == sent_spans[sp.span_id]
+                    got[sp.trace_id] = got.get(sp.trace_id, 0) + 1
+                    tids.add(sp.trace_id)
+        assert len(tids) > 1, "several traces per message"
+        assert {java_partition(t.hex().encode(), PARTITIONS) for t in tids} == {rec.partition}
+    assert got == sent_traces                # every trace whole, in one partition
+
+
 def test_router_one_message_per_trace_keyed_by_trace_id(kafka_broker):
     topic = _name("router")
     kafka_broker.create_topic(topic, PARTITIONS)
-    cfg = {"exporters": {"kafka": {"brokers": [kafka_broker.bootstrap], "topic": topic}}}
+    cfg = {"exporters": {"kafka": {"brokers": [kafka_broker.bootstrap], "topic": topic,
+                                   "partition_traces_by_id": True}}}
     batches = []
     for i in range(10):
         # two services in one request; traces spread over both

@@ -290,15 +290,15 @@ BROKEN = [
             - name: routes
               type: string_attribute
               string_attribute: {key: http.route, values: ["/ok", "/api/(v1"], enabled_regex_matching: true}
-        """, ["sampler.policies[0].string_attribute.values[1]: invalid regex: "
-              "missing ), unterminated subpattern at position 5"]),
+        """, ["sampler.policies[0].string_attribute.values[1]: invalid regex "
+              "(RE2, as the Collector's Go regexp): missing ): /api/(v1"]),
     ("regex-chars-without-regex-matching-are-fine-but-next-is-not", """
         sampler:
           policies:
             - {name: a, type: string_attribute, string_attribute: {key: k, values: ["(("]}}
             - {name: b, type: string_attribute, string_attribute: {key: k, values: ["(("], enabled_regex_matching: true}}
-        """, ["sampler.policies[1].string_attribute.values[0]: invalid regex: "
-              "missing ), unterminated subpattern at position 1"]),
+        """, ["sampler.policies[1].string_attribute.values[0]: invalid regex "
+              "(RE2, as the Collector's Go regexp): missing ): (("]),
     ("nested-and", """
         sampler:
           policies:

@@ -258,11 +258,26 @@ def test_nested_config_error_names_the_sub_policy():
         "sampler.policies[0].and.and_sub_policy[0].ottl_condition.span[0]: unknown function Bar"]
 
 
-def test_trace_flags_takes_no_block():
-    # as in the Collector, whose policy config has no trace_flags field
-    with pytest.raises(ConfigError, match="trace_flags: unknown field"):
-        parse({"sampler": {"policies": [{"name": "t", "type": "trace_flags", "trace_flags": {}}]}})
+def test_trace_flags_takes_no_settings():
+    # the Collector's policy config has no trace_flags field; an empty block
+    # is accepted (config.dump writes one), any key in it is not
+    parse({"sampler": {"policies": [{"name": "t", "type": "trace_flags", "trace_flags": {}}]}})
+    with pytest.raises(ConfigError, match=r"trace_flags\.sampled: unknown field"):
+        parse({"sampler": {"policies": [{"name": "t", "type": "trace_flags",
+                                         "trace_flags": {"sampled": True}}]}})
 
 
 def test_error_mode_is_case_insensitive():
     parse({"sampler": {"policies": [ottl_policy(["true"], [], mode="Propagate")]}})
+
+
+def test_event_index_is_not_set_as_in_the_collector(buffer_cls):
+    # found by tests/integration/test_ottl_differential.py: the Collector's
+    # policy builds its span event contexts without an index, so reading
+    # event_index fails (and, under ignore, the condition does not hold)
+    pol = ottl_policy([], ["event_index >= 0"])
+    (dec,), _ = decide(buffer_cls, [pol], request_of([{}]))
+    assert not dec.sampled
+    pol["ottl_condition"]["error_mode"] = "propagate"
+    (dec,), d = decide(buffer_cls, [pol], request_of([{}]))
+    assert not dec.sampled and d.errors == {"ottl": 1}

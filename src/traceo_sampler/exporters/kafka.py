@@ -1,12 +1,16 @@
 """Router mode (``exporters.kafka``, DESIGN.md §5): ``serve`` as a stateless
 front tier. Every received OTLP request is regrouped by trace ID and produced
-to a topic, one message per trace: an ``ExportTraceServiceRequest``
-(``otlp_proto``) holding that trace's spans byte-identical under their
-original resource and scope headers, keyed by the trace ID in lowercase hex
-(like the Collector's kafkaexporter with ``partition_traces_by_id``) and
-partitioned by aiokafka's default partitioner, murmur2 of the key like the
-Java client's, so producers in other languages keyed the same way land on
-the same partition.
+to a topic as ``otlp_proto`` messages (``ExportTraceServiceRequest``) holding
+spans byte-identical under their original resource and scope headers. Each
+trace's partition is murmur2 of its trace ID in lowercase hex, as the Java
+client and aiokafka partition a message keyed by it, so producers in other
+languages keying by the trace ID (the Collector's kafkaexporter with
+``partition_traces_by_id``) land on the same partition.
+
+By default a request becomes one message per partition it touches, holding
+the spans of many traces (``shard.split``, compiled: no per-span Python
+work); ``partition_traces_by_id: true`` produces one message per trace,
+keyed by its hex trace ID, the Collector's form for consumers that need it.
 
 The OTLP response is sent only once the broker acknowledged every message of
 the request (``acks``); when it does not within ``timeout`` the client is told
@@ -20,6 +24,7 @@ request started (found through a context variable set per request).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import time
@@ -27,7 +32,8 @@ import time
 import grpc
 from aiohttp import web
 
-from ..buffer import TraceBufferPy, _varint
+from .. import shard as _shard
+from ..buffer import TraceBuffer, _varint
 from ..receivers.otlp_grpc import OtlpGrpcReceiver
 from ..receivers.otlp_http import OtlpHttpReceiver
 from ..scan import scan
@@ -65,7 +71,7 @@ def split_by_trace(data: bytes) -> tuple[list[tuple[bytes, bytes]], object]:
         if lst is None:
             lst = per[gi] = []
         lst.append(b"\x12" + _varint(ln) + data[off:off + ln])
-    enc = TraceBufferPy.encode_groups
+    enc = TraceBuffer.encode_groups
     out = [(tid, enc((groups[gi][0], groups[gi][1], spans) for gi, spans in per.items()))
            for tid, per in by_trace.items()]
     return out, sc
@@ -82,7 +88,9 @@ class KafkaRouter:
         self.last_error = "not started"
         self.messages = 0
         self.failed = 0
+        self.partitions = 1
         self._tasks: set[asyncio.Task] = set()
+        self._refresh: asyncio.Task | None = None
 
     async def start(self, timeout: float = 60.0) -> None:
         from aiokafka import AIOKafkaProducer
@@ -111,26 +119,48 @@ class KafkaRouter:
                 await asyncio.sleep(1.0)
                 continue
             self.producer = p
+            self.partitions = await self._count_partitions()
+            self._refresh = asyncio.get_running_loop().create_task(self._refresh_partitions())
             self.reachable = True
             self.last_error = ""
             log.info("router mode: producing to topic %s at %s (acks=%s)", c.topic,
                      ",".join(c.brokers), c.acks)
             return
 
+    async def _count_partitions(self) -> int:
+        try:
+            parts = await asyncio.wait_for(self.producer.partitions_for(self.cfg.topic), 30)
+        except Exception as exc:  # noqa: BLE001 - e.g. the topic is auto-created later
+            log.warning("router: partitions of %s unknown (%s); producing to partition 0",
+                        self.cfg.topic, exc)
+            return 1
+        return max(1, len(parts or ()))
+
+    async def _refresh_partitions(self) -> None:
+        """Partitions added to the topic are used (traces then move, as they
+        do for any producer keyed by trace ID)."""
+        while True:
+            await asyncio.sleep(30)
+            with contextlib.suppress(Exception):
+                parts = self.producer.client.cluster.partitions_for_topic(self.cfg.topic)
+                if parts:
+                    self.partitions = len(parts)
+
     def route(self, data: bytes) -> _Result:
         """Scan and regroup one request and start producing it (the task
         is handed to the awaiting receiver through ``_pending``)."""
         if self.cfg.partition_traces_by_id:
             msgs, sc = split_by_trace(data)
-            out = [(tid.hex().encode(), blob) for tid, blob in msgs]
+            out = [(tid.hex().encode(), None, blob) for tid, blob in msgs]
+            res = _Result(len(sc.spans), sc.rejected, list(sc.errors))
+            reasons = sc.reasons
         else:
-            sc = scan(data, _NO_KEYS)
-            out = [(None, TraceBufferPy.encode_groups(
-                (g[0], g[1], [b"\x12" + _varint(sp[9]) + data[sp[8]:sp[8] + sp[9]]
-                              for sp in sc.spans if sp[7] == gi])
-                for gi, g in enumerate(sc.groups)))] if sc.spans else []
+            sp = _shard.split(data, self.partitions, _NO_KEYS, _shard.KEY_HEX)
+            out = [(None, part_no, part) for part_no, part in enumerate(sp.parts) if part]
+            res = _Result(sp.accepted, sp.rejected, list(sp.errors))
+            reasons = sp.reasons
         m = self.metrics
-        for reason in sc.reasons:
+        for reason in reasons:
             m.invalid_spans_total.labels(reason).inc()
         if out:
             task = asyncio.get_running_loop().create_task(self._produce(out))
@@ -139,15 +169,16 @@ class KafkaRouter:
             holder = _pending.get(None)
             if holder is not None:
                 holder.append(task)
-        return _Result(len(sc.spans), sc.rejected, list(sc.errors))
+        return res
 
-    async def _produce(self, msgs: list[tuple[bytes | None, bytes]]) -> str:
+    async def _produce(self, msgs: list[tuple[bytes | None, int | None, bytes]]) -> str:
         """'' when the broker acked every message, else the error."""
         p = self.producer
         topic = self.cfg.topic
         m = self.metrics
         try:
-            futs = [await p.send(topic, value=blob, key=key) for key, blob in msgs]
+            futs = [await p.send(topic, value=blob, key=key, partition=part)
+                    for key, part, blob in msgs]
             await asyncio.wait_for(asyncio.gather(*futs), self.cfg.timeout.seconds)
         except Exception as exc:  # noqa: BLE001 - the client is told to retry
             self.failed += len(msgs)
@@ -161,6 +192,8 @@ class KafkaRouter:
         return ""
 
     async def close(self, timeout: float) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=timeout)
         if self.producer is not None:

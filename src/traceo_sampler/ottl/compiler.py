@@ -14,7 +14,7 @@ import lark
 
 from . import functions as F
 from .grammar import GrammarError, parse
-from .paths import ENUMS, CompileError, EvalError, index_value, path_getter
+from .paths import CONTEXT_NAMES, ENUMS, CompileError, EvalError, index_value, path_getter
 from .values import OPS, Duration, Time, compare
 
 _NOLIT = object()
@@ -31,6 +31,20 @@ class G:
     @property
     def is_lit(self) -> bool:
         return self.lit is not _NOLIT
+
+
+class KeyFn:
+    """A key getter, with its value when it is a literal (a path can look
+    for a literal key's bytes before decoding anything)."""
+
+    __slots__ = ("fn", "literal")
+
+    def __init__(self, fn, literal):
+        self.fn = fn
+        self.literal = literal
+
+    def __call__(self, c):
+        return self.fn(c)
 
 
 def _const(v) -> G:
@@ -163,11 +177,30 @@ class Compiler:
                 f = conv
         else:
             f = self.bool_expr(node)
+        if type(f) is not bool and self._group_level(node):
+            f = _memoized(f)
         if not neg:
             return f
         if type(f) is bool:
             return not f
         return lambda c: not f(c)
+
+    def _group_level(self, t) -> bool:
+        """Whether a subtree reads only its span's resource and scope (and
+        literals): then it has one value for every span of one resource and
+        scope, computed once per decision (``Ctx.memo``)."""
+        names = CONTEXT_NAMES[self.context]
+        for p in t.find_data("path"):
+            segs = p.children
+            first = str(segs[0].children[0])
+            if len(segs) < 2 or first not in ("resource", "scope", "instrumentation_scope") \
+                    or first not in names or len(segs[0].children) > 1:
+                return False
+        for cv in t.find_data("converter"):
+            fn = F.FUNCTIONS.get(str(cv.children[0]))
+            if fn is None or fn.needs_ctx:
+                return False
+        return any(True for _ in t.find_data("path"))
 
     def comparison(self, t):
         left, op_tok, right = t.children
@@ -274,7 +307,7 @@ class Compiler:
             g = self.value(k.children[0])
             if g.is_lit and type(g.lit) not in (str, int):
                 raise CompileError(f"a key must be a string or an int, got {F.type_name(g.lit)}")
-            out.append(g.fn)
+            out.append(KeyFn(g.fn, g.lit if g.is_lit else None))
         return out
 
     def path(self, t) -> G:
@@ -335,22 +368,26 @@ class Compiler:
             # TraceID(0x…) and SpanID(…) of a literal: decoded once, a bad
             # one is a config error (newIDExprFunc)
             try:
-                v = impl(*[None if th is None else (lambda th=th: th[0](None)) for th in thunks])
+                v = impl(*[None if th is None else th[0](None) for th in thunks])
             except EvalError as exc:
                 raise CompileError(str(exc)) from None
             call = lambda c: v          # noqa: E731
         else:
-            fns = [None if th is None else th[0] for th in thunks]
+            # arguments are evaluated (and coerced) in order, then the
+            # converter runs on their values
+            fns = [(lambda c: None) if th is None else th[0] for th in thunks]
             n = len(fns)
             if n == 1:
                 f0 = fns[0]
-                call = lambda c: impl(lambda: f0(c))   # noqa: E731
-            elif n == 2 and fns[1] is not None:
+                call = lambda c: impl(f0(c))   # noqa: E731
+            elif n == 2:
                 f0, f1 = fns
-                call = lambda c: impl(lambda: f0(c), lambda: f1(c))  # noqa: E731
+                call = lambda c: impl(f0(c), f1(c))  # noqa: E731
             else:
+                fns = tuple(fns)
+
                 def call(c):
-                    return impl(*[None if f is None else (lambda f=f: f(c)) for f in fns])
+                    return impl(*[f(c) for f in fns])
         if keys:
             inner = call
 
@@ -385,16 +422,16 @@ class Compiler:
             return rx, False
         if kind == "list_string_like":
             if node.data == "list_lit":
-                items = [self.argument(func, "string_like", v)[0]
-                         for v in node.children if v is not None]
-                return (lambda c: [(lambda f=f: f(c)) for f in items]), False
+                items = tuple(self.argument(func, "string_like", v)[0]
+                              for v in node.children if v is not None)
+                return (lambda c: [f(c) for f in items]), False
             fn = self.value(node).fn
 
             def items_of(c):
                 v = fn(c)
                 if type(v) is not list:
                     raise F.TypeErr(f"expected a slice but got {F.type_name(v)}")
-                return [(lambda x=x: F.as_string_like(x)) for x in v]
+                return [F.as_string_like(x) for x in v]
             return items_of, False
         g = self.value(node)
         conv = F.KINDS[kind]
@@ -408,6 +445,34 @@ class Compiler:
         if conv is F.as_any:
             return fn, False
         return (lambda c: conv(fn(c))), False
+
+
+_MISSING = object()
+
+
+class _Raised:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc):
+        self.exc = exc
+
+
+def _memoized(f):
+    key = object()
+
+    def memo(c):
+        m = c.memo
+        r = m.get(key, _MISSING)
+        if r is _MISSING:
+            try:
+                r = f(c)
+            except EvalError as exc:
+                r = _Raised(exc)     # fails again, for each span, as unmemoized
+            m[key] = r
+        if type(r) is _Raised:
+            raise r.exc
+        return r
+    return memo
 
 
 def _int_lit(s: str) -> int:

@@ -209,8 +209,7 @@ KINDS = {
 def _is(kind):
     conv = KINDS[kind]
 
-    def f(target):
-        v = target()     # an error of the argument itself is not an answer
+    def f(v):
         try:
             conv(v)
         except TypeErr:
@@ -219,12 +218,11 @@ def _is(kind):
     return f
 
 
-def _is_list(target):
-    return type(target()) is list
+def _is_list(v):
+    return type(v) is list
 
 
-def _len(target):
-    v = target()
+def _len(v):
     t = type(v)
     if t is str:
         return len(v.encode("utf-8", "surrogateescape"))   # Go: bytes
@@ -233,33 +231,30 @@ def _len(target):
     raise EvalError(f"Len: unsupported target type {type_name(v)}")
 
 
-def _optional(conv):
-    def f(target):
-        return conv(target())
-    return f
+def _identity(v):
+    # Int/Double/String/Bool: the argument's coercion is the whole work
+    return v
 
 
-def _lower(target):
-    return as_string(target()).lower()
+def _lower(v):
+    return v.lower()
 
 
-def _upper(target):
-    return as_string(target()).upper()
+def _upper(v):
+    return v.upper()
 
 
-def _substring(target, start, length, utf8_safe=None):
-    s = start()
+def _substring(target, s, n, utf8_safe=None):
     if s < 0:
         raise EvalError(f"invalid start for substring function, {s} cannot be negative")
-    n = length()
     if n <= 0:
         raise EvalError(f"invalid length for substring function, {n} cannot be negative or zero")
-    val = as_string(target()).encode("utf-8", "surrogateescape")
+    val = target.encode("utf-8", "surrogateescape")
     if s > len(val) or n > len(val) - s:
         raise EvalError(f"invalid range for substring function, start({s})+length({n}) cannot "
                         f"be greater than the length of target string({len(val)})")
     a, b = s, s + n
-    if utf8_safe is not None and utf8_safe():
+    if utf8_safe:
         while a < len(val) and (val[a] & 0xC0) == 0x80:
             a += 1
         while a < b < len(val) and (val[b] & 0xC0) == 0x80:
@@ -268,48 +263,37 @@ def _substring(target, start, length, utf8_safe=None):
     return val[a:b].decode("utf-8", "surrogateescape")
 
 
-def _concat(vals, delimiter):
-    d = delimiter()
-    out = []
-    for g in vals():
-        v = g()
-        out.append("<nil>" if v is None else v)
-    return d.join(out)
+def _concat(vals, d):
+    return d.join("<nil>" if v is None else v for v in vals)
 
 
-def _has_prefix(target, prefix):
-    return target().startswith(prefix())
+def _has_prefix(v, p):
+    return v.startswith(p)
 
 
-def _has_suffix(target, suffix):
-    return target().endswith(suffix())
+def _has_suffix(v, s):
+    return v.endswith(s)
 
 
-def _trim_prefix(target, prefix):
-    v, p = target(), prefix()
+def _trim_prefix(v, p):
     return v[len(p):] if p and v.startswith(p) else v
 
 
-def _trim_suffix(target, suffix):
-    v, s = target(), suffix()
+def _trim_suffix(v, s):
     return v[:-len(s)] if s and v.endswith(s) else v
 
 
-def _split(target, delimiter):
-    v, d = target(), delimiter()
+def _split(v, d):
     if d == "":
         return list(v)     # Go splits into UTF-8 sequences
     return v.split(d)
 
 
-def _contains_value(target, item):
-    sl = target()
-    it = item()
+def _contains_value(sl, it):
     return any(compare(x, it, EQ) for x in sl)
 
 
-def _is_empty(target):
-    v = target()
+def _is_empty(v):
     if v is None:
         return True
     t = type(v)
@@ -324,16 +308,14 @@ def _is_empty(target):
     return False
 
 
-def _is_match(target, pattern):
-    v = target()
+def _is_match(v, pattern):
     if v is None:
         return False
-    return pattern().search(v) is not None
+    return pattern.search(v) is not None
 
 
 def _id_of(name, cls, n):
-    def f(target):
-        b = target()
+    def f(b):
         if len(b) == n:
             return cls(bytes(b))
         if len(b) == 2 * n:
@@ -363,8 +345,8 @@ def compile_regex(pattern: str, func: str):
 
 class Func:
     """A converter: its parameters [(name, kind, optional)], the Python
-    implementation (called with one thunk per argument, ``None`` for an
-    omitted optional one), whether it reads the context itself, and
+    implementation (called with each argument's coerced value, ``None`` for
+    an omitted optional one), whether it reads the context itself, and
     whether it folds over its literal arguments at compile time."""
 
     __slots__ = ("name", "params", "impl", "needs_ctx", "contexts", "fold")
@@ -397,10 +379,10 @@ FUNCTIONS: dict[str, Func] = {f.name: f for f in [
     Func("IsList", _p("target:any"), _is_list),
     Func("IsEmpty", _p("target:any"), _is_empty),
     Func("Len", _p("target:any"), _len),
-    Func("Int", _p("target:int_like"), _optional(lambda v: v)),
-    Func("Double", _p("target:float_like"), _optional(lambda v: v)),
-    Func("String", _p("target:string_like"), _optional(lambda v: v)),
-    Func("Bool", _p("target:bool_like"), _optional(lambda v: v)),
+    Func("Int", _p("target:int_like"), _identity),
+    Func("Double", _p("target:float_like"), _identity),
+    Func("String", _p("target:string_like"), _identity),
+    Func("Bool", _p("target:bool_like"), _identity),
     Func("ToLowerCase", _p("target:string"), _lower),
     Func("ToUpperCase", _p("target:string"), _upper),
     Func("Substring", _p("target:string", "start:int", "length:int", "utf8_safe:bool_literal?"),

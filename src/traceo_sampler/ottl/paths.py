@@ -106,10 +106,10 @@ class Ctx:
     context, one of its events) with its scope and resource."""
 
     __slots__ = ("span", "scope", "scope_schema", "resource", "resource_schema",
-                 "event", "event_index")
+                 "event", "event_index", "res_kv", "scope_kv", "memo", "raw")
 
     def __init__(self, span, scope, scope_schema, resource, resource_schema,
-                 event=None, event_index=-1):
+                 event=None, event_index=-1, res_kv=None, scope_kv=None, memo=None):
         self.span = span
         self.scope = scope
         self.scope_schema = scope_schema
@@ -117,6 +117,15 @@ class Ctx:
         self.resource_schema = resource_schema
         self.event = event
         self.event_index = event_index
+        # one-element lists shared by the spans of one resource (scope):
+        # its attributes indexed once, on first use (see _shared_attrs)
+        self.res_kv = res_kv if res_kv is not None else [None]
+        self.scope_kv = scope_kv if scope_kv is not None else [None]
+        # values of the sub-conditions that read only the resource and the
+        # scope, shared by the spans of one (resource, scope) pair
+        self.memo = memo if memo is not None else {}
+        # the span's encoding, when known: a fast "absent" for attribute keys
+        self.raw = None
 
 
 _KIND_STR = ["Unspecified", "Internal", "Server", "Client", "Producer", "Consumer"]
@@ -159,14 +168,33 @@ def _trace_state_key(keys):
     return get
 
 
+def _key_needle(key: str) -> bytes:
+    """How KeyValue.key = ``key`` is encoded (field 1, length-delimited)."""
+    kb = key.encode()
+    n = len(kb)
+    out = bytearray(b"\x0a")
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out) + kb
+
+
 def _attrs(msg_of):
-    """attributes / attributes[...] of the message ``msg_of(ctx)``."""
+    """attributes / attributes[...] of the message ``msg_of(ctx)`` (the span
+    or its event)."""
     def build(keys):
         if not keys:
             return lambda c: kv_map(msg_of(c).attributes)
         first, rest = keys[0], keys[1:]
+        lit = getattr(first, "literal", None)
+        needle = _key_needle(lit) if type(lit) is str else None
 
         def get(c):
+            if needle is not None and c.raw is not None and needle not in c.raw:
+                # the key's bytes are nowhere in the span's encoding (its
+                # events included): the attribute is absent, no walk needed
+                return None
             s = first(c)
             if type(s) is not str:
                 raise EvalError("cannot get map value: unable to resolve a string index in map: "
@@ -175,6 +203,39 @@ def _attrs(msg_of):
             found, v = kv_get(msg_of(c).attributes, s)
             if not found:
                 return None
+            return index_value(v, rest, c) if rest else v
+        return get
+    return build
+
+
+def _shared_attrs(holder_of, msg_of):
+    """attributes / attributes[...] of a resource or scope: many spans share
+    one, so its key -> AnyValue index is built once per decision."""
+    def index(c):
+        h = holder_of(c)
+        d = h[0]
+        if d is None:
+            d = h[0] = {}
+            for kv in msg_of(c).attributes:
+                if kv.key not in d:
+                    d[kv.key] = kv.value
+        return d
+
+    def build(keys):
+        if not keys:
+            return lambda c: {k: any_value(v) for k, v in index(c).items()}
+        first, rest = keys[0], keys[1:]
+
+        def get(c):
+            s = first(c)
+            if type(s) is not str:
+                raise EvalError("cannot get map value: unable to resolve a string index in map: "
+                                f"could not resolve key for map/slice, expecting 'string' but got "
+                                f"'{_tn(s)}'")
+            av = index(c).get(s)
+            if av is None:
+                return None
+            v = any_value(av)
             return index_value(v, rest, c) if rest else v
         return get
     return build
@@ -227,12 +288,20 @@ _SPAN = {
 }
 _SPAN_INDEXED = {"attributes": _attrs(_span), "trace_state": None}
 
+def _event_index(c):
+    # ottlspanevent GetEventIndex: only a caller that sets the index has one;
+    # the Collector's tail_sampling does not, so there it is always an error
+    if c.event_index < 0:
+        raise EvalError("no 'event_index' property has been set")
+    return c.event_index
+
+
 _SPANEVENT = {
     "time_unix_nano": {None: lambda c: c.event.time_unix_nano},
     "time": {None: lambda c: Time(c.event.time_unix_nano)},
     "name": {None: lambda c: c.event.name},
     "dropped_attributes_count": {None: lambda c: c.event.dropped_attributes_count},
-    "event_index": {None: lambda c: c.event_index},
+    "event_index": {None: lambda c: _event_index(c)},
 }
 _SPANEVENT_INDEXED = {"attributes": _attrs(_event)}
 
@@ -240,7 +309,7 @@ _RESOURCE = {
     "dropped_attributes_count": {None: lambda c: c.resource.dropped_attributes_count},
     "schema_url": {None: lambda c: c.resource_schema},
 }
-_RESOURCE_INDEXED = {"attributes": _attrs(_resource)}
+_RESOURCE_INDEXED = {"attributes": _shared_attrs(lambda c: c.res_kv, _resource)}
 
 _SCOPE = {
     "name": {None: lambda c: c.scope.name},
@@ -248,7 +317,7 @@ _SCOPE = {
     "dropped_attributes_count": {None: lambda c: c.scope.dropped_attributes_count},
     "schema_url": {None: lambda c: c.scope_schema},
 }
-_SCOPE_INDEXED = {"attributes": _attrs(_scope)}
+_SCOPE_INDEXED = {"attributes": _shared_attrs(lambda c: c.scope_kv, _scope)}
 
 _CONTEXTS = {
     "span": (_SPAN, _SPAN_INDEXED),

@@ -22,6 +22,7 @@ fields. Adding a policy type is one new module and one line here.
 """
 from __future__ import annotations
 
+import json
 import time
 from types import ModuleType
 from typing import Any, Callable, Union
@@ -101,4 +102,20 @@ def build(cfg: Any, clock: Callable[[], float] | None = None,
     return builder(cfg, lambda c: build(c, clock, semantics), clock)
 
 
-__all__ = ["build", "Policy", "PolicyCfg", "REGISTRY", "SAMPLED", "NOT_SAMPLED", "DROPPED"]
+__all__ = ["build", "describe", "Policy", "PolicyCfg", "REGISTRY", "SAMPLED", "NOT_SAMPLED",
+           "DROPPED"]
+
+
+def describe(cfg: Any, limit: int = 160) -> str:
+    """One line saying what a policy keeps, from its config: its type and
+    the fields set in its block (``latency: threshold_ms=1000``); the
+    /status page shows it as the policy's "why kept"."""
+    from ..cfgtypes import _enc_hook
+    block = msgspec.to_builtins(cfg.block, enc_hook=_enc_hook) if cfg.block is not None else {}
+    if isinstance(block, dict):
+        text = ", ".join(f"{k}={json.dumps(v, separators=(',', ':')) if isinstance(v, (dict, list)) else v}"
+                         for k, v in block.items())
+    else:
+        text = json.dumps(block, separators=(",", ":"))
+    line = f"{cfg.type}: {text}" if text else cfg.type
+    return line if len(line) <= limit else line[:limit - 1] + "…"

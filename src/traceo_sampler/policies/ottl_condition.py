@@ -23,6 +23,7 @@ from ..ottl import ERROR_MODES, ConditionError, ConditionSequence, Ctx, EvalErro
 from .base import NO, SPAN_DATA, YES, PolicyError
 
 TYPE = "ottl_condition"
+MAX_GROUPS = 4096
 
 
 class OttlConditionCfg(_Base):
@@ -62,6 +63,10 @@ def check(c: OttlConditionCfg, path: str, problems: list[str]) -> None:
 class OttlCondition:
     def __init__(self, name: str, span: list[str], spanevent: list[str], error_mode: str):
         self.name = name
+        # (resource header, scope header) -> attribute indexes and the values
+        # of the sub-conditions that read only them (compiler._memoized):
+        # computed once per resource and scope, not once per span
+        self._groups: dict = {}
         self.span = ConditionSequence(span, "span", error_mode) if span else None
         self.spanevent = (ConditionSequence(spanevent, "spanevent", error_mode)
                           if spanevent else None)
@@ -72,15 +77,32 @@ class OttlCondition:
     def evaluate(self, trace):
         span_seq = self.span
         ev_seq = self.spanevent
+        groups = self._groups
+        if len(groups) > MAX_GROUPS:
+            groups.clear()
+        ctx = Ctx(None, None, "", None, "")
+        last_rh = last_sh = None
         try:
-            for res, res_schema, scope, scope_schema, span in trace.spans:
-                ctx = Ctx(span, scope, scope_schema, res, res_schema)
+            for res, res_schema, scope, scope_schema, span, rh, sh, raw in trace.spans:
+                if rh is not last_rh or sh is not last_sh:
+                    h = groups.get((rh, sh))
+                    if h is None:
+                        h = groups[(rh, sh)] = ([None], [None], {})
+                    ctx.resource, ctx.resource_schema = res, res_schema
+                    ctx.scope, ctx.scope_schema = scope, scope_schema
+                    ctx.res_kv, ctx.scope_kv, ctx.memo = h
+                    last_rh, last_sh = rh, sh
+                # one context, moved from span to span
+                ctx.span = span
+                ctx.raw = raw
+                ctx.event = None
                 if span_seq is not None and span_seq.eval(ctx):
                     return YES
                 if ev_seq is not None:
-                    for i, ev in enumerate(span.events):
+                    # no event_index: the Collector's policy does not set
+                    # one, so a condition reading it fails there too
+                    for ev in span.events:
                         ctx.event = ev
-                        ctx.event_index = i
                         if ev_seq.eval(ctx):
                             return YES
         except EvalError as exc:

@@ -9,6 +9,7 @@ scheme exists for.
 """
 from fractions import Fraction
 
+from ..accel import compiled
 from ..cfgtypes import _Base
 from ..tracestate import threshold_for_percentage
 from .base import NO, SAMPLED, YES
@@ -47,11 +48,15 @@ _FNV_OFFSET = 0xCBF29CE484222325
 _FNV_PRIME = 0x100000001B3
 
 
-def fnv1a64(data: bytes) -> int:
-    h = _FNV_OFFSET
+def fnv1a64_py(data: bytes, h: int = _FNV_OFFSET) -> int:
+    """FNV-1a 64 of data, continuing from h (pure twin of ext/_shard.pyx)."""
     for b in data:
         h = ((h ^ b) * _FNV_PRIME) & MAX_U64
     return h
+
+
+_c = compiled("shard")
+fnv1a64 = _c.fnv1a64 if _c is not None else fnv1a64_py
 
 
 def collector_threshold(ratio: float) -> int:
@@ -90,10 +95,7 @@ class CollectorProbabilistic:
         return set()
 
     def evaluate(self, trace):
-        h = self._h0
-        for b in trace.trace_id:
-            h = ((h ^ b) * _FNV_PRIME) & MAX_U64
-        return YES if h <= self.limit else NO
+        return YES if fnv1a64(trace.trace_id, self._h0) <= self.limit else NO
 
 
 def build_collector(cfg, build_sub, clock=None):

@@ -8,6 +8,8 @@ matches is plainly not sampled by this policy, with no veto over the others
 (the current Collector: its ``disableinvertdecisions`` gate is stable)."""
 import re
 
+import re2
+
 from ..cfgtypes import NonNeg, _Base
 from .base import NO, YES, attr_values
 
@@ -25,13 +27,28 @@ class StringAttributeCfg(_Base):
 Config = StringAttributeCfg
 
 
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
+
+
 def check(c: StringAttributeCfg, path: str, problems: list[str]) -> None:
+    """A pattern must be one Go's regexp (RE2) accepts, as the Collector
+    compiles it: no lookaround, no backreferences."""
     if c.enabled_regex_matching:
         for i, v in enumerate(c.values):
             try:
+                re2.compile(v, _RE2_OPTIONS)
+            except (re2.error, ValueError, TypeError) as exc:
+                msg = exc.args[0] if exc.args else exc
+                msg = msg.decode(errors="replace") if isinstance(msg, bytes) else msg
+                problems.append(f"{path}.values[{i}]: invalid regex (RE2, as the Collector's "
+                                f"Go regexp): {msg}")
+                continue
+            try:
                 re.compile(v)
             except re.error as exc:
-                problems.append(f"{path}.values[{i}]: invalid regex: {exc}")
+                problems.append(f"{path}.values[{i}]: valid in RE2 but not supported by this "
+                                f"version's matcher: {exc}")
 
 
 class StringAttribute:

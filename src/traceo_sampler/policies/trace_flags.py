@@ -1,7 +1,7 @@
 """``trace_flags``: keep a trace when one of its spans has the W3C
 ``sampled`` flag set in its span flags (the low byte of Span.flags is the
 trace-flags byte), as the Collector's (internal/sampling/trace_flags.go,
-v0.161.0). The policy has no config block.
+v0.161.0). The policy has no settings.
 
 The flags are not in the trace summary, so the spans are decoded at
 decision time for traces that reach this policy (spandata.py).
@@ -17,17 +17,12 @@ BLOCK_OPTIONAL = True
 
 
 class TraceFlagsCfg(_Base):
-    pass
+    """No fields (the Collector has no block for this type); an empty
+    ``trace_flags: {}`` is accepted, so a config written back by
+    config.dump loads again."""
 
 
 Config = TraceFlagsCfg
-
-
-def precheck(raw_block, path: str, problems: list[str], convert) -> bool:
-    # the Collector's policy config has no trace_flags field: a block is an
-    # unknown key there, and so here
-    problems.append(f"{path}: unknown field (a trace_flags policy has no block)")
-    return False
 
 
 class TraceFlags:
@@ -38,8 +33,8 @@ class TraceFlags:
         return {SPAN_DATA}
 
     def evaluate(self, trace):
-        for _r, _rs, _s, _ss, span in trace.spans:
-            if span.flags & FLAG_SAMPLED:
+        for sp in trace.spans:
+            if sp[4].flags & FLAG_SAMPLED:
                 return YES
         return NO
 

@@ -61,11 +61,12 @@ every interface of the pod.
 {{- end -}}
 {{- $svc := default (dict) (get $cfg "service") -}}
 {{- $_ := set $svc "shutdown_timeout" (printf "%ds" (int .Values.shutdownTimeoutSeconds)) -}}
+{{- $_ := set $svc "workers" (int .Values.workers) -}}
 {{- $_ := set $cfg "service" $svc -}}
 {{- toYaml $cfg -}}
 {{- end -}}
 
-{{/* Pod memory: buffer bound + export queues + 192 MiB (idle process and headroom). */}}
+{{/* Pod memory: buffer bound + export queues + 64 MiB per worker + 128 MiB headroom. */}}
 {{- define "traceo-sampler.memory" -}}
 {{- if .Values.resources.memory -}}
 {{- .Values.resources.memory -}}
@@ -78,13 +79,13 @@ every interface of the pod.
 {{- $queue = add $queue (div (int (default 268435456 $exp.queue_max_bytes)) 1048576) -}}
 {{- end -}}
 {{- end -}}
-{{- printf "%dMi" (add $buffer $queue 192) -}}
+{{- printf "%dMi" (add $buffer $queue (mul 64 (int .Values.workers)) 128) -}}
 {{- end -}}
 {{- end -}}
 
 {{- define "traceo-sampler.resources" -}}
 requests:
-  cpu: {{ .Values.resources.cpu.request | quote }}
+  cpu: {{ ternary .Values.sidecar.cpuRequest .Values.resources.cpu.request (eq .Values.mode "sidecar") | quote }}
   memory: {{ include "traceo-sampler.memory" . }}
 limits:
   {{- with .Values.resources.cpu.limit }}
