@@ -165,8 +165,10 @@ def share(cfg: Config, n: int, i: int, admin_endpoint: str | None = None) -> Con
                                       memory_limit_mib=_part(cfg.service.memory_limit_mib, n, i)))
     if admin_endpoint is not None:
         from .config import Admin
+        # a worker's admin is the supervisor's private Unix socket: TLS and
+        # tokens belong to the group's endpoint the supervisor serves
         out = msgspec.structs.replace(out, admin=msgspec.structs.replace(
-            cfg.admin or Admin(), endpoint=admin_endpoint))
+            cfg.admin or Admin(), endpoint=admin_endpoint, tls=None, auth=None))
     return out
 
 
