@@ -600,6 +600,84 @@ def phase_full(reqs, sink: SinkProc, workdir: Path, concurrency: int, timers: di
     return out, m
 
 
+def otelcol_binary() -> str | None:
+    """The Collector binary scripts/otelcol.sh builds, when it is there
+    (TRACEO_OTELCOL_BIN, else the script's path); never built here."""
+    given = os.environ.get("TRACEO_OTELCOL_BIN")
+    if given:
+        return given if os.path.isfile(given) else None
+    try:
+        out = subprocess.run([str(ROOT / "scripts" / "otelcol.sh"), "path"], check=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                             timeout=30).stdout.strip().splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out[-1] if out and os.path.isfile(out[-1]) else None
+
+
+def phase_collector(binary: str, reqs, sink: SinkProc, workdir: Path, concurrency: int,
+                    decision_wait: str) -> dict:
+    """The peer row: the OpenTelemetry Collector's tail_sampling on the same
+    load and policies (errors, latency 1 s, 10 % of the rest), exporting to
+    the same sink. It decides decision_wait after a trace's first span."""
+    sink.call("Mode", b"parse")
+    sink.call("Reset")
+    port = free_port()
+    cfg = {
+        "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"127.0.0.1:{port}",
+                                                      "max_recv_msg_size_mib": 64}}}},
+        "processors": {"tail_sampling": {"decision_wait": decision_wait, "num_traces": 200000,
+                                         "policies": POLICIES}},
+        "exporters": {"otlp": {"endpoint": sink.endpoint, "tls": {"insecure": True},
+                               "compression": "none"}},
+        "service": {"telemetry": {"metrics": {"level": "none"}},
+                    "pipelines": {"traces": {"receivers": ["otlp"], "processors": ["tail_sampling"],
+                                             "exporters": ["otlp"]}}},
+    }
+    path = workdir / "otelcol.yaml"
+    path.write_text(_to_yaml(cfg))
+    proc = _spawn([binary, "--config", str(path)], workdir, "otelcol")
+    try:
+        deadline = time.monotonic() + 60
+        while not _port_open(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"collector did not start:\n{tail(workdir / 'otelcol.stderr')}")
+            time.sleep(0.1)
+        pid = proc.pid
+        sampler = RssSampler(pid)
+        sampler.start()
+        cpu0 = cpu_seconds(pid)
+        r = send(f"127.0.0.1:{port}", reqs, concurrency)
+        cpu_ingest = cpu_seconds(pid) - cpu0
+        # nothing reaches the sink before decision_wait has passed
+        time.sleep(Duration_s(decision_wait))
+        final, waited, settled = wait_stable(lambda: sink.call("Stats"), 3.0, 120.0)
+        cpu_total = cpu_seconds(pid) - cpu0
+        peak = sampler.stop()
+        stats = sink.call("Stats", b"traces")
+    finally:
+        stop_process(proc, 30)
+    spans = r["spans"] or 1
+    return {
+        "binary": binary,
+        "spans_per_s_in": r["spans_per_s"], "elapsed_s": r["elapsed_s"], "errors": r["errors"],
+        "client_cpu_s": r["client_cpu_s"],
+        "cpu_s_ingest": round(cpu_ingest, 3), "cpu_s_total": round(cpu_total, 3),
+        "cpu_s_per_million_spans": round(cpu_total / spans * 1e6, 3),
+        "cores_busy_ingest": round(cpu_ingest / r["elapsed_s"], 3) if r["elapsed_s"] else None,
+        "peak_rss_mib": round(peak / 2**20, 1), "sink_settled": settled,
+        "sink_spans": final.get("spans"), "check": check_kept(reqs, stats),
+    }
+
+
+def Duration_s(text: str) -> float:
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0}
+    for u in ("ms", "s", "m"):
+        if text.endswith(u):
+            return float(text[: -len(u)]) * units[u]
+    return float(text)
+
+
 def _serve_metric_summary(m: list | None) -> dict | None:
     if m is None:
         return None
@@ -734,7 +812,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="directory keeping built loads between runs (default %(default)s)")
     ap.add_argument("--no-cache", action="store_true", help="always build the load")
     ap.add_argument("--memory-limit-mib", type=int, default=4096, help="serve's memory limit in phase (c)")
-    ap.add_argument("--skip", action="append", default=[], choices=("ceiling", "full", "memory", "ottl"),
+    ap.add_argument("--skip", action="append", default=[], choices=("ceiling", "full", "memory", "collector", "ottl"),
                     help="skip a phase (repeatable)")
     ap.add_argument("--workdir", default=None, help="keep configs and logs here (default: a temp dir, removed)")
     ap.add_argument("--out", default=None, help="also write the JSON to this file")
@@ -769,7 +847,7 @@ def main(argv: list[str] | None = None) -> int:
                    "seed": args.seed, "services": args.services, "error_rate": args.error_rate,
                    "policies": POLICIES, "workers": worker_counts, "channels": args.channels},
         "load": None, "ceiling": None, "full_path": None, "memory": None,
-        "full_path_by_workers": {}, "memory_by_workers": {}, "full_path_ottl": None,
+        "full_path_by_workers": {}, "memory_by_workers": {}, "collector": None, "full_path_ottl": None,
         "decision_latency_s": None, "ratios": {}, "errors": [],
     }
     if psutil is None:
@@ -834,6 +912,17 @@ def main(argv: list[str] | None = None) -> int:
                 result["errors"].append(f"full_path: {exc}")
                 log(f"full path failed: {exc}")
 
+        binary = otelcol_binary() if "collector" not in args.skip else None
+        if psutil is not None and binary is not None:
+            try:
+                result["collector"] = phase_collector(binary, reqs, sink, workdir, args.concurrency,
+                                                      args.decision_wait)
+                log(f"collector: {result['collector']['spans_per_s_in']:.0f} spans/s, "
+                    f"{result['collector']['cpu_s_per_million_spans']} CPU s per million spans")
+            except Exception as exc:  # noqa: BLE001
+                result["errors"].append(f"collector: {exc}")
+                log(f"collector failed: {exc}")
+
         if psutil is not None and "memory" not in args.skip:
             try:
                 mb = mem_reqs.mean_span_bytes()
@@ -881,6 +970,13 @@ def main(argv: list[str] | None = None) -> int:
             # the CPU the group spends beyond one worker's, per span handed over
             extra = f["serve_cpu_s_total"] - base["serve_cpu_s_per_million_spans"] * f["spans_sent"] / 1e6
             result["ratios"][f"workers_{w}_extra_cpu_us_per_forwarded_span"] = round(extra / fwd * 1e6, 3)
+    col = result.get("collector")
+    if col:
+        for w, f in fw.items():
+            result["ratios"][f"workers_{w}_over_collector_spans_per_s"] = round(
+                f["spans_per_s_in"] / col["spans_per_s_in"], 3)
+            result["ratios"][f"workers_{w}_over_collector_cpu_s_per_million_spans"] = round(
+                f["serve_cpu_s_per_million_spans"] / col["cpu_s_per_million_spans"], 3)
     for w, mem in result["memory_by_workers"].items():
         if mem.get("rss_per_buffered_span_bytes") is not None:
             result["ratios"][f"workers_{w}_rss_per_buffered_span_bytes"] = mem["rss_per_buffered_span_bytes"]

@@ -262,6 +262,7 @@ def _processors(tr: Translation, comps: dict, ids: list, out: dict) -> None:
                 tr.problems.append(f"{where}: must be a mapping")
                 continue
             out["sampler"] = _sampler(tr, blk, where)
+            _workers(tr, blk, where, out)
             tr.prefixes["sampler"] = where
             tr.note(where, "sampler (semantics: collector)")
         elif kind in NOT_NEEDED["processors"]:
@@ -293,13 +294,21 @@ def _sampler(tr: Translation, blk: dict, where: str) -> dict:
     for k, what in (("num_traces", "no effect: the buffer is bounded in bytes "
                                    "(sampler.memory_limit_mib); no undecided trace is evicted"),
                     ("expected_new_traces_per_sec", "no effect: an allocation hint"),
-                    ("block_on_overflow", "no effect: nothing is evicted, see num_traces"),
-                    ("maximum_trace_size_bytes", "accepted, not applied: a trace is bounded by "
-                                                 "sampler.max_spans_per_trace"),
-                    ("num_shards", "no effect: limits are aggregate, as there")):
+                    ("block_on_overflow", "no effect: nothing is evicted, see num_traces")):
         if k in s:
             tr.note(f"{where}.{k}", what)
     return s
+
+
+def _workers(tr: Translation, blk: dict, where: str, out: dict) -> None:
+    """num_shards: the Collector's parallel event loops, each owning the
+    traces whose ID hashes to it, limits divided among them — Traceo's
+    service.workers. Its default, 1, is one process, as the Collector's one
+    loop."""
+    n = blk.get("num_shards") or 1
+    if isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 256:
+        out["service"] = {"workers": n}
+        tr.note(f"{where}.num_shards", f"service.workers: {n}")
 
 
 def _exporters(tr: Translation, comps: dict, ids: list, out: dict) -> None:

@@ -113,12 +113,13 @@ class Sampler(_Base):
     num_traces: NonNeg | None = None
     expected_new_traces_per_sec: NonNeg = 0   # an allocation hint there; no effect
     block_on_overflow: bool = False           # never needed: see num_traces
-    # accepted, not applied: a trace is bounded by max_spans_per_trace
+    # a trace whose OTLP encoded size exceeds this is dropped at its
+    # decision, whatever the policies say (0: no limit)
     maximum_trace_size_bytes: NonNeg = 0
     # only trace-complete (the Collector's default) is available
     sampling_strategy: Literal["trace-complete"] = "trace-complete"
-    # no effect: service.workers shard by trace ID and limits stay aggregate,
-    # as the Collector's num_shards divides them to keep them aggregate
+    # in a Collector file it sets service.workers (collector_config.py); here
+    # no effect: service.workers is the knob, with the same meaning
     num_shards: Annotated[int, msgspec.Meta(ge=0, le=256)] = 1
     policies: list[PolicyCfg] = msgspec.field(default_factory=list)
 
@@ -693,20 +694,23 @@ def timers(s: Sampler) -> tuple[float, float, float]:
     first span, earlier only decision_wait_after_root_received after the
     root (when set), never on idleness; and as there, in whole seconds
     decided on a 1 s tick (Pipeline.tick): a trace joins the batch of the
-    second it arrived in, which is decided decision_wait - 1 s to
-    decision_wait after it (at least one tick)."""
+    second it arrived in, which is decided decision_wait to decision_wait
+    + 1 s after it."""
     dw = s.decision_wait.seconds
     if s.semantics != "collector":
         return dw, s.root_wait.seconds, s.idle_timeout.seconds
-    # idbatcher: a trace joins the batch decided decision_wait ticks on; a
-    # root moves it to the batch decision_wait_after_root_received ticks
-    # from then, when that is earlier
+    # idbatcher (internal/idbatcher): the current batch is closed at the
+    # next tick and read L = max(1, decision_wait s) ticks after that; a
+    # root moves its trace to the batch read decision_wait_after_root_received
+    # (whole seconds, truncated) ticks after the next one, when earlier. A
+    # deadline of n s after arrival, taken at the first tick at or after it,
+    # is that same tick.
     batches = max(1, int(dw))
     after_root = s.decision_wait_after_root_received
     rw = batches
-    if after_root is not None and int(after_root.seconds) > 0:
+    if after_root is not None and after_root.seconds > 0:
         rw = min(batches, int(after_root.seconds))
-    return batches - 1.0, rw - 1.0, batches - 1.0
+    return float(batches), float(rw), float(batches)
 
 
 def split_endpoint(ep: str) -> tuple[str, int]:

@@ -38,18 +38,22 @@ class Decision:
 
 
 NOT_SAMPLED = Decision(False, "", MAX_T)
+# over maximum_trace_size_bytes: dropped, attributed to no policy
+TOO_LARGE = Decision(False, "", MAX_T, dropped=True)
 
 
 class Decider:
     def __init__(self, policy_cfgs: list[PolicyCfg], clock: Callable[[], float] | None = None,
                  semantics: str = "traceo", sample_on_first_match: bool = False,
-                 spans: Callable[[object], list] | None = None):
+                 spans: Callable[[object], list] | None = None, max_trace_bytes: int = 0):
         """``clock``: what stateful policies (limiters, latency_tail,
         adaptive) read time from; time.monotonic by default. ``semantics``:
         "collector" builds the Collector's variants (policies.build).
         ``sample_on_first_match``: stop at the first policy that samples, as
         the Collector's option (later policies, a drop among them, are not
-        asked). ``spans``: the buffer's ``spans(trace)``, for policies that
+        asked). ``max_trace_bytes``: the Collector's
+        ``maximum_trace_size_bytes``: a trace whose encoded size exceeds it
+        is dropped without asking the policies (0: no limit). ``spans``: the buffer's ``spans(trace)``, for policies that
         read span data (policies/base.py SPAN_DATA); without it such a
         policy sees none."""
         # The drop policies are evaluated before the others, as the
@@ -60,7 +64,8 @@ class Decider:
                    + [c for c in policy_cfgs if c.type != "drop"])
         self.policies = [_policies.build(c, clock, semantics) for c in ordered]
         self.first_match = sample_on_first_match
-        self.needs_size = any(_uses_size(c) for c in policy_cfgs)
+        self.max_trace_bytes = max_trace_bytes
+        self.needs_size = bool(max_trace_bytes) or any(_uses_size(c) for c in policy_cfgs)
         keys: set[str] = set()
         for p in self.policies:
             keys |= p.attribute_keys()
@@ -74,6 +79,8 @@ class Decider:
         self.errors: dict[str, int] = {}
 
     def decide(self, trace) -> Decision:
+        if self.max_trace_bytes and (getattr(trace, "encoded_size", None) or 0) > self.max_trace_bytes:
+            return TOO_LARGE
         first = ""
         th = MAX_T
         if self.reads_spans:

@@ -47,7 +47,12 @@ class _Spans:
 
 class Pipeline:
     def __init__(self, cfg: Config, metrics, exporters: list[Exporter],
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, tracker=None):
+        """``clock``: what the timers and the policies measure time with (the
+        Kafka receiver's lag clock when reading Kafka); ``tracker``: the
+        Kafka receiver's offset tracker, told when a trace is decided not
+        kept (``done``) and handed the trace IDs of every kept item
+        (``take``, returns the item's ack callback)."""
         s = cfg.sampler
         self.cfg = cfg
         self.metrics = metrics
@@ -64,6 +69,7 @@ class Pipeline:
             cache_not_sampled=s.decision_cache.not_sampled)
         self.decider = Decider(s.policies, clock=clock, semantics=s.semantics,
                                sample_on_first_match=s.sample_on_first_match,
+                               max_trace_bytes=s.maximum_trace_size_bytes,
                                spans=self.buffer.spans)
         self.attr_keys = self.decider.attribute_keys
         metrics.buffer_limit_bytes.set(s.memory_limit_mib << 20)
@@ -89,10 +95,7 @@ class Pipeline:
         self.late_dropped = 0
         self.by_trigger: dict[str, int] = {}
         self.by_policy: dict[str, int] = {}
-        # the Kafka receiver's offset tracker (receivers/kafka.py), told when
-        # a trace is decided not kept (``done``) and handed the trace IDs of
-        # every kept item (``take``, returns the item's ack callback)
-        self.tracker = None
+        self.tracker = tracker
         # called as observer(trace, trigger, decision, finish_result) for
         # every decided trace; simulate's recorders use it (simulate/replay.py)
         self.observer = None
@@ -152,6 +155,26 @@ class Pipeline:
         self.bytes_in += res.span_bytes
         self._gauges()
         return IngestResult(res.accepted, res.rejected, res.errors)
+
+    def holds(self, trace_id: bytes) -> bool:
+        """Whether the trace is buffered, undecided."""
+        return trace_id in self.buffer.traces
+
+    def discard(self, trace_ids) -> int:
+        """Forget these undecided traces without a decision (nothing is
+        remembered: a Kafka rebalance hands them whole to the partitions'
+        new owner). Returns how many were buffered."""
+        n = 0
+        for tid in trace_ids:
+            if self.buffer.discard(tid):
+                n += 1
+        self._gauges()
+        return n
+
+    async def flush_exports(self, timeout: float) -> None:
+        """Wait until every exporter acknowledged what it was handed."""
+        for e in self.exporters:
+            await e.flush(timeout)
 
     def usd_per_byte_of(self, service: str) -> float:
         return self._usd_overrides.get(service, self.usd_per_byte)

@@ -43,7 +43,14 @@ class App:
             from .exporters.kafka import KafkaRouter
             self.router = KafkaRouter(cfg.exporters.kafka, self.metrics)
         self.exporters = _exporters.build(cfg.exporters, self.metrics)
-        self.pipeline = Pipeline(cfg, self.metrics, self.exporters)
+        # receivers.kafka: its lag clock drives the timers and the policies,
+        # its tracker hears of every decision (receivers/kafka.py)
+        clock, self._kafka_tracker = time.monotonic, None
+        if cfg.receivers.kafka is not None:
+            from .receivers.kafka import LagClock, OffsetTracker
+            clock, self._kafka_tracker = LagClock(), OffsetTracker()
+        self.pipeline = Pipeline(cfg, self.metrics, self.exporters, clock=clock,
+                                 tracker=self._kafka_tracker)
         self.receivers: list = []
         self.admin: Admin | None = None
         self.started = time.time()
@@ -180,29 +187,30 @@ class App:
         for e in self.exporters:
             e.start()
         r = self.cfg.receivers
-        front, grpc_cls, http_cls = self.pipeline, OtlpGrpcReceiver, OtlpHttpReceiver
+        front = self.pipeline
         if self._front is not None and self.router is None:
             front = self._front(self.pipeline)
         if self.router is not None:
             # router mode: the same receivers, answering once Kafka acked
-            from .exporters.kafka import RouterFront, RouterGrpcReceiver, RouterHttpReceiver
+            from .exporters.kafka import RouterFront
             await self.router.start()
             front = RouterFront(self.router)
-            grpc_cls, http_cls = RouterGrpcReceiver, RouterHttpReceiver
         if r.otlp is not None and r.otlp.grpc is not None:
             g = r.otlp.grpc
-            self.receivers.append(grpc_cls(g.endpoint, front, self.metrics,
-                                           g.max_recv_msg_size_mib, tls=g.tls,
-                                           gate=self._gate("otlp_grpc", g, limiter)))
+            self.receivers.append(OtlpGrpcReceiver(g.endpoint, front, self.metrics,
+                                                   g.max_recv_msg_size_mib, tls=g.tls,
+                                                   gate=self._gate("otlp_grpc", g, limiter)))
         if r.otlp is not None and r.otlp.http is not None:
             h = r.otlp.http
-            self.receivers.append(http_cls(h.endpoint, front, self.metrics,
-                                           h.max_recv_msg_size_mib, tls=h.tls,
-                                           gate=self._gate("otlp_http", h, limiter)))
+            self.receivers.append(OtlpHttpReceiver(h.endpoint, front, self.metrics,
+                                                   h.max_recv_msg_size_mib, tls=h.tls,
+                                                   gate=self._gate("otlp_http", h, limiter)))
         if r.kafka is not None:
             from .receivers.kafka import KafkaReceiver
             self.receivers.append(KafkaReceiver(r.kafka, self.pipeline, self.metrics,
-                                                self.cfg.service.shutdown_timeout.seconds))
+                                                self.cfg.service.shutdown_timeout.seconds,
+                                                clock=self.pipeline.clock,
+                                                tracker=self._kafka_tracker))
         for rec in self.receivers:
             await self._listen({"otlp_grpc": "receivers.otlp.grpc",
                                 "otlp_http": "receivers.otlp.http"}.get(rec.name, "receivers.kafka"),
@@ -296,6 +304,7 @@ class App:
         # may raise: nothing changed yet
         decider = Decider(new.sampler.policies, clock=p.clock, semantics=new.sampler.semantics,
                           sample_on_first_match=new.sampler.sample_on_first_match,
+                          max_trace_bytes=new.sampler.maximum_trace_size_bytes,
                           spans=p.buffer.spans)
         p.decider = decider
         p.attr_keys = decider.attribute_keys

@@ -29,9 +29,11 @@ MAX_HEADERS = 4096
 
 
 def decode(triples: Iterable[tuple[bytes, bytes, bytes]],
-           headers: dict | None = None) -> list[Decoded]:
+           headers: dict | None = None, spans: bool = True) -> list[Decoded]:
     """Decode span triples; ``headers`` (header bytes -> decoded message and
-    schema_url) is a cache the caller keeps between calls."""
+    schema_url) is a cache the caller keeps between calls. ``spans=False``
+    leaves the span itself undecoded (None): for a reader that decodes only
+    the spans it needs."""
     if headers is None:
         headers = {}
     elif len(headers) > MAX_HEADERS:
@@ -48,7 +50,7 @@ def decode(triples: Iterable[tuple[bytes, bytes, bytes]],
         if s is None:
             m = _ScopeSpans(sh)
             s = headers[(sh,)] = (m.scope, m.schema_url)
-        out.append((r[0], r[1], s[0], s[1], _Span(raw), rh, sh, raw))
+        out.append((r[0], r[1], s[0], s[1], _Span(raw) if spans else None, rh, sh, raw))
     return out
 
 
@@ -56,13 +58,14 @@ class WithSpans:
     """A trace summary plus its decoded spans (``.spans``); every other
     attribute is the summary's."""
 
-    __slots__ = ("_trace", "_read", "_spans", "_headers")
+    __slots__ = ("_trace", "_read", "_spans", "_headers", "_raw")
 
     def __init__(self, trace, read: Callable[[object], list], headers: dict | None = None):
         self._trace = trace
         self._read = read
         self._spans = None
         self._headers = headers
+        self._raw = None
 
     def __getattr__(self, name):
         return getattr(self._trace, name)
@@ -72,4 +75,16 @@ class WithSpans:
         s = self._spans
         if s is None:
             s = self._spans = decode(self._read(self._trace), self._headers)
+        return s
+
+    @property
+    def span_headers(self) -> list[Decoded]:
+        """As ``spans`` with the span element None: resource and scope
+        decoded, each span left as its bytes (the last element)."""
+        s = self._spans
+        if s is not None:
+            return s
+        s = self._raw
+        if s is None:
+            s = self._raw = decode(self._read(self._trace), self._headers, spans=False)
         return s

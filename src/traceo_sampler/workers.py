@@ -59,7 +59,7 @@ log = logging.getLogger("traceo_sampler.workers")
 
 FORWARD_HIGH = 16 << 20        # bytes waiting for a peer before the receivers push back
 PENDING_MAX = 64 << 20         # bytes kept for a peer that is down (restarting), then dropped
-SCRAPE_INTERVAL = 1.0          # how often the supervisor reads every worker's state
+SNAPSHOT_INTERVAL = 5.0        # how often a worker leaves its counters for the supervisor
 _FRAME = struct.Struct(">I")
 
 
@@ -192,17 +192,27 @@ class Runtime:
 
 
 class Flags:
-    """Two bytes per worker in a shared file mapping: [0, n) backpressure,
-    [n, 2n) done forwarding (set once its receivers stopped and everything
-    it had for its peers was delivered)."""
+    """A shared file mapping: per worker a backpressure byte ([0, n)), a
+    done-forwarding byte ([n, 2n): set once its receivers stopped and all it
+    had for its peers was delivered), and the spans and traces its buffer
+    holds (two u64 from 2n + 16 i, what is lost if it dies)."""
+
+    _HELD = struct.Struct("<QQ")
 
     def __init__(self, path: str, n: int, create: bool = False):
         self.n = n
+        size = 2 * n + 16 * n
         if create:
             with open(path, "wb") as fh:
-                fh.write(b"\0" * (2 * n))
+                fh.write(b"\0" * size)
         self._fh = open(path, "r+b")
-        self.mm = mmap.mmap(self._fh.fileno(), 2 * n)
+        self.mm = mmap.mmap(self._fh.fileno(), size)
+
+    def set_held(self, i: int, spans: int, traces: int) -> None:
+        self._HELD.pack_into(self.mm, 2 * self.n + 16 * i, spans, traces)
+
+    def held(self, i: int) -> tuple[int, int]:
+        return self._HELD.unpack_from(self.mm, 2 * self.n + 16 * i)
 
     def set_pressure(self, i: int, on: bool) -> None:
         self.mm[i] = 1 if on else 0
@@ -439,11 +449,21 @@ async def _run_worker(rt: Runtime, i: int, config_path: str | None, parent: int)
         loop.add_signal_handler(signal.SIGHUP, lambda: log.info("SIGHUP: no config file to reload"))
 
     async def pressure() -> None:
+        from prometheus_client import generate_latest
+        buf = app.pipeline.buffer
+        last = 0.0
         while not stop.is_set():
             flags.set_pressure(i, app.pipeline.backpressure())
+            flags.set_held(i, buf.nspans, buf.ntraces)
             if os.getppid() != parent:
                 log.error("supervisor gone: worker %d stops", i)
                 stop.set()
+            now = time.monotonic()
+            if now - last >= SNAPSHOT_INTERVAL:
+                # what the supervisor keeps of this worker's counts if it dies
+                last = now
+                _write(rt.file(f"w{i}.metrics.txt"), generate_latest(app.metrics.registry).decode())
+                _write(rt.file(f"w{i}.status.json"), json.dumps(app.status()))
             await asyncio.sleep(0.02)
     ptask = loop.create_task(pressure())
     with open(rt.file(f"w{i}.ready"), "w") as fh:
@@ -457,6 +477,13 @@ async def _run_worker(rt: Runtime, i: int, config_path: str | None, parent: int)
         fh.write(json.dumps(app.summary()))
     os.replace(tmp, rt.file(f"w{i}.summary.json"))
     return 0
+
+
+def _write(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
 
 
 def worker_main(argv: list[str]) -> int:
@@ -640,7 +667,8 @@ class Supervisor:
 
     # ------------------------------------------------------------ children
     def _spawn(self, c: _Child) -> None:
-        for name in (f"w{c.index}.ready", f"w{c.index}.summary.json"):
+        for name in (f"w{c.index}.ready", f"w{c.index}.summary.json", f"w{c.index}.metrics.txt",
+                     f"w{c.index}.status.json"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.rt.file(name))
         env = dict(os.environ)
@@ -684,11 +712,9 @@ class Supervisor:
             await asyncio.sleep(0.05)
         for c in self.children:
             c.ready = True
-        await asyncio.gather(*(self._scrape(c) for c in self.children))
 
     async def watch(self) -> None:
-        """Restart dead workers; scrape the live ones."""
-        last_scrape = 0.0
+        """Restart dead workers."""
         while not self.stopping:
             for c in self.children:
                 if c.proc.poll() is not None and not self.stopping:
@@ -701,15 +727,18 @@ class Supervisor:
                     c.ready = True
                     c.failures = 0
                     log.info("worker %d restarted (pid %d)", c.index, c.proc.pid)
-            now = time.monotonic()
-            if now - last_scrape >= SCRAPE_INTERVAL:
-                last_scrape = now
-                await asyncio.gather(*(self._scrape(c) for c in self.children if c.ready))
             await asyncio.sleep(0.1)
 
     def _lost(self, c: _Child) -> None:
-        b = (c.status or {}).get("buffer") or {}
-        spans, traces = int(b.get("spans", 0)), int(b.get("traces", 0))
+        spans, traces = self.flags.held(c.index)
+        self.flags.set_held(c.index, 0, 0)
+        try:
+            with open(self.rt.file(f"w{c.index}.metrics.txt"), encoding="utf-8") as fh:
+                c.metrics = parse_metrics(fh.read())
+            with open(self.rt.file(f"w{c.index}.status.json"), encoding="utf-8") as fh:
+                c.status = json.load(fh)
+        except (OSError, ValueError):
+            pass      # died before its first snapshot
         self.lost_spans += spans
         self.lost_traces += traces
         self.restarts += 1
@@ -1014,7 +1043,11 @@ async def _supervise(cfg: Config, n: int, ready_file: str | None, config_path: s
 
 def supervise(cfg: Config, n: int, ready_file: str | None = None,
               config_path: str | None = None) -> int:
-    cfg = _fixed_ports(cfg)
+    try:
+        cfg = _fixed_ports(cfg)
+    except OSError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     try:
         import uvloop
     except ImportError:
@@ -1024,7 +1057,9 @@ def supervise(cfg: Config, n: int, ready_file: str | None = None,
 
 def _fixed_ports(cfg: Config) -> Config:
     """Port 0 (any free port) must be the same one for every worker: it is
-    chosen here, once."""
+    chosen here, once. A port already taken is refused here: the workers
+    bind with SO_REUSEPORT, which would otherwise let them join another
+    process's listeners (another serve of the same user) silently."""
     import socket
     r = cfg.receivers
     if r.otlp is None:
@@ -1035,9 +1070,18 @@ def _fixed_ports(cfg: Config) -> Config:
         if ep is None:
             continue
         host, _, port = ep.endpoint.rpartition(":")
-        if port == "0":
-            with socket.socket() as s:
-                s.bind((host.split("://")[-1].strip("[]") or "127.0.0.1", 0))
+        addr = host.split("://")[-1].strip("[]") or "0.0.0.0"
+        fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        with socket.socket(fam, socket.SOCK_STREAM) as s:
+            # as the listeners themselves: closed connections in TIME_WAIT do
+            # not count, a listening socket does
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((addr, int(port)))
+            except OSError as exc:
+                raise OSError(f"receivers.otlp.{name}.endpoint: cannot listen on "
+                              f"{ep.endpoint}: {exc.strerror}") from None
+            if port == "0":
                 repl[name] = msgspec.structs.replace(ep, endpoint=f"{host}:{s.getsockname()[1]}")
     if not repl:
         return cfg

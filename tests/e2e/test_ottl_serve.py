@@ -128,3 +128,43 @@ def test_ottl_and_trace_flags_through_serve():
         got[tid] = got.get(tid, 0) + 1
     assert set(got) == set(keep), (set(got) - set(keep), set(keep) - set(got))
     assert all(n == 3 for n in got.values())          # kept whole
+
+
+def test_simulate_previews_an_ottl_condition(tmp_path):
+    """`simulate` runs the same policies offline, span data included: an
+    OTLP JSON capture (as the file exporter writes it) through an
+    ottl_condition and a trace_flags policy."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from support_otlp import trace
+    from traceo_sampler.otlp_json import request_to_json
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "sampler:\n  policies:\n"
+        "    - name: admin\n      type: ottl_condition\n"
+        "      ottl_condition: {span: ['IsMatch(attributes[\"http.route\"], \"^/admin\")']}\n"
+        "    - {name: flags, type: trace_flags}\n")
+    t0 = 1_700_000_000 * 10**9
+    admin = [trace(3, start=t0, end=t0 + 10**6, attrs={"http.route": "/admin/x"}) for _ in range(3)]
+    other = [trace(2, start=t0, end=t0 + 10**6, attrs={"http.route": "/api"}) for _ in range(5)]
+    flagged = [trace(2, start=t0, end=t0 + 10**6) for _ in range(2)]
+    req = ExportTraceServiceRequest.FromString(make_request(admin + other + flagged))
+    flagged_ids = {t[0]["trace_id"] for t in flagged}
+    for sp in req.resource_spans[0].scope_spans[0].spans:
+        if sp.trace_id in flagged_ids:
+            sp.flags = 0x101
+    capture = tmp_path / "cap.otlp.jsonl"
+    capture.write_text(json.dumps(request_to_json(req.SerializeToString())) + "\n")
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(root / "src"))
+    r = subprocess.run([sys.executable, "-m", "traceo_sampler", "simulate", "-c", str(cfg),
+                        str(capture)], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["traces"] == 10 and rep["traces_kept"] == 5
+    assert rep["per_policy"] == {"admin": {"traces": 3, "share_of_traces": 0.3},
+                                 "flags": {"traces": 2, "share_of_traces": 0.2}}

@@ -16,7 +16,7 @@ import yaml
 
 from support_otlp import CaptureSink, make_request, trace
 from support_serve import Serve
-from traceo_sampler import loadgen
+from traceo_sampler import loadgen, workers
 from traceo_sampler.shard import shard_of
 
 pytestmark = pytest.mark.e2e
@@ -26,7 +26,9 @@ POLICIES = [
     {"name": "slow", "type": "latency", "latency": {"threshold_ms": 1000}},
     {"name": "rest", "type": "probabilistic", "probabilistic": {"sampling_percentage": 15}},
 ]
-FAST = {"root_wait": "300ms", "idle_timeout": "1s", "decision_wait": "10s"}
+# timers long enough that a loaded CI machine does not decide a trace before
+# its last request arrived (that would differ run to run, workers or not)
+FAST = {"root_wait": "2s", "idle_timeout": "3s", "decision_wait": "20s"}
 SLOW = {"root_wait": "5m", "idle_timeout": "5m", "decision_wait": "5m"}
 
 
@@ -156,7 +158,7 @@ def test_killed_worker_is_restarted_and_its_loss_counted(reqs):
             victim = st["workers"]["alive"][1]
             held = _metric(_unix_get(victim["admin_socket"], "/metrics"), "traceo_sampler_buffer_spans")
             assert held > 0
-            time.sleep(1.5)                   # the supervisor's last report of it
+            time.sleep(workers.SNAPSHOT_INTERVAL + 1)   # its counters' last snapshot
             os.kill(victim["pid"], signal.SIGKILL)
             assert _wait(lambda: srv.metric("traceo_sampler_worker_restarts_total") == 1)
             assert srv.metric("traceo_sampler_worker_lost_spans_total") == held
@@ -200,3 +202,18 @@ def test_sighup_reloads_every_worker():
                                             decision="sampled", policy="all") == 40)
         kept = _kept(sink)
     assert len(kept) == 40 and {shard_of(t, 2) for t in kept} == {0, 1}
+
+
+def test_a_taken_port_is_refused_not_shared():
+    """Workers bind with SO_REUSEPORT; a second serve on the same port must
+    not silently join the first one's listeners."""
+    with Serve({"sampler": {"policies": [POLICIES[0]]}, "service": {"workers": 2}}) as first:
+        import subprocess
+        import sys
+        other = Serve({"receivers": {"otlp": {"grpc": {"endpoint": first.endpoint}}},
+                       "sampler": {"policies": [POLICIES[0]]}, "service": {"workers": 2}})
+        env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(__file__), "..", "..", "src"))
+        p = subprocess.run([sys.executable, "-m", "traceo_sampler", "serve", "-c", other.path],
+                           capture_output=True, text=True, timeout=60, env=env)
+        assert p.returncode == 1
+        assert f"receivers.otlp.grpc.endpoint: cannot listen on {first.endpoint}" in p.stderr

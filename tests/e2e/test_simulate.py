@@ -57,3 +57,40 @@ def test_simulate_bad_input_is_a_clear_error(tmp_path):
     trunc.write_bytes(struct.pack(">I", 100) + b"\x0a\x00")
     r = _run("simulate", "-c", str(cfg), str(trunc))
     assert r.returncode == 1 and "file ends first" in r.stderr
+
+
+def test_simulate_a_collector_file(tmp_path):
+    """simulate -c takes a Collector config file as serve does: its
+    tail_sampling policies, Collector semantics (the FNV hash of
+    probabilistic here), ${env:...} substituted."""
+    from traceo_sampler.policies.probabilistic import CollectorProbabilistic
+    cfg = tmp_path / "otelcol.yaml"
+    cfg.write_text("""\
+receivers:
+  otlp: {protocols: {grpc: {endpoint: "127.0.0.1:${env:PORT:-4317}"}}}
+processors:
+  batch: {}
+  tail_sampling:
+    decision_wait: 5s
+    policies:
+      - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}
+      - {name: some, type: probabilistic, probabilistic: {sampling_percentage: 30, hash_salt: s}}
+exporters:
+  otlp: {endpoint: "backend:4317", tls: {insecure: true}}
+service:
+  pipelines:
+    traces: {receivers: [otlp], processors: [tail_sampling, batch], exporters: [otlp]}
+""")
+    t0 = 1_700_000_000 * 10**9
+    errs = [trace(3, status=2, start=t0, end=t0 + 10**6) for _ in range(5)]
+    oks = [trace(2, start=t0, end=t0 + 10**6) for _ in range(200)]
+    jsonl = tmp_path / "cap.jsonl"
+    jsonl.write_text(json.dumps(request_to_json(make_request(errs + oks))) + "\n")
+    p = CollectorProbabilistic("some", 30, "s")
+    hashed = sum(1 for t in oks if p.evaluate(type("T", (), {"trace_id": t[0]["trace_id"]})())[0] == 1)
+    r = _run("simulate", "-c", str(cfg), str(jsonl))
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["traces"] == 205 and rep["traces_kept"] == 5 + hashed
+    assert rep["per_policy"]["errors"]["traces"] == 5
+    assert rep["per_policy"]["some"]["traces"] == hashed

@@ -85,11 +85,21 @@ def test_status_page_history_forecast_and_trace_links(tmp_path):
             dark.wait_for_function("document.body.dataset.historyPoints >= 4", timeout=30000)
             dark.wait_for_timeout(500)
             dark.screenshot(path=os.path.join(shots, "status-history-dark.png"), full_page=True)
+            # without plotly.js (blocked) the numbers and tables still update
+            bare = browser.new_page()
+            bare_errors = []
+            bare.on("pageerror", lambda e: bare_errors.append(str(e)))
+            bare.route("**/assets/plotly.min.js", lambda route: route.abort())
+            bare.goto(f"http://127.0.0.1:{srv.admin_port}/status")
+            bare.wait_for_function("document.body.dataset.spansReceived > 0", timeout=20000)
+            bare.wait_for_function("document.querySelectorAll('#recent a').length > 0", timeout=20000)
+            bare_charts = bare.evaluate("document.querySelectorAll('.main-svg').length")
             js = srv.get_raw("/assets/plotly.min.js", {"Accept-Encoding": "gzip"})
             with pytest.raises(urllib.error.HTTPError) as bad:
                 srv.get("/api/history?since=yesterday")
             browser.close()
     assert errors == []
+    assert bare_errors == [] and bare_charts == 0
     assert drawn == 5
     assert width <= 391                                       # no sideways scrolling on a phone
     # every link is the configured URL with the trace's own ID

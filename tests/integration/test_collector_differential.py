@@ -221,7 +221,7 @@ FLAGS_POLICY = """\
 """
 
 
-def collector_file(policies: str, decision_wait: str = "2s") -> str:
+def collector_file(policies: str, decision_wait: str = "2s", num_shards: int = 1) -> str:
     """One Collector config, as a user has it; ports and the source name
     come from the environment of whichever program reads it."""
     return f"""\
@@ -235,6 +235,7 @@ processors:
   tail_sampling:
     decision_wait: {decision_wait}
     num_traces: 100000
+    num_shards: {num_shards}
     expected_new_traces_per_sec: 5000
     decision_cache: {{sampled_cache_size: 200000, non_sampled_cache_size: 200000}}
     policies:
@@ -246,6 +247,8 @@ exporters:
     headers: {{x-source: "${{env:SOURCE}}"}}
     sending_queue: {{queue_size: 5000}}
 service:
+  # no self-metrics server (it would need a port of its own); Traceo: not read
+  telemetry: {{metrics: {{level: none}}}}
   pipelines:
     traces:
       receivers: [otlp]
@@ -292,6 +295,19 @@ class Traceo:
         self.err.close()
 
 
+def send(call, raw: bytes) -> None:
+    """As an OTLP client: retry while the server pushes back."""
+    for _ in range(100):
+        try:
+            call(raw, timeout=30)
+            return
+        except grpc.RpcError as exc:
+            if exc.code() not in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE):
+                raise
+            time.sleep(0.05)
+    raise AssertionError("pushed back for 5 s")
+
+
 def run_both(text: str, traces, per_request: int, pace_s: float, decision_wait: float):
     """Feed the same requests to both; return the sink."""
     sink = Sink()
@@ -308,7 +324,7 @@ def run_both(text: str, traces, per_request: int, pace_s: float, decision_wait: 
             for i in range(0, len(traces), per_request):
                 raw = encode(traces[i:i + per_request])
                 for call in calls:
-                    call(raw, timeout=30)
+                    send(call, raw)
                 if pace_s:
                     # a steady arrival rate: the limiters see the same traffic
                     due = t0 + (i // per_request + 1) * pace_s
@@ -325,7 +341,10 @@ def run_both(text: str, traces, per_request: int, pace_s: float, decision_wait: 
     return sink, logs
 
 
-def test_kept_trace_ids_identical_for_deterministic_and_hashed_policies():
+@pytest.mark.parametrize("num_shards", [1, 2])
+def test_kept_trace_ids_identical_for_deterministic_and_hashed_policies(num_shards):
+    """num_shards 2: two event loops in the Collector, two worker processes
+    in Traceo (service.workers), each owning the traces hashed to it."""
     policies = DETERMINISTIC_POLICIES
     included = []
     if "ottl_condition" in REGISTRY:
@@ -334,7 +353,7 @@ def test_kept_trace_ids_identical_for_deterministic_and_hashed_policies():
     if "trace_flags" in REGISTRY:
         policies += FLAGS_POLICY
         included.append("trace_flags")
-    text = collector_file(policies)
+    text = collector_file(policies, num_shards=num_shards)
     traces = make_traces(11, N_TRACES)
     sink, (col_log, tr_log) = run_both(text, traces, per_request=100, pace_s=0.0, decision_wait=2)
     col = sink.traces.get("otelcol", set())

@@ -10,6 +10,7 @@ shipped examples in deploy/collector/ configure it:
 """
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from pathlib import Path
@@ -38,7 +39,7 @@ POLICIES = [
 ]
 # Decisions come from the root (+ root_wait): the children of every trace are sent
 # first, in earlier SDK batches, so a trace split by routing would be seen partial.
-SAMPLER = {"root_wait": "500ms", "idle_timeout": "5s", "decision_wait": "20s", "policies": POLICIES}
+SAMPLER = {"root_wait": "500ms", "idle_timeout": "3s", "decision_wait": "20s", "policies": POLICIES}
 
 
 def _example(name: str, port: int) -> dict:
@@ -47,26 +48,37 @@ def _example(name: str, port: int) -> dict:
     return cfg
 
 
-def _send(endpoint: str, n_traces: int, spans_per_trace: int
+def _send(endpoint, n_traces: int, spans_per_trace: int
           ) -> tuple[dict[bytes, set[bytes]], set[bytes]]:
     """SDK traffic: n traces of spans_per_trace spans, children ended (and exported)
     before their root, every 7th trace an error. Returns (trace id -> span ids sent,
     the error traces' ids)."""
     memory = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({"service.name": "checkout"}))
-    provider.add_span_processor(BatchSpanProcessor(
-        OTLPSpanExporter(endpoint=f"http://{endpoint}", insecure=True),
-        max_export_batch_size=64, schedule_delay_millis=50))
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    tracer = provider.get_tracer("lb-test")
     from opentelemetry import trace as otel_trace
+
+    def provider_for(service: str) -> TracerProvider:
+        # endpoint: where every service sends, or a function of the service (the control)
+        to = endpoint(service) if callable(endpoint) else endpoint
+        p = TracerProvider(resource=Resource.create({"service.name": service}))
+        p.add_span_processor(BatchSpanProcessor(
+            OTLPSpanExporter(endpoint=f"http://{to}", insecure=True),
+            max_export_batch_size=64, schedule_delay_millis=50))
+        p.add_span_processor(SimpleSpanProcessor(memory))
+        return p
+
+    # Several services in every trace, as in any distributed trace: the root in
+    # "frontend", each child in another service, each service exporting on its own.
+    names = ["frontend", "checkout", "payments", "inventory", "shipping", "auth", "search",
+             "recommendations", "ads", "currency"]
+    providers = [provider_for(names[k % len(names)]) for k in range(spans_per_trace)]
+    front, *back = (p.get_tracer("lb-test") for p in providers)
     roots = []
     errors = set()
     for i in range(n_traces):
-        root = tracer.start_span("GET /checkout", kind=otel_trace.SpanKind.SERVER)
+        root = front.start_span("GET /checkout", kind=otel_trace.SpanKind.SERVER)
         ctx = otel_trace.set_span_in_context(root)
         for j in range(spans_per_trace - 1):
-            tracer.start_span(f"child{j}", context=ctx).end()
+            back[j].start_span(f"child{j}", context=ctx).end()
         roots.append((i, root))
         if i % 20 == 19:
             time.sleep(0.06)  # let the children's batches go out first
@@ -76,8 +88,9 @@ def _send(endpoint: str, n_traces: int, spans_per_trace: int
             root.set_status(Status(StatusCode.ERROR))
             errors.add(root.get_span_context().trace_id.to_bytes(16, "big"))
         root.end()
-    provider.force_flush(30_000)
-    provider.shutdown()
+    for p in providers:
+        p.force_flush(30_000)
+        p.shutdown()
     sent: dict[bytes, set[bytes]] = {}
     for s in memory.get_finished_spans():
         sent.setdefault(s.context.trace_id.to_bytes(16, "big"), set()).add(
@@ -104,8 +117,13 @@ def test_the_shipped_examples_pass_the_collectors_own_validate():
         assert r.returncode == 0, f"{name}:\n{r.stdout}\n{r.stderr}"
 
 
-def test_loadbalancing_by_trace_id_to_two_samplers_keeps_traces_whole():
-    n_traces, per_trace = 300, 6
+@pytest.mark.parametrize("routing", ["collector", "split"])
+def test_loadbalancing_by_trace_id_to_two_samplers_keeps_traces_whole(routing):
+    """collector: through the Collector as the example ships it. split: the control
+    that shows these checks catch a split — no Collector, each app's SDK sends to
+    "its" sampler (the frontend to one, the other services to the other), as a plain
+    round-robin Service in front of two gateways would."""
+    n_traces, per_trace = 300, 8
     with CaptureSink() as sink_a, CaptureSink() as sink_b, \
             Serve({"sampler": SAMPLER, "exporters": {"otlp": {"endpoint": sink_a.endpoint}}}) as a, \
             Serve({"sampler": SAMPLER, "exporters": {"otlp": {"endpoint": sink_b.endpoint}}}) as b:
@@ -113,24 +131,33 @@ def test_loadbalancing_by_trace_id_to_two_samplers_keeps_traces_whole():
         cfg = _example("loadbalancing.yaml", port)
         lb = cfg["exporters"]["loadbalancing"]
         lb["resolver"] = {"static": {"hostnames": [a.endpoint, b.endpoint]}}
-        with Otelcol(cfg):
-            sent, errors = _send(f"127.0.0.1:{port}", n_traces, per_trace)
+        with Otelcol(cfg) if routing == "collector" else contextlib.nullcontext():
+            to = (f"127.0.0.1:{port}" if routing == "collector" else
+                  (lambda svc: a.endpoint if svc == "frontend" else b.endpoint))
+            sent, errors = _send(to, n_traces, per_trace)
             assert len(sent) == n_traces and all(len(v) == per_trace for v in sent.values())
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and _decided(a) + _decided(b) < n_traces:
                 time.sleep(0.2)
-            time.sleep(1.5)  # anything decided a second time would show by now
+            # a part of a split trace (no root) is decided by idle_timeout: wait past it
+            time.sleep(4)
         da, db = _decided(a), _decided(b)
         late = (a.metric("traceo_sampler_late_spans_total")
                 + b.metric("traceo_sampler_late_spans_total"))
         no_root = (a.metric("traceo_sampler_traces_without_root_total")
                    + b.metric("traceo_sampler_traces_without_root_total"))
         assert a.stop() == 0 and b.stop() == 0
+    got_a, got_b = _at_sink(sink_a), _at_sink(sink_b)
+    if routing == "split":
+        # every trace decided by both samplers, each on its part; the parts without
+        # a root are counted; error traces reach one sink without their children
+        assert da == db == n_traces and no_root == n_traces, (da, db, no_root)
+        assert all(len(got_a[t]) == 1 for t in errors)
+        return
     # both instances got a share, and together they decided each trace exactly once
     assert da > n_traces * 0.25 and db > n_traces * 0.25, (da, db)
     assert da + db == n_traces, f"decided {da} + {db} for {n_traces} traces: some trace was split"
     assert late == 0 and no_root == 0
-    got_a, got_b = _at_sink(sink_a), _at_sink(sink_b)
     assert not set(got_a) & set(got_b), "a trace reached both sinks"
     kept = {**got_a, **got_b}
     for tid, spans in kept.items():

@@ -114,7 +114,9 @@ def member_cfg(bootstrap: str, topic: str, group: str, sink: CaptureSink) -> dic
                         {"name": "rest", "type": "probabilistic",
                          "probabilistic": {"sampling_percentage": 10}}]},
         "exporters": {"otlp": {"endpoint": sink.endpoint, "compression": "none"}},
-        "service": {"shutdown_timeout": "10s"},
+        # one group member per serve (service.workers: auto would run one
+        # per CPU): the scenarios count members against partitions
+        "service": {"shutdown_timeout": "10s", "workers": 1},
     }
 
 

@@ -174,6 +174,7 @@ def test_full_file_maps(monkeypatch):
     assert r.http.endpoint == "localhost:4318"           # the Collector's default
     s = cfg.sampler
     assert s.semantics == "collector" and s.sample_on_first_match
+    assert cfg.service.workers == 1                      # num_shards' default: one loop
     assert s.drop_pending_traces_on_shutdown and s.decision_wait_after_root_received.seconds == 2
     # no decision_cache: num_traces' default (how long the Collector remembers)
     assert (s.decision_cache.sampled, s.decision_cache.not_sampled) == (50_000, 50_000)
@@ -297,10 +298,13 @@ def test_knob_errors(text, problem):
 def test_collector_timers():
     from traceo_sampler.config import timers
     s = loads("sampler: {semantics: collector, decision_wait: 5s}").sampler
-    assert timers(s) == (4.0, 4.0, 4.0)           # 5 one-second batches, no idle/root rule
+    assert timers(s) == (5.0, 5.0, 5.0)           # 5 one-second batches, no idle/root rule
     s = loads("sampler: {semantics: collector, decision_wait: 5s, "
               "decision_wait_after_root_received: 2s}").sampler
-    assert timers(s) == (4.0, 1.0, 4.0)
+    assert timers(s) == (5.0, 2.0, 5.0)
+    s = loads("sampler: {semantics: collector, decision_wait: 500ms, "
+              "decision_wait_after_root_received: 500ms}").sampler
+    assert timers(s) == (1.0, 0.0, 1.0)           # uint64(0.5 s) = 0: the next tick
     s = loads("sampler: {decision_wait: 5s, root_wait: 1s, idle_timeout: 2s}").sampler
     assert timers(s) == (5.0, 1.0, 2.0)           # ours: unchanged
 

@@ -250,6 +250,17 @@ def test_config_errors(blk, msg):
     assert any(p.startswith(msg) for p in exc.value.problems), exc.value.problems
 
 
+def test_every_bad_condition_of_a_list_is_reported():
+    with pytest.raises(ConfigError) as exc:
+        parse({"sampler": {"policies": [{"name": "o", "type": "ottl_condition", "ottl_condition": {
+            "span": ["Foo(name)", 'name == "ok"', 'attributes["x"] =='],
+            "spanevent": ['IsMatch(name, "(?=x)")']}}]}})
+    assert [p.split(":")[0] for p in exc.value.problems] == [
+        "sampler.policies[0].ottl_condition.span[0]", "sampler.policies[0].ottl_condition.span[2]",
+        "sampler.policies[0].ottl_condition.spanevent[0]"]
+    assert "invalid syntax" in exc.value.problems[1]
+
+
 def test_nested_config_error_names_the_sub_policy():
     with pytest.raises(ConfigError) as exc:
         parse({"sampler": {"policies": [{"name": "a", "type": "and", "and": {"and_sub_policy": [

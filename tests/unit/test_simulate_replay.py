@@ -46,3 +46,29 @@ def test_join_pairs_decisions_in_either_order():
     assert j.only[0].by_policy == {"errors": 1} and j.only[1].by_service == {"a": 1, "b": 1}
     assert j.unpaired == (1, 0)
     assert j.error_traces == 1 and j.errors_kept == [1, 0] and j.errors_lost == [b"1".hex()]
+
+
+def test_what_if_in_process_twice_and_against_simulate(tmp_path):
+    import struct
+
+    from traceo_sampler import config
+    from traceo_sampler.loadgen import TraceGenerator
+    from traceo_sampler.simulate import simulate, what_if
+    reqs = TraceGenerator(2, services=3, traces_per_s=100).build_requests(n_traces=200)
+    cap = tmp_path / "c.pb"
+    cap.write_bytes(b"".join(struct.pack(">I", len(r)) + r for r in reqs))
+    a = tmp_path / "a.yaml"
+    a.write_text("sampler:\n  policies:\n    - {name: e, type: status_code, status_code: {status_codes: [ERROR]}}\n")
+    b = tmp_path / "b.yaml"
+    b.write_text("sampler:\n  policies:\n    - {name: r, type: probabilistic, probabilistic: {sampling_percentage: 30}}\n")
+    ca, cb = config.load(str(a)), config.load(str(b))
+    first = what_if(ca, cb, [str(cap)])
+    second = what_if(ca, cb, [str(cap)])                   # the same function, the same answer
+    assert first == second
+    assert first["current"] == simulate(ca, [str(cap)])
+    assert first["proposed"]["traces_kept"] == simulate(cb, [str(cap)])["traces_kept"]
+    d = first["diff"]
+    assert d["kept_by_both"] + d["only_current"]["traces"] == first["current"]["traces_kept"]
+    assert d["kept_by_both"] + d["only_proposed"]["traces"] == first["proposed"]["traces_kept"]
+    assert d["kept_by_both"] + d["kept_by_neither"] + d["only_current"]["traces"] + \
+        d["only_proposed"]["traces"] == 200

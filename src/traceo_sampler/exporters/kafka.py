@@ -16,41 +16,37 @@ The OTLP response is sent only once the broker acknowledged every message of
 the request (``acks``); when it does not within ``timeout`` the client is told
 to retry: gRPC ``UNAVAILABLE`` / HTTP 503.
 
-The OTLP receivers are reused unchanged: they call ``ingest`` synchronously on
-what they take for the pipeline (``RouterFront``), which scans, regroups and
-starts producing; the receiver subclasses below then await the acks the
-request started (found through a context variable set per request).
+The OTLP receivers feed ``RouterFront`` as they feed the pipeline: its
+``ingest`` scans, regroups and starts producing, and returns a result whose
+``acked`` the receiver awaits before it answers ('' or why not).
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import time
 
-import grpc
-from aiohttp import web
-
 from .. import shard as _shard
 from ..buffer import TraceBuffer, _varint
-from ..receivers.otlp_grpc import OtlpGrpcReceiver
-from ..receivers.otlp_http import OtlpHttpReceiver
 from ..scan import scan
 
 log = logging.getLogger("traceo_sampler.router")
 _NO_KEYS: frozenset = frozenset()
-# per request: the produce task(s) its ingest started
-_pending: contextvars.ContextVar = contextvars.ContextVar("traceo_router_pending")
 
 
 class _Result:
-    __slots__ = ("accepted", "rejected", "errors")
+    """An ingest result (accepted, rejected, errors) plus ``acked``: the
+    task producing it, resolving to '' once the broker acked every message,
+    else to the error (None: nothing to produce)."""
+
+    __slots__ = ("accepted", "rejected", "errors", "acked")
 
     def __init__(self, accepted: int, rejected: int, errors: list[str]):
         self.accepted = accepted
         self.rejected = rejected
         self.errors = errors
+        self.acked = None
 
 
 def split_by_trace(data: bytes) -> tuple[list[tuple[bytes, bytes]], object]:
@@ -147,8 +143,8 @@ class KafkaRouter:
                     self.partitions = len(parts)
 
     def route(self, data: bytes) -> _Result:
-        """Scan and regroup one request and start producing it (the task
-        is handed to the awaiting receiver through ``_pending``)."""
+        """Scan and regroup one request and start producing it (the
+        result's ``acked``)."""
         if self.cfg.partition_traces_by_id:
             msgs, sc = split_by_trace(data)
             out = [(tid.hex().encode(), None, blob) for tid, blob in msgs]
@@ -166,9 +162,7 @@ class KafkaRouter:
             task = asyncio.get_running_loop().create_task(self._produce(out))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-            holder = _pending.get(None)
-            if holder is not None:
-                holder.append(task)
+            res.acked = task
         return res
 
     async def _produce(self, msgs: list[tuple[bytes | None, int | None, bytes]]) -> str:
@@ -185,7 +179,7 @@ class KafkaRouter:
             m.kafka_produced_messages_total.labels("failed").inc(len(msgs))
             self.reachable = False
             self.last_error = f"{type(exc).__name__}: {exc}"[:200]
-            return self.last_error or "produce failed"
+            return f"kafka did not ack: {self.last_error or 'produce failed'}"
         self.reachable = True
         self.messages += len(msgs)
         m.kafka_produced_messages_total.labels("acked").inc(len(msgs))
@@ -213,42 +207,3 @@ class RouterFront:
 
     def ingest(self, data: bytes) -> _Result:
         return self.router.route(data)
-
-
-async def _outcome(holder: list) -> str:
-    for task in holder:
-        err = await task
-        if err:
-            return err
-    return ""
-
-
-class RouterGrpcReceiver(OtlpGrpcReceiver):
-    async def _export(self, request: bytes, context) -> bytes:
-        holder: list = []
-        token = _pending.set(holder)
-        try:
-            out = await super()._export(request, context)
-        finally:
-            _pending.reset(token)
-        err = await _outcome(holder)
-        if err:
-            self.metrics.receiver_requests_total.labels(self.name, "unavailable").inc()
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"kafka did not ack: {err}")
-        return out
-
-
-class RouterHttpReceiver(OtlpHttpReceiver):
-    async def _traces(self, request):
-        holder: list = []
-        token = _pending.set(holder)
-        try:
-            resp = await super()._traces(request)
-        finally:
-            _pending.reset(token)
-        err = await _outcome(holder)
-        if err:
-            self.metrics.receiver_requests_total.labels(self.name, "unavailable").inc()
-            return web.Response(status=503, text=f"kafka did not ack: {err}\n",
-                                headers={"Retry-After": "1"})
-        return resp

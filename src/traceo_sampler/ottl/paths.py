@@ -8,8 +8,13 @@ is a compile error naming the path, as in the Collector.
 """
 from __future__ import annotations
 
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as _PbSpan
+
 from ..tracestate import parse_w3c
 from .values import Opaque, SpanID, Time, TraceID
+
+
+_SpanFromString = _PbSpan.FromString
 
 
 class CompileError(ValueError):
@@ -105,12 +110,12 @@ class Ctx:
     """What one evaluation looks at: a span (and, in the spanevent
     context, one of its events) with its scope and resource."""
 
-    __slots__ = ("span", "scope", "scope_schema", "resource", "resource_schema",
+    __slots__ = ("_span", "scope", "scope_schema", "resource", "resource_schema",
                  "event", "event_index", "res_kv", "scope_kv", "memo", "raw")
 
     def __init__(self, span, scope, scope_schema, resource, resource_schema,
                  event=None, event_index=-1, res_kv=None, scope_kv=None, memo=None):
-        self.span = span
+        self._span = span
         self.scope = scope
         self.scope_schema = scope_schema
         self.resource = resource
@@ -124,8 +129,22 @@ class Ctx:
         # values of the sub-conditions that read only the resource and the
         # scope, shared by the spans of one (resource, scope) pair
         self.memo = memo if memo is not None else {}
-        # the span's encoding, when known: a fast "absent" for attribute keys
+        # the span's encoding, when known: a fast "absent" for attribute
+        # keys, and the span decoded only when a path reads it
         self.raw = None
+
+    def set_raw(self, raw: bytes, span=None) -> None:
+        """Move to the span encoded as ``raw``: ``span`` if already decoded,
+        else decoded on first read."""
+        self.raw = raw
+        self._span = span
+
+    @property
+    def span(self):
+        sp = self._span
+        if sp is None:
+            sp = self._span = _SpanFromString(self.raw)
+        return sp
 
 
 _KIND_STR = ["Unspecified", "Internal", "Server", "Client", "Producer", "Consumer"]

@@ -53,11 +53,13 @@ def check(c: OttlConditionCfg, path: str, problems: list[str]) -> None:
     if not c.span and not c.spanevent:
         problems.append(f"{path}: expected at least one OTTL condition to filter on "
                         "(span or spanevent)")
-    for field, context in (("span", "span"), ("spanevent", "spanevent")):
-        try:
-            ConditionSequence(getattr(c, field), context)
-        except ConditionError as exc:
-            problems.append(f"{path}.{field}[{exc.index}]: {exc}")
+    for field in ("span", "spanevent"):
+        # one by one, so every bad condition of a list is reported
+        for i, text in enumerate(getattr(c, field)):
+            try:
+                ConditionSequence([text], field)
+            except ConditionError as exc:
+                problems.append(f"{path}.{field}[{i}]: {exc}")
 
 
 class OttlCondition:
@@ -83,7 +85,9 @@ class OttlCondition:
         ctx = Ctx(None, None, "", None, "")
         last_rh = last_sh = None
         try:
-            for res, res_schema, scope, scope_schema, span, rh, sh, raw in trace.spans:
+            # spans are decoded only when a condition reads beyond what the
+            # resource, the scope and a key's absence from the bytes tell
+            for res, res_schema, scope, scope_schema, span, rh, sh, raw in trace.span_headers:
                 if rh is not last_rh or sh is not last_sh:
                     h = groups.get((rh, sh))
                     if h is None:
@@ -93,15 +97,14 @@ class OttlCondition:
                     ctx.res_kv, ctx.scope_kv, ctx.memo = h
                     last_rh, last_sh = rh, sh
                 # one context, moved from span to span
-                ctx.span = span
-                ctx.raw = raw
+                ctx.set_raw(raw, span)
                 ctx.event = None
                 if span_seq is not None and span_seq.eval(ctx):
                     return YES
                 if ev_seq is not None:
                     # no event_index: the Collector's policy does not set
                     # one, so a condition reading it fails there too
-                    for ev in span.events:
+                    for ev in ctx.span.events:
                         ctx.event = ev
                         if ev_seq.eval(ctx):
                             return YES

@@ -222,9 +222,11 @@ class OffsetTracker:
 
     def settle(self, tids, buffered) -> None:
         """After a message was ingested: what is neither buffered nor being
-        exported (late spans of a dropped trace) is done."""
+        exported (late spans of a dropped trace) is done. ``buffered``: a
+        container of the buffered trace IDs, or a predicate."""
+        held = buffered if callable(buffered) else buffered.__contains__
         for tid in tids:
-            if tid not in buffered:
+            if not held(tid):
                 self.done(tid)
 
 
@@ -270,16 +272,17 @@ class LagClock:
 class KafkaReceiver:
     name = "kafka"
 
-    def __init__(self, cfg, pipeline, metrics, flush_timeout: float = 30.0):
+    def __init__(self, cfg, pipeline, metrics, flush_timeout: float = 30.0, *,
+                 clock: "LagClock", tracker: OffsetTracker):
+        """``clock`` and ``tracker``: the ones the pipeline was built with
+        (server.App), so its timers and policies run on the lag clock and
+        every decision reaches the offsets."""
         self.cfg = cfg
         self.pipeline = pipeline
         self.metrics = metrics
         self.flush_timeout = flush_timeout
-        self.tracker = OffsetTracker()
-        pipeline.tracker = self.tracker
-        self.clock = LagClock()
-        self.clock._last = pipeline.clock()
-        pipeline.clock = self.clock
+        self.tracker = tracker
+        self.clock = clock
         self.parts: dict = {}
         self.consumer = None
         self._task: asyncio.Task | None = None
@@ -418,7 +421,7 @@ class KafkaReceiver:
             return
         m.kafka_messages_total.labels(
             "partial" if res.rejected else "replayed" if replayed else "ok").inc()
-        self.tracker.settle(tids, p.buffer.traces)
+        self.tracker.settle(tids, p.holds)
 
     def status(self) -> dict:
         c = self.consumer
@@ -505,23 +508,20 @@ class KafkaReceiver:
             # fetch returning while this waits below): the new owner reads them
             gone = set(parts)
             p = self.pipeline
-            buf = p.buffer
             holds = self.tracker.holds
-            discarded = 0
+            forget = []
             for tid, refs in list(holds.items()):
                 if any(r[0] in gone for r in refs):
-                    if buf.discard(tid):
-                        discarded += 1
+                    forget.append(tid)
                     # the references stay counted: the commit stops below them
                     del holds[tid]
                     OffsetTracker.release([r for r in refs if r[0] not in gone])
-            p._gauges()
+            discarded = p.discard(forget)
             self.discarded += discarded
             self.metrics.kafka_discarded_traces_total.inc(discarded)
             # kept traces already decided: their exports are acknowledged
             # (releasing their offsets) before the commit
-            for e in p.exporters:
-                await e.flush(self.flush_timeout)
+            await p.flush_exports(self.flush_timeout)
             await self._commit(parts, final=True)
             for part in parts:
                 part.dead = True
@@ -548,4 +548,3 @@ class KafkaReceiver:
                 await self.consumer.stop()
             except Exception as exc:  # noqa: BLE001
                 log.warning("kafka receiver: stop: %s", exc)
-        self.pipeline.tracker = None

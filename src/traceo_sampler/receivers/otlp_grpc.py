@@ -67,6 +67,14 @@ class OtlpGrpcReceiver:
             m.invalid_requests_total.labels(self.name).inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"not a valid ExportTraceServiceRequest: {exc}")
+        acked = getattr(res, "acked", None)
+        if acked is not None:
+            # a front that answers once downstream acknowledged (router mode):
+            # '' or why not, then the client is told to retry
+            err = await acked
+            if err:
+                m.receiver_requests_total.labels(self.name, "unavailable").inc()
+                await context.abort(grpc.StatusCode.UNAVAILABLE, err)
         if res.rejected:
             m.receiver_requests_total.labels(self.name, "partial").inc()
             return partial_success(res.rejected, res.errors)

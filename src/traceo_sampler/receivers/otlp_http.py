@@ -69,6 +69,13 @@ class OtlpHttpReceiver:
             res = self.pipeline.ingest(body)
         except ValueError as exc:
             return self._bad(f"not a valid ExportTraceServiceRequest: {exc}", is_json)
+        acked = getattr(res, "acked", None)
+        if acked is not None:
+            # a front that answers once downstream acknowledged (router mode)
+            err = await acked
+            if err:
+                self.metrics.receiver_requests_total.labels(self.name, "unavailable").inc()
+                return web.Response(status=503, text=err + "\n", headers={"Retry-After": "1"})
         if res.rejected:
             self.metrics.receiver_requests_total.labels(self.name, "partial").inc()
             out = partial_success(res.rejected, res.errors)

@@ -24,7 +24,7 @@ from ..config import Config, ConfigError, load
 from ..progress import Progress
 from .replay import Clock, Run, read_requests, replay, total_bytes
 
-__all__ = ["simulate", "compare", "read_requests", "add_arguments", "run"]
+__all__ = ["simulate", "what_if", "read_requests", "add_arguments", "run"]
 
 
 def simulate(cfg: Config, inputs: list[str], progress=None) -> dict:
@@ -35,7 +35,7 @@ def simulate(cfg: Config, inputs: list[str], progress=None) -> dict:
     return r.report(inputs, invalid)
 
 
-def compare(current: Config, proposed: Config, inputs: list[str], progress=None) -> dict:
+def what_if(current: Config, proposed: Config, inputs: list[str], progress=None) -> dict:
     """Both policy sets over ``inputs`` in one pass. Bytes are priced with
     ``current``'s cost block for both, so the difference is the policies'."""
     from .compare import Join
@@ -79,7 +79,7 @@ def run(args, cfg: Config) -> int:
             if other is None:
                 out = simulate(cfg, args.inputs, bar.update)
             else:
-                out = compare(cfg, other, args.inputs, bar.update)
+                out = what_if(cfg, other, args.inputs, bar.update)
     except (OSError, ValueError) as exc:
         print(f"simulate: {exc}", file=sys.stderr)
         return 1
