@@ -19,6 +19,13 @@ Phases, all on the same pre-encoded synthetic load (traceo_sampler.loadgen):
                  from /metrics.
 (d) decision latency percentiles from the serve histogram
                  ``traceo_sampler_decision_latency_seconds`` of phase (b).
+(e) exporters  — phase (b)'s load with the OTLP exporter alone, then with a
+                 ``file`` exporter beside it: each exporter's spans/s and the
+                 clients' request latency (the file exporter's encoding must
+                 not hold back the OTLP exporter or the receivers).
+
+``--serve-src DIR`` runs serve from another build (e.g. the previous commit
+built in its own tree), for a before/after in the same session.
 
 Ratios: full_path spans/s over ceiling spans/s, and RSS per buffered span over
 encoded bytes per span. Subprocesses are started in their own sessions and
@@ -95,10 +102,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+SERVE_SRC = SRC   # --serve-src: run serve from another build (before/after in one session)
+
+
 def _child_env() -> dict:
     env = dict(os.environ)
-    if (SRC / "traceo_sampler").is_dir():
-        env["PYTHONPATH"] = str(SRC) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if (SERVE_SRC / "traceo_sampler").is_dir():
+        env["PYTHONPATH"] = str(SERVE_SRC) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
@@ -243,7 +253,7 @@ class Serve:
     """``traceo-sampler serve -c cfg.yaml`` as a subprocess."""
 
     def __init__(self, workdir: Path, name: str, sampler: dict, sink_endpoint: str, workers: int = 1,
-                 policies: list | None = None):
+                 policies: list | None = None, file_exporter: Path | None = None):
         self.workdir = workdir
         self.name = name
         self.grpc_port = free_port()
@@ -253,7 +263,8 @@ class Serve:
         cfg = {
             "receivers": {"otlp": {"grpc": {"endpoint": self.endpoint}}},
             "sampler": {**sampler, "policies": policies or POLICIES},
-            "exporters": {"otlp": {"endpoint": sink_endpoint}},
+            "exporters": {"otlp": {"endpoint": sink_endpoint},
+                          **({"file": {"path": str(file_exporter)}} if file_exporter else {})},
             "admin": {"endpoint": self.admin},
             "service": {"workers": workers},
         }
@@ -600,6 +611,63 @@ def phase_full(reqs, sink: SinkProc, workdir: Path, concurrency: int, timers: di
     return out, m
 
 
+def phase_exporters(reqs, sink: SinkProc, workdir: Path, concurrency: int, timers: dict,
+                    with_file: bool) -> dict:
+    """(e) The OTLP exporter with and without a ``file`` exporter beside it,
+    under the full-path load, every trace kept: each exporter's spans/s (from the first
+    request sent to the last span it exported) and the clients' request
+    latency. The file exporter's JSON encoding must not hold back the OTLP
+    exporter or the receivers."""
+    sink.call("Mode", b"parse")
+    sink.call("Reset")
+    name = "serve-exporters-" + ("otlp+file" if with_file else "otlp")
+    out_file = workdir / f"{name}.jsonl"
+    # every trace kept: both exporters carry the whole load
+    serve = Serve(workdir, name, timers, sink.endpoint, 1, [{"name": "all", "type": "always_sample"}],
+                  out_file if with_file else None)
+    progress: dict[str, list] = {}
+    halt = threading.Event()
+
+    def poll() -> None:
+        while not halt.is_set():
+            m = serve.metrics()
+            by = metric_by(m, "traceo_sampler_spans_exported_total", "exporter") or {}
+            now = time.monotonic()
+            for exp, n in by.items():
+                p = progress.setdefault(exp, [0.0, now])
+                if n > p[0]:
+                    progress[exp] = [n, now]
+            halt.wait(0.25)
+
+    try:
+        serve.wait_ready()
+        t0 = time.monotonic()
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        r = send(serve.endpoint, reqs, concurrency)
+
+        def drained() -> bool:
+            m = serve.metrics()
+            q = metric_sum(m, "traceo_sampler_exporter_queue_bytes")
+            bt = metric_sum(m, "traceo_sampler_buffer_traces")
+            return (bt is None or bt == 0) and (q is None or q == 0)
+
+        wait_stable(lambda: sink.call("Stats"), 3.0, 300.0, drained)
+        halt.set()
+        poller.join(2)
+        serve.stop(60)
+    except BaseException:
+        halt.set()
+        serve.stop(10)
+        raise
+    exporters = {}
+    for exp, (n, t_last) in sorted(progress.items()):
+        secs = max(t_last - t0, 1e-9)
+        exporters[exp] = {"spans": n, "seconds": round(secs, 2), "spans_per_s": round(n / secs, 1)}
+    return {"spans_per_s_in": r["spans_per_s"], "rpc_latency_ms": r["rpc_latency_ms"],
+            "errors": r["errors"], "exporters": exporters}
+
+
 def otelcol_binary() -> str | None:
     """The Collector binary scripts/otelcol.sh builds, when it is there
     (TRACEO_OTELCOL_BIN, else the script's path); never built here."""
@@ -812,7 +880,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="directory keeping built loads between runs (default %(default)s)")
     ap.add_argument("--no-cache", action="store_true", help="always build the load")
     ap.add_argument("--memory-limit-mib", type=int, default=4096, help="serve's memory limit in phase (c)")
-    ap.add_argument("--skip", action="append", default=[], choices=("ceiling", "full", "memory", "collector", "ottl"),
+    ap.add_argument("--skip", action="append", default=[],
+                    choices=("ceiling", "full", "memory", "collector", "ottl", "exporters"),
                     help="skip a phase (repeatable)")
     ap.add_argument("--workdir", default=None, help="keep configs and logs here (default: a temp dir, removed)")
     ap.add_argument("--out", default=None, help="also write the JSON to this file")
@@ -820,9 +889,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="service.workers values of phases (b) and (c), comma-separated (default %(default)s)")
     ap.add_argument("--channels", type=int, default=4,
                     help="client TCP connections the load is spread over (default %(default)s)")
+    ap.add_argument("--serve-src", default=None,
+                    help="run serve from this src/ (another build), e.g. the previous commit's")
     args = ap.parse_args(argv)
-    global CHANNELS
+    global CHANNELS, SERVE_SRC
     CHANNELS = args.channels
+    if args.serve_src:
+        SERVE_SRC = Path(args.serve_src).resolve()
     worker_counts = [int(w) for w in args.workers.split(",") if w.strip()]
 
     n_spans = args.spans or (50_000 if args.quick else 300_000)
@@ -846,7 +919,8 @@ def main(argv: list[str] | None = None) -> int:
                    "concurrency": args.concurrency, "spans_per_request": args.spans_per_request,
                    "seed": args.seed, "services": args.services, "error_rate": args.error_rate,
                    "policies": POLICIES, "workers": worker_counts, "channels": args.channels},
-        "load": None, "ceiling": None, "full_path": None, "memory": None,
+        "serve_src": str(SERVE_SRC),
+        "load": None, "ceiling": None, "full_path": None, "memory": None, "exporters": None,
         "full_path_by_workers": {}, "memory_by_workers": {}, "collector": None, "full_path_ottl": None,
         "decision_latency_s": None, "ratios": {}, "errors": [],
     }
@@ -911,6 +985,22 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # noqa: BLE001
                 result["errors"].append(f"full_path: {exc}")
                 log(f"full path failed: {exc}")
+
+        if "exporters" not in args.skip:
+            try:
+                timers = {"decision_wait": args.decision_wait, "root_wait": args.root_wait,
+                          "idle_timeout": args.idle_timeout}
+                ex = {k: phase_exporters(reqs, sink, workdir, args.concurrency, timers, f)
+                      for k, f in (("otlp_alone", False), ("otlp_and_file", True))}
+                alone = ex["otlp_alone"]["exporters"].get("otlp", {}).get("spans_per_s")
+                beside = ex["otlp_and_file"]["exporters"].get("otlp", {}).get("spans_per_s")
+                ex["otlp_rate_beside_file_over_alone"] = (
+                    round(beside / alone, 3) if alone and beside else None)
+                result["exporters"] = ex
+                log(f"exporters: {json.dumps(ex)}")
+            except Exception as exc:  # noqa: BLE001
+                result["errors"].append(f"exporters: {exc}")
+                log(f"exporters phase failed: {exc}")
 
         binary = otelcol_binary() if "collector" not in args.skip else None
         if psutil is not None and binary is not None:

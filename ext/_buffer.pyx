@@ -338,12 +338,6 @@ cdef class _Ingest(_Walker):
     cdef int on_span(self, SpanRec* r, dict attrs) except -1:
         cdef SpanRec* grown
         cdef Py_ssize_t cap
-        # the scanner decodes trace_state then name: check them in that order
-        # (ASCII needs no decoding; anything else goes through the cache)
-        if r.ts_len and not traceo_is_ascii(r.ts, r.ts_len):
-            self._str(r.ts, r.ts_len, "span trace_state")
-        if r.name_len and not traceo_is_ascii(r.name, r.name_len):
-            self._str(r.name, r.name_len, "span name")
         if self.n == self.cap:
             cap = 2 * self.cap if self.cap else 256
             grown = <SpanRec*>PyMem_Realloc(self.recs, cap * sizeof(SpanRec))

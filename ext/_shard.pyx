@@ -113,9 +113,7 @@ cdef class _CSplit(_Walker):
         PyMem_Free(self.recs)
 
     cdef int on_span(self, SpanRec* r, dict attrs) except -1:
-        # the scanner's UTF-8 checks, in its order
-        self._str(r.ts, r.ts_len, "span trace_state")
-        self._str(r.name, r.name_len, "span name")
+        # (the walk checked the span's strings already)
         cdef Rec* grown
         if self.n == self.cap:
             self.cap = self.cap * 2 if self.cap else 256

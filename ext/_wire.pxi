@@ -10,8 +10,13 @@
 # keeps the C record and inserts it into the buffer once the whole request
 # has been walked without error.
 #
-# ``on_span`` must also do the UTF-8 checks of trace_state then name (the
-# scanner decodes them; a span's strings are checked in that order).
+# Every string the walk meets inside a span, its resource and its scope is
+# checked to be UTF-8 and every nested message (events, links, AnyValue,
+# KeyValueList, ArrayValue) to be well formed, because the kept span is
+# exported byte for byte and a strict decoder downstream refuses the whole
+# batch holding it. A span with bad content is rejected alone (its frame is
+# sound, so the walk goes on); a resource or scope with bad content rejects
+# the spans under it.
 
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -60,20 +65,44 @@ cdef extern from *:
         return acc == 0;
     }
 
-    static inline int traceo_is_ascii(const unsigned char *p, Py_ssize_t n) {
-        uint64_t acc = 0, w;
+    /* Strict UTF-8, as Python's decoder and Go's utf8.Valid accept it: no
+       overlong forms, no surrogates, nothing above U+10FFFF. */
+    static inline int traceo_utf8_valid(const unsigned char *s, Py_ssize_t n) {
         Py_ssize_t i = 0;
-        if (n < 8) {
-            for (; i < n; i++) acc |= p[i];
-            return acc < 0x80;
+        uint64_t w;
+        unsigned char c, c1;
+        while (i < n) {
+            if (i + 8 <= n) {
+                memcpy(&w, s + i, 8);
+                if ((w & 0x8080808080808080ULL) == 0) { i += 8; continue; }
+            }
+            c = s[i];
+            if (c < 0x80) { i++; continue; }
+            if (c < 0xC2) return 0;
+            if (c < 0xE0) {
+                if (i + 1 >= n || (s[i + 1] & 0xC0) != 0x80) return 0;
+                i += 2; continue;
+            }
+            if (c < 0xF0) {
+                if (i + 2 >= n) return 0;
+                c1 = s[i + 1];
+                if ((c1 & 0xC0) != 0x80 || (s[i + 2] & 0xC0) != 0x80) return 0;
+                if (c == 0xE0 && c1 < 0xA0) return 0;
+                if (c == 0xED && c1 >= 0xA0) return 0;
+                i += 3; continue;
+            }
+            if (c < 0xF5) {
+                if (i + 3 >= n) return 0;
+                c1 = s[i + 1];
+                if ((c1 & 0xC0) != 0x80 || (s[i + 2] & 0xC0) != 0x80
+                        || (s[i + 3] & 0xC0) != 0x80) return 0;
+                if (c == 0xF0 && c1 < 0x90) return 0;
+                if (c == 0xF4 && c1 >= 0x90) return 0;
+                i += 4; continue;
+            }
+            return 0;
         }
-        for (; i + 8 <= n; i += 8) {
-            memcpy(&w, p + i, 8);
-            acc |= w;
-        }
-        memcpy(&w, p + n - 8, 8);  /* the tail, overlapping */
-        acc |= w;
-        return (acc & 0x8080808080808080ULL) == 0;
+        return 1;
     }
 
     /* Slot in the per-call string cache (128 slots) for the n bytes at p. */
@@ -108,7 +137,7 @@ cdef extern from *:
     uint64_t traceo_u32le(const unsigned char* p) noexcept nogil
     double traceo_double(uint64_t bits) noexcept nogil
     bint traceo_all_zero(const unsigned char* p, Py_ssize_t n) noexcept nogil
-    bint traceo_is_ascii(const unsigned char* p, Py_ssize_t n) noexcept nogil
+    bint traceo_utf8_valid(const unsigned char* p, Py_ssize_t n) noexcept nogil
     unsigned int traceo_slot(const unsigned char* p, Py_ssize_t n) noexcept nogil
     const unsigned char* traceo_varint(
         const unsigned char* p, const unsigned char* end, uint64_t* out) noexcept nogil
@@ -136,6 +165,21 @@ cdef enum:
 
 cdef enum:
     CACHE_SIZE = 128   # must match traceo_slot (7 bits)
+
+cdef enum:
+    # Levels of AnyValue nesting (an attribute's own value is level 1). The
+    # protobuf decoders of C++, Java and Python stop at 100 nested messages;
+    # a link attribute at level 20 is 64 deep, well inside it.
+    MAX_ANY_DEPTH = 20
+
+
+class ContentError(ValueError):
+    """Bad content inside a well-framed message: rejects the spans it
+    belongs to, not the request. ``reason`` is the invalid_spans_total label."""
+
+    def __init__(self, reason, message):
+        ValueError.__init__(self, message)
+        self.reason = reason
 
 cdef bytes _EMPTY_BYTES = b""
 cdef str _EMPTY_STR = ""
@@ -242,6 +286,7 @@ cdef class _Walker:
     cdef object service
     cdef Py_ssize_t group        # index of the ScopeSpans being walked
     cdef object group_obj        # the same as a Python int
+    cdef object gbad             # (prefix, ContentError) rejecting the group's spans, or None
     # Per-call cache of decoded strings (span names, attribute values repeat
     # a lot within a request): slot -> bytes in the buffer and owned str.
     cdef const unsigned char* c_ptr[CACHE_SIZE]
@@ -340,17 +385,59 @@ cdef class _Walker:
         return s
 
     @cython.final
-    cdef int _check_key(self, const unsigned char* p, Py_ssize_t n) except -1:
-        if not traceo_is_ascii(p, n):
-            self._decode(p, n, "attribute key")
+    cdef inline int _utf8(self, const unsigned char* p, uint64_t n, str what) except -1:
+        if n and not traceo_utf8_valid(p, <Py_ssize_t>n):
+            self._bad_utf8(p, what)
         return 0
+
+    @cython.final
+    cdef int _bad_utf8(self, const unsigned char* p, str what) except -1:
+        raise ContentError("invalid_utf8", f"invalid UTF-8 in {what} at byte {p - self.base}")
 
     # -- fields -----------------------------------------------------------
     @cython.final
     cdef inline const unsigned char* _next(self, const unsigned char* p,
                                            const unsigned char* end,
                                            Field* f) except NULL:
-        """Read the field at p (p < end); return the byte after it."""
+        """Read the field at p (p < end); return the byte after it.
+
+        The common shapes (one-byte tag, then a one-byte length or varint,
+        or a fixed value) take this short path, small enough to be inlined
+        at every call site; everything else goes to ``_next_full``."""
+        cdef uint64_t tag = p[0]
+        cdef Py_ssize_t avail = end - p
+        cdef int wt = tag & 7
+        if tag >= 8 and tag < 0x80 and avail >= 2:
+            if wt == 2:
+                if p[1] < 0x80 and <Py_ssize_t>p[1] <= avail - 2:
+                    f.tag = tag
+                    f.val = p[1]
+                    f.body = p + 2
+                    return p + 2 + p[1]
+            elif wt == 0:
+                if p[1] < 0x80:
+                    f.tag = tag
+                    f.val = p[1]
+                    f.body = p + 2
+                    return p + 2
+            elif wt == 1:
+                if avail >= 9:
+                    f.tag = tag
+                    f.val = traceo_u64le(p + 1)
+                    f.body = p + 1
+                    return p + 9
+            elif wt == 5:
+                if avail >= 5:
+                    f.tag = tag
+                    f.val = traceo_u32le(p + 1)
+                    f.body = p + 1
+                    return p + 5
+        return self._next_full(p, end, f)
+
+    @cython.final
+    cdef const unsigned char* _next_full(self, const unsigned char* p,
+                                         const unsigned char* end,
+                                         Field* f) except NULL:
         cdef const unsigned char* tagp = p
         cdef const unsigned char* q
         cdef uint64_t tag = 0, v = 0
@@ -362,6 +449,8 @@ cdef class _Walker:
             if q == NULL:
                 self._err_varint(p, end)
             p = q
+            if tag > 0xFFFFFFFFu:  # protobuf's field numbers end at 2^29 - 1
+                raise ValueError(f"field number {tag >> 3} out of range at byte {tagp - self.base}")
         if tag < 8:
             self._err_field(tagp, p, end, tag, 0)
         f.tag = tag
@@ -453,18 +542,29 @@ cdef class _Walker:
         cdef const unsigned char* q
         cdef bytes header = self.header(p, end)
         cdef dict rattrs = None
+        cdef object bad = None
         self.service = _EMPTY_STR
         q = p
         while q < end:
             q = self._next(q, end, &f)
-            if f.tag == 0x0A:  # resource (repeated occurrences merge)
-                rattrs = self.resource(f.body, f.body + f.val, rattrs)
+            if bad is not None:
+                continue
+            try:
+                if f.tag == 0x0A:  # resource (repeated occurrences merge)
+                    rattrs = self.resource(f.body, f.body + f.val, rattrs)
+                elif f.tag == 0x1A:
+                    self._utf8(f.body, f.val, "schema_url")
+            except ValueError as exc:
+                bad = ("resource: ", exc)
         service = self.service
+        if bad is not None:  # its spans are all rejected: nothing to extract
+            rattrs = None
+            service = _EMPTY_STR
         q = p
         while q < end:
             q = self._next(q, end, &f)
             if f.tag == 0x12:  # scope_spans
-                self.scope_spans(f.body, f.body + f.val, header, service, rattrs)
+                self.scope_spans(f.body, f.body + f.val, header, service, rattrs, bad)
         return 0
 
     @cython.final
@@ -474,24 +574,116 @@ cdef class _Walker:
             p = self._next(p, end, &f)
             if f.tag == 0x0A:  # attributes
                 rattrs = self.key_value(f.body, f.body + f.val, rattrs, True)
+            elif f.tag == 0x1A:  # entity_refs
+                self.entity_ref(f.body, f.body + f.val)
         return rattrs
 
     @cython.final
-    cdef int scope_spans(self, const unsigned char* p, const unsigned char* end,
-                         bytes resource_header, object service, dict rattrs) except -1:
+    cdef int entity_ref(self, const unsigned char* p, const unsigned char* end) except -1:
         cdef Field f
+        while p < end:
+            p = self._next(p, end, &f)
+            if f.tag == 0x0A or f.tag == 0x12 or f.tag == 0x1A or f.tag == 0x22:
+                self._utf8(f.body, f.val, "entity_ref")
+        return 0
+
+    @cython.final
+    cdef int scope(self, const unsigned char* p, const unsigned char* end) except -1:
+        cdef Field f
+        while p < end:
+            p = self._next(p, end, &f)
+            if f.tag == 0x0A:
+                self._utf8(f.body, f.val, "scope name")
+            elif f.tag == 0x12:
+                self._utf8(f.body, f.val, "scope version")
+            elif f.tag == 0x1A:  # attributes
+                self.check_kv(f.body, f.body + f.val, 1)
+        return 0
+
+    @cython.final
+    cdef int scope_spans(self, const unsigned char* p, const unsigned char* end,
+                         bytes resource_header, object service, dict rattrs,
+                         object bad) except -1:
+        cdef Field f
+        cdef const unsigned char* q = p
         self.group = len(self.groups)
         self.group_obj = PyLong_FromSsize_t(self.group)
         self.groups.append((resource_header, self.header(p, end), service, rattrs))
+        # the scope may come after the spans: check it before any span is taken
+        while bad is None and q < end:
+            q = self._next(q, end, &f)
+            try:
+                if f.tag == 0x0A:  # scope
+                    self.scope(f.body, f.body + f.val)
+                elif f.tag == 0x1A:
+                    self._utf8(f.body, f.val, "schema_url")
+            except ValueError as exc:
+                bad = ("scope: ", exc)
+        self.gbad = bad
         while p < end:
             p = self._next(p, end, &f)
             if f.tag == 0x12:  # spans
                 self.span(f.body, <Py_ssize_t>f.val)
         return 0
 
+    # -- attributes (AnyValue and what nests in it) ------------------------
+    @cython.final
+    cdef int any_value(self, const unsigned char* p, const unsigned char* end,
+                       int depth) except -1:
+        """Check an AnyValue body at nesting level ``depth``."""
+        cdef Field f
+        if depth > MAX_ANY_DEPTH:
+            raise ContentError(
+                "nesting_too_deep",
+                f"attribute value at byte {p - self.base} nested deeper than "
+                f"{MAX_ANY_DEPTH} levels")
+        while p < end:
+            p = self._next(p, end, &f)
+            if f.tag == 0x0A:  # string_value
+                self._utf8(f.body, f.val, "attribute value")
+            elif f.tag == 0x2A:  # array_value
+                self.array_value(f.body, f.body + f.val, depth + 1)
+            elif f.tag == 0x32:  # kvlist_value
+                self.kvlist_value(f.body, f.body + f.val, depth + 1)
+        return 0
+
+    @cython.final
+    cdef int array_value(self, const unsigned char* p, const unsigned char* end,
+                         int depth) except -1:
+        cdef Field f
+        while p < end:
+            p = self._next(p, end, &f)
+            if f.tag == 0x0A:  # values
+                self.any_value(f.body, f.body + f.val, depth)
+        return 0
+
+    @cython.final
+    cdef int kvlist_value(self, const unsigned char* p, const unsigned char* end,
+                          int depth) except -1:
+        cdef Field f
+        while p < end:
+            p = self._next(p, end, &f)
+            if f.tag == 0x0A:  # values
+                self.check_kv(f.body, f.body + f.val, depth)
+        return 0
+
+    @cython.final
+    cdef int check_kv(self, const unsigned char* p, const unsigned char* end,
+                      int depth) except -1:
+        """Check a KeyValue whose value is at nesting level ``depth``."""
+        cdef Field f
+        while p < end:
+            p = self._next(p, end, &f)
+            if f.tag == 0x0A:  # key
+                self._utf8(f.body, f.val, "attribute key")
+            elif f.tag == 0x12:  # value
+                self.any_value(f.body, f.body + f.val, depth)
+        return 0
+
     @cython.final
     cdef dict key_value(self, const unsigned char* p, const unsigned char* end,
                         dict d, bint resource):
+        """Check a span or resource attribute and extract it when wanted."""
         cdef Field f
         cdef Field g
         cdef const unsigned char* key_p = p
@@ -511,6 +703,7 @@ cdef class _Walker:
             if f.tag == 0x0A:  # key
                 key_p = f.body
                 key_len = <Py_ssize_t>f.val
+                self._utf8(key_p, f.val, "attribute key")
             elif f.tag == 0x12:  # value: AnyValue; occurrences merge
                 q = f.body
                 vend = q + f.val
@@ -523,6 +716,12 @@ cdef class _Walker:
                             vkind = <int>fn
                             vbody = g.body
                             vval = g.val
+                            if fn == 1:
+                                self._utf8(g.body, g.val, "attribute value")
+                            elif fn == 5:
+                                self.array_value(g.body, g.body + g.val, 2)
+                            elif fn == 6:
+                                self.kvlist_value(g.body, g.body + g.val, 2)
                     elif fn == 2 or fn == 3 or fn == 8:
                         if wt == 0:
                             vkind = <int>fn
@@ -532,7 +731,6 @@ cdef class _Walker:
                             vkind = 4
                             vval = g.val
         if keys.decode:
-            self._check_key(key_p, key_len)
             for i in range(keys.n):
                 if keys.lens[i] == key_len and memcmp(keys.ptrs[i], key_p, key_len) == 0:
                     match = i
@@ -560,39 +758,65 @@ cdef class _Walker:
             d[keys.strs[match]] = value
         return d
 
+    # -- spans ------------------------------------------------------------
     @cython.final
-    cdef int span(self, const unsigned char* p, Py_ssize_t length) except -1:
+    cdef int event(self, const unsigned char* p, const unsigned char* end) except -1:
+        cdef Field f
+        while p < end:
+            p = self._next(p, end, &f)
+            if f.tag == 0x12:
+                self._utf8(f.body, f.val, "event name")
+            elif f.tag == 0x1A:  # attributes
+                self.check_kv(f.body, f.body + f.val, 1)
+        return 0
+
+    @cython.final
+    cdef int link(self, const unsigned char* p, const unsigned char* end) except -1:
+        cdef Field f
+        while p < end:
+            p = self._next(p, end, &f)
+            if f.tag == 0x0A:
+                if f.val != 16 and f.val != 0:
+                    raise ContentError(
+                        "link_id_length", f"link trace_id at byte {f.body - self.base} "
+                        f"must be 16 bytes or empty, got {f.val}")
+            elif f.tag == 0x12:
+                if f.val != 8 and f.val != 0:
+                    raise ContentError(
+                        "link_id_length", f"link span_id at byte {f.body - self.base} "
+                        f"must be 8 bytes or empty, got {f.val}")
+            elif f.tag == 0x1A:
+                self._utf8(f.body, f.val, "link trace_state")
+            elif f.tag == 0x22:  # attributes
+                self.check_kv(f.body, f.body + f.val, 1)
+        return 0
+
+    @cython.final
+    cdef dict span_fields(self, const unsigned char* p, const unsigned char* end,
+                          SpanRec* r, Py_ssize_t* id_lens):
+        """Walk (and check) a span's fields into ``r``; return its attrs."""
         cdef Field f
         cdef Field g
-        cdef SpanRec r
-        cdef const unsigned char* end = p + length
-        cdef const unsigned char* q = p
         cdef const unsigned char* s
         cdef const unsigned char* send
-        cdef Py_ssize_t tid_len = 0, sid_len = 0
         cdef dict attrs = None
-        cdef bint decode_keys = self.keys.decode
-        cdef Py_ssize_t index = self.span_index
-        self.span_index = index + 1
-        r.tid = r.sid = r.pid = r.ts = r.name = p
-        r.pid_len = r.ts_len = r.name_len = 0
-        r.start = r.end = 0
-        r.kind = r.code = 0
-        while q < end:
-            q = self._next(q, end, &f)
+        while p < end:
+            p = self._next(p, end, &f)
             if f.tag == 0x0A:
                 r.tid = f.body
-                tid_len = <Py_ssize_t>f.val
+                id_lens[0] = <Py_ssize_t>f.val
             elif f.tag == 0x12:
                 r.sid = f.body
-                sid_len = <Py_ssize_t>f.val
+                id_lens[1] = <Py_ssize_t>f.val
             elif f.tag == 0x1A:
+                self._utf8(f.body, f.val, "span trace_state")
                 r.ts = f.body
                 r.ts_len = <Py_ssize_t>f.val
             elif f.tag == 0x22:
                 r.pid = f.body
                 r.pid_len = <Py_ssize_t>f.val
             elif f.tag == 0x2A:
+                self._utf8(f.body, f.val, "span name")
                 r.name = f.body
                 r.name_len = <Py_ssize_t>f.val
             elif f.tag == 0x30:  # kind (enum: int32)
@@ -602,8 +826,11 @@ cdef class _Walker:
             elif f.tag == 0x41:  # end_time_unix_nano (fixed64)
                 r.end = f.val
             elif f.tag == 0x4A:  # attributes
-                if decode_keys:
-                    attrs = self.key_value(f.body, f.body + f.val, attrs, False)
+                attrs = self.key_value(f.body, f.body + f.val, attrs, False)
+            elif f.tag == 0x5A:  # events
+                self.event(f.body, f.body + f.val)
+            elif f.tag == 0x6A:  # links
+                self.link(f.body, f.body + f.val)
             elif f.tag == 0x7A:  # status (occurrences merge)
                 s = f.body
                 send = s + f.val
@@ -611,10 +838,33 @@ cdef class _Walker:
                     s = self._next(s, send, &g)
                     if g.tag == 0x18:  # code
                         r.code = _int32(g.val)
-        if (tid_len != 16 or traceo_all_zero(r.tid, 16)
-                or sid_len != 8 or traceo_all_zero(r.sid, 8)
-                or (r.pid_len != 8 and r.pid_len != 0) or r.end < r.start):
-            return self._reject(index, r.tid, tid_len, r.sid, sid_len, r.pid_len)
+                    elif g.tag == 0x12:
+                        self._utf8(g.body, g.val, "status message")
+        return attrs
+
+    @cython.final
+    cdef int span(self, const unsigned char* p, Py_ssize_t length) except -1:
+        cdef SpanRec r
+        cdef Py_ssize_t id_lens[2]
+        cdef dict attrs
+        cdef Py_ssize_t index = self.span_index
+        self.span_index = index + 1
+        if self.gbad is not None:
+            return self._reject_content(index, self.gbad[0], self.gbad[1])
+        id_lens[0] = id_lens[1] = 0
+        r.tid = r.sid = r.pid = r.ts = r.name = p
+        r.pid_len = r.ts_len = r.name_len = 0
+        r.start = r.end = 0
+        r.kind = r.code = 0
+        try:
+            attrs = self.span_fields(p, p + length, &r, id_lens)
+        except ValueError as exc:  # its frame is sound: the other spans go on
+            return self._reject_content(index, "", exc)
+        if (id_lens[0] != 16 or traceo_all_zero(r.tid, 16)
+                or id_lens[1] != 8 or traceo_all_zero(r.sid, 8)
+                or (r.pid_len != 8 and r.pid_len != 0)
+                or r.start == 0 or r.end == 0 or r.end < r.start):
+            return self._reject(index, &r, id_lens[0], id_lens[1])
         r.group = self.group
         r.off = p - self.base
         r.length = length
@@ -624,25 +874,37 @@ cdef class _Walker:
         return 0
 
     @cython.final
-    cdef int _reject(self, Py_ssize_t index, const unsigned char* tid, Py_ssize_t tid_len,
-                     const unsigned char* sid, Py_ssize_t sid_len,
-                     Py_ssize_t pid_len) except -1:
+    cdef int _reject_content(self, Py_ssize_t index, str where, object exc) except -1:
+        self.rejected += 1
+        self.errors.append(f"span {index}: {where}{exc}")
+        self.reasons.append(getattr(exc, "reason", "malformed"))
+        return 0
+
+    @cython.final
+    cdef int _reject(self, Py_ssize_t index, SpanRec* r, Py_ssize_t tid_len,
+                     Py_ssize_t sid_len) except -1:
         # Called only when one check failed; the order is the contract's.
         if tid_len != 16:
             reason = "trace_id_length"
             msg = f"trace_id must be 16 bytes, got {tid_len}"
-        elif traceo_all_zero(tid, 16):
+        elif traceo_all_zero(r.tid, 16):
             reason = "trace_id_zero"
             msg = "trace_id must not be all zero"
         elif sid_len != 8:
             reason = "span_id_length"
             msg = f"span_id must be 8 bytes, got {sid_len}"
-        elif traceo_all_zero(sid, 8):
+        elif traceo_all_zero(r.sid, 8):
             reason = "span_id_zero"
             msg = "span_id must not be all zero"
-        elif pid_len != 8 and pid_len != 0:
+        elif r.pid_len != 8 and r.pid_len != 0:
             reason = "parent_span_id_length"
-            msg = f"parent_span_id must be 8 bytes or empty, got {pid_len}"
+            msg = f"parent_span_id must be 8 bytes or empty, got {r.pid_len}"
+        elif r.start == 0:
+            reason = "start_time_zero"
+            msg = "start_time_unix_nano must not be 0"
+        elif r.end == 0:
+            reason = "end_time_zero"
+            msg = "end_time_unix_nano must not be 0"
         else:
             reason = "end_before_start"
             msg = "end_time_unix_nano before start_time_unix_nano"

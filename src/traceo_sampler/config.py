@@ -16,7 +16,7 @@ import yaml
 
 from .cfgtypes import (Duration, Fraction, NonNeg, NonNegFloat, Percent, Positive,  # noqa: F401
                        PositiveFloat, _Base, _dec_hook, _enc_hook)
-from .policies import POLICY_STRUCTS, REGISTRY, PolicyCfg, block_attr
+from .policies import POLICY_STRUCTS, REGISTRY, PolicyCfg
 
 # ---------------------------------------------------------------- receivers
 class ServerTls(_Base):

@@ -284,6 +284,7 @@ class Pipeline:
         size = spans = 0
         services: dict[str, list] = {}
         tids: list[bytes] = []
+        parts: list[tuple] = []   # per trace, for an exporter to isolate a refused one
         for t, trigger in items:
             d, orph, skew, missing_root = consistency(t, tol, skew_amounts)
             dups += d
@@ -317,6 +318,7 @@ class Pipeline:
                         row[1] += nb
                 blobs.append(blob)
                 tids.append(t.trace_id)
+                parts.append((size + len(blob), n, per_service, t.trace_id))
                 # a tuple here, the dict only when /api/status asks (recent_kept)
                 self.recent.append((t.trace_id, dec.policy, trigger, n, per_service, dec.threshold,
                                     time.time(), t.root_service, t.root_name,
@@ -324,8 +326,8 @@ class Pipeline:
                 size += len(blob)
                 spans += n
                 if size >= EXPORT_ITEM_BYTES:
-                    self._export(b"".join(blobs), spans, services, tids, now)
-                    blobs, size, spans, services, tids = [], 0, 0, {}, []
+                    self._export(b"".join(blobs), spans, services, tids, now, parts)
+                    blobs, size, spans, services, tids, parts = [], 0, 0, {}, [], []
             else:
                 label = "dropped" if dec.dropped else "not_sampled"
                 self.traces_dropped += 1
@@ -335,7 +337,7 @@ class Pipeline:
             decided[key] = decided.get(key, 0) + 1
             self.decided += 1
         if blobs:
-            self._export(b"".join(blobs), spans, services, tids, now)
+            self._export(b"".join(blobs), spans, services, tids, now, parts)
         for key, n in decided.items():
             m.traces_decided_total.labels(*key).inc(n)
         errors = self.decider.errors
@@ -370,7 +372,8 @@ class Pipeline:
             a = self._policy_attrs[policy] = policy_attribute(policy)
         return a
 
-    def _export(self, blob: bytes, spans: int, services: dict[str, list], trace_ids, now) -> None:
+    def _export(self, blob: bytes, spans: int, services: dict[str, list], trace_ids, now,
+                parts=None) -> None:
         """Hand kept spans to every exporter; ``services``: label → [spans,
         span bytes as received]. Cost counts the received bytes of what is
         kept, so exported <= received and the saving ratio is exact."""
@@ -379,7 +382,7 @@ class Pipeline:
         if self.tracker is not None:
             ack = self.tracker.take(trace_ids, len(self.exporters))
         for exp in self.exporters:
-            exp.submit(Item(blob, spans, counts, trace_ids, now, ack))
+            exp.submit(Item(blob, spans, counts, trace_ids, now, ack, parts))
         for svc, (n, nb) in services.items():
             row = self._svc(svc)
             row[2] += n

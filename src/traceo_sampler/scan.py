@@ -14,26 +14,29 @@ Points the contract leaves open, decided the same way in both twins:
 
 * Span numbers in ``errors`` count every span met in the request (valid or
   not), from 0.
-* Validation order: trace_id length, trace_id zero, span_id length, span_id
-  zero, parent_span_id length, end before start; only the first failure is
-  reported. ``trace_state``/``name`` are decoded only for valid spans.
+* Validation order: first the span's content, in byte order (a framing
+  error inside the span, a string that is not UTF-8, a link ID of the wrong
+  length, AnyValue nested deeper than ``MAX_ANY_DEPTH``); then trace_id
+  length, trace_id zero, span_id length, span_id zero, parent_span_id length,
+  start time 0, end time 0, end before start. Only the first failure is
+  reported. Bad content in a span's resource or scope (checked before any
+  of their spans) rejects every span under it, ``"resource: "`` or
+  ``"scope: "`` before the message.
 * Attribute values of unsupported kinds (array, kvlist, string_value_strindex,
   no value) are ignored: they neither enter the dict nor remove an earlier
   occurrence of the same key. ``service`` is the value of the last
   ``service.name`` attribute holding a ``string_value``.
 * Repeated occurrences of a singular message field (``Span.status``,
   ``KeyValue.value``, ``ResourceSpans.resource``) merge, as protobuf does.
-* Only the messages the scanner needs are walked and checked: the request,
-  ``ResourceSpans``, ``Resource`` and its attributes, ``ScopeSpans``,
-  ``Span``, ``Status``, and span attributes when ``attr_keys`` is not empty.
-  Everything else (events, links, scope, unmatched values, unknown fields) is
-  skipped by its length without looking inside.
-* When ``attr_keys`` is empty, attribute keys are not decoded at all (span
-  attributes are skipped, resource keys are compared as bytes with
-  ``service.name``); when it is not empty every attribute key met is decoded,
-  so invalid UTF-8 in any key raises.
-* Also invalid, like protobuf says: field number 0, a varint longer than 10
-  bytes. Enum fields (``kind``, ``Status.code``) are read as int32, as
+* Every known message of the span, resource and scope is walked and
+  checked (events, links, status, attributes, AnyValue, ArrayValue,
+  KeyValueList, entity refs), so that every span accepted is one a strict
+  OTLP decoder accepts; unknown fields are skipped by their length, as
+  decoders do. A framing error outside the spans (in the request,
+  ``ResourceSpans`` or ``ScopeSpans`` themselves) makes the whole request
+  invalid (``ValueError``).
+* Also invalid, like protobuf says: field number 0 or above 2^29 - 1, a
+  varint longer than 10 bytes. Enum fields (``kind``, ``Status.code``) are read as int32, as
   protobuf does (a negative enum comes out negative).
 * ``resource_attrs`` is one dict shared by all the groups of a ResourceSpans.
   ``data`` may be any bytes-like object; offsets index into it.
@@ -45,6 +48,8 @@ from typing import Any, Protocol
 
 __all__ = [
     "IMPLEMENTATION",
+    "MAX_ANY_DEPTH",
+    "ContentError",
     "Group",
     "ScanResultLike",
     "ScanResultPy",
@@ -65,6 +70,19 @@ _ZERO8 = bytes(8)
 
 # AnyValue oneof kinds (the field numbers); 0 = no value set.
 _AV_STRING, _AV_BOOL, _AV_INT, _AV_DOUBLE, _AV_BYTES = 1, 2, 3, 4, 7
+# Levels of AnyValue nesting (an attribute's own value is level 1). The
+# protobuf decoders of C++, Java and Python stop at 100 nested messages; a
+# link attribute at level 20 is 64 deep, well inside it.
+MAX_ANY_DEPTH = 20
+
+
+class ContentError(ValueError):
+    """Bad content inside a well-framed message: rejects the spans it
+    belongs to, not the request. ``reason`` is the invalid_spans_total label."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 Group = tuple[bytes, bytes, str, dict[str, Any] | None]
@@ -169,6 +187,8 @@ def _field(data: bytes, pos: int, end: int) -> tuple[int, int, int, int]:
         pos += 1
     else:
         tag, pos = _varint(data, pos, end)
+        if tag >> 32:  # protobuf's field numbers end at 2^29 - 1
+            raise ValueError(f"field number {tag >> 3} out of range at byte {tag_pos}")
     if tag < 8:
         raise ValueError(f"invalid field number 0 at byte {tag_pos}")
     wt = tag & 7
@@ -208,7 +228,12 @@ def _decode(data: bytes, start: int, length: int, what: str) -> str:
     try:
         return data[start : start + length].decode("utf-8")
     except UnicodeDecodeError:
-        raise ValueError(f"invalid UTF-8 in {what} at byte {start}") from None
+        raise ContentError("invalid_utf8", f"invalid UTF-8 in {what} at byte {start}") from None
+
+
+def _utf8(data: bytes, start: int, length: int, what: str) -> None:
+    if length and not data[start : start + length].isascii():
+        _decode(data, start, length, what)
 
 
 def _int32(v: int) -> int:
@@ -228,6 +253,7 @@ class _PyScan:
         "span_bytes",
         "span_index",
         "service",
+        "gbad",
     )
 
     def __init__(self, data: bytes, attr_keys: frozenset[str]) -> None:
@@ -241,6 +267,7 @@ class _PyScan:
         self.span_bytes = 0
         self.span_index = 0
         self.service = ""
+        self.gbad: tuple[str, ValueError] | None = None
 
     # -- messages ---------------------------------------------------------
     def request(self) -> None:
@@ -267,17 +294,28 @@ class _PyScan:
         header = self.header(pos, end)
         self.service = ""
         rattrs = None
+        bad = None
         p = pos
         while p < end:
             tag, ln, body, p = _field(data, p, end)
-            if tag == 0x0A:  # resource (repeated occurrences merge)
-                rattrs = self.resource(body, body + ln, rattrs)
+            if bad is not None:
+                continue
+            try:
+                if tag == 0x0A:  # resource (repeated occurrences merge)
+                    rattrs = self.resource(body, body + ln, rattrs)
+                elif tag == 0x1A:
+                    _utf8(data, body, ln, "schema_url")
+            except ValueError as exc:
+                bad = ("resource: ", exc)
         service = self.service
+        if bad is not None:  # its spans are all rejected: nothing to extract
+            rattrs = None
+            service = ""
         p = pos
         while p < end:
             tag, ln, body, p = _field(data, p, end)
             if tag == 0x12:  # scope_spans
-                self.scope_spans(body, body + ln, header, service, rattrs)
+                self.scope_spans(body, body + ln, header, service, rattrs, bad)
 
     def resource(self, pos: int, end: int, rattrs: dict | None) -> dict | None:
         data = self.data
@@ -285,20 +323,95 @@ class _PyScan:
             tag, ln, body, pos = _field(data, pos, end)
             if tag == 0x0A:  # attributes
                 rattrs = self.key_value(body, body + ln, rattrs, True)
+            elif tag == 0x1A:  # entity_refs
+                self.entity_ref(body, body + ln)
         return rattrs
 
+    def entity_ref(self, pos: int, end: int) -> None:
+        data = self.data
+        while pos < end:
+            tag, ln, body, pos = _field(data, pos, end)
+            if tag in (0x0A, 0x12, 0x1A, 0x22):
+                _utf8(data, body, ln, "entity_ref")
+
+    def scope(self, pos: int, end: int) -> None:
+        data = self.data
+        while pos < end:
+            tag, ln, body, pos = _field(data, pos, end)
+            if tag == 0x0A:
+                _utf8(data, body, ln, "scope name")
+            elif tag == 0x12:
+                _utf8(data, body, ln, "scope version")
+            elif tag == 0x1A:  # attributes
+                self.check_kv(body, body + ln, 1)
+
     def scope_spans(
-        self, pos: int, end: int, resource_header: bytes, service: str, rattrs: dict | None
+        self, pos: int, end: int, resource_header: bytes, service: str, rattrs: dict | None,
+        bad: tuple[str, ValueError] | None,
     ) -> None:
         data = self.data
         group = len(self.groups)
         self.groups.append((resource_header, self.header(pos, end), service, rattrs))
+        # the scope may come after the spans: check it before any span is taken
+        p = pos
+        while bad is None and p < end:
+            tag, ln, body, p = _field(data, p, end)
+            try:
+                if tag == 0x0A:  # scope
+                    self.scope(body, body + ln)
+                elif tag == 0x1A:
+                    _utf8(data, body, ln, "schema_url")
+            except ValueError as exc:
+                bad = ("scope: ", exc)
+        self.gbad = bad
         while pos < end:
             tag, ln, body, pos = _field(data, pos, end)
             if tag == 0x12:  # spans
                 self.span(body, ln, group)
 
+    # -- attributes (AnyValue and what nests in it) ------------------------
+    def any_value(self, pos: int, end: int, depth: int) -> None:
+        """Check an AnyValue body at nesting level ``depth``."""
+        if depth > MAX_ANY_DEPTH:
+            raise ContentError(
+                "nesting_too_deep",
+                f"attribute value at byte {pos} nested deeper than {MAX_ANY_DEPTH} levels")
+        data = self.data
+        while pos < end:
+            tag, ln, body, pos = _field(data, pos, end)
+            if tag == 0x0A:  # string_value
+                _utf8(data, body, ln, "attribute value")
+            elif tag == 0x2A:  # array_value
+                self.array_value(body, body + ln, depth + 1)
+            elif tag == 0x32:  # kvlist_value
+                self.kvlist_value(body, body + ln, depth + 1)
+
+    def array_value(self, pos: int, end: int, depth: int) -> None:
+        data = self.data
+        while pos < end:
+            tag, ln, body, pos = _field(data, pos, end)
+            if tag == 0x0A:  # values
+                self.any_value(body, body + ln, depth)
+
+    def kvlist_value(self, pos: int, end: int, depth: int) -> None:
+        data = self.data
+        while pos < end:
+            tag, ln, body, pos = _field(data, pos, end)
+            if tag == 0x0A:  # values
+                self.check_kv(body, body + ln, depth)
+
+    def check_kv(self, pos: int, end: int, depth: int) -> None:
+        """Check a KeyValue whose value is at nesting level ``depth``."""
+        data = self.data
+        while pos < end:
+            tag, ln, body, pos = _field(data, pos, end)
+            if tag == 0x0A:  # key
+                _utf8(data, body, ln, "attribute key")
+            elif tag == 0x12:  # value
+                self.any_value(body, body + ln, depth)
+
     def key_value(self, pos: int, end: int, d: dict | None, resource: bool) -> dict | None:
+        """Check a span or resource attribute and extract it when wanted."""
         data = self.data
         key_pos = pos
         key_len = 0
@@ -309,6 +422,7 @@ class _PyScan:
             tag, ln, body, pos = _field(data, pos, end)
             if tag == 0x0A:  # key
                 key_pos, key_len = body, ln
+                _utf8(data, body, ln, "attribute key")
             elif tag == 0x12:  # value: AnyValue; occurrences merge
                 p, vend = body, body + ln
                 while p < vend:
@@ -318,6 +432,12 @@ class _PyScan:
                     if fn == 1 or fn == 7 or fn == 5 or fn == 6:
                         if wt == 2:
                             vkind, vval, vlen = fn, vbody, v
+                            if fn == 1:
+                                _utf8(data, vbody, v, "attribute value")
+                            elif fn == 5:
+                                self.array_value(vbody, vbody + v, 2)
+                            elif fn == 6:
+                                self.kvlist_value(vbody, vbody + v, 2)
                     elif fn == 2 or fn == 3 or fn == 8:
                         if wt == 0:
                             vkind, vval = fn, v
@@ -326,7 +446,7 @@ class _PyScan:
                             vkind, vval = fn, v
         attr_keys = self.attr_keys
         if attr_keys:
-            key = _decode(data, key_pos, key_len, "attribute key")
+            key = data[key_pos : key_pos + key_len].decode("utf-8")
             matched = key in attr_keys
             is_service = resource and key == "service.name"
         else:
@@ -336,7 +456,7 @@ class _PyScan:
         if not (matched or is_service):
             return d
         if vkind == _AV_STRING:
-            value: Any = _decode(data, vval, vlen, "attribute value")
+            value: Any = data[vval : vval + vlen].decode("utf-8")
             if is_service:
                 self.service = value
         elif vkind == _AV_BOOL:
@@ -355,44 +475,91 @@ class _PyScan:
             d[key] = value
         return d
 
+    # -- spans ------------------------------------------------------------
+    def event(self, pos: int, end: int) -> None:
+        data = self.data
+        while pos < end:
+            tag, ln, body, pos = _field(data, pos, end)
+            if tag == 0x12:
+                _utf8(data, body, ln, "event name")
+            elif tag == 0x1A:  # attributes
+                self.check_kv(body, body + ln, 1)
+
+    def link(self, pos: int, end: int) -> None:
+        data = self.data
+        while pos < end:
+            tag, ln, body, pos = _field(data, pos, end)
+            if tag == 0x0A:
+                if ln != 16 and ln != 0:
+                    raise ContentError(
+                        "link_id_length",
+                        f"link trace_id at byte {body} must be 16 bytes or empty, got {ln}")
+            elif tag == 0x12:
+                if ln != 8 and ln != 0:
+                    raise ContentError(
+                        "link_id_length",
+                        f"link span_id at byte {body} must be 8 bytes or empty, got {ln}")
+            elif tag == 0x1A:
+                _utf8(data, body, ln, "link trace_state")
+            elif tag == 0x22:  # attributes
+                self.check_kv(body, body + ln, 1)
+
+    def _reject(self, index: int, where: str, exc: ValueError) -> None:
+        self.rejected += 1
+        self.errors.append(f"span {index}: {where}{exc}")
+        self.reasons.append(getattr(exc, "reason", "malformed"))
+
     def span(self, pos: int, length: int, group: int) -> None:
         data = self.data
         end = pos + length
         index = self.span_index
         self.span_index = index + 1
+        if self.gbad is not None:
+            self._reject(index, *self.gbad)
+            return
         tid_pos = sid_pos = pid_pos = ts_pos = name_pos = pos
         tid_len = sid_len = pid_len = ts_len = name_len = 0
         start_ns = end_ns = kind = code = 0
         attrs = None
-        attr_keys = self.attr_keys
         p = pos
-        while p < end:
-            tag, v, body, p = _field(data, p, end)
-            if tag == 0x0A:
-                tid_pos, tid_len = body, v
-            elif tag == 0x12:
-                sid_pos, sid_len = body, v
-            elif tag == 0x1A:
-                ts_pos, ts_len = body, v
-            elif tag == 0x22:
-                pid_pos, pid_len = body, v
-            elif tag == 0x2A:
-                name_pos, name_len = body, v
-            elif tag == 0x30:  # kind (enum: int32)
-                kind = _int32(v)
-            elif tag == 0x39:  # start_time_unix_nano (fixed64)
-                start_ns = v
-            elif tag == 0x41:  # end_time_unix_nano (fixed64)
-                end_ns = v
-            elif tag == 0x4A:  # attributes
-                if attr_keys:
+        try:
+            while p < end:
+                tag, v, body, p = _field(data, p, end)
+                if tag == 0x0A:
+                    tid_pos, tid_len = body, v
+                elif tag == 0x12:
+                    sid_pos, sid_len = body, v
+                elif tag == 0x1A:
+                    _utf8(data, body, v, "span trace_state")
+                    ts_pos, ts_len = body, v
+                elif tag == 0x22:
+                    pid_pos, pid_len = body, v
+                elif tag == 0x2A:
+                    _utf8(data, body, v, "span name")
+                    name_pos, name_len = body, v
+                elif tag == 0x30:  # kind (enum: int32)
+                    kind = _int32(v)
+                elif tag == 0x39:  # start_time_unix_nano (fixed64)
+                    start_ns = v
+                elif tag == 0x41:  # end_time_unix_nano (fixed64)
+                    end_ns = v
+                elif tag == 0x4A:  # attributes
                     attrs = self.key_value(body, body + v, attrs, False)
-            elif tag == 0x7A:  # status (occurrences merge)
-                q, qend = body, body + v
-                while q < qend:
-                    stag, sv, _, q = _field(data, q, qend)
-                    if stag == 0x18:  # code
-                        code = _int32(sv)
+                elif tag == 0x5A:  # events
+                    self.event(body, body + v)
+                elif tag == 0x6A:  # links
+                    self.link(body, body + v)
+                elif tag == 0x7A:  # status (occurrences merge)
+                    q, qend = body, body + v
+                    while q < qend:
+                        stag, sv, sbody, q = _field(data, q, qend)
+                        if stag == 0x18:  # code
+                            code = _int32(sv)
+                        elif stag == 0x12:
+                            _utf8(data, sbody, sv, "status message")
+        except ValueError as exc:  # its frame is sound: the other spans go on
+            self._reject(index, "", exc)
+            return
         reason = None
         if tid_len != 16:
             reason, msg = "trace_id_length", f"trace_id must be 16 bytes, got {tid_len}"
@@ -405,6 +572,10 @@ class _PyScan:
         elif pid_len != 8 and pid_len != 0:
             reason = "parent_span_id_length"
             msg = f"parent_span_id must be 8 bytes or empty, got {pid_len}"
+        elif start_ns == 0:
+            reason, msg = "start_time_zero", "start_time_unix_nano must not be 0"
+        elif end_ns == 0:
+            reason, msg = "end_time_zero", "end_time_unix_nano must not be 0"
         elif end_ns < start_ns:
             reason, msg = "end_before_start", "end_time_unix_nano before start_time_unix_nano"
         if reason is not None:
@@ -412,8 +583,8 @@ class _PyScan:
             self.errors.append(f"span {index}: {msg}")
             self.reasons.append(reason)
             return
-        trace_state = _decode(data, ts_pos, ts_len, "span trace_state")
-        name = _decode(data, name_pos, name_len, "span name")
+        trace_state = data[ts_pos : ts_pos + ts_len].decode("utf-8")
+        name = data[name_pos : name_pos + name_len].decode("utf-8")
         self.span_bytes += length
         self.spans.append(
             (

@@ -40,6 +40,7 @@ METRICS: list[tuple] = [
     ("export_failures_total", Counter, "Export attempts that failed", ("exporter",)),
     ("export_rejected_spans_total", Counter, "Spans a backend refused in an OTLP partial success", ("exporter",)),
     ("export_dropped_spans_total", Counter, "Kept spans dropped because an exporter queue was full or gave up", ("exporter",)),
+    ("export_refused_traces_total", Counter, "Kept traces a backend refused permanently as invalid, isolated by splitting their batch (logged by trace ID)", ("exporter",)),
     ("exporter_queue_bytes", Gauge, "Bytes waiting in an exporter queue", ("exporter",)),
     ("cost_usd_total", Counter, "Dollars of span bytes, received vs exported", ("service", "stage")),
     ("config_reloads_total", Counter, "Config reloads (SIGHUP or file change), applied or rejected", ("outcome",)),

@@ -78,10 +78,13 @@ def _raw_flagged(endpoint, name, flags):
     return int.from_bytes(tid, "big")
 
 
-def test_ottl_and_trace_flags_through_serve():
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ottl_and_trace_flags_through_serve(workers):
+    """With 2 workers, spans reach the worker owning their trace as bytes
+    with their headers: the conditions see the same resource and scope."""
     cfg = {"sampler": {"root_wait": "200ms", "idle_timeout": "1s", "decision_wait": "10s",
                        "policies": POLICIES},
-           "exporters": {"otlp": {"endpoint": None}}}
+           "exporters": {"otlp": {"endpoint": None}}, "service": {"workers": workers}}
     with CaptureSink() as sink:
         cfg["exporters"]["otlp"]["endpoint"] = sink.endpoint
         with Serve(cfg) as srv:

@@ -374,18 +374,16 @@ def test_ingest_error_leaves_buffer_unchanged(impl):
         scan_py(bad, frozenset({"http.route"}))
     assert str(exc.value) == str(exc_scan.value)
     assert _snapshot(buf) == before
-    # invalid UTF-8 in the name of the last valid span: found after the
-    # spans before it were walked, still nothing buffered
+    # invalid UTF-8 in the name of the last span: that span alone is
+    # rejected, the others of the request go in
     spans = trace(2)
     spans[1]["name"] = "BADNAME!"
     raw = make_request([trace(2, tid=t[0]["trace_id"]), spans])
     bad = raw.replace(b"BADNAME!", b"\xffADNAME!")
-    with pytest.raises(ValueError, match="invalid UTF-8 in span name"):
-        buf.ingest(bad, frozenset(), 1.0)
-    assert _snapshot(buf) == before
-    # and the good request then goes in
-    res = buf.ingest(raw, frozenset(), 1.0)
-    assert res.accepted == 4 and len(res.full) == 1
+    res = buf.ingest(bad, frozenset(), 1.0)
+    assert res.accepted == 3 and res.rejected == 1 and res.reasons == ["invalid_utf8"]
+    assert res.errors[0].startswith("span 3: invalid UTF-8 in span name at byte ")
+    assert len(res.full) == 1
 
 
 def test_ingest_reports_invalid_spans(impl):
@@ -439,19 +437,19 @@ CONSISTENCY_CASES = [
      (0, {}, {"t": 1}, False)),
     ("ends late within tolerance", [("s", [_sp(0, R, b"", 100, 1000), _sp(0, A, R, 500, 1011)])],
      11, (0, {}, {}, False)),
-    ("both ends out counts once", [("s", [_sp(0, R, b"", 100, 1000), _sp(0, A, R, 0, 2000)])], 0,
+    ("both ends out counts once", [("s", [_sp(0, R, b"", 100, 1000), _sp(0, A, R, 1, 2000)])], 0,
      (0, {}, {"s": 1}, False)),
     ("skew against the first of duplicated parents",
-     [("s", [_sp(0, R, b"", 100, 200), _sp(0, R, b"", 0, 5000), _sp(0, A, R, 50, 150)])], 0,
+     [("s", [_sp(0, R, b"", 100, 200), _sp(0, R, b"", 1, 5000), _sp(0, A, R, 50, 150)])], 0,
      (1, {}, {"s": 1}, False)),
     ("no root", [("s", [_sp(0, A, R), _sp(0, B, A)])], 0, (0, {"s": 1}, {}, True)),
     ("zero parent is neither orphan nor root", [("s", [_sp(0, A, bytes(8))])], 0,
      (0, {}, {}, True)),
-    ("huge times", [("s", [_sp(0, R, b"", 2**64 - 10, 2**64 - 1), _sp(0, A, R, 0, 2**64 - 1)])],
+    ("huge times", [("s", [_sp(0, R, b"", 2**64 - 10, 2**64 - 1), _sp(0, A, R, 1, 2**64 - 1)])],
      2**64 - 10, (0, {}, {}, False)),
-    ("huge times skewed", [("s", [_sp(0, R, b"", 2**64 - 10, 2**64 - 1), _sp(0, A, R, 0, 5)])],
-     2**64 - 11, (0, {}, {"s": 1}, False)),
-    ("huge tolerance", [("s", [_sp(0, R, b"", 2**64 - 10, 2**64 - 1), _sp(0, A, R, 0, 5)])],
+    ("huge times skewed", [("s", [_sp(0, R, b"", 2**64 - 10, 2**64 - 1), _sp(0, A, R, 1, 5)])],
+     2**64 - 12, (0, {}, {"s": 1}, False)),
+    ("huge tolerance", [("s", [_sp(0, R, b"", 2**64 - 10, 2**64 - 1), _sp(0, A, R, 1, 5)])],
      2**70, (0, {}, {}, False)),
 ]
 

@@ -124,3 +124,35 @@ def test_file_exporter_writes_otlp_json_lines(tmp_path):
         assert spans[1]["parentSpanId"] == t[0]["span_id"].hex()
         assert spans[0]["status"]["code"] == 2
     asyncio.run(main())
+
+
+def test_file_exporter_isolates_a_batch_it_cannot_encode(tmp_path):
+    """A batch holding one trace OTLP JSON cannot hold (a string that is not
+    UTF-8: the intake rejects such spans, this is the second line of
+    defence) is split; the other traces are written, the bad one is counted
+    and logged by its ID."""
+    async def main():
+        m = Metrics()
+        path = tmp_path / "kept.jsonl"
+        exp = FileExporter(FileCfg(path=str(path)), m)
+        traces = [trace(2) for _ in range(9)]
+        traces[4][1]["name"] = "BADNAME"
+        items = []
+        for t in traces:
+            raw = make_request([t]).replace(b"BADNAME", b"\xffADNAME")
+            items.append(Item(raw, 2, {"svc": 2}, [t[0]["trace_id"]], 0.0))
+        for it in items:   # queued before the exporter runs: one batch
+            exp.submit(it)
+        exp.start()
+        assert await exp.flush(30)
+        await exp.close(5)
+        written = set()
+        for line in path.read_text().splitlines():
+            for rs in json.loads(line)["resourceSpans"]:
+                for ss in rs["scopeSpans"]:
+                    written.update(sp["traceId"] for sp in ss["spans"])
+        want = {t[0]["trace_id"].hex() for i, t in enumerate(traces) if i != 4}
+        assert written == want
+        assert m.export_refused_traces_total.labels("file")._value.get() == 1
+        assert exp.dropped_spans == 2 and exp.sent_spans == 16
+    asyncio.run(main())

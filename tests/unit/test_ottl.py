@@ -339,6 +339,22 @@ CONVERTERS = [
     ("func_bool: string", 'Bool("true") == true', True),
     ("func_is_root_span", "IsRootSpan()", True),
     ("func_span_id", "span_id == SpanID(0x0102030405060708)", True),
+    ("func_duration", 'end_time - start_time == Duration("3us")', True),
+    ("func_duration: fraction", 'Duration("1.5h") == Duration("90m")', True),
+    ("func_nanoseconds", "Nanoseconds(end_time - start_time) == 3000", True),
+    ("func_microseconds", "Microseconds(end_time - start_time) == 3", True),
+    ("func_milliseconds truncates", 'Milliseconds(Duration("1999us")) == 1', True),
+    ("func_seconds", 'Seconds(Duration("1500ms")) == 1.5', True),
+    ("func_minutes", 'Minutes(Duration("90s")) == 1.5', True),
+    ("func_hours", 'Hours(Duration("90m")) == 1.5', True),
+    ("func_unix_nano", "UnixNano(start_time) == 1000", True),
+    ("func_unix_micro", "UnixMicro(end_time) == 4", True),
+    ("func_unix_milli", "UnixMilli(end_time) == 0", True),
+    ("func_unix_seconds", "UnixSeconds(end_time) == 0", True),
+    ("func_index: string (bytes)", 'Index("héllo", "l") == 3', True),
+    ("func_index: slice", 'Index(attributes["slice"], "b") == 1', True),
+    ("func_index: missing", 'Index(attributes["slice"], "z") == -1', True),
+    ("func_trim", 'Trim("  x ") == "x" and Trim("aaxa", "a") == "x"', True),
 ]
 
 
@@ -395,3 +411,8 @@ def test_error_modes():
     # converterExpr): checked when evaluated
     with pytest.raises(EvalError, match="must be bool"):
         ConditionSequence(['String("x")'], "span", "propagate").eval(ctx())
+    # Duration() of a literal is parsed when evaluated, as in the Collector
+    with pytest.raises(EvalError, match='time: unknown unit " parsecs" in duration'):
+        ConditionSequence(['Duration("5 parsecs") == nil'], "span", "propagate").eval(ctx())
+    with pytest.raises(EvalError, match='time: unknown unit "y"'):
+        ConditionSequence(['Duration("5y") == nil'], "span", "propagate").eval(ctx())

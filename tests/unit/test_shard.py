@@ -74,7 +74,8 @@ def test_invalid_spans_reported_and_left_out(split):
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
     req = ExportTraceServiceRequest()
     ss = req.resource_spans.add().scope_spans.add()
-    good = ss.spans.add(trace_id=b"\x01" * 16, span_id=b"\x02" * 8, name="ok")
+    good = ss.spans.add(trace_id=b"\x01" * 16, span_id=b"\x02" * 8, name="ok",
+                        start_time_unix_nano=1, end_time_unix_nano=2)
     ss.spans.add(trace_id=b"\x01" * 15, span_id=b"\x02" * 8, name="bad")
     res = split(req.SerializeToString(), 2)
     assert res.rejected == 1 and res.reasons == ["trace_id_length"] and res.accepted == 1

@@ -13,6 +13,12 @@ when it is full is the exporter's ``queue_full`` policy:
 
 Nothing is dropped silently: every drop is counted in
 ``export_dropped_spans_total{exporter}`` and logged with its trace IDs.
+
+A batch the backend refuses permanently *as invalid data* (``refused(exc)``:
+gRPC INVALID_ARGUMENT, HTTP 400, an encoding error) is split in halves and
+each half sent again, down to the single trace at fault, so one bad trace
+does not cost the others of its batch; each trace refused alone is counted
+in ``export_refused_traces_total{exporter}`` and logged by ID.
 """
 from __future__ import annotations
 
@@ -26,10 +32,10 @@ log = logging.getLogger("traceo_sampler.exporters")
 
 
 class Item:
-    __slots__ = ("blob", "spans", "services", "trace_ids", "t0", "ack")
+    __slots__ = ("blob", "spans", "services", "trace_ids", "t0", "ack", "parts")
 
     def __init__(self, blob: bytes, spans: int, services: dict[str, int], trace_ids, t0: float,
-                 ack=None):
+                 ack=None, parts=None):
         self.blob = blob
         self.spans = spans
         self.services = services    # service → spans, for per-service counts
@@ -38,6 +44,30 @@ class Item:
         # called once the backend acknowledged the item (never when it is
         # dropped): the Kafka receiver commits offsets on it
         self.ack = ack
+        # when the item holds several traces: (end offset in blob, spans,
+        # {service: (spans, bytes)}, trace id) of each, in order, so a
+        # refused one can be isolated
+        self.parts = parts
+
+    def split(self, label) -> list["Item"]:
+        """One item per trace (``label``: service → its metric label); the
+        item's ack runs once all of them are."""
+        left = [len(self.parts)]
+
+        def one_acked() -> None:
+            left[0] -= 1
+            if left[0] == 0:
+                self.ack()
+
+        ack = one_acked if self.ack is not None else None
+        out, start = [], 0
+        for end, spans, per_service, tid in self.parts:
+            services: dict[str, int] = {}
+            for svc, (k, _nb) in per_service.items():
+                services[label(svc)] = services.get(label(svc), 0) + k
+            out.append(Item(self.blob[start:end], spans, services, [tid], self.t0, ack))
+            start = end
+        return out
 
 
 class Exporter:
@@ -142,41 +172,69 @@ class Exporter:
                 continue
             batch = self._take_batch()
             self._inflight = batch
-            payload = b"".join(i.blob for i in batch)
-            ok = await self._send_with_retry(payload)
+            size = sum(len(i.blob) for i in batch)
+            sent, failed, refused = await self._deliver(batch)
             self._inflight = []
-            self.queued_bytes -= len(payload)
+            self.queued_bytes -= size
             self.metrics.exporter_queue_bytes.labels(self.name).set(self.queued_bytes)
-            if ok:
+            if sent:
                 now = time.monotonic()
                 m = self.metrics
-                for it in batch:
+                for it in sent:
                     self.sent_spans += it.spans
                     m.decision_latency_seconds.observe(now - it.t0)
                     if it.ack is not None:
                         it.ack()
                     for svc, n in it.services.items():
                         m.spans_exported_total.labels(svc, self.name).inc(n)
-            else:
+            if failed:
                 self.failed_batches += 1
-                self._drop(batch, "export failed")
+                self._drop(failed, "export failed")
+            if refused:
+                self.metrics.export_refused_traces_total.labels(self.name).inc(
+                    sum(len(i.trace_ids) for i in refused))
+                self._drop(refused, "refused by the backend as invalid")
 
-    async def _send_with_retry(self, payload: bytes) -> bool:
+    async def _deliver(self, batch: list[Item]) -> tuple[list[Item], list[Item], list[Item]]:
+        """Send ``batch``: (sent, failed, refused). A batch refused as invalid
+        is split in halves until the items at fault are alone."""
+        outcome = await self._send_with_retry(b"".join(i.blob for i in batch))
+        if outcome == "ok":
+            return batch, [], []
+        if outcome == "failed":
+            return [], batch, []
+        if len(batch) == 1:
+            it = batch[0]
+            if it.parts is None or len(it.parts) < 2:
+                return [], [], batch
+            batch = it.split(self.metrics.service)
+        mid = len(batch) // 2
+        sent, failed, refused = await self._deliver(batch[:mid])
+        s2, f2, r2 = await self._deliver(batch[mid:])
+        return sent + s2, failed + f2, refused + r2
+
+    async def _send_with_retry(self, payload: bytes) -> str:
+        """Outcome: "ok", "refused" (permanently, as invalid data) or "failed"."""
         backoff = self.retry_initial
         deadline = time.monotonic() + self.retry_max_elapsed
         while True:
             try:
                 await self.send(payload)
                 self.reachable = True
-                return True
+                return "ok"
             except Exception as exc:  # noqa: BLE001 - every failure is counted
                 self.metrics.export_failures_total.labels(self.name).inc()
                 self.reachable = not self.retryable(exc)
                 self.last_error = str(exc)[:200]
+                if self.refused(exc):
+                    self.reachable = True  # it answered, about this data
+                    log.warning("exporter %s: a batch of %d bytes refused as invalid: %s",
+                                self.name, len(payload), exc)
+                    return "refused"
                 if not (self.retry_enabled and self.retryable(exc)):
                     log.error("exporter %s: permanent error, batch of %d bytes not sent: %s",
                               self.name, len(payload), exc)
-                    return False
+                    return "failed"
                 # exponential backoff with ±50 % jitter; the server's own
                 # delay (RetryInfo / Retry-After) wins when it asks for more
                 delay = backoff * random.uniform(0.5, 1.5)
@@ -188,7 +246,7 @@ class Exporter:
                 if time.monotonic() + delay > deadline:
                     log.error("exporter %s: giving up on a batch of %d bytes: %s",
                               self.name, len(payload), exc)
-                    return False
+                    return "failed"
                 log.warning("exporter %s: %s; retrying in %.2fs", self.name, exc, delay)
                 await asyncio.sleep(delay)
                 backoff = min(backoff * 2, self.retry_max_interval)
@@ -203,6 +261,11 @@ class Exporter:
                         ps.rejected_spans, ps.error_message)
 
     def retryable(self, exc: Exception) -> bool:
+        return False
+
+    def refused(self, exc: Exception) -> bool:
+        """True when ``exc`` says the backend will never take this data (it
+        is invalid), so a smaller batch without the bad trace may pass."""
         return False
 
     def retry_after(self, exc: Exception) -> float | None:

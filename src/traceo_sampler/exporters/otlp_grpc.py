@@ -72,6 +72,10 @@ class OtlpGrpcExporter(Exporter):
     def retryable(self, exc: Exception) -> bool:
         return isinstance(exc, grpc.aio.AioRpcError) and exc.code() in RETRYABLE
 
+    def refused(self, exc: Exception) -> bool:
+        return (isinstance(exc, grpc.aio.AioRpcError)
+                and exc.code() == grpc.StatusCode.INVALID_ARGUMENT)
+
     def retry_after(self, exc: Exception) -> float | None:
         if isinstance(exc, grpc.aio.AioRpcError):
             return retry_info_delay(exc)

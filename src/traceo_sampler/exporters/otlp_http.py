@@ -2,6 +2,7 @@
 and the Collector accept it."""
 from __future__ import annotations
 
+import asyncio
 import gzip
 import logging
 import time
@@ -69,7 +70,9 @@ class OtlpHttpExporter(Exporter):
     async def send(self, payload: bytes) -> None:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
-        body = gzip.compress(payload, 5) if self.cfg.compression == "gzip" else payload
+        # zlib lets go of the GIL: compressing a batch does not hold up the loop
+        body = (await asyncio.to_thread(gzip.compress, payload, 5)
+                if self.cfg.compression == "gzip" else payload)
         async with self._session.post(self.url, data=body, headers=self.headers,
                                       ssl=self._ssl) as resp:
             data = await resp.read()
@@ -88,6 +91,9 @@ class OtlpHttpExporter(Exporter):
             return exc.status in RETRYABLE
         # connection refused, reset, timeouts: the backend may come back
         return isinstance(exc, (aiohttp.ClientError, TimeoutError, OSError))
+
+    def refused(self, exc: Exception) -> bool:
+        return isinstance(exc, HttpError) and exc.status == 400
 
     def retry_after(self, exc: Exception) -> float | None:
         return exc.retry_after if isinstance(exc, HttpError) else None

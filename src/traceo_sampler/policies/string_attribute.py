@@ -5,9 +5,12 @@ Collector, so pasted Collector patterns keep their meaning.
 
 ``invert_match`` keeps traces where no value matches; one where a value
 matches is plainly not sampled by this policy, with no veto over the others
-(the current Collector: its ``disableinvertdecisions`` gate is stable)."""
-import re
+(the current Collector: its ``disableinvertdecisions`` gate is stable).
 
+Regexes run on RE2 (the ``google-re2`` package), the engine and syntax of
+Go's ``regexp``: matching takes time linear in the value, so no pattern and
+value can stall the event loop with backtracking, and a pattern the
+Collector refuses (backreferences, lookaround, ``\\Z``...) is refused here."""
 import re2
 
 from ..cfgtypes import NonNeg, _Base
@@ -26,29 +29,32 @@ class StringAttributeCfg(_Base):
 
 Config = StringAttributeCfg
 
+_OPTIONS = re2.Options()
+_OPTIONS.log_errors = False  # the error is reported as a config problem instead
 
-_RE2_OPTIONS = re2.Options()
-_RE2_OPTIONS.log_errors = False
+
+def compile_regex(pattern: str):
+    """Compile as Go's regexp.Compile would; ValueError says why not."""
+    if "\\C" in pattern.replace("\\\\", ""):  # RE2 has \C (any byte), Go has not
+        raise ValueError("invalid escape sequence: \\C")
+    try:
+        return re2.compile(pattern, options=_OPTIONS)
+    except (re2.error, ValueError, TypeError) as exc:
+        msg = exc.args[0] if exc.args else exc
+        raise ValueError(msg.decode("utf-8", "replace") if isinstance(msg, bytes)
+                         else str(msg)) from None
 
 
 def check(c: StringAttributeCfg, path: str, problems: list[str]) -> None:
     """A pattern must be one Go's regexp (RE2) accepts, as the Collector
-    compiles it: no lookaround, no backreferences."""
+    compiles it: no lookaround, no backreferences; it is matched by RE2 too."""
     if c.enabled_regex_matching:
         for i, v in enumerate(c.values):
             try:
-                re2.compile(v, _RE2_OPTIONS)
-            except (re2.error, ValueError, TypeError) as exc:
-                msg = exc.args[0] if exc.args else exc
-                msg = msg.decode(errors="replace") if isinstance(msg, bytes) else msg
+                compile_regex(v)
+            except ValueError as exc:
                 problems.append(f"{path}.values[{i}]: invalid regex (RE2, as the Collector's "
-                                f"Go regexp): {msg}")
-                continue
-            try:
-                re.compile(v)
-            except re.error as exc:
-                problems.append(f"{path}.values[{i}]: valid in RE2 but not supported by this "
-                                f"version's matcher: {exc}")
+                                f"Go regexp): {exc}")
 
 
 class StringAttribute:
@@ -56,7 +62,7 @@ class StringAttribute:
         self.name = name
         self.key = key
         self.values = frozenset(values)
-        self.patterns = [re.compile(v) for v in values] if regex else None
+        self.patterns = [compile_regex(v) for v in values] if regex else None
         self.invert = invert
 
     def attribute_keys(self) -> set[str]:
