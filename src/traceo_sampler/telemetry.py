@@ -7,8 +7,70 @@ the cap are reported as ``service="other"``.
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import HistogramMetricFamily
 
 PREFIX = "traceo_sampler_"
+
+
+class CountsHistogram:
+    """A histogram fed with bucket counts already gathered elsewhere (the
+    buffer counts arrival lags per span in C; observing each span here
+    would cost more than buffering it). Same exposition as a Histogram."""
+
+    def __init__(self, name: str, doc: str, labels=(), registry=None, buckets=()):
+        self.name, self.doc = name, doc
+        self.label_names = tuple(labels)
+        self.bounds = tuple(float(b) for b in buckets)
+        self._children: dict[tuple, list] = {}
+        if registry is not None:
+            registry.register(self)
+
+    def add(self, labels: tuple, counts, total: float) -> None:
+        """``counts``: one per bucket of ``bounds`` then +Inf (not cumulative)."""
+        row = self._children.get(labels)
+        if row is None:
+            row = self._children[labels] = [[0] * (len(self.bounds) + 1), 0.0]
+        c = row[0]
+        for i, n in enumerate(counts):
+            if n:
+                c[i] += n
+        row[1] += total
+
+    def quantiles(self, labels: tuple, qs) -> list[float | None]:
+        """Upper bucket bounds at the given quantiles (None: no data; +Inf
+        past the last bound)."""
+        row = self._children.get(labels)
+        n = sum(row[0]) if row else 0
+        out: list[float | None] = []
+        for q in qs:
+            if not n:
+                out.append(None)
+                continue
+            need, acc = q * n, 0
+            for i, k in enumerate(row[0]):
+                acc += k
+                if acc >= need:
+                    out.append(self.bounds[i] if i < len(self.bounds) else float("inf"))
+                    break
+        return out
+
+    def children(self):
+        return {k: (list(v[0]), v[1]) for k, v in self._children.items()}
+
+    def describe(self):
+        return [HistogramMetricFamily(self.name, self.doc, labels=self.label_names)]
+
+    def collect(self):
+        fam = HistogramMetricFamily(self.name, self.doc, labels=self.label_names)
+        for labels, (counts, total) in self._children.items():
+            acc, buckets = 0, []
+            for i, n in enumerate(counts):
+                acc += n
+                le = repr(self.bounds[i]) if i < len(self.bounds) else "+Inf"
+                buckets.append((le, acc))
+            fam.add_metric(list(labels), buckets, total)
+        yield fam
+
 
 # name, kind, help, labels[, buckets]
 METRICS: list[tuple] = [
@@ -52,6 +114,13 @@ METRICS: list[tuple] = [
     ("kafka_uncommitted_messages", Gauge, "Kafka receiver: messages read but not committable yet (undecided, or kept and not acknowledged), per partition", ("topic", "partition")),
     ("kafka_commits_total", Counter, "Kafka receiver: offset commits, by outcome", ("outcome",)),
     ("kafka_rebalances_total", Counter, "Kafka receiver: partitions assigned or revoked", ("event",)),
+    ("span_arrival_lag_seconds", CountsHistogram, "How long after its trace's first span (since=first) or its root span (since=root) a span arrived, for spans that came in a later request than those, late spans included", ("service", "since"),
+     (0.1, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 20.0, 30.0)),
+    ("completion_wait_seconds", Gauge, "The wait in use, fixed or learned (root_wait: auto): timer = root | idle; service = a root service with its own waits, or * for the default", ("service", "timer")),
+    ("late_spans_would_change_total", Counter, "Late spans of traces decided not sampled that would have kept them (reason = error | latency): the waits are too short", ("service", "reason")),
+    ("traces_rescued_total", Counter, "Traces decided not sampled, brought back from sampler.dropped_grace by a late span and kept", ("policy",)),
+    ("dropped_grace_bytes", Gauge, "Bytes of not-sampled traces held by sampler.dropped_grace", ()),
+    ("dropped_grace_traces", Gauge, "Not-sampled traces held by sampler.dropped_grace", ()),
     ("kafka_discarded_traces_total", Counter, "Kafka receiver: undecided traces of revoked partitions forgotten undecided, for the new owner to re-read whole", ()),
 ]
 

@@ -60,6 +60,7 @@ log = logging.getLogger("traceo_sampler.workers")
 FORWARD_HIGH = 16 << 20        # bytes waiting for a peer before the receivers push back
 PENDING_MAX = 64 << 20         # bytes kept for a peer that is down (restarting), then dropped
 SNAPSHOT_INTERVAL = 5.0        # how often a worker leaves its counters for the supervisor
+STATE_INTERVAL = 0.1           # how often a worker publishes its backpressure and buffer size
 _FRAME = struct.Struct(">I")
 
 
@@ -460,7 +461,7 @@ async def _run_worker(rt: Runtime, i: int, config_path: str | None, parent: int)
                 last = now
                 _write(rt.file(f"w{i}.metrics.txt"), generate_latest(app.metrics.registry).decode())
                 _write(rt.file(f"w{i}.status.json"), json.dumps(app.status()))
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(STATE_INTERVAL)
     ptask = loop.create_task(pressure())
     with open(rt.file(f"w{i}.ready"), "w") as fh:
         fh.write(json.dumps({"pid": os.getpid()}))
@@ -503,7 +504,9 @@ def worker_main(argv: list[str]) -> int:
 # gauges that are the same setting in every worker (not a share of a total)
 # and counters that count one group-wide event per worker: the maximum
 _MAX_SAMPLES = {"traceo_sampler_cost_budget_usd_monthly",
-                "traceo_sampler_config_reloads_total"}
+                "traceo_sampler_config_reloads_total",
+                # each worker learns its own waits: the group shows the longest
+                "traceo_sampler_completion_wait_seconds"}
 
 
 def parse_metrics(text: str) -> dict:
@@ -560,7 +563,11 @@ def render_metrics(samples: dict, families: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-_MAX_KEYS = {"uptime_s", "clock_behind_s", "usd_per_gib", "queue_max_bytes_each"}
+_MAX_KEYS = {"uptime_s", "clock_behind_s", "usd_per_gib", "queue_max_bytes_each",
+             # completion (per worker): the longest wait, the highest lag
+             # quantile bound and mean of any worker
+             "seconds", "quantile", "mean_s", "p50_le_s", "p99_le_s", "p999_le_s",
+             "tail_quantile_s", "gap_quantile_s", "root_wait_s", "idle_timeout_s"}
 
 
 def _merge(a, b, key: str = ""):

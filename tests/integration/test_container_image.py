@@ -202,3 +202,26 @@ def test_entrypoint_serves_keeps_traces_and_drains_on_sigterm(image, container):
 
 def cfg_seconds(d: str) -> float:
     return float(d.rstrip("s"))
+
+
+def test_the_sidecar_examples_app_runs_in_the_image(container):
+    """The chart's sidecar example runs the image's load generator as "the app":
+    its command line, as rendered, sends to a sampler (here one on the host, with
+    the duration shortened)."""
+    from support.helm import render
+    from support_serve import Serve
+    objs = render({"mode": "sidecar"})
+    (dep,) = [o for o in objs if o["kind"] == "Deployment"]
+    (app,) = dep["spec"]["template"]["spec"]["containers"]
+    args = list(app["args"])
+    assert args[0] == "loadgen"
+    with Serve({"sampler": {"policies": [{"name": "all", "type": "always_sample"}]},
+                "exporters": {"file": {"path": "kept.jsonl"}}}) as srv:
+        args[args.index("--endpoint") + 1] = srv.endpoint
+        args[args.index("--duration") + 1] = "3"
+        r = _buildah("run", "--isolation", "chroot", container, "--", "traceo-sampler", *args,
+                     check=False, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        got = srv.metric("traceo_sampler_spans_received_total")
+        rate = float(args[args.index("--rate") + 1])
+        assert rate * 3 * 0.5 <= got <= rate * 3 * 1.5 + 512, got

@@ -14,8 +14,9 @@ import time
 import grpc
 import pytest
 import yaml
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
 from support.otelcol import Otelcol
 from support.procs import free_ports
 from test_collector_differential import EXPORT, Sink, Traceo, collector_file
@@ -93,6 +94,12 @@ MORE_CONDITIONS = [
     ([], ['attributes["exception.type"] != "Timeout" and span.kind == SPAN_KIND_SERVER'],
      "ignore"),
     ([], ['IsMatch(name, "^exc") or span.attributes["k.str"] == "a"'], "propagate"),
+    (['Milliseconds(end_time - start_time) > 50'], [], "ignore"),
+    (['end_time - start_time > Duration("75.5ms")'], [], "ignore"),
+    (['Seconds(end_time - start_time) < 0.02'], [], "ignore"),
+    (['UnixMilli(start_time) > 1700000000500'], [], "ignore"),
+    (['Index(name, "t") == 2 or Index(attributes["k.list"], "b") == 1'], [], "ignore"),
+    (['Trim(attributes["k.str"], "a") == "b"'], [], "ignore"),
 ]
 NEGATED = max(len(CONDITIONS), len(MORE_CONDITIONS))   # tenant of not(propagate(...))
 FLAGS = NEGATED + 1                                    # tenant of trace_flags

@@ -10,7 +10,18 @@ from opentelemetry.proto.resource.v1 import resource_pb2 as R
 from opentelemetry.proto.trace.v1 import trace_pb2 as T
 
 from traceo_sampler.ottl import CompileError, ConditionSequence, Ctx, EvalError
-from traceo_sampler.ottl.values import EQ, GT, GTE, LT, LTE, NE, Duration, Time, compare
+from traceo_sampler.ottl.values import (
+    EQ,
+    GT,
+    GTE,
+    LT,
+    LTE,
+    NE,
+    Duration,
+    Time,
+    compare,
+    go_float,
+)
 
 
 def _put(kvs, k, v):
@@ -187,6 +198,14 @@ def test_comparison_evaluator(cond, want):
     assert holds(cond) is want
 
 
+@pytest.mark.parametrize("f,text", [(1.0, "1"), (1.5, "1.5"), (100.0, "100"), (1e20, "100000000000000000000"),
+                                    (1e21, "1e+21"), (1e-6, "0.000001"), (1e-7, "1e-7"),
+                                    (-2.5e-9, "-2.5e-9"), (123456789.125, "123456789.125")])
+def test_string_of_a_float_is_go_json(f, text):
+    # encoding/json's float64 format, which String() uses (StringLikeGetter)
+    assert go_float(f) == text
+
+
 def test_durations_and_times_compare_only_with_their_own_kind():
     # boolean_value_test.go's duration rows, on values (no Duration path here)
     assert compare(Duration(1_000_000), Duration(1_000_000), EQ)
@@ -339,6 +358,22 @@ CONVERTERS = [
     ("func_bool: string", 'Bool("true") == true', True),
     ("func_is_root_span", "IsRootSpan()", True),
     ("func_span_id", "span_id == SpanID(0x0102030405060708)", True),
+    ("func_duration", 'end_time - start_time == Duration("3us")', True),
+    ("func_duration: fraction", 'Duration("1.5h") == Duration("90m")', True),
+    ("func_nanoseconds", "Nanoseconds(end_time - start_time) == 3000", True),
+    ("func_microseconds", "Microseconds(end_time - start_time) == 3", True),
+    ("func_milliseconds truncates", 'Milliseconds(Duration("1999us")) == 1', True),
+    ("func_seconds", 'Seconds(Duration("1500ms")) == 1.5', True),
+    ("func_minutes", 'Minutes(Duration("90s")) == 1.5', True),
+    ("func_hours", 'Hours(Duration("90m")) == 1.5', True),
+    ("func_unix_nano", "UnixNano(start_time) == 1000", True),
+    ("func_unix_micro", "UnixMicro(end_time) == 4", True),
+    ("func_unix_milli", "UnixMilli(end_time) == 0", True),
+    ("func_unix_seconds", "UnixSeconds(end_time) == 0", True),
+    ("func_index: string (bytes)", 'Index("héllo", "l") == 3', True),
+    ("func_index: slice", 'Index(attributes["slice"], "b") == 1', True),
+    ("func_index: missing", 'Index(attributes["slice"], "z") == -1', True),
+    ("func_trim", 'Trim("  x ") == "x" and Trim("aaxa", "a") == "x"', True),
 ]
 
 
@@ -395,3 +430,8 @@ def test_error_modes():
     # converterExpr): checked when evaluated
     with pytest.raises(EvalError, match="must be bool"):
         ConditionSequence(['String("x")'], "span", "propagate").eval(ctx())
+    # Duration() of a literal is parsed when evaluated, as in the Collector
+    with pytest.raises(EvalError, match='time: unknown unit " parsecs" in duration'):
+        ConditionSequence(['Duration("5 parsecs") == nil'], "span", "propagate").eval(ctx())
+    with pytest.raises(EvalError, match='time: unknown unit "y"'):
+        ConditionSequence(['Duration("5y") == nil'], "span", "propagate").eval(ctx())

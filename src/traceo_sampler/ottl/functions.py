@@ -9,12 +9,13 @@ coerces literal arguments at compile time, so ``Int("abc")`` or
 from __future__ import annotations
 
 import json
+import math
 import re
 
-from .paths import EvalError, TypeErr
-from .values import EQ, SpanID, TraceID, compare, go_float, type_name
-
 import re2 as _re2
+
+from .paths import EvalError, TypeErr
+from .values import EQ, Duration, SpanID, Time, TraceID, compare, go_float, type_name
 
 # Go's regexp is RE2: the same syntax (no lookaround, no backreferences),
 # linear time. Errors are reported here, not logged by RE2 to stderr.
@@ -63,6 +64,18 @@ def as_any(v):
     return v
 
 
+def as_time(v):
+    if type(v) is Time:
+        return v
+    raise TypeErr(f"expected time but got {'nil' if v is None else type_name(v)}")
+
+
+def as_duration(v):
+    if type(v) is Duration:
+        return v
+    raise TypeErr(f"expected duration but got {'nil' if v is None else type_name(v)}")
+
+
 def _json_default(o):
     if type(o) is bytes:
         import base64
@@ -108,7 +121,7 @@ def as_string_like(v):
 
 _GO_INT = re.compile(r"[+-]?[0-9]+\Z")
 _GO_FLOAT = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
-                       r"|inf(?:inity)?|nan)\Z", re.I)
+                       r"|inf(?:inity)?|nan)\Z", re.IGNORECASE)
 _GO_BOOL = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True,
             "0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}
 _I64 = 1 << 63
@@ -138,7 +151,7 @@ def as_int_like(v):
     if t is str:
         return _parse_int(v)
     if t is float:
-        if v != v or v in (float("inf"), float("-inf")):
+        if math.isnan(v) or math.isinf(v):
             raise EvalError(f"cannot convert {v} to int64")
         return int(v)
     if t is bool:
@@ -202,6 +215,7 @@ KINDS = {
     "pmap": as_pmap, "pslice": as_pslice, "any": as_any,
     "string_like": as_string_like, "int_like": as_int_like, "float_like": as_float_like,
     "bool_like": as_bool_like, "bytes_like": as_byte_slice_like,
+    "time": as_time, "duration": as_duration,
 }
 
 
@@ -328,6 +342,78 @@ def _id_of(name, cls, n):
     return f
 
 
+_DUR_UNITS = {"ns": 1, "us": 1_000, "\u00b5s": 1_000, "\u03bcs": 1_000, "ms": 1_000_000,
+              "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
+_DUR_PART = re.compile(r"([0-9]*)(?:\.([0-9]*))?([^0-9.]+)")
+
+
+def parse_go_duration(text: str) -> int:
+    """time.ParseDuration: nanoseconds, or EvalError as Go words it."""
+    bad = EvalError(f'time: invalid duration "{text}"')
+    s = text
+    neg = False
+    if s[:1] in ("-", "+"):
+        neg = s[0] == "-"
+        s = s[1:]
+    if s == "0":
+        return 0
+    if not s:
+        raise bad
+    total = 0
+    pos = 0
+    while pos < len(s):
+        m = _DUR_PART.match(s, pos)
+        if m is None:
+            raise bad
+        whole, frac, unit = m.groups()
+        if not whole and not frac:
+            raise bad
+        mult = _DUR_UNITS.get(unit)
+        if mult is None:
+            raise EvalError(f'time: unknown unit "{unit}" in duration "{text}"')
+        v = int(whole or "0") * mult
+        if frac:
+            # Go adds the fraction through a float64, truncated
+            v += int(int(frac) * (mult / 10 ** len(frac)))
+        total += v
+        if total > (1 << 63) - (0 if neg else 1):
+            raise bad
+        pos = m.end()
+    return -total if neg else total
+
+
+def _duration(text):
+    return Duration(parse_go_duration(text))
+
+
+def _go_div_trunc(a: int, b: int) -> int:
+    q = abs(a) // b
+    return q if a >= 0 else -q
+
+
+def _float_part(d: Duration, unit: int) -> float:
+    # Go: float64(d / unit) + float64(d % unit) / unit, both truncated
+    whole = _go_div_trunc(d.ns, unit)
+    return float(whole) + float(d.ns - whole * unit) / unit
+
+
+def _index(target, value):
+    if type(target) is str:
+        if type(value) is not str:
+            raise EvalError("invalid value type for Index function, value must be a string")
+        return target.encode("utf-8", "surrogateescape").find(
+            value.encode("utf-8", "surrogateescape"))
+    items = as_pslice(target)
+    for i, x in enumerate(items):
+        if compare(x, value, EQ):
+            return i
+    return -1
+
+
+def _trim(target, cutset=None):
+    return target.strip(" " if cutset is None else cutset)
+
+
 def _is_root_span(ctx):
     p = ctx.span.parent_span_id
     return not any(p)
@@ -349,7 +435,7 @@ class Func:
     an omitted optional one), whether it reads the context itself, and
     whether it folds over its literal arguments at compile time."""
 
-    __slots__ = ("name", "params", "impl", "needs_ctx", "contexts", "fold")
+    __slots__ = ("contexts", "fold", "impl", "name", "needs_ctx", "params")
 
     def __init__(self, name, params, impl, needs_ctx=False, contexts=None, fold=False):
         self.name = name
@@ -396,5 +482,18 @@ FUNCTIONS: dict[str, Func] = {f.name: f for f in [
     Func("ContainsValue", _p("target:pslice", "item:any"), _contains_value),
     Func("TraceID", _p("target:bytes_like"), _id_of("TraceID", TraceID, 16), fold=True),
     Func("SpanID", _p("target:bytes_like"), _id_of("SpanID", SpanID, 8), fold=True),
+    Func("Duration", _p("duration:string"), _duration),
+    Func("Nanoseconds", _p("duration:duration"), lambda d: d.ns),
+    Func("Microseconds", _p("duration:duration"), lambda d: _go_div_trunc(d.ns, 1_000)),
+    Func("Milliseconds", _p("duration:duration"), lambda d: _go_div_trunc(d.ns, 1_000_000)),
+    Func("Seconds", _p("duration:duration"), lambda d: _float_part(d, 1_000_000_000)),
+    Func("Minutes", _p("duration:duration"), lambda d: _float_part(d, 60_000_000_000)),
+    Func("Hours", _p("duration:duration"), lambda d: _float_part(d, 3_600_000_000_000)),
+    Func("UnixNano", _p("time:time"), lambda t: t.ns),
+    Func("UnixMicro", _p("time:time"), lambda t: t.ns // 1_000),
+    Func("UnixMilli", _p("time:time"), lambda t: t.ns // 1_000_000),
+    Func("UnixSeconds", _p("time:time"), lambda t: t.ns // 1_000_000_000),
+    Func("Index", _p("target:any", "value:any"), _index),
+    Func("Trim", _p("target:string", "replacement:string?"), _trim),
     Func("IsRootSpan", [], _is_root_span, needs_ctx=True, contexts=("span",)),
 ]}
