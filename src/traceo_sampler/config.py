@@ -112,6 +112,29 @@ class DroppedGrace(_Base):
 DECISION_CACHE_ALIASES = {"sampled_cache_size": "sampled", "non_sampled_cache_size": "not_sampled"}
 
 
+class SharedDecisions(_Base):
+    """Sidecar mode (shared_decisions.py): keep decisions shared between
+    sidecars over a Kafka topic, so a trace crossing many pods is kept
+    whole by all of them."""
+    brokers: list[str]
+    topic: str = "traceo_decisions"
+    # how long a local "not sampled" waits for a keep from another sidecar:
+    # at least the spread of the sidecars' decision times for one trace
+    # (idle_timeout when a part ends early) plus the topic's delay
+    hold: Duration = msgspec.field(default_factory=lambda: Duration("5s"))
+    # bytes of held traces; past it the oldest held become final early
+    hold_max_mib: Positive = 64
+    # publish at least this often (sooner when batch_max keeps are pending)
+    flush_interval: Duration = msgspec.field(default_factory=lambda: Duration("20ms"))
+    batch_max: Positive = 4096
+    # a publish not acked within this means the broker is unreachable
+    timeout: Duration = msgspec.field(default_factory=lambda: Duration("2s"))
+    # an empty message when idle, so an outage is noticed within this + timeout
+    heartbeat: Duration = msgspec.field(default_factory=lambda: Duration("1s"))
+    # keeps heard from other sidecars remembered for spans still to come
+    cache: Positive = 100_000
+
+
 class Sampler(_Base):
     decision_wait: Duration = msgspec.field(default_factory=lambda: Duration("30s"))
     root_wait: Wait = msgspec.field(default_factory=lambda: Wait("auto"))
@@ -150,6 +173,8 @@ class Sampler(_Base):
     # in a Collector file it sets service.workers (collector_config.py); here
     # no effect: service.workers is the knob, with the same meaning
     num_shards: Annotated[int, msgspec.Meta(ge=0, le=256)] = 1
+    # sidecar mode: decisions shared between sidecars (None: local only)
+    shared_decisions: SharedDecisions | None = None
     policies: list[PolicyCfg] = msgspec.field(default_factory=list)
 
 
@@ -615,6 +640,9 @@ def parse(raw: Any, ignored_blocks: list[str] | None = None) -> Config:
     if exp is not None and exp.kafka is not None:
         if not exp.kafka.brokers:
             problems.append("exporters.kafka.brokers: must not be empty")
+    if sampler is not None and sampler.shared_decisions is not None \
+            and not sampler.shared_decisions.brokers:
+        problems.append("sampler.shared_decisions.brokers: must not be empty")
     if rec is not None and rec.kafka is not None and not rec.kafka.brokers:
         problems.append("receivers.kafka.brokers: must not be empty")
     if values.get("admin") is not None:

@@ -216,6 +216,8 @@ class App:
             await self._listen({"otlp_grpc": "receivers.otlp.grpc",
                                 "otlp_http": "receivers.otlp.http"}.get(rec.name, "receivers.kafka"),
                                rec)
+        if self.pipeline.shared is not None:
+            await self.pipeline.shared.start()
         if self.cfg.admin is not None:
             a = self.cfg.admin
             self.admin = Admin(a.endpoint, self, tls=a.tls, gate=self._gate("admin", a, None))
@@ -287,6 +289,8 @@ class App:
             await self.router.close(self.cfg.service.shutdown_timeout.seconds)
         n = self.pipeline.drain(shutdown=True)
         log.info("decided %d buffered traces on shutdown", n)
+        if self.pipeline.shared is not None:
+            await self.pipeline.shared.close(min(5.0, self.cfg.service.shutdown_timeout.seconds))
         for e in self.exporters:
             await e.close(self.cfg.service.shutdown_timeout.seconds)
         if self.admin is not None:

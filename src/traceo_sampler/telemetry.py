@@ -126,6 +126,20 @@ METRICS: list[tuple] = [
     ("dropped_grace_bytes", Gauge, "Bytes of not-sampled traces held by sampler.dropped_grace", ()),
     ("dropped_grace_traces", Gauge, "Not-sampled traces held by sampler.dropped_grace", ()),
     ("kafka_discarded_traces_total", Counter, "Kafka receiver: undecided traces of revoked partitions forgotten undecided, for the new owner to re-read whole", ()),
+    ("shared_decisions_kept_total", Counter, "Sidecar mode: kept traces by how (published: kept here for a non-probabilistic reason and published; remote: kept because another sidecar did)", ("source",)),
+    ("shared_decisions_messages_total", Counter, "Sidecar mode: decisions-topic messages, by direction (out, in) and kind (decisions, heartbeat, invalid)", ("direction", "kind")),
+    ("shared_decisions_bytes_total", Counter, "Sidecar mode: decisions-topic message bytes, by direction and kind", ("direction", "kind")),
+    ("shared_decisions_received_total", Counter, "Sidecar mode: keeps heard from other sidecars, by what they met here (held, ahead: undecided or not arrived yet, too_late: already final not sampled, duplicate)", ("outcome",)),
+    ("shared_decisions_held_total", Counter, "Sidecar mode: locally not-sampled traces released from the hold (kept_remote, expired: final not sampled, evicted: hold_max_mib reached)", ("outcome",)),
+    ("shared_decisions_held_traces", Gauge, "Sidecar mode: not-sampled traces held waiting for a keep from another sidecar", ()),
+    ("shared_decisions_held_bytes", Gauge, "Sidecar mode: bytes of held traces (bounded by hold_max_mib)", ()),
+    ("shared_decisions_lag_messages", Gauge, "Sidecar mode: decisions-topic high watermark minus the next offset to read, per partition", ("partition",)),
+    ("shared_decisions_delay_seconds", Histogram, "Sidecar mode: from another sidecar publishing a keep to this one reading it", (),
+     (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)),
+    ("shared_decisions_fallback_traces_total", Counter, "Sidecar mode: traces decided locally only because the broker was unreachable (a keep not shared, a not-sampled not held)", ()),
+    ("shared_decisions_unpublished_total", Counter, "Sidecar mode: keeps whose publish failed (broker unreachable)", ()),
+    ("shared_decisions_outages_total", Counter, "Sidecar mode: times the decisions broker became unreachable", ()),
+    ("shared_decisions_broker_up", Gauge, "Sidecar mode: 1 while decisions are shared, 0 in fallback to local decisions", ()),
 ]
 
 
