@@ -1,13 +1,21 @@
 """Type stub for the compiled TraceBuffer (ext/_buffer.pyx); the model and the
 exact semantics are those of its pure twin, ``traceo_sampler.buffer``."""
-from collections.abc import Buffer, Iterable
+from collections.abc import Iterable
 from typing import Any, AbstractSet, Protocol, final
+
+from typing_extensions import Buffer
 
 class _ScanLike(Protocol):
     @property
     def groups(self) -> list[tuple[bytes, bytes, str, dict[str, Any] | None]]: ...
     @property
     def spans(self) -> list[tuple]: ...
+
+class ContentError(ValueError):
+    """Bad content inside a well-framed message (rejects its spans, not the
+    request); ``reason`` is the invalid_spans_total label."""
+    reason: str
+    def __init__(self, reason: str, message: str) -> None: ...
 
 @final
 class Trace:
@@ -30,7 +38,12 @@ class Trace:
     root_name: str
     root_service: str
     tracestates: dict[int, str] | None
+    # its OTLP size when a policy charges bytes (otlp_size.py), else None
+    encoded_size: int | None
     def __init__(self, trace_id: bytes, now: float) -> None: ...
+    @property
+    def trace_state(self) -> str:
+        """The first non-empty tracestate seen in the trace."""
     @property
     def nbytes(self) -> int: ...
     def entries(self) -> list[tuple[int, int, int, str]]:
@@ -90,12 +103,16 @@ class TraceBuffer:
     def discard(self, trace_id: bytes) -> int: ...
     def spans(self, t: Trace) -> list[tuple[bytes, bytes, bytes]]:
         """(resource_header, scope_header, span) of every span; before finish()."""
-    def consistency(self, t: Trace, skew_tolerance_ns: int
+    def consistency(self, t: Trace, skew_tolerance_ns: int,
+                    amounts: list[tuple[str, int]] | None = None
                     ) -> tuple[int, dict[str, int], dict[str, int], bool]:
         """(duplicates, orphans per service, skewed per service, no_root);
-        call it before finish()."""
-    def finish(self, t: Trace, sampled: bool, policy: str, threshold: int
-               ) -> tuple[bytes, dict[str, int]] | None: ...
+        with ``amounts``, each skewed span appends (service, nanoseconds
+        outside its parent). Call it before finish()."""
+    def finish(self, t: Trace, sampled: bool, policy: str, threshold: int, extra: bytes = b""
+               ) -> tuple[bytes, dict[str, list[int]]] | None:
+        """When kept: (blob, per service [spans, span bytes as received]);
+        ``extra`` (encoded Span fields) is appended to every span."""
     @staticmethod
     def encode_groups(items: Iterable[tuple[bytes, bytes, list[bytes]]]) -> bytes: ...
 

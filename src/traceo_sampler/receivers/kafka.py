@@ -26,6 +26,7 @@ import base64
 import logging
 import math
 import time
+from typing import Any
 
 from ..scan import scan
 
@@ -284,7 +285,7 @@ class KafkaReceiver:
         self.tracker = tracker
         self.clock = clock
         self.parts: dict = {}
-        self.consumer = None
+        self.consumer: Any = None   # an AIOKafkaConsumer once started (aiokafka is untyped)
         self._task: asyncio.Task | None = None
         self._stopping = False
         self._lock = asyncio.Lock()
