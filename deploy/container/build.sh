@@ -49,6 +49,12 @@ if [[ "$force" != "--force" ]] && buildah inspect --type image "$img" >/dev/null
 fi
 exec 9>"${XDG_CACHE_HOME:-$HOME/.cache}/traceo-sampler/container/.image.lock"
 command -v flock >/dev/null 2>&1 && flock 9
+# another build.sh may have built it while this one waited for the lock
+if [[ "$force" != "--force" ]] && buildah inspect --type image "$img" >/dev/null 2>&1; then
+  buildah tag "$img" localhost/traceo-sampler:dev
+  echo "$img"
+  exit 0
+fi
 echo "build.sh: building $img" >&2
 t0=$SECONDS
 # --format docker: the OCI image format has no HEALTHCHECK; --layers: cache each step;

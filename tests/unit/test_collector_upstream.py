@@ -272,6 +272,14 @@ def test_boolean_attribute():
           [(d, b, r, not w) for d, b, r, w in rows])
 
 
+def test_boolean_attribute_of_another_type():
+    """boolean_tag_filter.go reads Value.Bool(): a string value reads false,
+    so it matches ``value: false`` there; ours needs a bool"""
+    pol = {"type": "boolean_attribute", "boolean_attribute": {"key": "example", "value": False}}
+    assert one(pol, [span({"example": "yes"})]) is S
+    assert one(pol, [span({"example": "yes"})], semantics="traceo") is N
+
+
 # ------------------------------------------------------------ status_code_test.go
 UNSET, OK, ERROR = 0, 1, 2
 

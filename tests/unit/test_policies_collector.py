@@ -5,9 +5,9 @@ config.parse and decide as the Collector's documented rules say, on tables
 of traces.
 
 The rules, from the processor's README: a ``drop`` decision drops the
-trace; an inverted match (``invert_match``) vetoes it; otherwise any policy
-that samples keeps it. Inside ``and`` (and ``composite``) an inverted
-match is a plain not-sampled and an inverted non-match a plain sampled.
+trace; otherwise any policy that samples keeps it. An inverted match
+(``invert_match``) is a plain not-sampled and an inverted non-match a
+plain sampled, everywhere (the current Collector: no veto; issue 11).
 ``composite`` gives each sub-policy a share of ``max_total_spans_per_second``
 and the first sub-policy that samples decides, within its share or not at
 all. The limiters pass what their token bucket holds (``burst_capacity``,

@@ -31,6 +31,24 @@ class BooleanAttribute:
         return YES if hit else NO
 
 
+class CollectorBooleanAttribute(BooleanAttribute):
+    """The Collector's reading (boolean_tag_filter.go): a value of the key is
+    read as pdata's ``Value.Bool()``, so a value of another type reads
+    false."""
+
+    def evaluate(self, trace):
+        hit = any((v if type(v) is bool else False) == self.value
+                  for v in attr_values(trace, self.key))
+        if self.invert:
+            return NO if hit else YES
+        return YES if hit else NO
+
+
+def build_collector(cfg, build_sub, clock=None):
+    c = cfg.boolean_attribute
+    return CollectorBooleanAttribute(cfg.name, c.key, c.value, c.invert_match)
+
+
 def build(cfg, build_sub, clock=None):
     c = cfg.boolean_attribute
     return BooleanAttribute(cfg.name, c.key, c.value, c.invert_match)
