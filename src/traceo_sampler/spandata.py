@@ -11,7 +11,7 @@ once per decision.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from opentelemetry.proto.trace.v1 import trace_pb2
 
@@ -58,7 +58,7 @@ class WithSpans:
     """A trace summary plus its decoded spans (``.spans``); every other
     attribute is the summary's."""
 
-    __slots__ = ("_trace", "_read", "_spans", "_headers", "_raw")
+    __slots__ = ("_headers", "_raw", "_read", "_spans", "_trace")
 
     def __init__(self, trace, read: Callable[[object], list], headers: dict | None = None):
         self._trace = trace

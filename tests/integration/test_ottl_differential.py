@@ -14,8 +14,9 @@ import time
 import grpc
 import pytest
 import yaml
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
 from support.otelcol import Otelcol
 from support.procs import free_ports
 from test_collector_differential import EXPORT, Sink, Traceo, collector_file

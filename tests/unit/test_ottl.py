@@ -10,7 +10,18 @@ from opentelemetry.proto.resource.v1 import resource_pb2 as R
 from opentelemetry.proto.trace.v1 import trace_pb2 as T
 
 from traceo_sampler.ottl import CompileError, ConditionSequence, Ctx, EvalError
-from traceo_sampler.ottl.values import EQ, GT, GTE, LT, LTE, NE, Duration, Time, compare
+from traceo_sampler.ottl.values import (
+    EQ,
+    GT,
+    GTE,
+    LT,
+    LTE,
+    NE,
+    Duration,
+    Time,
+    compare,
+    go_float,
+)
 
 
 def _put(kvs, k, v):
@@ -185,6 +196,14 @@ COMPARISON_EVALUATOR = [
 @pytest.mark.parametrize("cond,want", [pytest.param(c, w, id=n) for n, c, w in COMPARISON_EVALUATOR])
 def test_comparison_evaluator(cond, want):
     assert holds(cond) is want
+
+
+@pytest.mark.parametrize("f,text", [(1.0, "1"), (1.5, "1.5"), (100.0, "100"), (1e20, "100000000000000000000"),
+                                    (1e21, "1e+21"), (1e-6, "0.000001"), (1e-7, "1e-7"),
+                                    (-2.5e-9, "-2.5e-9"), (123456789.125, "123456789.125")])
+def test_string_of_a_float_is_go_json(f, text):
+    # encoding/json's float64 format, which String() uses (StringLikeGetter)
+    assert go_float(f) == text
 
 
 def test_durations_and_times_compare_only_with_their_own_kind():

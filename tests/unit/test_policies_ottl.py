@@ -10,9 +10,11 @@ from __future__ import annotations
 import importlib
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
 from conftest import PURE
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
+
 from traceo_sampler.buffer import TraceBufferPy
 from traceo_sampler.config import ConfigError, parse
 from traceo_sampler.decider import Decider
@@ -235,8 +237,8 @@ CONFIG_ERRORS = [
      "sampler.policies[0].ottl_condition.spanevent[0]: unknown function IsRootSpan"),
     ("error mode", {"span": ["true"], "error_mode": "loud"},
      "sampler.policies[0].ottl_condition.error_mode: unknown error mode 'loud'"),
-    ("no conditions", {}, "sampler.policies[0].ottl_condition: expected at least one OTTL "
-     "condition to filter on"),
+    ("no conditions", {},
+     "sampler.policies[0].ottl_condition: expected at least one OTTL condition to filter on"),
     ("unknown key", {"span": ["true"], "spans": ["x"]},
      "sampler.policies[0].ottl_condition.spans: unknown field"),
 ]

@@ -37,7 +37,7 @@ class ConditionSequence:
     raises EvalError; under ``ignore`` it is logged and skipped; under
     ``silent`` skipped."""
 
-    __slots__ = ("texts", "fns", "error_mode", "constant", "_last_warn")
+    __slots__ = ("_last_warn", "constant", "error_mode", "fns", "texts")
 
     def __init__(self, conditions: list[str], context: str, error_mode: str = "silent"):
         if error_mode not in ERROR_MODES:
@@ -97,5 +97,13 @@ def paths_supported() -> dict[str, tuple[str, ...]]:
     return dict(CONTEXT_NAMES)
 
 
-__all__ = ["ConditionSequence", "ConditionError", "CompileError", "EvalError", "Ctx",
-           "FUNCTIONS", "ERROR_MODES", "paths_supported"]
+__all__ = [
+    "ERROR_MODES",
+    "FUNCTIONS",
+    "CompileError",
+    "ConditionError",
+    "ConditionSequence",
+    "Ctx",
+    "EvalError",
+    "paths_supported",
+]

@@ -14,7 +14,14 @@ import lark
 
 from . import functions as F
 from .grammar import GrammarError, parse
-from .paths import CONTEXT_NAMES, ENUMS, CompileError, EvalError, index_value, path_getter
+from .paths import (
+    CONTEXT_NAMES,
+    ENUMS,
+    CompileError,
+    EvalError,
+    index_value,
+    path_getter,
+)
 from .values import OPS, Duration, Time, compare
 
 _NOLIT = object()
@@ -363,7 +370,7 @@ class Compiler:
             thunks.append(self.argument(name, kind, node))
         impl = fn.impl
         if fn.needs_ctx:
-            call = lambda c: impl(c)     # noqa: E731
+            call = lambda c: impl(c)
         elif fn.fold and all(th is None or th[1] for th in thunks):
             # TraceID(0x…) and SpanID(…) of a literal: decoded once, a bad
             # one is a config error (newIDExprFunc)
@@ -371,7 +378,7 @@ class Compiler:
                 v = impl(*[None if th is None else th[0](None) for th in thunks])
             except EvalError as exc:
                 raise CompileError(str(exc)) from None
-            call = lambda c: v          # noqa: E731
+            call = lambda c: v
         else:
             # arguments are evaluated (and coerced) in order, then the
             # converter runs on their values
@@ -379,10 +386,10 @@ class Compiler:
             n = len(fns)
             if n == 1:
                 f0 = fns[0]
-                call = lambda c: impl(f0(c))   # noqa: E731
+                call = lambda c: impl(f0(c))
             elif n == 2:
                 f0, f1 = fns
-                call = lambda c: impl(f0(c), f1(c))  # noqa: E731
+                call = lambda c: impl(f0(c), f1(c))
             else:
                 fns = tuple(fns)
 

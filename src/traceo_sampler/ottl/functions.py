@@ -9,12 +9,13 @@ coerces literal arguments at compile time, so ``Int("abc")`` or
 from __future__ import annotations
 
 import json
+import math
 import re
+
+import re2 as _re2
 
 from .paths import EvalError, TypeErr
 from .values import EQ, Duration, SpanID, Time, TraceID, compare, go_float, type_name
-
-import re2 as _re2
 
 # Go's regexp is RE2: the same syntax (no lookaround, no backreferences),
 # linear time. Errors are reported here, not logged by RE2 to stderr.
@@ -120,7 +121,7 @@ def as_string_like(v):
 
 _GO_INT = re.compile(r"[+-]?[0-9]+\Z")
 _GO_FLOAT = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
-                       r"|inf(?:inity)?|nan)\Z", re.I)
+                       r"|inf(?:inity)?|nan)\Z", re.IGNORECASE)
 _GO_BOOL = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True,
             "0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}
 _I64 = 1 << 63
@@ -150,7 +151,7 @@ def as_int_like(v):
     if t is str:
         return _parse_int(v)
     if t is float:
-        if v != v or v in (float("inf"), float("-inf")):
+        if math.isnan(v) or math.isinf(v):
             raise EvalError(f"cannot convert {v} to int64")
         return int(v)
     if t is bool:
@@ -434,7 +435,7 @@ class Func:
     an omitted optional one), whether it reads the context itself, and
     whether it folds over its literal arguments at compile time."""
 
-    __slots__ = ("name", "params", "impl", "needs_ctx", "contexts", "fold")
+    __slots__ = ("contexts", "fold", "impl", "name", "needs_ctx", "params")
 
     def __init__(self, name, params, impl, needs_ctx=False, contexts=None, fold=False):
         self.name = name

@@ -13,7 +13,6 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as _PbSpan
 from ..tracestate import parse_w3c
 from .values import Opaque, SpanID, Time, TraceID
 
-
 _SpanFromString = _PbSpan.FromString
 
 
@@ -110,8 +109,19 @@ class Ctx:
     """What one evaluation looks at: a span (and, in the spanevent
     context, one of its events) with its scope and resource."""
 
-    __slots__ = ("_span", "scope", "scope_schema", "resource", "resource_schema",
-                 "event", "event_index", "res_kv", "scope_kv", "memo", "raw")
+    __slots__ = (
+        "_span",
+        "event",
+        "event_index",
+        "memo",
+        "raw",
+        "res_kv",
+        "resource",
+        "resource_schema",
+        "scope",
+        "scope_kv",
+        "scope_schema",
+    )
 
     def __init__(self, span, scope, scope_schema, resource, resource_schema,
                  event=None, event_index=-1, res_kv=None, scope_kv=None, memo=None):

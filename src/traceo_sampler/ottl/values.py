@@ -15,6 +15,7 @@ type it holds.
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 
 EQ, NE, LT, LTE, GTE, GT = range(6)
 OPS = {"==": EQ, "!=": NE, "<": LT, "<=": LTE, ">=": GTE, ">": GT}
@@ -87,7 +88,7 @@ class Opaque:
     """A span part OTTL hands out as a struct (status, an event, a link):
     equal to the same kind with equal content, nothing else."""
 
-    __slots__ = ("kind", "key")
+    __slots__ = ("key", "kind")
 
     def __init__(self, kind: str, key):
         self.kind = kind
@@ -220,17 +221,16 @@ def go_float(f: float) -> str:
         return "-0" if math.copysign(1.0, f) < 0 else "0"
     a = abs(f)
     if 1e-6 <= a < 1e21:
-        r = repr(f)
-        if "e" in r or "E" in r:
-            r = format(f, "f")
-        if r.endswith(".0"):
-            r = r[:-2]
+        # the shortest digits that round-trip (repr), written without an
+        # exponent
+        r = format(Decimal(repr(f)), "f")
+        if "." in r:
+            r = r.rstrip("0").rstrip(".")
         return r
     m, _, e = repr(f).partition("e")
     if not e:
         m, _, e = format(f, "e").partition("e")
-    if m.endswith(".0"):
-        m = m[:-2]
+    m = m.removesuffix(".0")
     exp = int(e)
     # strconv pads the exponent to two digits; encoding/json then drops the
     # pad of a negative one (1e-07 -> 1e-7)
