@@ -25,6 +25,7 @@ from cpython.mem cimport PyMem_Calloc, PyMem_Realloc
 from libc.string cimport memset
 
 from traceo_sampler.tracestate import merge_threshold, randomness as _py_randomness
+from traceo_sampler.buffer import LAG_BOUNDS as _LAG_BOUNDS, MAX_LAG_SERVICES
 
 cdef extern from *:
     """
@@ -48,6 +49,32 @@ cdef enum:
     ENTRY_HDR = 40
     TRACE_OVERHEAD = 1200   # = buffer.TRACE_OVERHEAD (measured there)
     MAX_ATTR_VALUES = 64
+    NLAG = 13               # = buffer.NLAG: len(LAG_BOUNDS) + the +Inf bucket
+
+assert len(_LAG_BOUNDS) + 1 == NLAG
+cdef double _lag_bounds[NLAG - 1]
+for _i, _b in enumerate(_LAG_BOUNDS):
+    _lag_bounds[_i] = _b
+
+
+cdef inline Py_ssize_t _lag_bucket(double lag) noexcept:
+    # = buffer.lag_bucket
+    cdef Py_ssize_t i
+    if lag <= 0.0:
+        return 0
+    for i in range(NLAG - 1):
+        if lag <= _lag_bounds[i]:
+            return i
+    return NLAG - 1
+
+
+cdef class Waits:
+    """= buffer.Waits: one root service's waits, read at each check."""
+    cdef public double root_wait, idle_timeout
+
+    def __init__(self, double root_wait, double idle_timeout):
+        self.root_wait = root_wait
+        self.idle_timeout = idle_timeout
 
 
 cdef struct EntryHdr:
@@ -132,6 +159,8 @@ cdef class Trace:
     cdef public long long randomness
     cdef public str root_name, root_service
     cdef public object tracestates
+    cdef public double max_gap      # longest time between two of its arrivals
+    cdef public Waits waits
     # its OTLP size, set by the pipeline before deciding when a policy
     # charges bytes (otlp_size.py); None otherwise
     cdef public object encoded_size
@@ -146,8 +175,9 @@ cdef class Trace:
     cdef object last_rattrs     # the resource attributes merged last
     cdef bint finished          # finish() ran: its groups are released
 
-    def __init__(self, bytes trace_id, double now):
+    def __init__(self, bytes trace_id, double now, Waits waits=None):
         _init_trace(self, trace_id, now)
+        self.waits = waits if waits is not None else Waits(0.0, 0.0)
 
     @property
     def trace_state(self):
@@ -199,10 +229,11 @@ cdef inline void _init_trace(Trace t, bytes trace_id, double now):
     t.last_service = None
     t.last_rattrs = None
     t.finished = False
+    t.max_gap = 0.0
 
 
 cdef class AddResult:
-    cdef public list late_kept
+    cdef public list late_kept, late_dropped_spans
     cdef public Py_ssize_t late_dropped, new_traces, spans
     cdef public list full
     cdef public dict per_service
@@ -214,6 +245,7 @@ cdef class AddResult:
     def __init__(self):
         self.overflow = []
         self.late_kept = []
+        self.late_dropped_spans = []
         self.late_dropped = 0
         self.full = []
         self.new_traces = 0
@@ -363,6 +395,7 @@ cdef struct TidSlot:
 
 
 import os as _os
+from collections import OrderedDict
 cdef uint64_t _SEED = int.from_bytes(_os.urandom(8), "little")
 
 
@@ -492,7 +525,18 @@ cdef inline bint _hless(HeapItem* a, HeapItem* b) noexcept:
 
 @cython.final
 cdef class TraceBuffer:
-    cdef public double decision_wait, root_wait, idle_timeout
+    cdef public double decision_wait
+    cdef public Waits default_waits
+    cdef dict _svc_waits
+    cdef public bint late_detail
+    # arrival lags per service id: NLAG first-arrival counts, NLAG root
+    # counts (_lagc), and the two sums (_lags); _glag: gid -> service id
+    cdef uint64_t* _lagc
+    cdef double* _lags
+    cdef Py_ssize_t* _glag
+    cdef Py_ssize_t _lag_cap
+    cdef dict _lag_ids
+    cdef list _lag_names
     cdef public Py_ssize_t max_spans, memory_limit, nbytes, nspans
     cdef public dict traces
     cdef HeapItem* _heap
@@ -505,7 +549,7 @@ cdef class TraceBuffer:
     cdef Py_ssize_t* _gscratch  # gid -> count, zero between uses (finish)
     cdef Py_ssize_t _gcap
     cdef public Py_ssize_t cache_sampled, cache_not_sampled
-    cdef dict _kept
+    cdef object _kept
     cdef dict _plain_sfx        # threshold -> its plain trace_state suffix
     cdef _FpTable _dropped_new, _dropped_old
     cdef Py_ssize_t _gen_size
@@ -514,8 +558,11 @@ cdef class TraceBuffer:
                  Py_ssize_t max_spans_per_trace, Py_ssize_t memory_limit,
                  Py_ssize_t cache_sampled, Py_ssize_t cache_not_sampled):
         self.decision_wait = decision_wait
-        self.root_wait = root_wait
-        self.idle_timeout = idle_timeout
+        self.default_waits = Waits(root_wait, idle_timeout)
+        self._svc_waits = {}
+        self.late_detail = False
+        self._lag_ids = {}
+        self._lag_names = []
         self.max_spans = max_spans_per_trace
         self.memory_limit = memory_limit
         self.traces = {}
@@ -527,7 +574,10 @@ cdef class TraceBuffer:
         self._free_groups = []
         self.cache_sampled = cache_sampled
         self.cache_not_sampled = cache_not_sampled
-        self._kept = {}
+        # insertion-ordered, oldest forgotten first: an OrderedDict, as
+        # popping a plain dict's first entry again and again makes finding
+        # the next one linear (~0.4 ms per kept trace at 100 000 entries)
+        self._kept = OrderedDict()
         self._plain_sfx = {}
         self._gen_size = (cache_not_sampled + 1) // 2
         self._dropped_new = _FpTable(self._gen_size)
@@ -537,6 +587,92 @@ cdef class TraceBuffer:
         PyMem_Free(self._heap)
         PyMem_Free(self._grefs)
         PyMem_Free(self._gscratch)
+        PyMem_Free(self._glag)
+        PyMem_Free(self._lagc)
+        PyMem_Free(self._lags)
+
+    # ------------------------------------------------------------ waits
+    @property
+    def root_wait(self):
+        return self.default_waits.root_wait
+
+    @root_wait.setter
+    def root_wait(self, double v):
+        self.default_waits.root_wait = v
+
+    @property
+    def idle_timeout(self):
+        return self.default_waits.idle_timeout
+
+    @idle_timeout.setter
+    def idle_timeout(self, double v):
+        self.default_waits.idle_timeout = v
+
+    def set_waits(self, str service, double root_wait, double idle_timeout):
+        """See the pure twin."""
+        w = self._svc_waits.get(service)
+        if w is None:
+            w = Waits(root_wait, idle_timeout)
+            self._svc_waits[service] = w
+        else:
+            (<Waits>w).root_wait = root_wait
+            (<Waits>w).idle_timeout = idle_timeout
+        return w
+
+    def waits(self, str service):
+        return self._svc_waits.get(service, self.default_waits)
+
+    # ------------------------------------------------------------ lags
+    cdef Py_ssize_t _lag_id(self, str svc) except -1:
+        cdef Py_ssize_t i, cap
+        cdef void* grown
+        o = self._lag_ids.get(svc)
+        if o is not None:
+            return o
+        if len(self._lag_names) >= MAX_LAG_SERVICES:
+            svc = "other"
+            o = self._lag_ids.get(svc)
+            if o is not None:
+                return o
+        i = len(self._lag_names)
+        if i >= self._lag_cap:
+            cap = 2 * self._lag_cap if self._lag_cap else 16
+            grown = PyMem_Realloc(self._lagc, cap * 2 * NLAG * sizeof(uint64_t))
+            if grown == NULL:
+                raise MemoryError()
+            self._lagc = <uint64_t*>grown
+            grown = PyMem_Realloc(self._lags, cap * 2 * sizeof(double))
+            if grown == NULL:
+                raise MemoryError()
+            self._lags = <double*>grown
+            memset(self._lagc + self._lag_cap * 2 * NLAG, 0,
+                   (cap - self._lag_cap) * 2 * NLAG * sizeof(uint64_t))
+            memset(self._lags + self._lag_cap * 2, 0, (cap - self._lag_cap) * 2 * sizeof(double))
+            self._lag_cap = cap
+        self._lag_names.append(svc)
+        self._lag_ids[svc] = i
+        return i
+
+    def take_lags(self):
+        """See the pure twin."""
+        cdef Py_ssize_t i, k
+        cdef uint64_t* c
+        cdef uint64_t tot
+        out = {}
+        for i in range(len(self._lag_names)):
+            c = self._lagc + i * 2 * NLAG
+            tot = 0
+            for k in range(2 * NLAG):
+                tot += c[k]
+            if tot == 0:
+                continue
+            out[self._lag_names[i]] = ([c[k] for k in range(NLAG)],
+                                       [c[NLAG + k] for k in range(NLAG)],
+                                       self._lags[2 * i], self._lags[2 * i + 1])
+            memset(c, 0, 2 * NLAG * sizeof(uint64_t))
+            self._lags[2 * i] = 0.0
+            self._lags[2 * i + 1] = 0.0
+        return out
 
     # ------------------------------------------------------------ groups
     cdef Py_ssize_t _group(self, bytes rh, bytes sh, str service) except -1:
@@ -562,10 +698,15 @@ cdef class TraceBuffer:
                 if grown == NULL:
                     raise MemoryError()
                 self._gscratch = grown
+                grown = <Py_ssize_t*>PyMem_Realloc(self._glag, cap * sizeof(Py_ssize_t))
+                if grown == NULL:
+                    raise MemoryError()
+                self._glag = grown
                 memset(self._gscratch + self._gcap, 0, (cap - self._gcap) * sizeof(Py_ssize_t))
                 self._gcap = cap
             self._groups.append(entry)
         self._grefs[gid] = 0
+        self._glag[gid] = self._lag_id(service)
         self._group_ids[key] = gid
         return gid
 
@@ -602,7 +743,7 @@ cdef class TraceBuffer:
             kept = self._kept
             kept[trace_id] = (policy, threshold)
             if len(kept) > self.cache_sampled:
-                del kept[next(iter(kept))]
+                kept.popitem(last=False)
         else:
             if self.cache_not_sampled <= 0:
                 return 0
@@ -743,6 +884,11 @@ cdef class TraceBuffer:
             if c is not None:
                 if c is False:
                     res.late_dropped += 1
+                    if self.late_detail:
+                        res.late_dropped_spans.append((
+                            tid, grp[2], r.code, r.start, r.end, grp[0], grp[1],
+                            PyBytes_FromStringAndSize(<const char*>q.src + r.off, ln),
+                            ts if ts is not None else _EMPTY_STR))
                 else:
                     res.late_kept.append((
                         tid, c[0], c[1], grp[0], grp[1],
@@ -797,6 +943,8 @@ cdef class TraceBuffer:
         t.span_count += 1
         if 0 <= r.code < 32:     # an unknown (even negative) enum value is kept, not matched
             t.status_mask |= 1 << r.code
+        if q.now - t.last_arrival > t.max_gap:
+            t.max_gap = q.now - t.last_arrival
         t.last_arrival = q.now
         svc = grp[2]
         if t.last_service is not svc:
@@ -811,11 +959,27 @@ cdef class TraceBuffer:
             t.root_arrival = q.now
             t.root_name = name
             t.root_service = svc
+            w = self._svc_waits.get(svc)
+            if w is not None:
+                t.waits = <Waits>w
             self._seq += 1
-            t.r_when = q.now + self.root_wait
+            t.r_when = q.now + t.waits.root_wait
             t.r_seq = self._seq
             t.r_slot = True
             self._hupdate(t)
+        cdef uint64_t* lc
+        cdef double* ls
+        cdef double lag = q.now - t.first_arrival
+        if lag > 0.0:       # came in a later call than its trace's first span
+            lc = self._lagc + self._glag[gid] * 2 * NLAG
+            ls = self._lags + self._glag[gid] * 2
+            lc[_lag_bucket(lag)] += 1
+            ls[0] += lag
+            if t.root_seen:
+                lag = q.now - t.root_arrival
+                if lag > 0.0:
+                    lc[NLAG + _lag_bucket(lag)] += 1
+                    ls[1] += lag
         rattrs = grp[3]
         if rattrs is not None and rattrs is not t.last_rattrs:
             # merging the same dict again would change nothing
@@ -836,6 +1000,7 @@ cdef class TraceBuffer:
     cdef Trace _new_trace(self, bytes tid, double now, double first_deadline):
         cdef Trace t = Trace.__new__(Trace)
         _init_trace(t, tid, now)
+        t.waits = self.default_waits
         self.traces[tid] = t
         self.nbytes += TRACE_OVERHEAD
         self._seq += 1
@@ -930,23 +1095,25 @@ cdef class TraceBuffer:
 
     # ------------------------------------------------------------ completion
     cdef inline double _deadline(self, Trace t) noexcept:
-        cdef double d = min(t.first_arrival + self.decision_wait, t.last_arrival + self.idle_timeout)
+        cdef Waits w = t.waits
+        cdef double d = min(t.first_arrival + self.decision_wait, t.last_arrival + w.idle_timeout)
         if t.root_seen:
-            d = min(d, t.root_arrival + self.root_wait)
+            d = min(d, t.root_arrival + w.root_wait)
         return d
 
     cdef str _trigger(self, Trace t):
         # the earliest rule wins; ties go to idle, then max_wait, then root,
         # as the pure twin's min() over (time, name) pairs
+        cdef Waits w = t.waits
         cdef double mw = t.first_arrival + self.decision_wait
-        cdef double idle = t.last_arrival + self.idle_timeout
+        cdef double idle = t.last_arrival + w.idle_timeout
         cdef double best = idle
         cdef str name = "idle"
         if mw < best:
             best = mw
             name = "max_wait"
         if t.root_seen:
-            mw = t.root_arrival + self.root_wait
+            mw = t.root_arrival + w.root_wait
             if mw < best:
                 best = mw
                 name = "root"
@@ -970,6 +1137,10 @@ cdef class TraceBuffer:
                 out.append((t, self._trigger(t)))
                 self._remove(t)
             else:
+                # not due after all (a span moved it, or its waits grew): the
+                # popped candidate is used up, the main one moves to d
+                if t.r_slot and self._heap[0].seq == t.r_seq:
+                    t.r_slot = False
                 self._seq += 1
                 t.m_when = d
                 t.m_seq = self._seq

@@ -11,6 +11,16 @@ class _ScanLike(Protocol):
     @property
     def spans(self) -> list[tuple]: ...
 
+MAX_LAG_SERVICES: int
+
+@final
+class Waits:
+    """The root_wait and idle_timeout of one root service (or the default),
+    shared by the traces that use them."""
+    root_wait: float
+    idle_timeout: float
+    def __init__(self, root_wait: float, idle_timeout: float) -> None: ...
+
 class ContentError(ValueError):
     """Bad content inside a well-framed message (rejects its spans, not the
     request); ``reason`` is the invalid_spans_total label."""
@@ -40,7 +50,10 @@ class Trace:
     tracestates: dict[int, str] | None
     # its OTLP size when a policy charges bytes (otlp_size.py), else None
     encoded_size: int | None
-    def __init__(self, trace_id: bytes, now: float) -> None: ...
+    # longest time between two of its arrivals
+    max_gap: float
+    waits: Waits
+    def __init__(self, trace_id: bytes, now: float, waits: Waits | None = None) -> None: ...
     @property
     def trace_state(self) -> str:
         """The first non-empty tracestate seen in the trace."""
@@ -61,6 +74,10 @@ class AddResult:
     # what the insert did
     late_kept: list[tuple[bytes, str, int, bytes, bytes, bytes, str, str]]
     late_dropped: int
+    # with late_detail: every late span of a not-sampled trace as (trace_id,
+    # service, status code, start, end, resource_header, scope_header,
+    # span_bytes, trace_state)
+    late_dropped_spans: list[tuple[bytes, str, int, int, int, bytes, bytes, bytes, str]]
     full: list[Trace]
     overflow: list[tuple]
     new_traces: int
@@ -80,9 +97,17 @@ class TraceBuffer:
     traces: dict[bytes, Trace]
     cache_sampled: int
     cache_not_sampled: int
+    default_waits: Waits
+    late_detail: bool
     def __init__(self, *, decision_wait: float, root_wait: float, idle_timeout: float,
                  max_spans_per_trace: int, memory_limit: int,
                  cache_sampled: int, cache_not_sampled: int) -> None: ...
+    def set_waits(self, service: str, root_wait: float, idle_timeout: float) -> Waits:
+        """Traces whose root span is of ``service`` use these waits."""
+    def waits(self, service: str) -> Waits: ...
+    def take_lags(self) -> dict[str, tuple[list[int], list[int], float, float]]:
+        """Per service, the arrival lags counted since the last call:
+        (first_counts, root_counts, first_sum, root_sum)."""
     def group(self, gid: int) -> tuple[bytes, bytes, str]: ...
     @property
     def ngroups(self) -> int: ...

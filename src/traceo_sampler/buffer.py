@@ -13,11 +13,19 @@ module is whichever loaded (accel.py). Both keep the same state:
   so a request's headers are stored once however many traces use them;
 * the completion schedule of DESIGN.md §2 as a heap of candidate deadlines,
   re-checked lazily when they come due (a deadline only moves later when a
-  span arrives, except for a root, which pushes an earlier one). Entries of
-  traces no longer buffered (decided, or an earlier trace with the same ID:
-  ``seq < created_seq``) are skipped. A live trace has at most two pending
-  entries (its first/re-checked one and its root one): the compiled twin
-  keeps exactly those in a C heap, so both visit traces in the same order;
+  span arrives, except for a root, which pushes an earlier one). A live
+  trace has two candidates: "main" (its first deadline, then each re-check)
+  and "root" (pushed once when its root arrives, consumed when it comes
+  due); heap entries whose seq is neither are stale and skipped. The
+  compiled twin keeps exactly those two per trace in a C heap, so both visit
+  traces in the same order. The waits are read at each check from the
+  trace's ``Waits`` (its root service's, once the root arrived, else the
+  default), so waits learned while a trace is buffered (``root_wait:
+  auto``, completion.py) or reloaded apply to it from its next check;
+* arrival lags (how long after its trace's first span, and after its root,
+  a span arrived, for spans that came in a later request than those),
+  counted per service in the buckets of ``LAG_BOUNDS`` until ``take_lags``
+  hands them over;
 * the decision cache: kept trace IDs with attribution and threshold in an
   insertion-ordered dict, dropped ones as 64-bit fingerprints in two
   generations of sets (the oldest generation is forgotten when the newest
@@ -39,9 +47,10 @@ the group table, and ``finish`` releases the trace's group references.
 """
 from __future__ import annotations
 
+import collections
 import heapq
 import struct
-from typing import Any
+from typing import Any, Iterable, Protocol
 
 from . import accel
 from .scan import scan_py
@@ -64,6 +73,39 @@ MAX_ATTR_VALUES = 64
 
 TRIGGERS = ("root", "idle", "max_wait", "max_spans", "memory", "shutdown")
 
+# Upper bounds (seconds) of the arrival lag buckets; one more bucket (+Inf)
+# follows. Chosen around the OpenTelemetry SDK's 5 s export delay, and few:
+# a series per service and bucket is what /metrics costs.
+LAG_BOUNDS = (0.1, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 20.0, 30.0)
+NLAG = len(LAG_BOUNDS) + 1
+# Distinct services the lag counts keep apart; more share the last slot,
+# reported as service "other" (the metric label is capped further anyway).
+MAX_LAG_SERVICES = 4096
+
+
+def lag_bucket(lag: float) -> int:
+    """Index of the first bucket whose upper bound is >= lag (le semantics)."""
+    if lag <= 0.0:
+        return 0
+    i = 0
+    for b in LAG_BOUNDS:
+        if lag <= b:
+            return i
+        i += 1
+    return i
+
+
+class Waits:
+    """The two learned-or-fixed waits of one root service (or the default):
+    traces read them at each check, so changing them in place applies to
+    every buffered trace that uses them."""
+
+    __slots__ = ("root_wait", "idle_timeout")
+
+    def __init__(self, root_wait: float, idle_timeout: float):
+        self.root_wait = root_wait
+        self.idle_timeout = idle_timeout
+
 
 def _varint(n: int) -> bytes:
     out = bytearray()
@@ -85,10 +127,11 @@ class Trace:
         "trace_id", "data", "span_count", "first_arrival", "last_arrival",
         "root_arrival", "min_start", "max_end", "status_mask", "root_seen",
         "services", "attrs", "randomness", "root_name", "root_service",
-        "tracestates", "decided", "created_seq", "finished", "encoded_size",
+        "tracestates", "decided", "finished", "max_gap", "waits",
+        "m_seq", "r_seq", "r_slot", "encoded_size",
     )
 
-    def __init__(self, trace_id: bytes, now: float):
+    def __init__(self, trace_id: bytes, now: float, waits: Waits | None = None):
         self.trace_id = trace_id
         self.data = bytearray()
         self.span_count = 0
@@ -106,8 +149,13 @@ class Trace:
         self.root_service = ""
         self.tracestates: dict[int, str] | None = None
         self.decided = False
-        self.created_seq = 0    # seq of its first heap entry (older ones are stale)
         self.finished = False   # finish() ran: its groups are released
+        self.max_gap = 0.0      # longest time between two of its arrivals
+        self.waits = waits if waits is not None else Waits(0.0, 0.0)
+        # its pending heap entries: main, and root while r_slot
+        self.m_seq = 0
+        self.r_seq = 0
+        self.r_slot = False
         # its OTLP size, set by the pipeline before deciding when a policy
         # charges bytes (otlp_size.py); None otherwise
         self.encoded_size = None
@@ -142,7 +190,7 @@ class AddResult:
 
     __slots__ = ("late_kept", "late_dropped", "full", "new_traces", "spans", "per_service",
                  "overflow", "groups", "accepted", "rejected", "errors", "reasons",
-                 "span_bytes")
+                 "span_bytes", "late_dropped_spans")
 
     def __init__(self):
         # the scanner's figures: valid spans, invalid ones with a message and
@@ -160,6 +208,10 @@ class AddResult:
         # service → [spans, bytes] of every valid span, late ones included
         self.per_service: dict[str, list[int]] = {}
         self.late_dropped = 0
+        # with ``late_detail``: every late span of a not-sampled trace as
+        # (trace_id, service, status code, start, end, resource_header,
+        #  scope_header, span_bytes, trace_state)
+        self.late_dropped_spans: list[tuple] = []
         self.full: list[Trace] = []      # reached max_spans_per_trace
         # spans of a trace that became full earlier in the same request, as
         # scan tuples: to be added again (``add`` with ``groups``) once that
@@ -174,10 +226,15 @@ class TraceBufferPy:
                  max_spans_per_trace: int, memory_limit: int,
                  cache_sampled: int, cache_not_sampled: int):
         self.decision_wait = decision_wait
-        self.root_wait = root_wait
-        self.idle_timeout = idle_timeout
+        self.default_waits = Waits(root_wait, idle_timeout)
+        self._svc_waits: dict[str, Waits] = {}
         self.max_spans = max_spans_per_trace
         self.memory_limit = memory_limit
+        # late spans of not-sampled traces are listed in AddResult
+        # (late_dropped_spans) only when asked: completion.py reads them
+        self.late_detail = False
+        # service -> [first-arrival lag counts, root lag counts, sums]
+        self._lags: dict[str, list] = {}
         self.traces: dict[bytes, Trace] = {}
         self.nbytes = 0
         self.nspans = 0
@@ -190,9 +247,71 @@ class TraceBufferPy:
         # decision cache
         self.cache_sampled = cache_sampled
         self.cache_not_sampled = cache_not_sampled
-        self._kept: dict[bytes, tuple[str, int]] = {}
+        # oldest forgotten first (an OrderedDict: popping a plain dict's
+        # first entry again and again makes finding the next one linear)
+        self._kept: collections.OrderedDict[bytes, tuple[str, int]] = collections.OrderedDict()
         self._dropped_new: set[int] = set()
         self._dropped_old: set[int] = set()
+
+    # ------------------------------------------------------------ waits
+    @property
+    def root_wait(self) -> float:
+        return self.default_waits.root_wait
+
+    @root_wait.setter
+    def root_wait(self, v: float) -> None:
+        self.default_waits.root_wait = v
+
+    @property
+    def idle_timeout(self) -> float:
+        return self.default_waits.idle_timeout
+
+    @idle_timeout.setter
+    def idle_timeout(self, v: float) -> None:
+        self.default_waits.idle_timeout = v
+
+    def set_waits(self, service: str, root_wait: float, idle_timeout: float) -> Waits:
+        """Give traces whose root span is of ``service`` their own waits
+        (from their next check on, for those already buffered)."""
+        w = self._svc_waits.get(service)
+        if w is None:
+            w = self._svc_waits[service] = Waits(root_wait, idle_timeout)
+        else:
+            w.root_wait = root_wait
+            w.idle_timeout = idle_timeout
+        return w
+
+    def waits(self, service: str) -> Waits:
+        """The waits a trace with a root span of ``service`` uses."""
+        return self._svc_waits.get(service, self.default_waits)
+
+    # ------------------------------------------------------------ lags
+    def _lag_row(self, svc: str) -> list:
+        row = self._lags.get(svc)
+        if row is None:
+            if len(self._lags) >= MAX_LAG_SERVICES:
+                svc = "other"
+                row = self._lags.get(svc)
+            if row is None:
+                row = self._lags[svc] = [[0] * NLAG, [0] * NLAG, 0.0, 0.0]
+        return row
+
+    def take_lags(self) -> dict[str, tuple]:
+        """Per service, the arrival lags counted since the last call:
+        ``(first_counts, root_counts, first_sum, root_sum)``, counts per
+        bucket of LAG_BOUNDS (+Inf last). First: since the trace's first
+        span arrived, for spans buffered in a later call than it; root:
+        since its root span arrived, for spans buffered in a later call
+        than the root. (Spans that came with them are not late: no series
+        for services that never are.)"""
+        out = {}
+        for svc, r in self._lags.items():
+            if r[2] or r[3] or any(r[0]) or any(r[1]):
+                out[svc] = (list(r[0]), list(r[1]), r[2], r[3])
+                r[0][:] = [0] * NLAG
+                r[1][:] = [0] * NLAG
+                r[2] = r[3] = 0.0
+        return out
 
     # ------------------------------------------------------------ groups
     def _group(self, rh: bytes, sh: bytes, service: str) -> int:
@@ -237,7 +356,7 @@ class TraceBufferPy:
             kept = self._kept
             kept[trace_id] = (policy, threshold)
             if len(kept) > self.cache_sampled:
-                del kept[next(iter(kept))]
+                kept.popitem(last=False)
         else:
             if self.cache_not_sampled <= 0:
                 return
@@ -301,16 +420,19 @@ class TraceBufferPy:
                     rh, sh, svc, _rattrs = groups[gi]
                     if c is False:
                         res.late_dropped += 1
+                        if self.late_detail:
+                            res.late_dropped_spans.append(
+                                (tid, svc, status, start, end, rh, sh,
+                                 data[off:off + ln], tstate))
                     else:
                         res.late_kept.append((tid, c[0], c[1], rh, sh,
                                               data[off:off + ln], tstate, svc))
                     continue
-                t = Trace(tid, now)
+                t = Trace(tid, now, self.default_waits)
                 traces[tid] = t
                 self.nbytes += TRACE_OVERHEAD
                 res.new_traces += 1
-                self._schedule(t, now + min(self.idle_timeout, self.decision_wait))
-                t.created_seq = self._seq
+                t.m_seq = self._schedule(t, now + min(self.idle_timeout, self.decision_wait))
             gid = gids[gi]
             if gid < 0:
                 rh, sh, svc, _ = groups[gi]
@@ -334,6 +456,9 @@ class TraceBufferPy:
             t.span_count += 1
             if 0 <= status < 32:     # an unknown (even negative) enum value is kept, not matched
                 t.status_mask |= 1 << status
+            gap = now - t.last_arrival
+            if gap > t.max_gap:
+                t.max_gap = gap
             t.last_arrival = now
             t.services.add(svc)
             if t.randomness < 0 or (tstate and "rv:" in tstate):
@@ -343,7 +468,19 @@ class TraceBufferPy:
                 t.root_arrival = now
                 t.root_name = name
                 t.root_service = svc
-                self._schedule(t, now + self.root_wait)
+                t.waits = self._svc_waits.get(svc, self.default_waits)
+                t.r_seq = self._schedule(t, now + t.waits.root_wait)
+                t.r_slot = True
+            lag = now - t.first_arrival
+            if lag > 0.0:
+                lr = self._lag_row(svc)
+                lr[0][lag_bucket(lag)] += 1
+                lr[2] += lag
+                if t.root_seen:
+                    lag = now - t.root_arrival
+                    if lag > 0.0:
+                        lr[1][lag_bucket(lag)] += 1
+                        lr[3] += lag
             rattrs = groups[gi][3]
             if attrs or rattrs:
                 if t.attrs is None:
@@ -364,50 +501,60 @@ class TraceBufferPy:
         return res
 
     # ------------------------------------------------------------ completion
-    def _schedule(self, t: Trace, when: float) -> None:
+    def _schedule(self, t: Trace, when: float) -> int:
         self._seq += 1
         heapq.heappush(self._heap, (when, self._seq, t.trace_id))
+        return self._seq
 
     def deadline(self, t: Trace) -> float:
-        d = min(t.first_arrival + self.decision_wait, t.last_arrival + self.idle_timeout)
+        w = t.waits
+        d = min(t.first_arrival + self.decision_wait, t.last_arrival + w.idle_timeout)
         if t.root_seen:
-            d = min(d, t.root_arrival + self.root_wait)
+            d = min(d, t.root_arrival + w.root_wait)
         return d
 
     def trigger(self, t: Trace) -> str:
         """Which rule of DESIGN.md §2 made the trace due (earliest wins)."""
+        w = t.waits
         cands = [(t.first_arrival + self.decision_wait, "max_wait"),
-                 (t.last_arrival + self.idle_timeout, "idle")]
+                 (t.last_arrival + w.idle_timeout, "idle")]
         if t.root_seen:
-            cands.append((t.root_arrival + self.root_wait, "root"))
+            cands.append((t.root_arrival + w.root_wait, "root"))
         return min(cands)[1]
+
+    def _live(self, seq: int, tid: bytes) -> Trace | None:
+        t = self.traces.get(tid)
+        if t is None or not (seq == t.m_seq or (t.r_slot and seq == t.r_seq)):
+            return None     # stale: its trace was decided, or the entry replaced
+        return t
 
     def due(self, now: float, limit: int = 1 << 30) -> list[tuple[Trace, str]]:
         """Remove and return up to ``limit`` traces whose deadline has passed."""
         out: list[tuple[Trace, str]] = []
         heap = self._heap
-        traces = self.traces
         while heap and heap[0][0] <= now and len(out) < limit:
             _, seq, tid = heapq.heappop(heap)
-            t = traces.get(tid)
-            if t is None or seq < t.created_seq:
-                continue    # stale: its trace was decided
+            t = self._live(seq, tid)
+            if t is None:
+                continue
             d = self.deadline(t)
             if d <= now:
                 out.append((t, self.trigger(t)))
                 self._remove(t)
             else:
-                self._schedule(t, d)
+                # not due after all (a span moved it, or its waits grew): the
+                # popped candidate is used up, the main one moves to d
+                if t.r_slot and seq == t.r_seq:
+                    t.r_slot = False
+                t.m_seq = self._schedule(t, d)
         return out
 
     def next_deadline(self) -> float | None:
         """The earliest pending deadline of a buffered trace, or None."""
         heap = self._heap
-        traces = self.traces
         while heap:
             when, seq, tid = heap[0]
-            t = traces.get(tid)
-            if t is not None and seq >= t.created_seq:
+            if self._live(seq, tid) is not None:
                 return when
             heapq.heappop(heap)     # stale
         return None
@@ -631,6 +778,52 @@ def encode_late(items, record_policy: bool = False) -> bytes:
     return TraceBufferPy.encode_groups((rh, sh, s) for (rh, sh), s in groups.items())
 
 
+class TraceBufferLike(Protocol):
+    """What both twins provide (``TraceBufferPy`` here, ``_buffer.TraceBuffer``
+    compiled; the stub ``_buffer.pyi`` is checked against the compiled one),
+    as aiokafka types its twins against ``_protocols.py``. The pipeline, the
+    decider and the workers hold a buffer as this. Traces are each twin's own
+    ``Trace`` class, hence ``Any``."""
+
+    decision_wait: float
+    root_wait: float
+    idle_timeout: float
+    max_spans: int
+    memory_limit: int
+    nbytes: int
+    nspans: int
+    late_detail: bool
+    traces: dict[bytes, Any]
+
+    @property
+    def ntraces(self) -> int: ...
+    @property
+    def ngroups(self) -> int: ...
+    def set_waits(self, service: str, root_wait: float, idle_timeout: float) -> Any: ...
+    def waits(self, service: str) -> Any: ...
+    def take_lags(self) -> dict[str, tuple]: ...
+    def group(self, gid: int) -> tuple[bytes, bytes, str]: ...
+    def remember(self, trace_id: bytes, sampled: bool, policy: str, threshold: int) -> None: ...
+    def cached(self, trace_id: bytes) -> tuple[str, int] | bool | None: ...
+    def ingest(self, data: bytes, attr_keys: frozenset[str], now: float) -> Any: ...
+    def add(self, scan: Any, data: bytes, now: float) -> Any: ...
+    def deadline(self, t: Any) -> float: ...
+    def trigger(self, t: Any) -> str: ...
+    def due(self, now: float, limit: int = ...) -> list[tuple[Any, str]]: ...
+    def next_deadline(self) -> float | None: ...
+    def make_room(self, incoming: int) -> list[tuple[Any, str]]: ...
+    def drain(self) -> list[tuple[Any, str]]: ...
+    def discard(self, trace_id: bytes) -> int: ...
+    def spans(self, t: Any) -> list[tuple[bytes, bytes, bytes]]: ...
+    def consistency(self, t: Any, skew_tolerance_ns: int, amounts: list | None = None
+                    ) -> tuple[int, dict[str, int], dict[str, int], bool]: ...
+    def finish(self, t: Any, sampled: bool, policy: str, threshold: int, extra: bytes = b""
+               ) -> tuple[bytes, dict[str, list[int]]] | None: ...
+    @staticmethod
+    def encode_groups(items: Iterable[tuple[bytes, bytes, list[bytes]]]) -> bytes: ...
+
+
 _c = accel.compiled("buffer")
-TraceBuffer = _c.TraceBuffer if _c is not None else TraceBufferPy
+# the class to instantiate: the compiled twin when it loaded, else the pure one
+TraceBuffer: type[TraceBufferLike] = _c.TraceBuffer if _c is not None else TraceBufferPy
 IMPLEMENTATION = "cython" if _c is not None else "python"

@@ -41,7 +41,34 @@ class Duration:
         return isinstance(other, Duration) and other.seconds == self.seconds
 
 
+class Wait(Duration):
+    """``auto`` (learned from the observed arrival lags, completion.py) or a
+    fixed duration. ``seconds`` is None for auto."""
+
+    __slots__ = ("auto",)
+    seconds: float | None  # type: ignore[assignment]  # a Duration's, None for auto
+
+    def __init__(self, text: str):
+        if isinstance(text, str) and text.strip() == "auto":
+            self.text = "auto"
+            self.seconds = None
+            self.auto = True
+            return
+        try:
+            super().__init__(text)
+        except ValueError:
+            raise ValueError("must be auto or a duration such as 250ms, 2s or 5m") from None
+        self.auto = False
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Wait):
+            return (other.auto, other.seconds) == (self.auto, self.seconds)
+        return isinstance(other, Duration) and not self.auto and other.seconds == self.seconds
+
+
 def _dec_hook(typ: type, obj: Any) -> Any:
+    if typ is Wait:
+        return Wait(obj)
     if typ is Duration:
         return Duration(obj)
     raise NotImplementedError(typ)

@@ -15,7 +15,7 @@ import msgspec
 import yaml
 
 from .cfgtypes import (Duration, Fraction, NonNeg, NonNegFloat, Percent, Positive,  # noqa: F401
-                       PositiveFloat, _Base, _dec_hook, _enc_hook)
+                       PositiveFloat, Wait, _Base, _dec_hook, _enc_hook)
 from .policies import POLICY_STRUCTS, REGISTRY, PolicyCfg
 
 # ---------------------------------------------------------------- receivers
@@ -58,13 +58,42 @@ class DecisionCache(_Base):
     not_sampled: NonNeg = 1_000_000
 
 
+class AutoWait(_Base):
+    """How ``root_wait: auto`` / ``idle_timeout: auto`` learn their values
+    (completion.py): a high quantile of the observed lags over a sliding
+    window, per root service once it has ``min_traces`` in the window."""
+
+    quantile: Fraction = 0.999
+    window: Duration = msgspec.field(default_factory=lambda: Duration("5m"))
+    # the learned wait is the quantile times (1 + headroom), within
+    # [floor, decision_wait]
+    headroom: NonNegFloat = 0.25
+    floor: Duration = msgspec.field(default_factory=lambda: Duration("1s"))
+    min_traces: Positive = 1000
+    # before there is data: safe for the OpenTelemetry SDK's default
+    # BatchSpanProcessor (a batch every 5 s)
+    initial_root_wait: Duration = msgspec.field(default_factory=lambda: Duration("6s"))
+    initial_idle_timeout: Duration = msgspec.field(default_factory=lambda: Duration("10s"))
+
+
+class DroppedGrace(_Base):
+    """Spans of traces decided not sampled stay this long (within
+    ``max_bytes``), so a late span that would have kept the trace (an
+    error, a latency over a latency policy's threshold) brings it back."""
+
+    duration: Duration = msgspec.field(default_factory=lambda: Duration("10s"))
+    max_bytes: Positive = 64 << 20
+
+
 DECISION_CACHE_ALIASES = {"sampled_cache_size": "sampled", "non_sampled_cache_size": "not_sampled"}
 
 
 class Sampler(_Base):
     decision_wait: Duration = msgspec.field(default_factory=lambda: Duration("30s"))
-    root_wait: Duration = msgspec.field(default_factory=lambda: Duration("2s"))
-    idle_timeout: Duration = msgspec.field(default_factory=lambda: Duration("5s"))
+    root_wait: Wait = msgspec.field(default_factory=lambda: Wait("auto"))
+    idle_timeout: Wait = msgspec.field(default_factory=lambda: Wait("auto"))
+    auto_wait: AutoWait = msgspec.field(default_factory=AutoWait)
+    dropped_grace: DroppedGrace | None = None
     max_spans_per_trace: Positive = 10_000
     memory_limit_mib: Positive = 1024
     decision_cache: DecisionCache = msgspec.field(default_factory=DecisionCache)
@@ -523,6 +552,12 @@ def parse(raw: Any, ignored_blocks: list[str] | None = None) -> Config:
         sampler_rest.pop("sampling_strategy")
     sampler = _convert(sampler_rest, Sampler, "sampler", problems)
     semantics = sampler.semantics if sampler is not None else "traceo"
+    if sampler is not None:
+        aw = sampler.auto_wait
+        if aw.quantile >= 1:
+            problems.append("sampler.auto_wait.quantile: must be < 1")
+        if aw.window.seconds <= 0:
+            problems.append("sampler.auto_wait.window: must be > 0")
     policies: list[PolicyCfg] = []
     if not isinstance(pols_raw, list):
         problems.append("sampler.policies: must be a list")
@@ -641,7 +676,7 @@ def dump(cfg: Config) -> str:
     return yaml.safe_dump(msgspec.to_builtins(cfg, enc_hook=_enc_hook), sort_keys=False)
 
 
-def timers(s: Sampler) -> tuple[float, float, float]:
+def timers(s: Sampler) -> tuple[float, float | None, float | None]:
     """(decision_wait, root_wait, idle_timeout) in seconds as the buffer
     applies them. Collector semantics: the fixed decision_wait from the
     first span, earlier only decision_wait_after_root_received after the
@@ -651,6 +686,7 @@ def timers(s: Sampler) -> tuple[float, float, float]:
     + 1 s after it."""
     dw = s.decision_wait.seconds
     if s.semantics != "collector":
+        # None: auto (completion.py learns it)
         return dw, s.root_wait.seconds, s.idle_timeout.seconds
     # idbatcher (internal/idbatcher): the current batch is closed at the
     # next tick and read L = max(1, decision_wait s) ticks after that; a

@@ -209,7 +209,7 @@ def metrics_md() -> str:
          "", "| metric | kind | labels | description |", "| --- | --- | --- | --- |"]
     for d in telemetry.DECLARED:
         labels = ", ".join(f"`{label}`" for label in d.labels) or "—"
-        kind = d.kind.__name__.lower()
+        kind = "histogram" if d.kind is telemetry.CountsHistogram else d.kind.__name__.lower()
         doc = d.doc.replace("|", "\\|")
         w.append(f"| `{telemetry.PREFIX}{d.name}` | {kind} | {labels} | {doc} |")
     return "\n".join(w) + "\n"

@@ -14,6 +14,7 @@ from typing import Callable
 
 
 from .buffer import TraceBuffer, encode_late, policy_attribute
+from .completion import Completion, Merged
 from .config import Config, timers
 from .decider import Decider
 from .otlp_size import encoded_size
@@ -58,12 +59,12 @@ class Pipeline:
         self.metrics = metrics
         self.exporters = exporters
         self.clock = clock
-        decision_wait, root_wait, idle_timeout = timers(s)
         self.tick_period = 1.0 if s.semantics == "collector" else 0.0
         self._next_tick: float | None = None
+        # the waits are set by Completion (fixed, or learned: root_wait: auto)
         self.buffer = TraceBuffer(
-            decision_wait=decision_wait, root_wait=root_wait,
-            idle_timeout=idle_timeout, max_spans_per_trace=s.max_spans_per_trace,
+            decision_wait=timers(s)[0], root_wait=0.0, idle_timeout=0.0,
+            max_spans_per_trace=s.max_spans_per_trace,
             memory_limit=s.memory_limit_mib << 20,
             cache_sampled=s.decision_cache.sampled,
             cache_not_sampled=s.decision_cache.not_sampled)
@@ -72,6 +73,7 @@ class Pipeline:
                                max_trace_bytes=s.maximum_trace_size_bytes,
                                spans=self.buffer.spans)
         self.attr_keys = self.decider.attribute_keys
+        self.completion = Completion(s, self.buffer, metrics, self.decider.policies, clock())
         metrics.buffer_limit_bytes.set(s.memory_limit_mib << 20)
         metrics.cost_budget_usd_monthly.set(cfg.cost.monthly_budget_usd)
         self.usd_per_byte = metrics.usd_per_byte
@@ -205,6 +207,56 @@ class Pipeline:
             self._export(encode_late(res.late_kept, self.record_policy), n,
                          self._late_services(res.late_kept),
                          [it[0] for it in res.late_kept], now)
+        if res.late_kept or res.late_dropped_spans:
+            rescued = self.completion.late(res, now)
+            if rescued:
+                self._rescue(rescued, now)
+
+    def _rescue(self, items, now: float) -> None:
+        """Decide again traces a late span brought back from the dropped
+        grace; a kept one is exported whole, its late spans with it."""
+        m = self.metrics
+        finish = self.buffer.finish
+        for t, late in items:
+            view = Merged(t, late)
+            dec = self.decider.decide(view)
+            if not dec.sampled:
+                finish(t, False, dec.policy, dec.threshold)
+                if self.tracker is not None:
+                    self.tracker.done(t.trace_id)
+                continue
+            extra = self._policy_attr(dec.policy) if self.record_policy else b""
+            blob, per_service = finish(t, True, dec.policy, dec.threshold, extra)
+            tid = t.trace_id
+            late_blob = encode_late([(tid, dec.policy, dec.threshold, it[5], it[6], it[7], it[8], it[1])
+                                     for it in late], self.record_policy)
+            services: dict[str, list] = {}
+            for svc, (k, nb) in per_service.items():
+                row = services.setdefault(m.service(svc), [0, 0])
+                row[0] += k
+                row[1] += nb
+            for it in late:
+                row = services.setdefault(m.service(it[1]), [0, 0])
+                row[0] += 1
+                row[1] += len(it[7])
+            n = t.span_count + len(late)
+            self.traces_kept += 1
+            self.spans_kept += n
+            self.by_policy[dec.policy] = self.by_policy.get(dec.policy, 0) + 1
+            self.completion.rescued += 1
+            m.traces_rescued_total.labels(dec.policy).inc()
+            self.recent.append((tid, dec.policy, "rescued", n, services, dec.threshold,
+                                time.time(), t.root_service, t.root_name,
+                                view.max_end - view.min_start, view.status_mask))
+            self._export(blob + late_blob, n, services, [tid], now)
+
+    def _release_grace(self, entries) -> None:
+        finish = self.buffer.finish
+        for g in entries:
+            t, dec = g[0], g[1]
+            finish(t, False, dec.policy, dec.threshold)
+            if self.tracker is not None:
+                self.tracker.done(t.trace_id)
 
     def _late_services(self, items) -> dict[str, list]:
         # label → [spans, bytes] of late spans, by their group's service
@@ -239,6 +291,10 @@ class Pipeline:
         if due:
             self._decide(due, now)
             self._gauges()
+        c = self.completion
+        c.tick(now)
+        if c.grace:
+            self._release_grace(c.expired(now))
         return len(due)
 
     def drain(self, shutdown: bool = False) -> int:
@@ -257,6 +313,8 @@ class Pipeline:
                 self.decided += len(items)
         else:
             self._decide(items, self.clock())
+        self._release_grace(self.completion.expired(0.0, everything=True))
+        self.completion.fold()
         self._gauges()
         return len(items)
 
@@ -284,6 +342,9 @@ class Pipeline:
         size = spans = 0
         services: dict[str, list] = {}
         tids: list[bytes] = []
+        completion = self.completion
+        completion.decided(items, now)
+        grace = completion.grace_enabled
         parts: list[tuple] = []   # per trace, for an exporter to isolate a refused one
         for t, trigger in items:
             d, orph, skew, missing_root = consistency(t, tol, skew_amounts)
@@ -298,7 +359,15 @@ class Pipeline:
                 t.encoded_size = encoded_size(t, group)
             dec = decide(t)
             extra = self._policy_attr(dec.policy) if record and dec.sampled else b""
-            out = finish(t, dec.sampled, dec.policy, dec.threshold, extra)
+            held = grace and not dec.sampled and not dec.dropped
+            if held:
+                # held for late spans (completion.py): remembered as not
+                # sampled now, finished when it leaves the grace
+                buf.remember(t.trace_id, False, dec.policy, dec.threshold)
+                self._release_grace(completion.hold(t, dec, now))
+                out = None
+            else:
+                out = finish(t, dec.sampled, dec.policy, dec.threshold, extra)
             if observer is not None:
                 observer(t, trigger, dec, out)
             by_trigger[trigger] = by_trigger.get(trigger, 0) + 1
@@ -331,7 +400,7 @@ class Pipeline:
             else:
                 label = "dropped" if dec.dropped else "not_sampled"
                 self.traces_dropped += 1
-                if self.tracker is not None:
+                if self.tracker is not None and not held:
                     self.tracker.done(t.trace_id)
             key = (label, dec.policy, trigger)
             decided[key] = decided.get(key, 0) + 1
@@ -395,3 +464,7 @@ class Pipeline:
         m.buffer_spans.set(b.nspans)
         m.buffer_bytes.set(b.nbytes)
         m.buffer_traces.set(b.ntraces)
+        c = self.completion
+        if c.grace_enabled:
+            m.dropped_grace_bytes.set(c.grace_bytes)
+            m.dropped_grace_traces.set(len(c.grace))

@@ -115,6 +115,7 @@ class App:
                                for k, v in sorted(p.by_policy.items())},
             "decisions_by_trigger": dict(sorted(p.by_trigger.items())),
             "late_spans": {"sampled": p.late_kept, "not_sampled": p.late_dropped},
+            "completion": p.completion.status(),
             "consistency": self.consistency(),
             "buffer": {"spans": b.nspans, "traces": b.ntraces, "bytes": b.nbytes,
                        "limit_bytes": b.memory_limit,
@@ -258,8 +259,10 @@ class App:
         p.record_policy = new.sampler.record_policy
         b = p.buffer
         s = new.sampler
-        b.decision_wait, b.root_wait, b.idle_timeout = timers(s)
+        b.decision_wait = timers(s)[0]
         p.tick_period = 1.0 if s.semantics == "collector" else 0.0
+        p.completion.set_policies(decider.policies)
+        p.completion.reload(s)
         b.max_spans = s.max_spans_per_trace
         b.memory_limit = s.memory_limit_mib << 20
         self.metrics.buffer_limit_bytes.set(b.memory_limit)

@@ -9,10 +9,72 @@ from __future__ import annotations
 from typing import Generic, TypeVar, overload
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import HistogramMetricFamily
 
 PREFIX = "traceo_sampler_"
 
-M = TypeVar("M", Counter, Gauge, Histogram)
+
+class CountsHistogram:
+    """A histogram fed with bucket counts already gathered elsewhere (the
+    buffer counts arrival lags per span in C; observing each span here
+    would cost more than buffering it). Same exposition as a Histogram."""
+
+    def __init__(self, name: str, doc: str, labels=(), registry=None, buckets=()):
+        self.name, self.doc = name, doc
+        self.label_names = tuple(labels)
+        self.bounds = tuple(float(b) for b in buckets)
+        self._children: dict[tuple, list] = {}
+        if registry is not None:
+            registry.register(self)
+
+    def add(self, labels: tuple, counts, total: float) -> None:
+        """``counts``: one per bucket of ``bounds`` then +Inf (not cumulative)."""
+        row = self._children.get(labels)
+        if row is None:
+            row = self._children[labels] = [[0] * (len(self.bounds) + 1), 0.0]
+        c = row[0]
+        for i, n in enumerate(counts):
+            if n:
+                c[i] += n
+        row[1] += total
+
+    def quantiles(self, labels: tuple, qs) -> list[float | None]:
+        """Upper bucket bounds at the given quantiles (None: no data; +Inf
+        past the last bound)."""
+        row = self._children.get(labels)
+        n = sum(row[0]) if row else 0
+        out: list[float | None] = []
+        for q in qs:
+            if row is None or not n:
+                out.append(None)
+                continue
+            need, acc = q * n, 0
+            for i, k in enumerate(row[0]):
+                acc += k
+                if acc >= need:
+                    out.append(self.bounds[i] if i < len(self.bounds) else float("inf"))
+                    break
+        return out
+
+    def children(self):
+        return {k: (list(v[0]), v[1]) for k, v in self._children.items()}
+
+    def describe(self):
+        return [HistogramMetricFamily(self.name, self.doc, labels=self.label_names)]
+
+    def collect(self):
+        fam = HistogramMetricFamily(self.name, self.doc, labels=self.label_names)
+        for labels, (counts, total) in self._children.items():
+            acc, buckets = 0, []
+            for i, n in enumerate(counts):
+                acc += n
+                le = repr(self.bounds[i]) if i < len(self.bounds) else "+Inf"
+                buckets.append((le, acc))
+            fam.add_metric(list(labels), buckets, total)
+        yield fam
+
+
+M = TypeVar("M", Counter, Gauge, Histogram, CountsHistogram)
 
 
 class Declared(Generic[M]):
@@ -39,8 +101,9 @@ class Declared(Generic[M]):
     def create(self, registry: CollectorRegistry) -> M:
         if self.buckets is None:
             return self.kind(PREFIX + self.name, self.doc, self.labels, registry=registry)
-        return Histogram(PREFIX + self.name, self.doc, self.labels, registry=registry,  # type: ignore[return-value]
-                         buckets=self.buckets)  # only histogram() passes buckets, so M is Histogram
+        # only histogram() and counts_histogram() pass buckets
+        return self.kind(PREFIX + self.name, self.doc, self.labels,  # type: ignore[call-arg]
+                         registry=registry, buckets=self.buckets)
 
     @overload
     def __get__(self, obj: None, objtype: type | None = None) -> Declared[M]: ...
@@ -62,6 +125,11 @@ def gauge(doc: str, *labels: str) -> Declared[Gauge]:
 
 def histogram(doc: str, *labels: str, buckets: tuple[float, ...]) -> Declared[Histogram]:
     return Declared(Histogram, doc, labels, buckets)
+
+
+def counts_histogram(doc: str, *labels: str, buckets: tuple[float, ...]
+                     ) -> Declared[CountsHistogram]:
+    return Declared(CountsHistogram, doc, labels, buckets)
 
 
 class Metrics:
@@ -111,6 +179,14 @@ class Metrics:
     kafka_uncommitted_messages = gauge('Kafka receiver: messages read but not committable yet (undecided, or kept and not acknowledged), per partition', 'topic', 'partition')
     kafka_commits_total = counter('Kafka receiver: offset commits, by outcome', 'outcome')
     kafka_rebalances_total = counter('Kafka receiver: partitions assigned or revoked', 'event')
+    span_arrival_lag_seconds = counts_histogram(
+        "How long after its trace's first span (since=first) or its root span (since=root) a span arrived, for spans that came in a later request than those, late spans included", 'service', 'since',
+        buckets=(0.1, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 20.0, 30.0))
+    completion_wait_seconds = gauge('The wait in use, fixed or learned (root_wait: auto): timer = root | idle; service = a root service with its own waits, or * for the default', 'service', 'timer')
+    late_spans_would_change_total = counter('Late spans of traces decided not sampled that would have kept them (reason = error | latency): the waits are too short', 'service', 'reason')
+    traces_rescued_total = counter('Traces decided not sampled, brought back from sampler.dropped_grace by a late span and kept', 'policy')
+    dropped_grace_bytes = gauge('Bytes of not-sampled traces held by sampler.dropped_grace')
+    dropped_grace_traces = gauge('Not-sampled traces held by sampler.dropped_grace')
     kafka_discarded_traces_total = counter('Kafka receiver: undecided traces of revoked partitions forgotten undecided, for the new owner to re-read whole')
 
     def __init__(self, max_services: int = 200, usd_per_gib: float = 0.5):

@@ -503,7 +503,9 @@ def worker_main(argv: list[str]) -> int:
 # gauges that are the same setting in every worker (not a share of a total)
 # and counters that count one group-wide event per worker: the maximum
 _MAX_SAMPLES = {"traceo_sampler_cost_budget_usd_monthly",
-                "traceo_sampler_config_reloads_total"}
+                "traceo_sampler_config_reloads_total",
+                # each worker learns its own waits: the group shows the longest
+                "traceo_sampler_completion_wait_seconds"}
 
 
 def parse_metrics(text: str) -> dict:
@@ -560,7 +562,11 @@ def render_metrics(samples: dict, families: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-_MAX_KEYS = {"uptime_s", "clock_behind_s", "usd_per_gib", "queue_max_bytes_each"}
+_MAX_KEYS = {"uptime_s", "clock_behind_s", "usd_per_gib", "queue_max_bytes_each",
+             # completion (per worker): the longest wait, the highest lag
+             # quantile bound and mean of any worker
+             "seconds", "quantile", "mean_s", "p50_le_s", "p99_le_s", "p999_le_s",
+             "tail_quantile_s", "gap_quantile_s", "root_wait_s", "idle_timeout_s"}
 
 
 def _merge(a, b, key: str = ""):

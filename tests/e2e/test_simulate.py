@@ -59,6 +59,42 @@ def test_simulate_bad_input_is_a_clear_error(tmp_path):
     assert r.returncode == 1 and "file ends first" in r.stderr
 
 
+def test_simulate_with_arrival_times_reports_lags_and_late_decisions(tmp_path):
+    """A capture carrying arrival times: the downstream service's batches
+    arrive 4.5 s after the root's; a fixed root_wait of 2s decides first
+    and the late errors are reported, the default (auto) waits for them."""
+    t0 = 1_700_000_000 * 10**9
+    lines = []
+    n = 40
+    for i in range(n):
+        spans = trace(3, start=t0 + i * 10**9, end=t0 + i * 10**9 + 10**7)
+        if i % 4 == 0:
+            spans[2]["status"] = 2
+        arrive = t0 + i * 10**9 + 2 * 10**7
+        front = request_to_json(make_request([spans[:1]], service="front"))
+        db = request_to_json(make_request([spans[1:]], service="db"))
+        lines.append((arrive, {**front, "arrivalTimeUnixNano": str(arrive)}))
+        lines.append((arrive + 4_500_000_000, {**db, "arrivalTimeUnixNano": arrive + 4_500_000_000}))
+    cap = tmp_path / "arrivals.jsonl"
+    cap.write_text("".join(json.dumps(d) + "\n" for _, d in sorted(lines, key=lambda x: x[0])))
+    policies = ("  policies:\n"
+                "    - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}\n")
+    fixed = tmp_path / "fixed.yaml"
+    fixed.write_text("sampler:\n  root_wait: 2s\n" + policies)
+    auto = tmp_path / "auto.yaml"
+    auto.write_text("sampler:\n" + policies)
+    rf = json.loads(_run("simulate", "-c", str(fixed), str(cap)).stdout)
+    ra = json.loads(_run("simulate", "-c", str(auto), str(cap)).stdout)
+    assert rf["traces_kept"] == 0 and rf["completion"]["late_spans_would_change"] == n // 4
+    assert rf["completion"]["root_wait"] == {"mode": "fixed", "seconds": 2.0}
+    assert ra["traces_kept"] == n // 4 and ra["completion"]["late_spans_would_change"] == 0
+    assert ra["spans_after"] == 3 * n // 4
+    lag = ra["completion"]["arrival_lag"]["db"]["root"]
+    assert lag["spans"] == 2 * n and lag["p50_le_s"] == 5.0 and lag["mean_s"] == pytest.approx(4.5)
+    # the fixed run's late spans (db's, 4.5 s after the root) are in its lags too
+    assert rf["completion"]["arrival_lag"]["db"]["root"]["spans"] == 2 * n
+
+
 def test_simulate_a_collector_file(tmp_path):
     """simulate -c takes a Collector config file as serve does: its
     tail_sampling policies, Collector semantics (the FNV hash of

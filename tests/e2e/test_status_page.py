@@ -62,6 +62,8 @@ def test_status_page_updates_live_and_matches_api(tmp_path):
                 timeout=10000)
             shown = {k: page.text_content(f"#{k}") for k in
                      ("spans_received", "spans_kept", "traces_decided", "buf_traces")}
+            waits = page.text_content("#waits")
+            lags = page.text_content("#lags")
             page.screenshot(path=str(tmp_path / "status.png"), full_page=True)
             dark = browser.new_page(color_scheme="dark")
             dark.goto(f"http://127.0.0.1:{srv.admin_port}/status")
@@ -77,4 +79,8 @@ def test_status_page_updates_live_and_matches_api(tmp_path):
     assert digits["buf_traces"] == api["buffer"]["traces"]
     assert api["spans_kept"] > 0
     assert bg_dark != bg_light
+    # completion: the waits in use and the arrival lags per service
+    assert "root_wait (default)0.2fixed" in waits
+    assert "p99 since root" in lags
+    assert api["completion"]["root_wait"] == {"mode": "fixed", "seconds": 0.2}
     assert (tmp_path / "status.png").stat().st_size > 10_000

@@ -45,7 +45,14 @@ def test_embedded_default():
     assert cfg.exporters.file.path == "./traceo-data/kept.otlp.jsonl"
     assert cfg.exporters.otlp is None and cfg.exporters.kafka is None
     s = cfg.sampler
-    assert (s.decision_wait.seconds, s.root_wait.seconds, s.idle_timeout.seconds) == (30, 2, 5)
+    # root_wait / idle_timeout: learned from the arrival lags (issue 16),
+    # from 6 s / 10 s before there is data
+    assert s.decision_wait.seconds == 30 and s.root_wait.auto and s.idle_timeout.auto
+    assert s.root_wait.text == "auto" and s.root_wait.seconds is None
+    a = s.auto_wait
+    assert (a.quantile, a.initial_root_wait.seconds, a.initial_idle_timeout.seconds) == (0.999, 6, 10)
+    assert (a.floor.seconds, a.window.seconds, a.min_traces, a.headroom) == (1, 300, 1000, 0.25)
+    assert s.dropped_grace is None
     assert (s.max_spans_per_trace, s.memory_limit_mib) == (10_000, 1024)
     assert (s.decision_cache.sampled, s.decision_cache.not_sampled) == (100_000, 1_000_000)
     assert cfg.cost.usd_per_gib == 0.5
@@ -757,3 +764,21 @@ def test_serve_refuses_kafka_router_behind_a_sampler_with_a_clear_message(tmp_pa
         "exporters.kafka: router mode forwards every span unsampled and cannot be combined "
         "with receivers.kafka in this version (exporting kept traces to Kafka is not "
         "available yet)"]
+
+
+def test_waits_auto_or_fixed_and_their_errors():
+    s = loads("sampler: {root_wait: auto, idle_timeout: 7s}\n").sampler
+    assert s.root_wait.auto and not s.idle_timeout.auto and s.idle_timeout.seconds == 7
+    with pytest.raises(ConfigError) as ei:
+        loads("sampler: {root_wait: soon, auto_wait: {quantile: 1, window: 0s}, "
+              "dropped_grace: {max_bytes: 0}}\n")
+    probs = ei.value.problems
+    assert any(p.startswith("sampler.root_wait: must be auto or a duration") for p in probs), probs
+    s = loads("sampler: {dropped_grace: {duration: 3s}}\n").sampler
+    assert s.dropped_grace.duration.seconds == 3 and s.dropped_grace.max_bytes == 64 << 20
+    for text, want in (("sampler: {auto_wait: {quantile: 1}}\n", "sampler.auto_wait.quantile: must be < 1"),
+                       ("sampler: {auto_wait: {window: 0s}}\n", "sampler.auto_wait.window: must be > 0"),
+                       ("sampler: {dropped_grace: {max_bytes: 0}}\n", "sampler.dropped_grace.max_bytes: must be >= 1")):
+        with pytest.raises(ConfigError) as ei:
+            loads(text)
+        assert want in ei.value.problems, ei.value.problems

@@ -7,9 +7,17 @@ report draws, in memory bounded by the number of time buckets and latency
 bins, not by the capture's size. All runs share one virtual clock driven by
 the spans' own end times and see every request in the same order, so a
 comparison is over exactly the same traffic.
+
+Captures that carry arrival times -- JSON lines with a top-level
+``"arrivalTimeUnixNano"`` (a string or number of ns; OTLP/JSON readers ignore
+the unknown key) -- drive the clock by when each request arrived instead:
+the arrival lags per service, the waits ``auto`` would learn and the late
+spans that would have changed a decision are then those of the capture,
+and are reported (``completion``).
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import struct
@@ -48,9 +56,29 @@ class _Collect(Exporter):
         return True
 
 
+ARRIVAL_KEY = b'"arrivalTimeUnixNano"'
+
+
+def _arrival_s(line: bytes) -> float | None:
+    if ARRIVAL_KEY not in line:
+        return None
+    v = json.loads(line).get("arrivalTimeUnixNano")
+    try:
+        return int(v) / 1e9
+    except (TypeError, ValueError):
+        raise ValueError(f"arrivalTimeUnixNano must be integer nanoseconds, got {v!r}") from None
+
+
 def read_requests(path: str, progress: Callable[[int], None] | None = None) -> Iterator[bytes]:
     """Encoded requests from one capture file (format auto-detected).
     ``progress(n)`` is told the file bytes consumed after each request."""
+    for data, _arrival in read_records(path, progress):
+        yield data
+
+
+def read_records(path: str, progress: Callable[[int], None] | None = None
+                 ) -> Iterator[tuple[bytes, float | None]]:
+    """(encoded request, its arrival time in s when the capture has it)."""
     tell = progress or (lambda n: None)
     with open(path, "rb") as fh:
         head = fh.read(1)
@@ -64,10 +92,11 @@ def read_requests(path: str, progress: Callable[[int], None] | None = None) -> I
                     continue
                 try:
                     req = decode_request(line)
+                    arrival = _arrival_s(line)
                 except ValueError as exc:
                     raise ValueError(f"{path}:{n}: not an OTLP JSON request: {exc}") from None
                 tell(size)
-                yield req
+                yield req, arrival
             return
         offset = 0
         while True:
@@ -82,7 +111,7 @@ def read_requests(path: str, progress: Callable[[int], None] | None = None) -> I
                 raise ValueError(f"{path}: record at byte {offset} wants {ln} bytes, file ends first")
             offset += 4 + ln
             tell(4 + ln)
-            yield body
+            yield body, None
 
 
 class Clock:
@@ -265,6 +294,7 @@ class Run:
         from ..buffer import ENTRY_HDR
         self.recorder = Recorder(ENTRY_HDR)
         self.pipeline.observer = self.recorder
+        self.arrivals = 0       # requests with an arrival time
 
     def report(self, inputs: list[str], invalid_requests: int) -> dict:
         p = self.pipeline
@@ -322,6 +352,7 @@ class Run:
                                          "kept": _quantiles(r.lat_kept, edges)}},
             "consistency": {**self.metrics.consistency(), "per_service": per_service_consistency},
             "forecast": monthly(raw_usd, window, self.cost.monthly_budget_usd, "capture"),
+            **({"completion": p.completion.status()} if self.arrivals else {}),
         }
 
 
@@ -336,12 +367,15 @@ def replay(runs: list[Run], inputs: list[str], clock: Clock,
     requests were not decodable (counted once, whichever run saw them)."""
     invalid = 0
     for path in inputs:
-        for data in read_requests(path, progress):
+        for data, arrival in read_records(path, progress):
             try:
-                t = _max_end_s(data)
+                t = arrival if arrival is not None else _max_end_s(data)
             except ValueError:
                 invalid += 1
                 continue
+            if arrival is not None:
+                for r in runs:
+                    r.arrivals += 1
             if t is not None and t > clock.now:
                 clock.now = t
                 for r in runs:
