@@ -325,7 +325,6 @@ class Pipeline:
         decide = self.decider.decide
         buf = self.buffer
         sized = self.decider.needs_size
-        group = buf.group
         finish = buf.finish
         consistency = buf.consistency
         tol = self.skew_tolerance_ns
@@ -356,7 +355,7 @@ class Pipeline:
             if missing_root:
                 no_root += 1
             if sized:
-                t.encoded_size = encoded_size(t, group)
+                t.encoded_size = encoded_size(t, buf)
             dec = decide(t)
             extra = self._policy_attr(dec.policy) if record and dec.sampled else b""
             held = grace and not dec.sampled and not dec.dropped

@@ -60,6 +60,7 @@ log = logging.getLogger("traceo_sampler.workers")
 FORWARD_HIGH = 16 << 20        # bytes waiting for a peer before the receivers push back
 PENDING_MAX = 64 << 20         # bytes kept for a peer that is down (restarting), then dropped
 SNAPSHOT_INTERVAL = 5.0        # how often a worker leaves its counters for the supervisor
+STATE_INTERVAL = 0.1           # how often a worker publishes its backpressure and buffer size
 _FRAME = struct.Struct(">I")
 
 
@@ -460,7 +461,7 @@ async def _run_worker(rt: Runtime, i: int, config_path: str | None, parent: int)
                 last = now
                 _write(rt.file(f"w{i}.metrics.txt"), generate_latest(app.metrics.registry).decode())
                 _write(rt.file(f"w{i}.status.json"), json.dumps(app.status()))
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(STATE_INTERVAL)
     ptask = loop.create_task(pressure())
     with open(rt.file(f"w{i}.ready"), "w") as fh:
         fh.write(json.dumps({"pid": os.getpid()}))
