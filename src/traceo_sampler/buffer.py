@@ -50,7 +50,7 @@ from __future__ import annotations
 import collections
 import heapq
 import struct
-from typing import Any, Iterable, Protocol
+from typing import Any, Iterable, Literal, Protocol, overload
 
 from . import accel
 from .scan import scan_py
@@ -242,7 +242,8 @@ class TraceBufferPy:
         self._seq = 0
         # interned (resource_header, scope_header) → group id
         self._group_ids: dict[tuple[bytes, bytes], int] = {}
-        self._groups: list[list | None] = []   # id → [rh, sh, service, refs, key]
+        # id → [rh, sh, service, refs, key]; None once released (ids are reused)
+        self._groups: list[Any] = []
         self._free_groups: list[int] = []
         # decision cache
         self.cache_sampled = cache_sampled
@@ -702,7 +703,7 @@ class TraceBufferPy:
         t.finished = True
         self.remember(t.trace_id, sampled, policy, threshold)
         counts: dict[int, int] = {}
-        out = None
+        out: tuple[bytes, dict[str, list[int]]] | None = None
         if sampled:
             by_group: dict[int, list[bytes]] = {}
             nbytes_by_group: dict[int, int] = {}
@@ -719,7 +720,7 @@ class TraceBufferPy:
                 if lst is None:
                     by_group[gid] = lst = []
                 lst.append(b"\x12" + _varint(len(span)) + span)
-            out = self.encode_groups(
+            blob = self.encode_groups(
                 (self._groups[gid][0], self._groups[gid][1], spans)
                 for gid, spans in by_group.items())
             per_service: dict[str, list[int]] = {}
@@ -732,7 +733,7 @@ class TraceBufferPy:
                 else:
                     row[0] += len(spans)
                     row[1] += nbytes_by_group[gid]
-            out = (out, per_service)
+            out = (blob, per_service)
         else:
             for gid, _o, _l, _ts in t.entries():
                 counts[gid] = counts.get(gid, 0) + 1
@@ -793,6 +794,10 @@ class TraceBufferLike(Protocol):
     decider and the workers hold a buffer as this. Traces are each twin's own
     ``Trace`` class, hence ``Any``."""
 
+    def __init__(self, *, decision_wait: float, root_wait: float, idle_timeout: float,
+                 max_spans_per_trace: int, memory_limit: int,
+                 cache_sampled: int, cache_not_sampled: int) -> None: ...
+
     decision_wait: float
     root_wait: float
     idle_timeout: float
@@ -822,9 +827,14 @@ class TraceBufferLike(Protocol):
     def make_room(self, incoming: int) -> list[tuple[Any, str]]: ...
     def drain(self) -> list[tuple[Any, str]]: ...
     def discard(self, trace_id: bytes) -> int: ...
+    def span_bytes_by_group(self, t: Any) -> dict[int, int]: ...
     def spans(self, t: Any) -> list[tuple[bytes, bytes, bytes]]: ...
     def consistency(self, t: Any, skew_tolerance_ns: int, amounts: list | None = None
                     ) -> tuple[int, dict[str, int], dict[str, int], bool]: ...
+    @overload
+    def finish(self, t: Any, sampled: Literal[True], policy: str, threshold: int,
+               extra: bytes = b"") -> tuple[bytes, dict[str, list[int]]]: ...
+    @overload
     def finish(self, t: Any, sampled: bool, policy: str, threshold: int, extra: bytes = b""
                ) -> tuple[bytes, dict[str, list[int]]] | None: ...
     @staticmethod
