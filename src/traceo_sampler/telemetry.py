@@ -160,6 +160,10 @@ class Metrics:
     invalid_spans_total = counter('Spans rejected as invalid, by reason', 'reason')
     invalid_requests_total = counter('Requests rejected as not decodable', 'receiver')
     receiver_requests_total = counter('Receiver requests by outcome', 'receiver', 'outcome')
+    unauthenticated_requests_total = counter('Requests refused for a missing or invalid bearer token (UNAUTHENTICATED / 401)', 'receiver', 'reason')
+    memory_limit_bytes = gauge('service.memory_limit_mib in bytes (0 = no process memory limit)')
+    process_resident_bytes = gauge('Resident set size of the process, as the memory limiter last read it')
+    memory_limiter_refusing = gauge('1 while the receivers push back because RSS is above service.memory_limit_mib')
     export_failures_total = counter('Export attempts that failed', 'exporter')
     export_rejected_spans_total = counter('Spans a backend refused in an OTLP partial success', 'exporter')
     export_dropped_spans_total = counter('Kept spans dropped because an exporter queue was full or gave up', 'exporter')
@@ -188,6 +192,21 @@ class Metrics:
     dropped_grace_bytes = gauge('Bytes of not-sampled traces held by sampler.dropped_grace')
     dropped_grace_traces = gauge('Not-sampled traces held by sampler.dropped_grace')
     kafka_discarded_traces_total = counter('Kafka receiver: undecided traces of revoked partitions forgotten undecided, for the new owner to re-read whole')
+    shared_decisions_kept_total = counter('Sidecar mode: kept traces by how (published: kept here for a non-probabilistic reason and published; remote: kept because another sidecar did)', 'source')
+    shared_decisions_messages_total = counter('Sidecar mode: decisions-topic messages, by direction (out, in) and kind (decisions, heartbeat, invalid)', 'direction', 'kind')
+    shared_decisions_bytes_total = counter('Sidecar mode: decisions-topic message bytes, by direction and kind', 'direction', 'kind')
+    shared_decisions_received_total = counter('Sidecar mode: keeps heard from other sidecars, by what they met here (held, ahead: undecided or not arrived yet, too_late: already final not sampled, duplicate)', 'outcome')
+    shared_decisions_held_total = counter('Sidecar mode: locally not-sampled traces released from the hold (kept_remote, expired: final not sampled, evicted: hold_max_mib reached)', 'outcome')
+    shared_decisions_held_traces = gauge('Sidecar mode: not-sampled traces held waiting for a keep from another sidecar')
+    shared_decisions_held_bytes = gauge('Sidecar mode: bytes of held traces (bounded by hold_max_mib)')
+    shared_decisions_lag_messages = gauge('Sidecar mode: decisions-topic high watermark minus the next offset to read, per partition', 'partition')
+    shared_decisions_delay_seconds = histogram(
+        'Sidecar mode: from another sidecar publishing a keep to this one reading it',
+        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+    shared_decisions_fallback_traces_total = counter('Sidecar mode: traces decided locally only because the broker was unreachable (a keep not shared, a not-sampled not held)')
+    shared_decisions_unpublished_total = counter('Sidecar mode: keeps whose publish failed (broker unreachable)')
+    shared_decisions_outages_total = counter('Sidecar mode: times the decisions broker became unreachable')
+    shared_decisions_broker_up = gauge('Sidecar mode: 1 while decisions are shared, 0 in fallback to local decisions')
 
     def __init__(self, max_services: int = 200, usd_per_gib: float = 0.5):
         self.registry = CollectorRegistry()
