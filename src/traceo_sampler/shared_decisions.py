@@ -332,9 +332,10 @@ class SharedDecisions:
 
     async def _flush(self) -> None:
         batch, self._pending = self._pending[:self.cfg.batch_max], self._pending[self.cfg.batch_max:]
-        msgs = []
+        msgs: list[tuple[list, bytes]] = []
         while batch or not msgs:
-            part, reasons = [], set()
+            part: list = []
+            reasons: set = set()
             while batch and (batch[0][1] in reasons or len(reasons) < MAX_REASONS):
                 reasons.add(batch[0][1])
                 part.append(batch.pop(0))
