@@ -482,6 +482,8 @@ class Pipeline:
         m.buffer_spans.set(b.nspans)
         m.buffer_bytes.set(b.nbytes)
         m.buffer_traces.set(b.ntraces)
+        if self.shared is not None:
+            self.shared.gauges()
         c = self.completion
         if c.grace_enabled:
             m.dropped_grace_bytes.set(c.grace_bytes)
