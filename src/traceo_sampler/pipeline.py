@@ -106,7 +106,8 @@ class Pipeline:
                                           s.policies, clock)
         # called as observer(trace, trigger, decision, finish_result) for
         # every decided trace; simulate's recorders use it (simulate/replay.py)
-        self.observer = None
+        # called with (trace, trigger, decision, finish's result) of each decided trace
+        self.observer: Callable[..., None] | None = None
 
     # ------------------------------------------------------------------ in
     RETRY_AFTER = 1.0   # seconds a pushed-back client is asked to wait
