@@ -183,3 +183,11 @@ def test_config_requires_brokers():
     with pytest.raises(ConfigError) as e:
         loads("sampler: {shared_decisions: {brokers: [a:1], hold: soon}}")
     assert e.value.problems[0].startswith("sampler.shared_decisions.hold")
+
+
+def test_reload_says_shared_decisions_need_a_restart():
+    from traceo_sampler.server import App
+    app = App(loads(CFG))
+    changed = loads(CFG.replace("hold: 3s", "hold: 4s"))
+    assert "sampler.shared_decisions" in app.reload(changed)
+    assert "sampler.shared_decisions" not in app.reload(loads(CFG.replace("hold: 3s", "hold: 4s")))
