@@ -354,7 +354,8 @@ class Pipeline:
         services: dict[str, list] = {}
         tids: list[bytes] = []
         completion = self.completion
-        completion.decided(items, now)
+        # sidecar mode: a held trace coming back was observed when first decided
+        completion.decided(items if shared is None else shared.fresh(items), now)
         grace = completion.grace_enabled
         parts: list[tuple] = []   # per trace, for an exporter to isolate a refused one
         for t, trigger in items:
