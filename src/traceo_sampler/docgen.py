@@ -28,10 +28,13 @@ from .policies import POLICY_STRUCTS, REGISTRY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# What Server.reload applies in place: the whole sampler section but the
-# decision cache sizes; everything else (and the cache sizes) needs a restart.
+# What Server.reload (server.py) applies in place: the sampler section (the
+# policies, the timers and completion.reload's waits and dropped_grace, the
+# limits) but the fields below, which it does not read; everything outside
+# the sampler section needs a restart.
 HOT_RELOADED = ("sampler.",)
-NOT_HOT_RELOADED = ("sampler.decision_cache.", "sampler.num_shards")
+NOT_HOT_RELOADED = ("sampler.decision_cache.", "sampler.num_shards", "sampler.shared_decisions.",
+                    "sampler.drop_pending_traces_on_shutdown")
 
 
 def _comments(cls: type) -> dict[str, str]:
