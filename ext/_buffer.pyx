@@ -721,6 +721,30 @@ cdef class TraceBuffer:
         g = self._groups[gid]
         return g[0], g[1], g[2]
 
+    def span_bytes_by_group(self, Trace t):
+        """group id -> bytes its spans take as ``ScopeSpans.spans`` fields
+        (tag, length, span): what otlp_size.py adds the headers to. The pure
+        twin computes the same from ``entries()``."""
+        cdef const unsigned char* d = <const unsigned char*>PyByteArray_AS_STRING(t.data)
+        cdef Py_ssize_t n = PyByteArray_GET_SIZE(t.data)
+        cdef Py_ssize_t ng = len(self._groups)
+        cdef Py_ssize_t pos = 0, ln, k, v
+        cdef EntryHdr h
+        cdef dict out = {}
+        while pos < n:
+            _entry(d, pos, n, &h, ng)
+            ln = h.len
+            k = 1
+            v = ln
+            while v > 0x7F:
+                v >>= 7
+                k += 1
+            key = <long>h.gid
+            cur = out.get(key)
+            out[key] = (cur if cur is not None else 0) + 1 + k + ln
+            pos += ENTRY_HDR + ln
+        return out
+
     cdef void _release(self, Py_ssize_t gid, Py_ssize_t n):
         self._grefs[gid] -= n
         if self._grefs[gid] <= 0:

@@ -28,9 +28,12 @@ class Serve:
     until /readyz answers 200."""
 
     def __init__(self, cfg: dict, http: bool = False, grpc_opts: dict | None = None,
-                 http_opts: dict | None = None):
-        """grpc_opts / http_opts: more fields of receivers.otlp.grpc / .http
-        (http_opts implies http)."""
+                 http_opts: dict | None = None, admin_opts: dict | None = None,
+                 admin_ssl=None, admin_headers: dict | None = None):
+        """grpc_opts / http_opts / admin_opts: more fields of
+        receivers.otlp.grpc / .http / admin (http_opts implies http);
+        admin_ssl (an ssl.SSLContext) and admin_headers: how the admin
+        endpoint is reached when it has TLS or a token."""
         self.cfg = dict(cfg)
         self.grpc_port = free_port()
         self.admin_port = free_port()
@@ -39,7 +42,11 @@ class Serve:
             self.http_port = free_port()
             rec["http"] = {"endpoint": f"127.0.0.1:{self.http_port}", **(http_opts or {})}
         self.cfg.setdefault("receivers", {"otlp": rec})
-        self.cfg["admin"] = {**(cfg.get("admin") or {}), "endpoint": f"127.0.0.1:{self.admin_port}"}
+        self.cfg["admin"] = {**(cfg.get("admin") or {}), "endpoint": f"127.0.0.1:{self.admin_port}",
+                             **(admin_opts or {})}
+        self.admin_ssl = admin_ssl
+        self.admin_headers = admin_headers or {}
+        self.admin_url = f"{'https' if admin_ssl else 'http'}://127.0.0.1:{self.admin_port}"
         self.dir = tempfile.mkdtemp(prefix="traceo-e2e-")
         self.path = os.path.join(self.dir, "config.yaml")
         with open(self.path, "w") as fh:
@@ -64,7 +71,8 @@ class Serve:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"serve exited with {self.proc.returncode}:\n{self.read_stderr()}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/readyz", timeout=1) as r:
+                with urllib.request.urlopen(f"{self.admin_url}/readyz", timeout=1,
+                                            context=self.admin_ssl) as r:
                     if r.status == 200:
                         return self
             except OSError:
@@ -100,12 +108,14 @@ class Serve:
         self.stop(signal.SIGKILL if exc[0] else signal.SIGTERM)
 
     def get(self, path: str) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=5) as r:
+        req = urllib.request.Request(f"{self.admin_url}{path}", headers=self.admin_headers)
+        with urllib.request.urlopen(req, timeout=5, context=self.admin_ssl) as r:
             return r.read().decode()
 
     def get_raw(self, path: str, headers: dict | None = None) -> bytes:
-        req = urllib.request.Request(f"http://127.0.0.1:{self.admin_port}{path}", headers=headers or {})
-        with urllib.request.urlopen(req, timeout=10) as r:
+        req = urllib.request.Request(f"{self.admin_url}{path}",
+                                     headers={**self.admin_headers, **(headers or {})})
+        with urllib.request.urlopen(req, timeout=10, context=self.admin_ssl) as r:
             return r.read()
 
     def metric(self, name: str, **labels) -> float:

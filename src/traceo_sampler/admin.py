@@ -25,7 +25,9 @@ def _plotly_gz() -> bytes:
 
 
 class Admin:
-    def __init__(self, endpoint: str, app_state):
+    def __init__(self, endpoint: str, app_state, *, tls=None, gate=None):
+        self.tls = tls          # config.ServerTls
+        self.gate = gate        # receivers.gate.Gate: bearer tokens
         # "unix:PATH": a Unix socket (a worker's, read by its supervisor)
         self.unix = endpoint[5:] if endpoint.startswith("unix:") else None
         host, _, port = endpoint.split("://", 1)[-1].rpartition(":")
@@ -82,7 +84,7 @@ class Admin:
                   "/api/status": self.api_status, "/status": self.page,
                   "/api/history": self.api_history, "/assets/plotly.min.js": self.plotly_js,
                   **(overrides or {})}
-        app = web.Application()
+        app = web.Application(middlewares=[self.gate.http_middleware()] if self.gate else [])
         for path, handler in routes.items():
             app.router.add_get(path, handler)
         self.runner = web.AppRunner(app, access_log=None)
@@ -90,8 +92,12 @@ class Admin:
         if self.unix is not None:
             await web.UnixSite(self.runner, self.unix).start()
             return
-        await web.TCPSite(self.runner, self.host, self.port).start()
-        log.info("admin listening on http://%s:%d", self.host, self.port)
+        ctx = None
+        if self.tls is not None:
+            from .receivers.security import ssl_context
+            ctx = ssl_context(self.tls)
+        await web.TCPSite(self.runner, self.host, self.port, ssl_context=ctx).start()
+        log.info("admin listening on %s://%s:%d", "https" if ctx else "http", self.host, self.port)
 
     async def stop(self) -> None:
         if self.runner is not None:

@@ -332,6 +332,14 @@ class TraceBufferPy:
         g = self._groups[gid]
         return g[0], g[1], g[2]
 
+    def span_bytes_by_group(self, t: Trace) -> dict[int, int]:
+        """group id -> bytes its spans take as ``ScopeSpans.spans`` fields
+        (twin of the compiled one; otlp_size.py adds the headers)."""
+        out: dict[int, int] = {}
+        for gid, _off, ln, _ts in t.entries():
+            out[gid] = out.get(gid, 0) + 1 + len(_varint(ln)) + ln
+        return out
+
     def _release(self, gid: int, n: int) -> None:
         g = self._groups[gid]
         g[3] -= n

@@ -10,10 +10,12 @@ from . import config as _config
 
 def _load_or_report(path: str | None, args=None, show_mapping: bool = False
                     ) -> _config.Config | None:
+    from . import preflight
     if args is not None and getattr(args, "ignore_unsupported", False):
         _config.IGNORE_UNSUPPORTED = True
     try:
         cfg, mapping = _config.load_with_mapping(path)
+        preflight.require(cfg)
     except _config.ConfigError as exc:
         for p in exc.problems:
             print(p, file=sys.stderr)
@@ -60,7 +62,13 @@ def cmd_serve(args) -> int:
             print(p, file=sys.stderr)
         return 1
     from .server import serve
-    return serve(cfg, args.ready_file, args.config)
+    try:
+        return serve(cfg, args.ready_file, args.config)
+    except _config.ConfigError as exc:
+        # a listener that cannot be opened, a file that cannot be created
+        for p in exc.problems:
+            print(p, file=sys.stderr)
+        return 1
 
 
 def cmd_validate(args) -> int:

@@ -19,9 +19,33 @@ from .cfgtypes import (Duration, Fraction, NonNeg, NonNegFloat, Percent, Positiv
 from .policies import POLICY_STRUCTS, REGISTRY, PolicyCfg
 
 # ---------------------------------------------------------------- receivers
+class ServerTls(_Base):
+    """TLS of a listener (a receiver, the admin endpoint); with
+    ``client_ca_file`` clients must present a certificate it signed (mTLS)."""
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str = ""
+
+
+class Auth(_Base):
+    """Bearer tokens, as the Collector's bearertokenauth checks them: the
+    ``authorization`` header must be ``<scheme> <token>``; the file holds one
+    token per line and is read again when it changes."""
+
+    bearer_tokens_file: str
+    scheme: str = "Bearer"
+
+
+# gRPC's message size limit is a signed 32-bit byte count
+GRPC_MAX_MIB = (2**31 - 1) >> 20
+
+
 class Endpoint(_Base):
     endpoint: str
     max_recv_msg_size_mib: Positive = 16
+    tls: ServerTls | None = None
+    auth: Auth | None = None
 
 
 class OtlpReceiver(_Base):
@@ -88,6 +112,29 @@ class DroppedGrace(_Base):
 DECISION_CACHE_ALIASES = {"sampled_cache_size": "sampled", "non_sampled_cache_size": "not_sampled"}
 
 
+class SharedDecisions(_Base):
+    """Sidecar mode (shared_decisions.py): keep decisions shared between
+    sidecars over a Kafka topic, so a trace crossing many pods is kept
+    whole by all of them."""
+    brokers: list[str]
+    topic: str = "traceo_decisions"
+    # how long a local "not sampled" waits for a keep from another sidecar:
+    # at least the spread of the sidecars' decision times for one trace
+    # (idle_timeout when a part ends early) plus the topic's delay
+    hold: Duration = msgspec.field(default_factory=lambda: Duration("5s"))
+    # bytes of held traces; past it the oldest held become final early
+    hold_max_mib: Positive = 64
+    # publish at least this often (sooner when batch_max keeps are pending)
+    flush_interval: Duration = msgspec.field(default_factory=lambda: Duration("20ms"))
+    batch_max: Positive = 4096
+    # a publish not acked within this means the broker is unreachable
+    timeout: Duration = msgspec.field(default_factory=lambda: Duration("2s"))
+    # an empty message when idle, so an outage is noticed within this + timeout
+    heartbeat: Duration = msgspec.field(default_factory=lambda: Duration("1s"))
+    # keeps heard from other sidecars remembered for spans still to come
+    cache: Positive = 100_000
+
+
 class Sampler(_Base):
     decision_wait: Duration = msgspec.field(default_factory=lambda: Duration("30s"))
     root_wait: Wait = msgspec.field(default_factory=lambda: Wait("auto"))
@@ -126,6 +173,8 @@ class Sampler(_Base):
     # in a Collector file it sets service.workers (collector_config.py); here
     # no effect: service.workers is the knob, with the same meaning
     num_shards: Annotated[int, msgspec.Meta(ge=0, le=256)] = 1
+    # sidecar mode: decisions shared between sidecars (None: local only)
+    shared_decisions: SharedDecisions | None = None
     policies: list[PolicyCfg] = msgspec.field(default_factory=list)
 
 
@@ -200,6 +249,9 @@ class Admin(_Base):
     # link of a kept trace in the backend's UI, "{trace_id}" replaced by the
     # 32-hex-digit ID (the /status page's "last kept traces"); "" = no links
     trace_url: str = ""
+    # /healthz and /readyz stay open to probes without a token (not without TLS)
+    tls: ServerTls | None = None
+    auth: Auth | None = None
 
 
 class Cost(_Base):
@@ -223,6 +275,8 @@ class Service(_Base):
     # shard (workers.py); auto: the CPUs this process may use (affinity and
     # cgroup CPU quota)
     workers: Annotated[int, msgspec.Meta(ge=1)] | Literal["auto"] = "auto"
+    # process RSS limit: above it the receivers push back (0 = off)
+    memory_limit_mib: NonNeg = 0
     # how long a SIGTERM drain may spend sending what is queued
     shutdown_timeout: Duration = msgspec.field(default_factory=lambda: Duration("30s"))
 
@@ -577,12 +631,18 @@ def parse(raw: Any, ignored_blocks: list[str] | None = None) -> Config:
             ep = getattr(rec.otlp, proto)
             if ep is not None:
                 _check_endpoint(ep.endpoint, f"receivers.otlp.{proto}.endpoint", problems)
+                if ep.max_recv_msg_size_mib > GRPC_MAX_MIB:
+                    problems.append(f"receivers.otlp.{proto}.max_recv_msg_size_mib: must be <= "
+                                    f"{GRPC_MAX_MIB} (gRPC's limit is 2 GiB - 1 byte)")
     exp = values.get("exporters")
     if exp is not None and exp.otlp is not None:
         _check_endpoint(exp.otlp.endpoint, "exporters.otlp.endpoint", problems)
     if exp is not None and exp.kafka is not None:
         if not exp.kafka.brokers:
             problems.append("exporters.kafka.brokers: must not be empty")
+    if sampler is not None and sampler.shared_decisions is not None \
+            and not sampler.shared_decisions.brokers:
+        problems.append("sampler.shared_decisions.brokers: must not be empty")
     if rec is not None and rec.kafka is not None and not rec.kafka.brokers:
         problems.append("receivers.kafka.brokers: must not be empty")
     if values.get("admin") is not None:
@@ -619,6 +679,8 @@ def _yaml(text: str, source: str) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise ConfigError([f"{source}: not valid YAML{where}: {getattr(exc, 'problem', exc)}"])
+    except RecursionError:
+        raise ConfigError([f"{source}: YAML nested too deeply to read"]) from None
 
 
 def loads_with_mapping(text: str, source: str = "config",
@@ -626,6 +688,13 @@ def loads_with_mapping(text: str, source: str = "config",
     """(config, mapping lines): the mapping is None for our own format and,
     for an OpenTelemetry Collector file, one line per component saying what
     it became (collector_config.py)."""
+    try:
+        return _loads_with_mapping(text, source, ignore_unsupported)
+    except RecursionError:
+        raise ConfigError([f"{source}: nested too deeply (policies within policies?)"]) from None
+
+
+def _loads_with_mapping(text: str, source: str, ignore_unsupported: bool | None):
     from . import collector_config as cc
     raw = _yaml(text, source)
     if not cc.looks_like_collector(raw):
@@ -660,10 +729,16 @@ def load_with_mapping(path: str | None,
     if path is None:
         return loads_with_mapping(DEFAULT_YAML, "embedded default")
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        with open(path, "rb") as fh:
+            data = fh.read()
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([f"{path}: not UTF-8 text: byte 0x{data[exc.start]:02x} at offset "
+                           f"{exc.start} (line {line})"]) from None
     return loads_with_mapping(text, path, ignore_unsupported)
 
 

@@ -80,12 +80,22 @@ def _strip_schema_url(header: bytes) -> int:
     return out
 
 
-def encoded_size(trace, group: Callable[[int], tuple]) -> int:
-    """``trace``: a buffered trace (its ``entries()``); ``group``: the
-    buffer's ``group(gid)`` → (resource_header, scope_header, service)."""
+def encoded_size(trace, buffer) -> int:
+    """``trace``: a buffered trace; ``buffer``: its TraceBuffer (either twin:
+    ``span_bytes_by_group(trace)`` and ``group(gid)`` → (resource_header,
+    scope_header, service))."""
+    return size_of_groups(buffer.span_bytes_by_group(trace), buffer.group)
+
+
+def span_bytes_by_group(trace) -> dict[int, int]:
+    """What ``TraceBuffer.span_bytes_by_group`` returns, from ``entries()``."""
     per_group: dict[int, int] = {}
     for gid, _off, ln, _ts in trace.entries():
         per_group[gid] = per_group.get(gid, 0) + 1 + _vlen(ln) + ln
+    return per_group
+
+
+def size_of_groups(per_group: dict[int, int], group: Callable[[int], tuple]) -> int:
     by_res: dict[bytes, int] = {}
     for gid, spans in per_group.items():
         rh, sh, _svc = group(gid)

@@ -98,6 +98,12 @@ class Pipeline:
         self.by_trigger: dict[str, int] = {}
         self.by_policy: dict[str, int] = {}
         self.tracker = tracker
+        # sidecar mode (shared_decisions.py): reviews every fresh decision
+        self.shared = None
+        if s.shared_decisions is not None:
+            from .shared_decisions import SharedDecisions
+            self.shared = SharedDecisions(s.shared_decisions, metrics, self.buffer,
+                                          s.policies, clock)
         # called as observer(trace, trigger, decision, finish_result) for
         # every decided trace; simulate's recorders use it (simulate/replay.py)
         self.observer = None
@@ -288,6 +294,8 @@ class Pipeline:
             while self._next_tick <= now:
                 self._next_tick += self.tick_period
         due = self.buffer.due(now)
+        if self.shared is not None:
+            due += self.shared.due(now)
         if due:
             self._decide(due, now)
             self._gauges()
@@ -302,6 +310,8 @@ class Pipeline:
         ``drop_pending_traces_on_shutdown``, they are dropped undecided
         instead, as there (counted as not sampled by trigger shutdown)."""
         items = self.buffer.drain()
+        if self.shared is not None:
+            items += self.shared.drain()
         if shutdown and self.cfg.sampler.drop_pending_traces_on_shutdown:
             for t, _trigger in items:
                 self.buffer.finish(t, False, "", MAX_T)
@@ -325,7 +335,6 @@ class Pipeline:
         decide = self.decider.decide
         buf = self.buffer
         sized = self.decider.needs_size
-        group = buf.group
         finish = buf.finish
         consistency = buf.consistency
         tol = self.skew_tolerance_ns
@@ -333,6 +342,7 @@ class Pipeline:
         by_trigger = self.by_trigger
         by_policy = self.by_policy
         observer = self.observer
+        shared = self.shared
         decided: dict[tuple[str, str, str], int] = {}
         no_root = dups = 0
         orphans: dict[str, int] = {}
@@ -347,17 +357,24 @@ class Pipeline:
         grace = completion.grace_enabled
         parts: list[tuple] = []   # per trace, for an exporter to isolate a refused one
         for t, trigger in items:
-            d, orph, skew, missing_root = consistency(t, tol, skew_amounts)
-            dups += d
-            for svc, k in orph.items():
-                orphans[svc] = orphans.get(svc, 0) + k
-            for svc, k in skew.items():
-                skewed[svc] = skewed.get(svc, 0) + k
-            if missing_root:
-                no_root += 1
-            if sized:
-                t.encoded_size = encoded_size(t, group)
-            dec = decide(t)
+            # sidecar mode: a held trace comes back with its final decision
+            dec = shared.settled(t) if shared is not None else None
+            if dec is None:
+                d, orph, skew, missing_root = consistency(t, tol, skew_amounts)
+                dups += d
+                for svc, k in orph.items():
+                    orphans[svc] = orphans.get(svc, 0) + k
+                for svc, k in skew.items():
+                    skewed[svc] = skewed.get(svc, 0) + k
+                if missing_root:
+                    no_root += 1
+                if sized:
+                    t.encoded_size = encoded_size(t, buf)
+                dec = decide(t)
+                if shared is not None:
+                    dec = shared.review(t, dec, now, trigger)
+                    if dec is None:
+                        continue    # held: not sampled only if nobody keeps it
             extra = self._policy_attr(dec.policy) if record and dec.sampled else b""
             held = grace and not dec.sampled and not dec.dropped
             if held:

@@ -151,9 +151,40 @@ class App:
         return self.metrics.consistency()
 
     # ----------------------------------------------------------- lifecycle
+    def _gate(self, name: str, blk, limiter):
+        """The gate (auth, memory limiter) of one listener, or None."""
+        from .receivers.gate import Gate
+        from .receivers.security import BearerTokens
+        tokens = BearerTokens(blk.auth) if blk.auth is not None else None
+        open_paths = frozenset(("/healthz", "/readyz")) if name == "admin" else frozenset()
+        gate = Gate(name, self.metrics, tokens, limiter, open_paths)
+        return gate if gate else None
+
+    async def _listen(self, path: str, listener) -> None:
+        """Start one listener; a failure is a config error naming the field."""
+        from .preflight import listen_error
+        try:
+            await listener.start()
+        except (OSError, RuntimeError) as exc:
+            ep = getattr(listener, "endpoint", None) or f"{listener.host}:{listener.port}"
+            raise listen_error(path, ep, exc) from None
+
     async def start(self) -> None:
+        """Start exporters, receivers and admin; a listener that cannot be
+        opened undoes the rest and raises ConfigError naming its field."""
+        from .config import ConfigError
+        try:
+            await self._start()
+        except ConfigError:
+            await self.abort()
+            raise
+
+    async def _start(self) -> None:
+        from .receivers.limiter import MemoryLimiter
         from .receivers.otlp_grpc import OtlpGrpcReceiver
         from .receivers.otlp_http import OtlpHttpReceiver
+        mem = self.cfg.service.memory_limit_mib
+        limiter = MemoryLimiter(mem, self.metrics) if mem else None
         for e in self.exporters:
             e.start()
         r = self.cfg.receivers
@@ -168,11 +199,13 @@ class App:
         if r.otlp is not None and r.otlp.grpc is not None:
             g = r.otlp.grpc
             self.receivers.append(OtlpGrpcReceiver(g.endpoint, front, self.metrics,
-                                                   g.max_recv_msg_size_mib))
+                                                   g.max_recv_msg_size_mib, tls=g.tls,
+                                                   gate=self._gate("otlp_grpc", g, limiter)))
         if r.otlp is not None and r.otlp.http is not None:
             h = r.otlp.http
             self.receivers.append(OtlpHttpReceiver(h.endpoint, front, self.metrics,
-                                                   h.max_recv_msg_size_mib))
+                                                   h.max_recv_msg_size_mib, tls=h.tls,
+                                                   gate=self._gate("otlp_http", h, limiter)))
         if r.kafka is not None:
             from .receivers.kafka import KafkaReceiver
             self.receivers.append(KafkaReceiver(r.kafka, self.pipeline, self.metrics,
@@ -180,10 +213,15 @@ class App:
                                                 clock=self.pipeline.clock,
                                                 tracker=self._kafka_tracker))
         for rec in self.receivers:
-            await rec.start()
+            await self._listen({"otlp_grpc": "receivers.otlp.grpc",
+                                "otlp_http": "receivers.otlp.http"}.get(rec.name, "receivers.kafka"),
+                               rec)
+        if self.pipeline.shared is not None:
+            await self.pipeline.shared.start()
         if self.cfg.admin is not None:
-            self.admin = Admin(self.cfg.admin.endpoint, self)
-            await self.admin.start()
+            a = self.cfg.admin
+            self.admin = Admin(a.endpoint, self, tls=a.tls, gate=self._gate("admin", a, None))
+            await self._listen("admin", self.admin)
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
         self._sampler = asyncio.get_running_loop().create_task(self._sample())
 
@@ -221,6 +259,21 @@ class App:
                 log.exception("decision tick failed")
             await asyncio.sleep(TICK)
 
+    async def abort(self) -> None:
+        """Undo a start that failed half-way (nothing was received)."""
+        for rec in self.receivers:
+            try:
+                await rec.stop(grace=0)
+            except Exception:  # noqa: BLE001 - it may never have started
+                pass
+        if self.admin is not None:
+            try:
+                await self.admin.stop()
+            except Exception:  # noqa: BLE001
+                pass
+        for e in self.exporters:
+            await e.close(0)
+
     async def shutdown(self) -> None:
         log.info("draining: receivers stop, every buffered trace is decided")
         for rec in self.receivers:
@@ -236,6 +289,8 @@ class App:
             await self.router.close(self.cfg.service.shutdown_timeout.seconds)
         n = self.pipeline.drain(shutdown=True)
         log.info("decided %d buffered traces on shutdown", n)
+        if self.pipeline.shared is not None:
+            await self.pipeline.shared.close(min(5.0, self.cfg.service.shutdown_timeout.seconds))
         for e in self.exporters:
             await e.close(self.cfg.service.shutdown_timeout.seconds)
         if self.admin is not None:
@@ -249,6 +304,8 @@ class App:
         effect (receivers, exporters, admin, cache sizes)."""
         from .decider import Decider
         p = self.pipeline
+        from .preflight import require
+        require(new)                                              # may raise: nothing changed yet
         # may raise: nothing changed yet
         decider = Decider(new.sampler.policies, clock=p.clock, semantics=new.sampler.semantics,
                           sample_on_first_match=new.sampler.sample_on_first_match,
@@ -267,7 +324,7 @@ class App:
         b.memory_limit = s.memory_limit_mib << 20
         self.metrics.buffer_limit_bytes.set(b.memory_limit)
         old = self.cfg
-        not_applied = [name for name in ("receivers", "exporters", "admin")
+        not_applied = [name for name in ("receivers", "exporters", "admin", "service")
                        if getattr(old, name) != getattr(new, name)]
         if old.sampler.decision_cache != s.decision_cache:
             not_applied.append("sampler.decision_cache")
@@ -320,7 +377,12 @@ class App:
 
 
 async def _serve(cfg: Config, ready_file: str | None, config_path: str | None) -> int:
-    app = App(cfg)
+    from .config import ConfigError
+    try:
+        app = App(cfg)
+    except OSError as exc:
+        # what preflight could not foresee (a race, a full disk)
+        raise ConfigError([_field_of(cfg, exc)]) from None
     await app.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -344,8 +406,17 @@ async def _serve(cfg: Config, ready_file: str | None, config_path: str | None) -
     return 0
 
 
+def _field_of(cfg: Config, exc: OSError) -> str:
+    f = cfg.exporters.file
+    if f is not None and exc.filename and os.path.abspath(exc.filename) == os.path.abspath(f.path):
+        return f"exporters.file.path: {f.path!r} cannot be opened: {exc.strerror}"
+    return f"{exc.filename or 'serve'}: {exc.strerror or exc}"
+
+
 def serve(cfg: Config, ready_file: str | None = None, config_path: str | None = None) -> int:
+    from .preflight import probe_listeners
     from .workers import supervise, worker_count
+    probe_listeners(cfg)
     n = worker_count(cfg)
     if n > 1:
         return supervise(cfg, n, ready_file, config_path)

@@ -60,6 +60,7 @@ log = logging.getLogger("traceo_sampler.workers")
 FORWARD_HIGH = 16 << 20        # bytes waiting for a peer before the receivers push back
 PENDING_MAX = 64 << 20         # bytes kept for a peer that is down (restarting), then dropped
 SNAPSHOT_INTERVAL = 5.0        # how often a worker leaves its counters for the supervisor
+STATE_INTERVAL = 0.1           # how often a worker publishes its backpressure and buffer size
 _FRAME = struct.Struct(">I")
 
 
@@ -160,11 +161,15 @@ def share(cfg: Config, n: int, i: int, admin_endpoint: str | None = None) -> Con
                 ex, queue_max_bytes=max(1 << 20, _part(ex.queue_max_bytes, n, i)))
     exporters = msgspec.structs.replace(e, **repl) if repl else e
     out = msgspec.structs.replace(cfg, sampler=sampler, exporters=exporters,
-                                  service=msgspec.structs.replace(cfg.service, workers=1))
+                                  service=msgspec.structs.replace(
+                                      cfg.service, workers=1,
+                                      memory_limit_mib=_part(cfg.service.memory_limit_mib, n, i)))
     if admin_endpoint is not None:
         from .config import Admin
+        # a worker's admin is the supervisor's private Unix socket: TLS and
+        # tokens belong to the group's endpoint the supervisor serves
         out = msgspec.structs.replace(out, admin=msgspec.structs.replace(
-            cfg.admin or Admin(), endpoint=admin_endpoint))
+            cfg.admin or Admin(), endpoint=admin_endpoint, tls=None, auth=None))
     return out
 
 
@@ -460,7 +465,7 @@ async def _run_worker(rt: Runtime, i: int, config_path: str | None, parent: int)
                 last = now
                 _write(rt.file(f"w{i}.metrics.txt"), generate_latest(app.metrics.registry).decode())
                 _write(rt.file(f"w{i}.status.json"), json.dumps(app.status()))
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(STATE_INTERVAL)
     ptask = loop.create_task(pressure())
     with open(rt.file(f"w{i}.ready"), "w") as fh:
         fh.write(json.dumps({"pid": os.getpid()}))
@@ -492,11 +497,18 @@ def worker_main(argv: list[str]) -> int:
     if os.getppid() != parent:
         return 1
     rt = Runtime(rt_dir, n)
+    from .config import ConfigError
     try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(_run_worker(rt, i, config_path, parent))
-    return uvloop.run(_run_worker(rt, i, config_path, parent))
+        try:
+            import uvloop
+        except ImportError:
+            return asyncio.run(_run_worker(rt, i, config_path, parent))
+        return uvloop.run(_run_worker(rt, i, config_path, parent))
+    except ConfigError as exc:
+        # a receiver port in use: the same field-named line as with one process
+        for line in exc.problems:
+            print(line, file=sys.stderr, flush=True)
+        return 1
 
 
 # ------------------------------------------------------------------ merging
@@ -834,10 +846,13 @@ class Supervisor:
         await asyncio.gather(*(self._scrape(c) for c in self.children if c.ready))
         from prometheus_client import generate_latest
         own = parse_metrics(generate_latest(self.metrics.registry).decode())
+        # the supervisor's own: its workers' gauges and its admin endpoint's
+        # refused requests
+        mine = ("traceo_sampler_worker", "traceo_sampler_unauthenticated_requests")
         own = {"samples": {k: v for k, v in own["samples"].items()
-                           if k[0].startswith("traceo_sampler_worker")},
+                           if k[0].startswith(mine)},
                "families": {k: v for k, v in own["families"].items()
-                            if k.startswith("traceo_sampler_worker")}}
+                            if k.startswith(mine)}}
         parts = [c.metrics for c in self.children if c.metrics] + self.retired + [own]
         return render_metrics(*self._cap(*merge_metrics(parts)))
 
@@ -931,9 +946,15 @@ class GroupAdmin:
     """The supervisor's admin endpoint: the routes of admin.Admin over the
     merged state of every worker."""
 
-    def __init__(self, endpoint: str, sup: Supervisor):
+    def __init__(self, endpoint: str, sup: Supervisor, tls=None, auth=None):
         from .admin import Admin
-        self.admin = Admin(endpoint, sup)
+        from .receivers.gate import Gate
+        from .receivers.security import BearerTokens
+        gate = None
+        if auth is not None:
+            gate = Gate("admin", sup.metrics, BearerTokens(auth), None,
+                        frozenset(("/healthz", "/readyz")))
+        self.admin = Admin(endpoint, sup, tls=tls, gate=gate)
         self.sup = sup
         self._sampler: asyncio.Task | None = None
 
@@ -988,8 +1009,17 @@ async def _supervise(cfg: Config, n: int, ready_file: str | None, config_path: s
             sup.signal_all(signal.SIGKILL)
             return 1
         if cfg.admin is not None:
-            admin = GroupAdmin(cfg.admin.endpoint, sup)
-            await admin.start()
+            admin = GroupAdmin(cfg.admin.endpoint, sup, cfg.admin.tls, cfg.admin.auth)
+            try:
+                await admin.start()
+            except OSError as exc:
+                from .preflight import listen_error
+                for line in listen_error("admin", cfg.admin.endpoint, exc).problems:
+                    print(line, file=sys.stderr, flush=True)
+                admin = None
+                sup.stopping = True
+                sup.signal_all(signal.SIGKILL)
+                return 1
         watcher = loop.create_task(sup.watch())
         cfg_watch = sup.watch_config()
         log.info("traceo-sampler serving with %d workers; Ctrl-C or SIGTERM drains and exits", n)

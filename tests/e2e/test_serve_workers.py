@@ -217,3 +217,46 @@ def test_a_taken_port_is_refused_not_shared():
                            capture_output=True, text=True, timeout=60, env=env)
         assert p.returncode == 1
         assert f"receivers.otlp.grpc.endpoint: cannot listen on {first.endpoint}" in p.stderr
+
+
+def test_backpressure_of_one_worker_reaches_clients_of_every_worker():
+    """Only worker 0's traces are sent, to a backend that is down, until its
+    exporter queue is full: then worker 1, whose own queue is empty, refuses
+    too (RESOURCE_EXHAUSTED) -- the flag is shared."""
+    from support_serve import free_port
+    dead = f"127.0.0.1:{free_port()}"         # nothing listens there
+    cfg = {"sampler": {"root_wait": "100ms", "idle_timeout": "200ms",
+                       "policies": [{"name": "all", "type": "always_sample"}]},
+           "exporters": {"otlp": {"endpoint": dead, "queue_max_bytes": 2 << 20,
+                                  "retry": {"max_elapsed": "5m"}}},
+           "service": {"workers": 2}}
+    with Serve(cfg) as srv:
+        opts = [("grpc.use_local_subchannel_pool", 1)]
+        chans = [grpc.insecure_channel(srv.endpoint, options=opts) for _ in range(8)]
+        calls = [c.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+                 for c in chans]
+        codes = collections.Counter()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and codes[grpc.StatusCode.RESOURCE_EXHAUSTED] < 40:
+            traces = []
+            while len(traces) < 50:
+                t = trace(20, name="x" * 200)
+                if shard_of(t[0]["trace_id"], 2) == 0:
+                    traces.append(t)
+            body = make_request(traces)
+            for call in calls:
+                try:
+                    call(body, timeout=10)
+                    codes["ok"] += 1
+                except grpc.RpcError as exc:
+                    codes[exc.code()] += 1
+            time.sleep(0.3)
+        assert codes[grpc.StatusCode.RESOURCE_EXHAUSTED] >= 40, codes
+        st = json.loads(srv.get("/api/status"))
+        w1 = _unix_get(st["workers"]["alive"][1]["admin_socket"], "/metrics")
+        # worker 1 holds none of these traces, yet it pushed back as well
+        assert _metric(w1, "traceo_sampler_buffer_spans") == 0
+        assert _metric(w1, "traceo_sampler_exporter_queue_bytes") == 0
+        assert _metric(w1, "traceo_sampler_receiver_requests_total", outcome="backpressure") > 0
+        for c in chans:
+            c.close()

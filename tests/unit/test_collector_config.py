@@ -318,7 +318,11 @@ def run_cli(*args, env=None):
 
 def test_validate_prints_the_mapping(tmp_path, monkeypatch):
     f = tmp_path / "otelcol.yaml"
-    f.write_text(FULL)
+    # validate reads the TLS files a config names (preflight.py): a real CA
+    import trustme
+    ca = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca))
+    f.write_text(FULL.replace("/etc/ca.pem", str(ca)))
     out = run_cli("validate", "-c", str(f), env={"TENANT": "x"})
     assert out.returncode == 0, out.stderr
     assert "an OpenTelemetry Collector config, run with Collector semantics" in out.stdout
@@ -327,7 +331,9 @@ def test_validate_prints_the_mapping(tmp_path, monkeypatch):
 
 def test_validate_refuses_then_ignores(tmp_path):
     f = tmp_path / "otelcol.yaml"
-    f.write_text(whole_file("tail_sampling: {policies: []}\nk8sattributes: {}\n").replace(
+    # one policy: an empty list is refused on its own (preflight.py)
+    f.write_text(whole_file("tail_sampling: {policies: [{name: all, type: always_sample}]}\n"
+                            "k8sattributes: {}\n").replace(
         "processors: [tail_sampling]", "processors: [k8sattributes, tail_sampling]"))
     out = run_cli("validate", "-c", str(f))
     assert out.returncode == 1 and "processors.k8sattributes: not supported" in out.stderr
@@ -356,17 +362,17 @@ def test_regexes_as_go_regexp(pattern, accepted):
 
 
 # ------------------------------------------------------------ more of the mapping
-def test_receiver_tls_refused_and_tail_storage_refused():
+def test_receiver_tls_translated_and_tail_storage_refused():
     text = whole_file("tail_sampling: {policies: [], tail_storage: file_storage}").replace(
         "grpc: {endpoint: 127.0.0.1:4317}",
         "grpc: {endpoint: 127.0.0.1:4317, tls: {cert_file: c.pem, key_file: k.pem}}")
     with pytest.raises(ConfigError) as ei:
         loads_with_mapping(text, "f", ignore_unsupported=False)
-    assert sorted(ei.value.problems) == sorted([
-        "receivers.otlp.protocols.grpc.tls: not supported: receiver TLS is not available in "
-        "this version (pass --ignore-unsupported to run without it)",
+    assert ei.value.problems == [
         "processors.tail_sampling.tail_storage: not supported: Traceo's buffer is in memory "
-        "(sampler.wal is its durable option) (pass --ignore-unsupported to run without it)"])
+        "(sampler.wal is its durable option) (pass --ignore-unsupported to run without it)"]
+    tls = loads(text.replace(", tail_storage: file_storage", "")).receivers.otlp.grpc.tls
+    assert (tls.cert_file, tls.key_file, tls.client_ca_file) == ("c.pem", "k.pem", "")
 
 
 def test_otlphttp_traces_endpoint():

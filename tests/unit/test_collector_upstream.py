@@ -93,7 +93,7 @@ class Run:
             self.buf.ingest(request(b, resource, tid), self.decider.attribute_keys, 0.0)
         (t, _), = self.buf.drain()
         if self.decider.needs_size:
-            t.encoded_size = encoded_size(t, self.buf.group)
+            t.encoded_size = encoded_size(t, self.buf)
         d = self.decider.decide(t)
         self.buf.finish(t, d.sampled, d.policy, d.threshold)
         return d.sampled
@@ -485,7 +485,7 @@ def test_bytes_limiting_charges_the_encoded_size():
     run.buf.ingest(data, run.decider.attribute_keys, 0.0)
     (t, _), = run.buf.drain()
     # one trace in one request: its TracesData is the request itself
-    assert encoded_size(t, run.buf.group) == len(data)
+    assert encoded_size(t, run.buf) == len(data)
     run.buf.finish(t, False, "", 0)
 
 
@@ -580,3 +580,26 @@ def test_fnv_twins_agree():
         if compiled is not None:
             assert compiled.fnv1a64(tid) == want
             assert compiled.fnv1a64(tid, compiled.fnv1a64(b"salt")) == salted
+
+
+def test_span_bytes_by_group_twins():
+    """TraceBuffer.span_bytes_by_group: the compiled buffer, the pure one and
+    otlp_size.span_bytes_by_group (from entries()) agree, over several
+    resources, scopes and requests."""
+    from conftest import implementations
+    from traceo_sampler import buffer as pybuf
+    from traceo_sampler.otlp_size import size_of_groups, span_bytes_by_group
+    reqs = [request([span({"k": "v" * i}, sid=bytes([i + 1] * 8)) for i in range(j, j + 3)],
+                    {"service.name": f"s{j % 2}"}) for j in range(0, 12, 3)]
+    sizes = []
+    for cls in [pybuf.TraceBufferPy] + [m.values[0].TraceBuffer for m in implementations("buffer")]:
+        b = cls(decision_wait=30, root_wait=30, idle_timeout=30, max_spans_per_trace=100,
+                memory_limit=1 << 24, cache_sampled=0, cache_not_sampled=0)
+        for r in reqs:
+            b.ingest(r, frozenset(), 0.0)
+        (t, _), = b.drain()
+        per = b.span_bytes_by_group(t)
+        assert per == span_bytes_by_group(t)
+        sizes.append(size_of_groups(per, b.group))
+        b.finish(t, False, "", 0)
+    assert len(set(sizes)) == 1

@@ -28,6 +28,7 @@ import math
 import time
 
 from ..scan import scan
+from ..shard import KEY_RAW, split
 
 log = logging.getLogger("traceo_sampler.receivers")
 
@@ -385,10 +386,18 @@ class KafkaReceiver:
         part.next = off + 1
         self.messages += 1
         data = msg.value
+        replayed = off < part.replay_to
+        sc = None
         try:
             if not data:
                 raise ValueError("empty message")
-            sc = scan(data, p.attr_keys)
+            if replayed:
+                sc = scan(data, p.attr_keys)
+            else:
+                # only the trace IDs, by the splitter's light walk (the
+                # scanner's checks, no per-span tuple); the spans then go
+                # through the buffer's fused ingest
+                tids = split(data, 1, p.attr_keys, KEY_RAW, True).trace_ids[0]
         except ValueError as exc:
             self.invalid += 1
             m.kafka_messages_total.labels("invalid").inc()
@@ -396,7 +405,6 @@ class KafkaReceiver:
             log.warning("kafka receiver: %s[%d] offset %d is not an ExportTraceServiceRequest "
                         "(skipped): %s", part.tp.topic, part.tp.partition, off, exc)
             return
-        replayed = off < part.replay_to
         if replayed:
             # read before by the previous owner: only the traces it left
             # undecided (or unacknowledged) are read again; what it had
@@ -408,7 +416,7 @@ class KafkaReceiver:
                 if not spans:
                     return
                 sc = _Subset(sc.groups, spans)
-        tids = {sp[0] for sp in sc.spans}
+            tids = {sp[0] for sp in sc.spans}
         self.tracker.hold(part, off, tids)
         try:
             res = p.ingest(data, sc)

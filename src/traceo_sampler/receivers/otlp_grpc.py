@@ -42,11 +42,14 @@ class OtlpGrpcReceiver:
     # service.workers: every worker listens on the same port
     reuse_port = False
 
-    def __init__(self, endpoint: str, pipeline, metrics, max_recv_mib: int = 16):
+    def __init__(self, endpoint: str, pipeline, metrics, max_recv_mib: int = 16, *,
+                 tls=None, gate=None):
         self.endpoint = endpoint
         self.pipeline = pipeline
         self.metrics = metrics
         self.max_bytes = max_recv_mib << 20
+        self.tls = tls          # config.ServerTls
+        self.gate = gate        # receivers.gate.Gate: auth, memory limiter
         self.server: grpc.aio.Server | None = None
         self.port = 0
 
@@ -81,14 +84,19 @@ class OtlpGrpcReceiver:
     async def start(self) -> None:
         opts = [("grpc.max_receive_message_length", self.max_bytes),
                 ("grpc.so_reuseport", int(self.reuse_port))]
-        self.server = grpc.aio.server(options=opts)
+        interceptors = [self.gate.grpc_interceptor()] if self.gate else []
+        self.server = grpc.aio.server(options=opts, interceptors=interceptors)
         handler = grpc.method_handlers_generic_handler(SERVICE, {
             "Export": grpc.unary_unary_rpc_method_handler(
                 self._export, request_deserializer=None, response_serializer=None)})
         self.server.add_generic_rpc_handlers((handler,))
-        self.port = self.server.add_insecure_port(self.endpoint)
+        if self.tls is not None:
+            from .security import grpc_credentials
+            self.port = self.server.add_secure_port(self.endpoint, grpc_credentials(self.tls))
+        else:
+            self.port = self.server.add_insecure_port(self.endpoint)
         if self.port == 0:
-            raise OSError(f"receivers.otlp.grpc: cannot listen on {self.endpoint}")
+            raise OSError(f"cannot listen on {self.endpoint}")
         await self.server.start()
         log.info("OTLP/gRPC receiver listening on %s", self.endpoint)
 

@@ -23,7 +23,10 @@ class OtlpHttpReceiver:
     # service.workers: every worker listens on the same port
     reuse_port = False
 
-    def __init__(self, endpoint: str, pipeline, metrics, max_recv_mib: int = 16):
+    def __init__(self, endpoint: str, pipeline, metrics, max_recv_mib: int = 16, *,
+                 tls=None, gate=None):
+        self.tls = tls          # config.ServerTls
+        self.gate = gate        # receivers.gate.Gate: auth, memory limiter
         host, _, port = endpoint.split("://", 1)[-1].rpartition(":")
         self.host, self.port = host, int(port)
         self.pipeline = pipeline
@@ -85,12 +88,18 @@ class OtlpHttpReceiver:
         return web.Response(body=out, content_type="application/x-protobuf")
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=self.max_bytes)
+        middlewares = [self.gate.http_middleware()] if self.gate else []
+        app = web.Application(client_max_size=self.max_bytes, middlewares=middlewares)
         app.router.add_post("/v1/traces", self._traces)
         # auto_decompress off: encoding.decode inflates once, bounded
         self.runner = web.AppRunner(app, access_log=None, auto_decompress=False)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.host, self.port, reuse_port=self.reuse_port or None)
+        ctx = None
+        if self.tls is not None:
+            from .security import ssl_context
+            ctx = ssl_context(self.tls)
+        site = web.TCPSite(self.runner, self.host, self.port, ssl_context=ctx,
+                           reuse_port=self.reuse_port or None)
         await site.start()
         log.info("OTLP/HTTP receiver listening on %s:%d", self.host, self.port)
 
