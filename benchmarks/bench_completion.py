@@ -22,7 +22,6 @@ pipeline spent per million spans (ingest + ticks).
 from __future__ import annotations
 
 import argparse
-import heapq
 import json
 import os
 import random

@@ -629,11 +629,14 @@ def phase_exporters(reqs, sink: SinkProc, workdir: Path, concurrency: int, timer
     halt = threading.Event()
 
     def poll() -> None:
+        # progress seen from outside (the sink, the file), not from serve's
+        # /metrics, which a busy event loop may not answer
         while not halt.is_set():
-            m = serve.metrics()
-            by = metric_by(m, "traceo_sampler_spans_exported_total", "exporter") or {}
             now = time.monotonic()
-            for exp, n in by.items():
+            seen = {"otlp": float(sink.call("Stats").get("spans") or 0)}
+            if with_file and out_file.exists():
+                seen["file"] = float(out_file.stat().st_size)   # bytes, counted in spans below
+            for exp, n in seen.items():
                 p = progress.setdefault(exp, [0.0, now])
                 if n > p[0]:
                     progress[exp] = [n, now]
@@ -653,6 +656,9 @@ def phase_exporters(reqs, sink: SinkProc, workdir: Path, concurrency: int, timer
             return (bt is None or bt == 0) and (q is None or q == 0)
 
         wait_stable(lambda: sink.call("Stats"), 3.0, 300.0, drained)
+        if with_file:   # and until the file stops growing
+            wait_stable(lambda: {"spans": out_file.stat().st_size if out_file.exists() else 0},
+                        3.0, 300.0)
         halt.set()
         poller.join(2)
         serve.stop(60)
@@ -661,6 +667,9 @@ def phase_exporters(reqs, sink: SinkProc, workdir: Path, concurrency: int, timer
         serve.stop(10)
         raise
     exporters = {}
+    if "file" in progress:   # what the file held when it last grew, in spans
+        with open(out_file, "rb") as fh:
+            progress["file"][0] = float(fh.read(int(progress["file"][0])).count(b'"spanId":'))
     for exp, (n, t_last) in sorted(progress.items()):
         secs = max(t_last - t0, 1e-9)
         exporters[exp] = {"spans": n, "seconds": round(secs, 2), "spans_per_s": round(n / secs, 1)}

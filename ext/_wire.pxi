@@ -67,7 +67,7 @@ cdef extern from *:
 
     /* Strict UTF-8, as Python's decoder and Go's utf8.Valid accept it: no
        overlong forms, no surrogates, nothing above U+10FFFF. */
-    static inline int traceo_utf8_valid(const unsigned char *s, Py_ssize_t n) {
+    static __attribute__((noinline)) int traceo_utf8_valid(const unsigned char *s, Py_ssize_t n) {
         Py_ssize_t i = 0;
         uint64_t w;
         unsigned char c, c1;
@@ -105,6 +105,28 @@ cdef extern from *:
         return 1;
     }
 
+    /* The same, with the common case (an ASCII string of up to 64 bytes:
+       names, keys, values) decided inline. */
+    static inline int traceo_utf8_ok(const unsigned char *p, Py_ssize_t n) {
+        uint64_t a, acc = 0;
+        unsigned char c = 0;
+        Py_ssize_t i;
+        if (n >= 8) {
+            if (n <= 64) {
+                for (i = 0; i + 8 <= n; i += 8) {
+                    memcpy(&a, p + i, 8);
+                    acc |= a;
+                }
+                memcpy(&a, p + n - 8, 8);  /* the tail, overlapping */
+                acc |= a;
+                if ((acc & 0x8080808080808080ULL) == 0) return 1;
+            }
+            return traceo_utf8_valid(p, n);
+        }
+        for (i = 0; i < n; i++) c |= p[i];
+        return c < 0x80 || traceo_utf8_valid(p, n);
+    }
+
     /* Slot in the per-call string cache (128 slots) for the n bytes at p. */
     static inline unsigned int traceo_slot(const unsigned char *p, Py_ssize_t n) {
         uint64_t a = 0, b = 0;
@@ -137,7 +159,7 @@ cdef extern from *:
     uint64_t traceo_u32le(const unsigned char* p) noexcept nogil
     double traceo_double(uint64_t bits) noexcept nogil
     bint traceo_all_zero(const unsigned char* p, Py_ssize_t n) noexcept nogil
-    bint traceo_utf8_valid(const unsigned char* p, Py_ssize_t n) noexcept nogil
+    bint traceo_utf8_ok(const unsigned char* p, Py_ssize_t n) noexcept nogil
     unsigned int traceo_slot(const unsigned char* p, Py_ssize_t n) noexcept nogil
     const unsigned char* traceo_varint(
         const unsigned char* p, const unsigned char* end, uint64_t* out) noexcept nogil
@@ -386,7 +408,7 @@ cdef class _Walker:
 
     @cython.final
     cdef inline int _utf8(self, const unsigned char* p, uint64_t n, str what) except -1:
-        if n and not traceo_utf8_valid(p, <Py_ssize_t>n):
+        if not traceo_utf8_ok(p, <Py_ssize_t>n):
             self._bad_utf8(p, what)
         return 0
 
@@ -405,15 +427,23 @@ cdef class _Walker:
         or a fixed value) take this short path, small enough to be inlined
         at every call site; everything else goes to ``_next_full``."""
         cdef uint64_t tag = p[0]
-        cdef Py_ssize_t avail = end - p
+        cdef Py_ssize_t avail = end - p, ln
         cdef int wt = tag & 7
         if tag >= 8 and tag < 0x80 and avail >= 2:
             if wt == 2:
-                if p[1] < 0x80 and <Py_ssize_t>p[1] <= avail - 2:
-                    f.tag = tag
-                    f.val = p[1]
-                    f.body = p + 2
-                    return p + 2 + p[1]
+                if p[1] < 0x80:
+                    if <Py_ssize_t>p[1] <= avail - 2:
+                        f.tag = tag
+                        f.val = p[1]
+                        f.body = p + 2
+                        return p + 2 + p[1]
+                elif avail >= 3 and p[2] < 0x80 and p[2] != 0:  # a span, typically
+                    ln = (p[1] & 0x7F) | (<Py_ssize_t>p[2] << 7)
+                    if ln <= avail - 3:
+                        f.tag = tag
+                        f.val = <uint64_t>ln
+                        f.body = p + 3
+                        return p + 3 + ln
             elif wt == 0:
                 if p[1] < 0x80:
                     f.tag = tag
@@ -605,25 +635,43 @@ cdef class _Walker:
                          bytes resource_header, object service, dict rattrs,
                          object bad) except -1:
         cdef Field f
-        cdef const unsigned char* q = p
+        cdef bytes sh = self.header(p, end)
+        cdef const unsigned char* base = self.base
         self.group = len(self.groups)
         self.group_obj = PyLong_FromSsize_t(self.group)
-        self.groups.append((resource_header, self.header(p, end), service, rattrs))
-        # the scope may come after the spans: check it before any span is taken
-        while bad is None and q < end:
-            q = self._next(q, end, &f)
+        self.groups.append((resource_header, sh, service, rattrs))
+        # The scope may come after the spans: check it before any span is
+        # taken. The header holds every field but the spans, so it is walked
+        # instead of the whole ScopeSpans; only when it is bad is the check
+        # done again on the request itself, for the byte offsets.
+        if bad is None and PyBytes_GET_SIZE(sh):
+            self.base = <const unsigned char*>PyBytes_AS_STRING(sh)
             try:
-                if f.tag == 0x0A:  # scope
-                    self.scope(f.body, f.body + f.val)
-                elif f.tag == 0x1A:
-                    self._utf8(f.body, f.val, "schema_url")
-            except ValueError as exc:
-                bad = ("scope: ", exc)
+                self.scope_header(self.base, self.base + PyBytes_GET_SIZE(sh))
+            except ValueError:
+                self.base = base
+                try:
+                    self.scope_header(p, end)
+                except ValueError as exc:
+                    bad = ("scope: ", exc)
+            self.base = base
         self.gbad = bad
         while p < end:
             p = self._next(p, end, &f)
             if f.tag == 0x12:  # spans
                 self.span(f.body, <Py_ssize_t>f.val)
+        return 0
+
+    @cython.final
+    cdef int scope_header(self, const unsigned char* p, const unsigned char* end) except -1:
+        """Check the fields of a ScopeSpans other than its spans."""
+        cdef Field f
+        while p < end:
+            p = self._next(p, end, &f)
+            if f.tag == 0x0A:  # scope
+                self.scope(f.body, f.body + f.val)
+            elif f.tag == 0x1A:
+                self._utf8(f.body, f.val, "schema_url")
         return 0
 
     # -- attributes (AnyValue and what nests in it) ------------------------

@@ -24,6 +24,8 @@ helm_pid=$!
 deploy/container/build.sh >"$logs/image-build.log" 2>&1 &
 image_pid=$!
 rc=0
+# lint, types, stubs against the compiled modules, generated docs: seconds
+scripts/check.sh || rc=1
 echo "== unit and e2e tests, compiled hot path =="
 .venv/bin/python -m pytest -p no:cacheprovider -q tests/unit tests/e2e "$@" || rc=$?
 echo "== unit and e2e tests, pure-Python twins (TRACEO_SAMPLER_PURE=1) =="

@@ -1,13 +1,31 @@
 """Type stub for the compiled TraceBuffer (ext/_buffer.pyx); the model and the
 exact semantics are those of its pure twin, ``traceo_sampler.buffer``."""
-from collections.abc import Buffer, Iterable
+from collections.abc import Iterable
 from typing import Any, AbstractSet, Protocol, final
+
+from typing_extensions import Buffer
 
 class _ScanLike(Protocol):
     @property
     def groups(self) -> list[tuple[bytes, bytes, str, dict[str, Any] | None]]: ...
     @property
     def spans(self) -> list[tuple]: ...
+
+MAX_LAG_SERVICES: int
+
+@final
+class Waits:
+    """The root_wait and idle_timeout of one root service (or the default),
+    shared by the traces that use them."""
+    root_wait: float
+    idle_timeout: float
+    def __init__(self, root_wait: float, idle_timeout: float) -> None: ...
+
+class ContentError(ValueError):
+    """Bad content inside a well-framed message (rejects its spans, not the
+    request); ``reason`` is the invalid_spans_total label."""
+    reason: str
+    def __init__(self, reason: str, message: str) -> None: ...
 
 @final
 class Trace:
@@ -30,7 +48,15 @@ class Trace:
     root_name: str
     root_service: str
     tracestates: dict[int, str] | None
-    def __init__(self, trace_id: bytes, now: float) -> None: ...
+    # its OTLP size when a policy charges bytes (otlp_size.py), else None
+    encoded_size: int | None
+    # longest time between two of its arrivals
+    max_gap: float
+    waits: Waits
+    def __init__(self, trace_id: bytes, now: float, waits: Waits | None = None) -> None: ...
+    @property
+    def trace_state(self) -> str:
+        """The first non-empty tracestate seen in the trace."""
     @property
     def nbytes(self) -> int: ...
     def entries(self) -> list[tuple[int, int, int, str]]:
@@ -48,6 +74,10 @@ class AddResult:
     # what the insert did
     late_kept: list[tuple[bytes, str, int, bytes, bytes, bytes, str, str]]
     late_dropped: int
+    # with late_detail: every late span of a not-sampled trace as (trace_id,
+    # service, status code, start, end, resource_header, scope_header,
+    # span_bytes, trace_state)
+    late_dropped_spans: list[tuple[bytes, str, int, int, int, bytes, bytes, bytes, str]]
     full: list[Trace]
     overflow: list[tuple]
     new_traces: int
@@ -67,9 +97,17 @@ class TraceBuffer:
     traces: dict[bytes, Trace]
     cache_sampled: int
     cache_not_sampled: int
+    default_waits: Waits
+    late_detail: bool
     def __init__(self, *, decision_wait: float, root_wait: float, idle_timeout: float,
                  max_spans_per_trace: int, memory_limit: int,
                  cache_sampled: int, cache_not_sampled: int) -> None: ...
+    def set_waits(self, service: str, root_wait: float, idle_timeout: float) -> Waits:
+        """Traces whose root span is of ``service`` use these waits."""
+    def waits(self, service: str) -> Waits: ...
+    def take_lags(self) -> dict[str, tuple[list[int], list[int], float, float]]:
+        """Per service, the arrival lags counted since the last call:
+        (first_counts, root_counts, first_sum, root_sum)."""
     def group(self, gid: int) -> tuple[bytes, bytes, str]: ...
     @property
     def ngroups(self) -> int: ...
@@ -88,14 +126,20 @@ class TraceBuffer:
     def make_room(self, incoming: int) -> list[tuple[Trace, str]]: ...
     def drain(self) -> list[tuple[Trace, str]]: ...
     def discard(self, trace_id: bytes) -> int: ...
+    def span_bytes_by_group(self, t: Trace) -> dict[int, int]:
+        """group id -> bytes its spans take as ScopeSpans.spans fields."""
     def spans(self, t: Trace) -> list[tuple[bytes, bytes, bytes]]:
         """(resource_header, scope_header, span) of every span; before finish()."""
-    def consistency(self, t: Trace, skew_tolerance_ns: int
+    def consistency(self, t: Trace, skew_tolerance_ns: int,
+                    amounts: list[tuple[str, int]] | None = None
                     ) -> tuple[int, dict[str, int], dict[str, int], bool]:
         """(duplicates, orphans per service, skewed per service, no_root);
-        call it before finish()."""
-    def finish(self, t: Trace, sampled: bool, policy: str, threshold: int
-               ) -> tuple[bytes, dict[str, int]] | None: ...
+        with ``amounts``, each skewed span appends (service, nanoseconds
+        outside its parent). Call it before finish()."""
+    def finish(self, t: Trace, sampled: bool, policy: str, threshold: int, extra: bytes = b""
+               ) -> tuple[bytes, dict[str, list[int]]] | None:
+        """When kept: (blob, per service [spans, span bytes as received]);
+        ``extra`` (encoded Span fields) is appended to every span."""
     @staticmethod
     def encode_groups(items: Iterable[tuple[bytes, bytes, list[bytes]]]) -> bytes: ...
 

@@ -50,7 +50,7 @@ from __future__ import annotations
 import collections
 import heapq
 import struct
-from typing import Any
+from typing import Any, Iterable, Literal, Protocol, overload
 
 from . import accel
 from .scan import scan_py
@@ -242,7 +242,8 @@ class TraceBufferPy:
         self._seq = 0
         # interned (resource_header, scope_header) → group id
         self._group_ids: dict[tuple[bytes, bytes], int] = {}
-        self._groups: list[list | None] = []   # id → [rh, sh, service, refs, key]
+        # id → [rh, sh, service, refs, key]; None once released (ids are reused)
+        self._groups: list[Any] = []
         self._free_groups: list[int] = []
         # decision cache
         self.cache_sampled = cache_sampled
@@ -702,7 +703,7 @@ class TraceBufferPy:
         t.finished = True
         self.remember(t.trace_id, sampled, policy, threshold)
         counts: dict[int, int] = {}
-        out = None
+        out: tuple[bytes, dict[str, list[int]]] | None = None
         if sampled:
             by_group: dict[int, list[bytes]] = {}
             nbytes_by_group: dict[int, int] = {}
@@ -719,7 +720,7 @@ class TraceBufferPy:
                 if lst is None:
                     by_group[gid] = lst = []
                 lst.append(b"\x12" + _varint(len(span)) + span)
-            out = self.encode_groups(
+            blob = self.encode_groups(
                 (self._groups[gid][0], self._groups[gid][1], spans)
                 for gid, spans in by_group.items())
             per_service: dict[str, list[int]] = {}
@@ -732,7 +733,7 @@ class TraceBufferPy:
                 else:
                     row[0] += len(spans)
                     row[1] += nbytes_by_group[gid]
-            out = (out, per_service)
+            out = (blob, per_service)
         else:
             for gid, _o, _l, _ts in t.entries():
                 counts[gid] = counts.get(gid, 0) + 1
@@ -786,6 +787,61 @@ def encode_late(items, record_policy: bool = False) -> bytes:
     return TraceBufferPy.encode_groups((rh, sh, s) for (rh, sh), s in groups.items())
 
 
+class TraceBufferLike(Protocol):
+    """What both twins provide (``TraceBufferPy`` here, ``_buffer.TraceBuffer``
+    compiled; the stub ``_buffer.pyi`` is checked against the compiled one),
+    as aiokafka types its twins against ``_protocols.py``. The pipeline, the
+    decider and the workers hold a buffer as this. Traces are each twin's own
+    ``Trace`` class, hence ``Any``."""
+
+    def __init__(self, *, decision_wait: float, root_wait: float, idle_timeout: float,
+                 max_spans_per_trace: int, memory_limit: int,
+                 cache_sampled: int, cache_not_sampled: int) -> None: ...
+
+    decision_wait: float
+    root_wait: float
+    idle_timeout: float
+    max_spans: int
+    memory_limit: int
+    nbytes: int
+    nspans: int
+    late_detail: bool
+    traces: dict[bytes, Any]
+
+    @property
+    def ntraces(self) -> int: ...
+    @property
+    def ngroups(self) -> int: ...
+    def set_waits(self, service: str, root_wait: float, idle_timeout: float) -> Any: ...
+    def waits(self, service: str) -> Any: ...
+    def take_lags(self) -> dict[str, tuple]: ...
+    def group(self, gid: int) -> tuple[bytes, bytes, str]: ...
+    def remember(self, trace_id: bytes, sampled: bool, policy: str, threshold: int) -> None: ...
+    def cached(self, trace_id: bytes) -> tuple[str, int] | bool | None: ...
+    def ingest(self, data: bytes, attr_keys: frozenset[str], now: float) -> Any: ...
+    def add(self, scan: Any, data: bytes, now: float) -> Any: ...
+    def deadline(self, t: Any) -> float: ...
+    def trigger(self, t: Any) -> str: ...
+    def due(self, now: float, limit: int = ...) -> list[tuple[Any, str]]: ...
+    def next_deadline(self) -> float | None: ...
+    def make_room(self, incoming: int) -> list[tuple[Any, str]]: ...
+    def drain(self) -> list[tuple[Any, str]]: ...
+    def discard(self, trace_id: bytes) -> int: ...
+    def span_bytes_by_group(self, t: Any) -> dict[int, int]: ...
+    def spans(self, t: Any) -> list[tuple[bytes, bytes, bytes]]: ...
+    def consistency(self, t: Any, skew_tolerance_ns: int, amounts: list | None = None
+                    ) -> tuple[int, dict[str, int], dict[str, int], bool]: ...
+    @overload
+    def finish(self, t: Any, sampled: Literal[True], policy: str, threshold: int,
+               extra: bytes = b"") -> tuple[bytes, dict[str, list[int]]]: ...
+    @overload
+    def finish(self, t: Any, sampled: bool, policy: str, threshold: int, extra: bytes = b""
+               ) -> tuple[bytes, dict[str, list[int]]] | None: ...
+    @staticmethod
+    def encode_groups(items: Iterable[tuple[bytes, bytes, list[bytes]]]) -> bytes: ...
+
+
 _c = accel.compiled("buffer")
-TraceBuffer = _c.TraceBuffer if _c is not None else TraceBufferPy
+# the class to instantiate: the compiled twin when it loaded, else the pure one
+TraceBuffer: type[TraceBufferLike] = _c.TraceBuffer if _c is not None else TraceBufferPy
 IMPLEMENTATION = "cython" if _c is not None else "python"

@@ -46,6 +46,7 @@ class Wait(Duration):
     fixed duration. ``seconds`` is None for auto."""
 
     __slots__ = ("auto",)
+    seconds: float | None  # type: ignore[assignment]  # a Duration's, None for auto
 
     def __init__(self, text: str):
         if isinstance(text, str) and text.strip() == "auto":

@@ -224,22 +224,22 @@ def _receivers(tr: Translation, comps: dict, ids: list, out: dict) -> None:
             tr.prefixes["receivers.otlp"] = where + ".protocols"
         elif kind == "kafka":
             traces = blk.get("traces") or {}
-            k: dict[str, Any] = {"brokers": blk.get("brokers") or ["localhost:9092"]}
+            kcfg: dict[str, Any] = {"brokers": blk.get("brokers") or ["localhost:9092"]}
             topic = traces.get("topic") or blk.get("topic")
             if topic:
-                k["topic"] = topic
+                kcfg["topic"] = topic
             else:
-                k["topic"] = "otlp_spans"   # the Collector's default traces topic
+                kcfg["topic"] = "otlp_spans"   # the Collector's default traces topic
             if blk.get("group_id"):
-                k["group_id"] = blk["group_id"]
+                kcfg["group_id"] = blk["group_id"]
             enc = traces.get("encoding") or blk.get("encoding") or "otlp_proto"
             if enc != "otlp_proto":
                 tr.refuse(f"{where}.encoding", f"not supported: encoding {enc!r} (only otlp_proto)")
             if blk.get("initial_offset") in ("earliest", "latest"):
-                k["initial_offset"] = blk["initial_offset"]
-            rec["kafka"] = k
+                kcfg["initial_offset"] = blk["initial_offset"]
+            rec["kafka"] = kcfg
             tr.prefixes["receivers.kafka"] = where
-            tr.note(where, f"receivers.kafka: topic {k['topic']} on {', '.join(k['brokers'])}")
+            tr.note(where, f"receivers.kafka: topic {kcfg['topic']} on {', '.join(kcfg['brokers'])}")
         elif kind in NOT_NEEDED["receivers"]:
             tr.note(where, NOT_NEEDED["receivers"][kind])
         else:

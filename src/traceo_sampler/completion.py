@@ -169,7 +169,7 @@ class Completion:
         #  gap slice, gap bucket], oldest first
         # (an OrderedDict: popping a plain dict's oldest entries again and
         # again makes finding the next one linear)
-        self._probe: collections.OrderedDict[bytes, tuple] = collections.OrderedDict()
+        self._probe: collections.OrderedDict[bytes, list] = collections.OrderedDict()
         self._late_seen: set[bytes] = set()     # probed traces with a late span
         # trace_id -> [trace, decision, decided at, bytes, late span items]
         self.grace: collections.OrderedDict[bytes, list] = collections.OrderedDict()
@@ -223,10 +223,10 @@ class Completion:
                         min(a.initial_idle_timeout.seconds, self.cap))
 
     # ------------------------------------------------------------ observations
-    def _windows(self, key: str) -> list[Window]:
+    def _windows(self, key: str) -> tuple[Window, Window]:
         w = self.windows.get(key)
         if w is None:
-            w = self.windows[key] = [Window(), Window()]
+            w = self.windows[key] = (Window(), Window())
         return w
 
     def decided(self, items, now: float) -> None:

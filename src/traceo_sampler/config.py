@@ -710,7 +710,7 @@ def _loads_with_mapping(text: str, source: str, ignore_unsupported: bool | None)
         cfg = parse(tr.config, ignored_blocks=ignored)
     except ConfigError as exc:
         problems += [tr.collector_path(p) for p in exc.problems]
-    if problems:
+    if problems or cfg is None:
         raise ConfigError(problems)
     for path in ignored:
         tr.note(tr.collector_path(path), "ignored: a block of another policy type, "

@@ -82,7 +82,7 @@ class Pipeline:
         # service label → [spans in, bytes in, spans out, bytes out]
         self.by_service: dict[str, list] = {}
         # the last kept traces, newest last, for /api/status (recent_kept)
-        self.recent = collections.deque(maxlen=50)
+        self.recent: collections.deque[tuple] = collections.deque(maxlen=50)
         self.decided = 0
         self.skew_tolerance_ns = int(cfg.telemetry.skew_tolerance.seconds * 1e9)
         self.record_policy = s.record_policy
@@ -394,6 +394,7 @@ class Pipeline:
                 self.traces_kept += 1
                 self.spans_kept += n
                 by_policy[dec.policy] = by_policy.get(dec.policy, 0) + 1
+                assert out is not None   # finish gives a kept trace's blob
                 blob, per_service = out
                 for svc, (k, nb) in per_service.items():
                     row = services.get(m.service(svc))
@@ -481,6 +482,8 @@ class Pipeline:
         m.buffer_spans.set(b.nspans)
         m.buffer_bytes.set(b.nbytes)
         m.buffer_traces.set(b.ntraces)
+        if self.shared is not None:
+            self.shared.gauges()
         c = self.completion
         if c.grace_enabled:
             m.dropped_grace_bytes.set(c.grace_bytes)

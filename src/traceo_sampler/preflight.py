@@ -202,7 +202,7 @@ def _bind_problem(endpoint: str) -> str:
                 return {errno.EADDRINUSE: "address already in use",
                         errno.EADDRNOTAVAIL: "address not available on this machine",
                         errno.EACCES: "permission denied (a port below 1024 needs privileges)",
-                        }.get(bexc.errno, bexc.strerror or str(bexc))
+                        }.get(bexc.errno or 0, bexc.strerror or str(bexc))
     return ""
 
 

@@ -70,6 +70,14 @@ def _field(tag: int, body: bytes) -> bytes:
 class SplitResultPy:
     __slots__ = ("parts", "counts", "trace_ids", "accepted", "rejected", "errors", "reasons",
                  "span_bytes")
+    parts: list[bytes]
+    counts: list[int]
+    trace_ids: list[set[bytes]] | None
+    accepted: int
+    rejected: int
+    errors: list[str]
+    reasons: list[str]
+    span_bytes: int
 
 
 def split_py(data: bytes, n: int, attr_keys=frozenset(), key: int = KEY_RAW,
@@ -81,7 +89,7 @@ def split_py(data: bytes, n: int, attr_keys=frozenset(), key: int = KEY_RAW,
     # per shard: [(group, [span fields])] in walk order
     per: list[list] = [[] for _ in range(n)]
     counts = [0] * n
-    tids = [set() for _ in range(n)] if with_trace_ids else None
+    tids: list[set[bytes]] | None = [set() for _ in range(n)] if with_trace_ids else None
     for sp in sc.spans:
         tid, gi, off, ln = sp[0], sp[7], sp[8], sp[9]
         s = shard_of_py(tid, n, key)

@@ -118,6 +118,10 @@ class SharedDecisions:
         self._held: dict[bytes, list] = {}
         self._expiry: collections.deque = collections.deque()   # (deadline, trace ID, entry)
         self.held_bytes = 0
+        self.held_count = 0
+        # per-trace counts, moved to the metrics once per tick (_gauges):
+        # prometheus-client's labels()/inc() cost more than a review
+        self._n_remote = self._n_published = self._n_fallback = 0
         self._ready: list = []            # held traces another sidecar kept
         self._settled: dict[int, Decision] = {}   # id(trace) → its final decision
         # trace ID → reason, of keeps heard from others (bounded, oldest out)
@@ -141,7 +145,7 @@ class SharedDecisions:
         tid = t.trace_id
         reason = self._remote.get(tid)
         if reason is not None:
-            self.m.shared_decisions_kept_total.labels("remote").inc()
+            self._n_remote += 1
             return Decision(True, reason, 0)
         if dec.sampled:
             if dec.policy not in self.consistent:
@@ -149,14 +153,14 @@ class SharedDecisions:
                     self._pending.append((tid, dec.policy))
                     if len(self._pending) >= self.cfg.batch_max:
                         self._wake.set()
-                    self.m.shared_decisions_kept_total.labels("published").inc()
+                    self._n_published += 1
                 else:
-                    self.m.shared_decisions_fallback_traces_total.inc()
+                    self._n_fallback += 1
             return dec
         if self.closing:
             return dec
         if not self.up:
-            self.m.shared_decisions_fallback_traces_total.inc()
+            self._n_fallback += 1
             return dec
         size = t.nbytes
         while self._expiry and self.held_bytes + size > self.hold_max:
@@ -165,7 +169,7 @@ class SharedDecisions:
         self._held.setdefault(tid, []).append(entry)
         self._expiry.append((now + self.hold, tid, entry))
         self.held_bytes += size
-        self._gauges()
+        self.held_count += 1
         return None
 
     def settled(self, t) -> Decision | None:
@@ -182,8 +186,7 @@ class SharedDecisions:
         exp = self._expiry
         while exp and exp[0][0] <= now:
             self._release_oldest("expired", out)
-        if out:
-            self._gauges()
+        self.gauges()
         return out
 
     def drain(self) -> list:
@@ -193,7 +196,7 @@ class SharedDecisions:
         self._ready = []
         while self._expiry:
             self._release_oldest("expired", out)
-        self._gauges()
+        self.gauges()
         return out
 
     def _release_oldest(self, outcome: str, out: list | None = None) -> None:
@@ -206,6 +209,7 @@ class SharedDecisions:
             del self._held[tid]
         t, dec, trigger = entry
         self.held_bytes -= t.nbytes
+        self.held_count -= 1
         self.m.shared_decisions_held_total.labels(outcome).inc()
         self._settled[id(t)] = dec
         (out if out is not None else self._ready).append((t, trigger))
@@ -221,6 +225,7 @@ class SharedDecisions:
         lst = self._held.pop(tid, None)
         if lst:
             keep = Decision(True, reason, 0)
+            self.held_count -= len(lst)
             for t, _dec, trigger in lst:
                 self.held_bytes -= t.nbytes
                 self._settled[id(t)] = keep
@@ -235,9 +240,19 @@ class SharedDecisions:
         self._remember(tid, True, reason, 0)
         return outcome
 
-    def _gauges(self) -> None:
+    def gauges(self) -> None:
+        m = self.m
+        if self._n_remote:
+            m.shared_decisions_kept_total.labels("remote").inc(self._n_remote)
+            self._n_remote = 0
+        if self._n_published:
+            m.shared_decisions_kept_total.labels("published").inc(self._n_published)
+            self._n_published = 0
+        if self._n_fallback:
+            m.shared_decisions_fallback_traces_total.inc(self._n_fallback)
+            self._n_fallback = 0
         self.m.shared_decisions_held_bytes.set(self.held_bytes)
-        self.m.shared_decisions_held_traces.set(sum(len(v) for v in self._held.values()))
+        self.m.shared_decisions_held_traces.set(self.held_count)
 
     # ------------------------------------------------------------ kafka
     async def start(self) -> None:
@@ -317,9 +332,10 @@ class SharedDecisions:
 
     async def _flush(self) -> None:
         batch, self._pending = self._pending[:self.cfg.batch_max], self._pending[self.cfg.batch_max:]
-        msgs = []
+        msgs: list[tuple[list, bytes]] = []
         while batch or not msgs:
-            part, reasons = [], set()
+            part: list = []
+            reasons: set = set()
             while batch and (batch[0][1] in reasons or len(reasons) < MAX_REASONS):
                 reasons.add(batch[0][1])
                 part.append(batch.pop(0))
@@ -398,7 +414,7 @@ class SharedDecisions:
             for o, n in outcomes.items():
                 m.shared_decisions_received_total.labels(o).inc(n)
             if outcomes:
-                self._gauges()
+                self.gauges()
             for tp in cons.assignment():
                 hw = cons.highwater(tp)
                 if hw is not None:

@@ -6,6 +6,8 @@ the cap are reported as ``service="other"``.
 """
 from __future__ import annotations
 
+from typing import Generic, TypeVar, overload
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import HistogramMetricFamily
 
@@ -43,7 +45,7 @@ class CountsHistogram:
         n = sum(row[0]) if row else 0
         out: list[float | None] = []
         for q in qs:
-            if not n:
+            if row is None or not n:
                 out.append(None)
                 continue
             need, acc = q * n, 0
@@ -72,90 +74,147 @@ class CountsHistogram:
         yield fam
 
 
-# name, kind, help, labels[, buckets]
-METRICS: list[tuple] = [
-    ("spans_received_total", Counter, "Valid spans received", ("service",)),
-    ("bytes_received_total", Counter, "Encoded span bytes received", ("service",)),
-    ("spans_exported_total", Counter, "Spans handed to and acknowledged by an exporter", ("service", "exporter")),
-    ("traces_decided_total", Counter, "Traces decided, by decision, attributed policy and trigger", ("decision", "policy", "trigger")),
-    ("policy_evaluation_errors_total", Counter, "Traces a policy could not evaluate (ottl_condition with error_mode: propagate); it cast no vote on them", ("policy",)),
-    ("late_spans_total", Counter, "Spans arriving after their trace was decided", ("decision",)),
-    ("buffer_spans", Gauge, "Spans held in the trace buffer", ()),
-    ("buffer_bytes", Gauge, "Bytes accounted to the trace buffer", ()),
-    ("buffer_traces", Gauge, "Traces held in the trace buffer", ()),
-    ("buffer_limit_bytes", Gauge, "Memory limit of the trace buffer", ()),
-    ("decision_latency_seconds", Histogram, "From a trace's decision trigger to the export acknowledgement", (),
-     (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)),
-    ("orphan_spans_total", Counter, "Spans whose parent never arrived by decision time", ("service",)),
-    ("traces_without_root_total", Counter, "Traces decided without a root span", ()),
-    ("clock_skew_spans_total", Counter, "Child spans outside their parent's time range", ("service",)),
-    ("clock_skew_seconds", Histogram, "How far a skewed child lies outside its parent's time range", ("service",),
-     (0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 300, 3600)),
-    ("duplicate_spans_total", Counter, "Span IDs seen twice within a trace", ()),
-    ("invalid_spans_total", Counter, "Spans rejected as invalid, by reason", ("reason",)),
-    ("invalid_requests_total", Counter, "Requests rejected as not decodable", ("receiver",)),
-    ("receiver_requests_total", Counter, "Receiver requests by outcome", ("receiver", "outcome")),
-    ("unauthenticated_requests_total", Counter, "Requests refused for a missing or invalid bearer token (UNAUTHENTICATED / 401)", ("receiver", "reason")),
-    ("memory_limit_bytes", Gauge, "service.memory_limit_mib in bytes (0 = no process memory limit)", ()),
-    ("process_resident_bytes", Gauge, "Resident set size of the process, as the memory limiter last read it", ()),
-    ("memory_limiter_refusing", Gauge, "1 while the receivers push back because RSS is above service.memory_limit_mib", ()),
-    ("export_failures_total", Counter, "Export attempts that failed", ("exporter",)),
-    ("export_rejected_spans_total", Counter, "Spans a backend refused in an OTLP partial success", ("exporter",)),
-    ("export_dropped_spans_total", Counter, "Kept spans dropped because an exporter queue was full or gave up", ("exporter",)),
-    ("export_refused_traces_total", Counter, "Kept traces a backend refused permanently as invalid, isolated by splitting their batch (logged by trace ID)", ("exporter",)),
-    ("exporter_queue_bytes", Gauge, "Bytes waiting in an exporter queue", ("exporter",)),
-    ("cost_usd_total", Counter, "Dollars of span bytes, received vs exported", ("service", "stage")),
-    ("config_reloads_total", Counter, "Config reloads (SIGHUP or file change), applied or rejected", ("outcome",)),
-    ("cost_budget_usd_monthly", Gauge, "Configured monthly budget for exported bytes (0 = none)", ()),
-    ("workers", Gauge, "service.workers: worker processes of this serve", ()),
-    ("worker_restarts_total", Counter, "Worker processes that died and were restarted", ()),
-    ("worker_lost_spans_total", Counter, "Spans a worker held in its buffer when it died (its last report), lost with it", ()),
-    ("worker_lost_traces_total", Counter, "Traces a worker held in its buffer when it died (its last report), lost with it", ()),
-    ("worker_forwarded_spans_total", Counter, "Spans handed to the worker owning their trace, by outcome (sent, dropped: the owner stayed down too long)", ("outcome",)),
-    ("kafka_produced_messages_total", Counter, "Router mode: messages (one per trace) the broker acked or that failed", ("outcome",)),
-    ("kafka_messages_total", Counter, "Kafka receiver: messages consumed, by outcome (ok, partial, invalid, replayed: re-read for a trace a previous owner left undecided or unacknowledged, its spans may be exported twice; replay_skipped)", ("outcome",)),
-    ("kafka_consumer_lag", Gauge, "Kafka receiver: high watermark minus the next offset to read, per partition", ("topic", "partition")),
-    ("kafka_uncommitted_messages", Gauge, "Kafka receiver: messages read but not committable yet (undecided, or kept and not acknowledged), per partition", ("topic", "partition")),
-    ("kafka_commits_total", Counter, "Kafka receiver: offset commits, by outcome", ("outcome",)),
-    ("kafka_rebalances_total", Counter, "Kafka receiver: partitions assigned or revoked", ("event",)),
-    ("span_arrival_lag_seconds", CountsHistogram, "How long after its trace's first span (since=first) or its root span (since=root) a span arrived, for spans that came in a later request than those, late spans included", ("service", "since"),
-     (0.1, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 20.0, 30.0)),
-    ("completion_wait_seconds", Gauge, "The wait in use, fixed or learned (root_wait: auto): timer = root | idle; service = a root service with its own waits, or * for the default", ("service", "timer")),
-    ("late_spans_would_change_total", Counter, "Late spans of traces decided not sampled that would have kept them (reason = error | latency): the waits are too short", ("service", "reason")),
-    ("traces_rescued_total", Counter, "Traces decided not sampled, brought back from sampler.dropped_grace by a late span and kept", ("policy",)),
-    ("dropped_grace_bytes", Gauge, "Bytes of not-sampled traces held by sampler.dropped_grace", ()),
-    ("dropped_grace_traces", Gauge, "Not-sampled traces held by sampler.dropped_grace", ()),
-    ("kafka_discarded_traces_total", Counter, "Kafka receiver: undecided traces of revoked partitions forgotten undecided, for the new owner to re-read whole", ()),
-    ("shared_decisions_kept_total", Counter, "Sidecar mode: kept traces by how (published: kept here for a non-probabilistic reason and published; remote: kept because another sidecar did)", ("source",)),
-    ("shared_decisions_messages_total", Counter, "Sidecar mode: decisions-topic messages, by direction (out, in) and kind (decisions, heartbeat, invalid)", ("direction", "kind")),
-    ("shared_decisions_bytes_total", Counter, "Sidecar mode: decisions-topic message bytes, by direction and kind", ("direction", "kind")),
-    ("shared_decisions_received_total", Counter, "Sidecar mode: keeps heard from other sidecars, by what they met here (held, ahead: undecided or not arrived yet, too_late: already final not sampled, duplicate)", ("outcome",)),
-    ("shared_decisions_held_total", Counter, "Sidecar mode: locally not-sampled traces released from the hold (kept_remote, expired: final not sampled, evicted: hold_max_mib reached)", ("outcome",)),
-    ("shared_decisions_held_traces", Gauge, "Sidecar mode: not-sampled traces held waiting for a keep from another sidecar", ()),
-    ("shared_decisions_held_bytes", Gauge, "Sidecar mode: bytes of held traces (bounded by hold_max_mib)", ()),
-    ("shared_decisions_lag_messages", Gauge, "Sidecar mode: decisions-topic high watermark minus the next offset to read, per partition", ("partition",)),
-    ("shared_decisions_delay_seconds", Histogram, "Sidecar mode: from another sidecar publishing a keep to this one reading it", (),
-     (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)),
-    ("shared_decisions_fallback_traces_total", Counter, "Sidecar mode: traces decided locally only because the broker was unreachable (a keep not shared, a not-sampled not held)", ()),
-    ("shared_decisions_unpublished_total", Counter, "Sidecar mode: keeps whose publish failed (broker unreachable)", ()),
-    ("shared_decisions_outages_total", Counter, "Sidecar mode: times the decisions broker became unreachable", ()),
-    ("shared_decisions_broker_up", Gauge, "Sidecar mode: 1 while decisions are shared, 0 in fallback to local decisions", ()),
-]
+M = TypeVar("M", Counter, Gauge, Histogram, CountsHistogram)
+
+
+class Declared(Generic[M]):
+    """One row of the table: a metric's kind, help, labels (and buckets),
+    declared as a class attribute of ``Metrics`` so that a type checker knows
+    every metric and its kind. Each ``Metrics()`` instantiates every row on
+    its own registry; the instance's attribute then shadows the declaration
+    (a non-data descriptor), so reading a metric costs a plain attribute look-up."""
+
+    def __init__(self, kind: type[M], doc: str, labels: tuple[str, ...],
+                 buckets: tuple[float, ...] | None = None):
+        self.kind: type[M] = kind
+        self.doc, self.labels, self.buckets = doc, labels, buckets
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def spec(self) -> tuple:
+        """(name, kind, help, labels[, buckets]), the row as ``METRICS`` lists it."""
+        head = (self.name, self.kind, self.doc, self.labels)
+        return head if self.buckets is None else head + (self.buckets,)
+
+    def create(self, registry: CollectorRegistry) -> M:
+        if self.buckets is None:
+            return self.kind(PREFIX + self.name, self.doc, self.labels, registry=registry)
+        # only histogram() and counts_histogram() pass buckets
+        return self.kind(PREFIX + self.name, self.doc, self.labels,  # type: ignore[call-arg]
+                         registry=registry, buckets=self.buckets)
+
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None) -> Declared[M]: ...
+    @overload
+    def __get__(self, obj: object, objtype: type | None = None) -> M: ...
+    def __get__(self, obj: object, objtype: type | None = None) -> Declared[M] | M:
+        if obj is None:
+            return self
+        raise AttributeError(f"metric {self.name} was not instantiated")  # Metrics.__init__ does
+
+
+def counter(doc: str, *labels: str) -> Declared[Counter]:
+    return Declared(Counter, doc, labels)
+
+
+def gauge(doc: str, *labels: str) -> Declared[Gauge]:
+    return Declared(Gauge, doc, labels)
+
+
+def histogram(doc: str, *labels: str, buckets: tuple[float, ...]) -> Declared[Histogram]:
+    return Declared(Histogram, doc, labels, buckets)
+
+
+def counts_histogram(doc: str, *labels: str, buckets: tuple[float, ...]
+                     ) -> Declared[CountsHistogram]:
+    return Declared(CountsHistogram, doc, labels, buckets)
 
 
 class Metrics:
-    """The instantiated table, on its own registry, with the capped label."""
+    """The table, one class attribute per metric (name, help, labels), and its
+    instance: every metric on the instance's own registry, with the capped
+    ``service`` label."""
+
+    spans_received_total = counter('Valid spans received', 'service')
+    bytes_received_total = counter('Encoded span bytes received', 'service')
+    spans_exported_total = counter('Spans handed to and acknowledged by an exporter', 'service', 'exporter')
+    traces_decided_total = counter('Traces decided, by decision, attributed policy and trigger', 'decision', 'policy', 'trigger')
+    policy_evaluation_errors_total = counter('Traces a policy could not evaluate (ottl_condition with error_mode: propagate); it cast no vote on them', 'policy')
+    late_spans_total = counter('Spans arriving after their trace was decided', 'decision')
+    buffer_spans = gauge('Spans held in the trace buffer')
+    buffer_bytes = gauge('Bytes accounted to the trace buffer')
+    buffer_traces = gauge('Traces held in the trace buffer')
+    buffer_limit_bytes = gauge('Memory limit of the trace buffer')
+    decision_latency_seconds = histogram(
+        "From a trace's decision trigger to the export acknowledgement",
+        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+    orphan_spans_total = counter('Spans whose parent never arrived by decision time', 'service')
+    traces_without_root_total = counter('Traces decided without a root span')
+    clock_skew_spans_total = counter("Child spans outside their parent's time range", 'service')
+    clock_skew_seconds = histogram(
+        "How far a skewed child lies outside its parent's time range", 'service',
+        buckets=(0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 300, 3600))
+    duplicate_spans_total = counter('Span IDs seen twice within a trace')
+    invalid_spans_total = counter('Spans rejected as invalid, by reason', 'reason')
+    invalid_requests_total = counter('Requests rejected as not decodable', 'receiver')
+    receiver_requests_total = counter('Receiver requests by outcome', 'receiver', 'outcome')
+    unauthenticated_requests_total = counter('Requests refused for a missing or invalid bearer token (UNAUTHENTICATED / 401)', 'receiver', 'reason')
+    memory_limit_bytes = gauge('service.memory_limit_mib in bytes (0 = no process memory limit)')
+    process_resident_bytes = gauge('Resident set size of the process, as the memory limiter last read it')
+    memory_limiter_refusing = gauge('1 while the receivers push back because RSS is above service.memory_limit_mib')
+    export_failures_total = counter('Export attempts that failed', 'exporter')
+    export_rejected_spans_total = counter('Spans a backend refused in an OTLP partial success', 'exporter')
+    export_dropped_spans_total = counter('Kept spans dropped because an exporter queue was full or gave up', 'exporter')
+    export_refused_traces_total = counter('Kept traces a backend refused permanently as invalid, isolated by splitting their batch (logged by trace ID)', 'exporter')
+    exporter_queue_bytes = gauge('Bytes waiting in an exporter queue', 'exporter')
+    cost_usd_total = counter('Dollars of span bytes, received vs exported', 'service', 'stage')
+    config_reloads_total = counter('Config reloads (SIGHUP or file change), applied or rejected', 'outcome')
+    cost_budget_usd_monthly = gauge('Configured monthly budget for exported bytes (0 = none)')
+    workers = gauge('service.workers: worker processes of this serve')
+    worker_restarts_total = counter('Worker processes that died and were restarted')
+    worker_lost_spans_total = counter('Spans a worker held in its buffer when it died (its last report), lost with it')
+    worker_lost_traces_total = counter('Traces a worker held in its buffer when it died (its last report), lost with it')
+    worker_forwarded_spans_total = counter('Spans handed to the worker owning their trace, by outcome (sent, dropped: the owner stayed down too long)', 'outcome')
+    kafka_produced_messages_total = counter('Router mode: messages (one per trace) the broker acked or that failed', 'outcome')
+    kafka_messages_total = counter('Kafka receiver: messages consumed, by outcome (ok, partial, invalid, replayed: re-read for a trace a previous owner left undecided or unacknowledged, its spans may be exported twice; replay_skipped)', 'outcome')
+    kafka_consumer_lag = gauge('Kafka receiver: high watermark minus the next offset to read, per partition', 'topic', 'partition')
+    kafka_uncommitted_messages = gauge('Kafka receiver: messages read but not committable yet (undecided, or kept and not acknowledged), per partition', 'topic', 'partition')
+    kafka_commits_total = counter('Kafka receiver: offset commits, by outcome', 'outcome')
+    kafka_rebalances_total = counter('Kafka receiver: partitions assigned or revoked', 'event')
+    span_arrival_lag_seconds = counts_histogram(
+        "How long after its trace's first span (since=first) or its root span (since=root) a span arrived, for spans that came in a later request than those, late spans included", 'service', 'since',
+        buckets=(0.1, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 20.0, 30.0))
+    completion_wait_seconds = gauge('The wait in use, fixed or learned (root_wait: auto): timer = root | idle; service = a root service with its own waits, or * for the default', 'service', 'timer')
+    late_spans_would_change_total = counter('Late spans of traces decided not sampled that would have kept them (reason = error | latency): the waits are too short', 'service', 'reason')
+    traces_rescued_total = counter('Traces decided not sampled, brought back from sampler.dropped_grace by a late span and kept', 'policy')
+    dropped_grace_bytes = gauge('Bytes of not-sampled traces held by sampler.dropped_grace')
+    dropped_grace_traces = gauge('Not-sampled traces held by sampler.dropped_grace')
+    kafka_discarded_traces_total = counter('Kafka receiver: undecided traces of revoked partitions forgotten undecided, for the new owner to re-read whole')
+    shared_decisions_kept_total = counter('Sidecar mode: kept traces by how (published: kept here for a non-probabilistic reason and published; remote: kept because another sidecar did)', 'source')
+    shared_decisions_messages_total = counter('Sidecar mode: decisions-topic messages, by direction (out, in) and kind (decisions, heartbeat, invalid)', 'direction', 'kind')
+    shared_decisions_bytes_total = counter('Sidecar mode: decisions-topic message bytes, by direction and kind', 'direction', 'kind')
+    shared_decisions_received_total = counter('Sidecar mode: keeps heard from other sidecars, by what they met here (held, ahead: undecided or not arrived yet, too_late: already final not sampled, duplicate)', 'outcome')
+    shared_decisions_held_total = counter('Sidecar mode: locally not-sampled traces released from the hold (kept_remote, expired: final not sampled, evicted: hold_max_mib reached)', 'outcome')
+    shared_decisions_held_traces = gauge('Sidecar mode: not-sampled traces held waiting for a keep from another sidecar')
+    shared_decisions_held_bytes = gauge('Sidecar mode: bytes of held traces (bounded by hold_max_mib)')
+    shared_decisions_lag_messages = gauge('Sidecar mode: decisions-topic high watermark minus the next offset to read, per partition', 'partition')
+    shared_decisions_delay_seconds = histogram(
+        'Sidecar mode: from another sidecar publishing a keep to this one reading it',
+        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+    shared_decisions_fallback_traces_total = counter('Sidecar mode: traces decided locally only because the broker was unreachable (a keep not shared, a not-sampled not held)')
+    shared_decisions_unpublished_total = counter('Sidecar mode: keeps whose publish failed (broker unreachable)')
+    shared_decisions_outages_total = counter('Sidecar mode: times the decisions broker became unreachable')
+    shared_decisions_broker_up = gauge('Sidecar mode: 1 while decisions are shared, 0 in fallback to local decisions')
 
     def __init__(self, max_services: int = 200, usd_per_gib: float = 0.5):
         self.registry = CollectorRegistry()
         self.max_services = max_services
         self.usd_per_byte = usd_per_gib / float(1 << 30)
         self._services: set[str] = set()
-        for spec in METRICS:
-            name, kind, doc, labels = spec[:4]
-            kw = {"buckets": spec[4]} if len(spec) > 4 else {}
-            metric = kind(PREFIX + name, doc, labels, registry=self.registry, **kw)
-            setattr(self, name, metric)
+        for decl in DECLARED:
+            vars(self)[decl.name] = decl.create(self.registry)
 
     def service(self, name: str) -> str:
         """The label value for a service, capped in cardinality."""
@@ -181,3 +240,8 @@ class Metrics:
         """(labels, value) of every ``_total`` sample of counter ``name``."""
         return [(s.labels, s.value) for fam in getattr(self, name).collect()
                 for s in fam.samples if s.name.endswith("_total")]
+
+
+DECLARED: list[Declared] = [d for d in vars(Metrics).values() if isinstance(d, Declared)]
+# name, kind, help, labels[, buckets] of every metric, in declaration order
+METRICS: list[tuple] = [d.spec() for d in DECLARED]

@@ -6,7 +6,6 @@ apart from the appended tracestate) -- each through both ways in (``add`` of
 a scan result, and the fused ``ingest``); the span consistency checks; and a
 differential test feeding one random request stream to the pure and the
 compiled buffer."""
-import importlib
 import os
 import random
 
@@ -14,7 +13,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from conftest import PURE
+from conftest import PURE, twins
 from support_otlp import make_request, trace
 from traceo_sampler.buffer import ENTRY_HDR, TRACE_OVERHEAD, TraceBufferPy, encode_late
 from traceo_sampler.scan import scan_py
@@ -34,16 +33,13 @@ class Impl:
         return buf.add(self.scan(raw, keys), raw, now)
 
 
-PY = Impl(TraceBufferPy, scan_py, "ingest")
-PY_ADD = Impl(TraceBufferPy, scan_py, "add")
-IMPLS = [pytest.param(PY_ADD, id="python-add"), pytest.param(PY, id="python-ingest")]
-CY = CY_ADD = None
-if not PURE:
-    _b = importlib.import_module("traceo_sampler._buffer")
-    _s = importlib.import_module("traceo_sampler._scan")
-    CY = Impl(_b.TraceBuffer, _s.scan, "ingest")
-    CY_ADD = Impl(_b.TraceBuffer, _s.scan, "add")
-    IMPLS += [pytest.param(CY_ADD, id="cython-add"), pytest.param(CY, id="cython-ingest")]
+# python-add, python-ingest, then cython-add, cython-ingest (conftest.twins)
+BY_ID = {f"{b.id}-{mode}": Impl(b.values[0].TraceBuffer, s.values[0].scan, mode)
+         for b, s in zip(twins("buffer", TraceBuffer=TraceBufferPy), twins("scan", scan=scan_py))
+         for mode in ("add", "ingest")}
+IMPLS = [pytest.param(impl, id=name) for name, impl in BY_ID.items()]
+PY, PY_ADD = BY_ID["python-ingest"], BY_ID["python-add"]
+CY, CY_ADD = BY_ID.get("cython-ingest"), BY_ID.get("cython-add")
 
 
 @pytest.fixture(params=IMPLS)

@@ -156,3 +156,27 @@ def test_file_exporter_isolates_a_batch_it_cannot_encode(tmp_path):
         assert m.export_refused_traces_total.labels("file")._value.get() == 1
         assert exp.dropped_spans == 2 and exp.sent_spans == 16
     asyncio.run(main())
+
+
+def test_file_exporter_worker_restarted_when_it_dies(tmp_path):
+    """The encoding runs in a worker process; when it dies the batch is
+    retried on a new one, nothing lost."""
+    import os
+    import signal
+
+    async def main():
+        m = Metrics()
+        path = tmp_path / "kept.jsonl"
+        exp = FileExporter(FileCfg(path=str(path)), m)
+        exp.start()
+        exp.submit(item(make_request([trace(2)]), 2))
+        assert await exp.flush(30)
+        pid = await exp.worker_pid()
+        assert pid is not None and pid != os.getpid()
+        os.kill(pid, signal.SIGKILL)
+        exp.submit(item(make_request([trace(3)]), 3))
+        assert await exp.flush(30)
+        await exp.close(5)
+        assert len(path.read_text().splitlines()) == 2
+        assert exp.sent_spans == 5 and exp.dropped_spans == 0
+    asyncio.run(main())

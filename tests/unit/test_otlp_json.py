@@ -6,7 +6,6 @@ import copy
 import json
 
 import pytest
-from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from traceo_sampler.otlp_json import decode_request, json_to_request, request_to_json

@@ -34,11 +34,15 @@ from opentelemetry.proto.common.v1.common_pb2 import (
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
+from conftest import twins
 from traceo_sampler import accel
 from traceo_sampler import scan as scan_mod
 
 PURE = os.environ.get("TRACEO_SAMPLER_PURE", "") == "1"
-IMPLS = ["cython", "python"]
+# "python", and "cython" unless TRACEO_SAMPLER_PURE=1 (conftest.twins: the
+# compiled one must import)
+SCANS = {p.id: p.values[0].scan for p in twins("scan", scan=scan_mod.scan_py)}
+IMPLS = list(SCANS)
 MASK64 = (1 << 64) - 1
 SUPPORTED = ("string_value", "bool_value", "int_value", "double_value", "bytes_value")
 
@@ -50,18 +54,7 @@ FAST = settings(
 
 
 def get_scan(impl: str):
-    if impl == "python":
-        return scan_mod.scan_py
-    if PURE:
-        pytest.skip("TRACEO_SAMPLER_PURE=1: compiled scanner not wanted")
-    try:
-        from traceo_sampler import _scan
-    except ImportError as exc:  # a failure, not a skip: the build is broken
-        pytest.fail(
-            f"traceo_sampler._scan does not import ({exc}); build it "
-            "(python setup.py build_ext --inplace) or set TRACEO_SAMPLER_PURE=1"
-        )
-    return _scan.scan
+    return SCANS[impl]
 
 
 # ---------------------------------------------------------------------------

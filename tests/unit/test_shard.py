@@ -6,12 +6,13 @@ import collections
 
 import pytest
 
-from conftest import implementations
+from conftest import twins
 from traceo_sampler import loadgen, shard
 from traceo_sampler.scan import scan_py
 
-IMPLS = [pytest.param(shard.split_py, id="pure")] + [
-    pytest.param(m.values[0].split, id="cython") for m in implementations("shard")]
+TWINS = twins("shard", split=shard.split_py, murmur2=shard.murmur2_py, shard_of=shard.shard_of_py)
+IMPLS = [pytest.param(p.values[0].split, id=p.id) for p in TWINS]
+COMPILED = [p.values[0] for p in TWINS if p.id == "cython"]
 
 
 def _spans(data: bytes):
@@ -48,8 +49,7 @@ def test_every_span_once_traces_whole(split, n, key, reqs):
 
 
 def test_twins_agree_byte_for_byte(reqs):
-    for m in implementations("shard"):
-        c = m.values[0]
+    for c in COMPILED:
         for data in list(reqs)[:5]:
             for n in (2, 5):
                 a, b = c.split(data, n, frozenset(), 1, True), shard.split_py(data, n, frozenset(), 1, True)
@@ -64,9 +64,9 @@ def test_partition_is_kafkas():
         key = tid.hex().encode()
         assert shard.murmur2_py(key) == kafka_murmur2(key)
         assert shard.shard_of_py(tid, 7, shard.KEY_HEX) == (kafka_murmur2(key) & 0x7FFFFFFF) % 7
-        for m in implementations("shard"):
-            assert m.values[0].murmur2(key) == kafka_murmur2(key)
-            assert m.values[0].shard_of(tid, 7, shard.KEY_HEX) == shard.shard_of_py(tid, 7, shard.KEY_HEX)
+        for c in COMPILED:
+            assert c.murmur2(key) == kafka_murmur2(key)
+            assert c.shard_of(tid, 7, shard.KEY_HEX) == shard.shard_of_py(tid, 7, shard.KEY_HEX)
 
 
 @pytest.mark.parametrize("split", IMPLS)

@@ -76,6 +76,12 @@ class FileExporter(Exporter):
             self._pool = None  # the worker died: a new one on the retry
             raise
 
+    async def worker_pid(self) -> int | None:
+        """The encoding worker's process ID (None before the first batch)."""
+        if self._pool is None:
+            return None
+        return await asyncio.get_running_loop().run_in_executor(self._pool, os.getpid)
+
     def retryable(self, exc: Exception) -> bool:
         return isinstance(exc, (BrokenProcessPool, OSError))
 

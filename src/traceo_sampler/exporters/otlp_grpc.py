@@ -50,7 +50,7 @@ class OtlpGrpcExporter(Exporter):
         self.name = name
         self.cfg = cfg
         target = host_port(cfg.endpoint)
-        opts = [("grpc.max_send_message_length", 64 << 20)]
+        opts: list[tuple[str, int | str]] = [("grpc.max_send_message_length", 64 << 20)]
         if uses_tls(cfg.endpoint, cfg.tls):
             if cfg.tls is not None and cfg.tls.server_name_override:
                 opts.append(("grpc.ssl_target_name_override", cfg.tls.server_name_override))

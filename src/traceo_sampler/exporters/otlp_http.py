@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
+import ssl
 import time
 from email.utils import parsedate_to_datetime
 
@@ -57,7 +58,7 @@ class OtlpHttpExporter(Exporter):
         self.url = traces_url(cfg.endpoint)
         if uses_tls(cfg.endpoint, cfg.tls):
             self.url = self.url.replace("http://", "https://", 1)
-            self._ssl = ssl_context(cfg.tls)
+            self._ssl: ssl.SSLContext | bool = ssl_context(cfg.tls)
         else:
             self.url = self.url.replace("https://", "http://", 1)
             self._ssl = False

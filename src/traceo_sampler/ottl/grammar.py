@@ -89,7 +89,8 @@ def parse(text: str) -> lark.Tree:
     except lark.exceptions.UnexpectedEOF:
         raise GrammarError("unexpected end of condition") from None
     except lark.exceptions.UnexpectedCharacters as exc:
-        raise GrammarError(f"unexpected {text[exc.pos_in_stream:exc.pos_in_stream + 12]!r} "
+        pos = exc.pos_in_stream or 0
+        raise GrammarError(f"unexpected {text[pos:pos + 12]!r} "
                            f"at column {exc.column}") from None
     except lark.exceptions.UnexpectedToken as exc:
         tok = exc.token

@@ -8,6 +8,8 @@ is a compile error naming the path, as in the Collector.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as _PbSpan
 
 from ..tracestate import parse_w3c
@@ -348,7 +350,7 @@ _SCOPE = {
 }
 _SCOPE_INDEXED = {"attributes": _shared_attrs(lambda c: c.scope_kv, _scope)}
 
-_CONTEXTS = {
+_CONTEXTS: dict[str, tuple[dict, Any]] = {
     "span": (_SPAN, _SPAN_INDEXED),
     "spanevent": (_SPANEVENT, _SPANEVENT_INDEXED),
     "resource": (_RESOURCE, _RESOURCE_INDEXED),

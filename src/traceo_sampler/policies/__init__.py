@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import time
 from types import ModuleType
-from typing import Any, Callable, Union
+from typing import TYPE_CHECKING, Any, Callable, TypeAlias, Union
 
 import msgspec
 
@@ -51,7 +51,7 @@ class PolicyBase(_Base, tag_field="type"):
 
     @property
     def type(self) -> str:
-        return self.__struct_config__.tag
+        return str(self.__struct_config__.tag)
 
     @property
     def block(self) -> Any:
@@ -72,7 +72,11 @@ def _policy_struct(typ: str, mod: ModuleType) -> type:
 
 
 POLICY_STRUCTS: dict[str, type] = {t: _policy_struct(t, m) for t, m in REGISTRY.items()}
-PolicyCfg = Union[tuple(POLICY_STRUCTS.values())]  # type: ignore[valid-type]
+if TYPE_CHECKING:
+    # the union is built at run time from REGISTRY; a checker sees the shared base
+    PolicyCfg: TypeAlias = PolicyBase
+else:
+    PolicyCfg = Union[tuple(POLICY_STRUCTS.values())]
 
 
 SEMANTICS = ("traceo", "collector")

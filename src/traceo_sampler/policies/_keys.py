@@ -42,7 +42,7 @@ def _attr(key: str) -> Callable[[Any], Any]:
 
 def key_function(fields: list[str]) -> tuple[Callable[[Any], tuple], set[str]]:
     """(trace -> key tuple, attribute keys it reads)."""
-    getters = []
+    getters: list[Callable[[Any], Any]] = []
     attrs: set[str] = set()
     for f in fields:
         if f in ("root_service", "service.name"):

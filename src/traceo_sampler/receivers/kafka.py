@@ -26,6 +26,7 @@ import base64
 import logging
 import math
 import time
+from typing import Any
 
 from ..scan import scan
 from ..shard import KEY_RAW, split
@@ -285,7 +286,7 @@ class KafkaReceiver:
         self.tracker = tracker
         self.clock = clock
         self.parts: dict = {}
-        self.consumer = None
+        self.consumer: Any = None   # an AIOKafkaConsumer once started (aiokafka is untyped)
         self._task: asyncio.Task | None = None
         self._stopping = False
         self._lock = asyncio.Lock()
@@ -397,7 +398,9 @@ class KafkaReceiver:
                 # only the trace IDs, by the splitter's light walk (the
                 # scanner's checks, no per-span tuple); the spans then go
                 # through the buffer's fused ingest
-                tids = split(data, 1, p.attr_keys, KEY_RAW, True).trace_ids[0]
+                ids = split(data, 1, p.attr_keys, KEY_RAW, True).trace_ids
+                assert ids is not None   # with_trace_ids=True
+                tids = ids[0]
         except ValueError as exc:
             self.invalid += 1
             m.kafka_messages_total.labels("invalid").inc()
@@ -410,6 +413,7 @@ class KafkaReceiver:
             # undecided (or unacknowledged) are read again; what it had
             # exported but not seen acknowledged may leave twice
             keep = part.replay
+            assert sc is not None    # scanned above when replayed
             spans = [sp for sp in sc.spans if sp[0] in keep]
             if len(spans) != len(sc.spans):
                 m.kafka_messages_total.labels("replay_skipped").inc()

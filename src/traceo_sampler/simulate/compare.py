@@ -84,7 +84,8 @@ class Join:
 
     @property
     def unpaired(self) -> tuple[int, int]:
-        return tuple(sum(len(v) for v in side.values()) for side in self.pending)
+        a, b = (sum(len(v) for v in side.values()) for side in self.pending)
+        return a, b
 
     def diff(self, current: dict, proposed: dict) -> dict:
         """The comparison, from the join and the two runs' reports."""
