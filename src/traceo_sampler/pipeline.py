@@ -106,7 +106,8 @@ class Pipeline:
                                           s.policies, clock)
         # called as observer(trace, trigger, decision, finish_result) for
         # every decided trace; simulate's recorders use it (simulate/replay.py)
-        self.observer = None
+        # called with (trace, trigger, decision, finish's result) of each decided trace
+        self.observer: Callable[..., None] | None = None
 
     # ------------------------------------------------------------------ in
     RETRY_AFTER = 1.0   # seconds a pushed-back client is asked to wait
@@ -353,7 +354,8 @@ class Pipeline:
         services: dict[str, list] = {}
         tids: list[bytes] = []
         completion = self.completion
-        completion.decided(items, now)
+        # sidecar mode: a held trace coming back was observed when first decided
+        completion.decided(items if shared is None else shared.fresh(items), now)
         grace = completion.grace_enabled
         parts: list[tuple] = []   # per trace, for an exporter to isolate a refused one
         for t, trigger in items:

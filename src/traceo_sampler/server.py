@@ -328,6 +328,9 @@ class App:
                        if getattr(old, name) != getattr(new, name)]
         if old.sampler.decision_cache != s.decision_cache:
             not_applied.append("sampler.decision_cache")
+        if old.sampler.shared_decisions != s.shared_decisions:
+            # its Kafka clients and the hold are built once, at start
+            not_applied.append("sampler.shared_decisions")
         self.cfg = new
         self._rules = {c.name: describe(c) for c in new.sampler.policies}
         return not_applied

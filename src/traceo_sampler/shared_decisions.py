@@ -178,6 +178,13 @@ class SharedDecisions:
             return None
         return self._settled.pop(id(t), None)
 
+    def fresh(self, items: list) -> list:
+        """The items of a decision round that are not held traces coming back."""
+        settled = self._settled
+        if not settled:
+            return items
+        return [it for it in items if id(it[0]) not in settled]
+
     def due(self, now: float) -> list:
         """Held traces whose fate is known: kept by another sidecar, or
         their hold passed with no keep from anyone."""

@@ -48,8 +48,8 @@ def decode(triples: Iterable[tuple[bytes, bytes, bytes]],
         # header too (both empty, say)
         s = headers.get((sh,))
         if s is None:
-            m = _ScopeSpans(sh)
-            s = headers[(sh,)] = (m.scope, m.schema_url)
+            ms = _ScopeSpans(sh)
+            s = headers[(sh,)] = (ms.scope, ms.schema_url)
         out.append((r[0], r[1], s[0], s[1], _Span(raw) if spans else None, rh, sh, raw))
     return out
 
@@ -63,9 +63,9 @@ class WithSpans:
     def __init__(self, trace, read: Callable[[object], list], headers: dict | None = None):
         self._trace = trace
         self._read = read
-        self._spans = None
+        self._spans: list[Decoded] | None = None
         self._headers = headers
-        self._raw = None
+        self._raw: list[Decoded] | None = None
 
     def __getattr__(self, name):
         return getattr(self._trace, name)

@@ -231,6 +231,21 @@ def test_values_change_what_they_say():
     assert re.fullmatch(r"[0-9a-f]{64}", tpl["metadata"]["annotations"]["checksum/config"])
 
 
+def test_sidecar_mode_shares_decisions_over_kafka():
+    """The sidecar's config carries sampler.shared_decisions (README "Sidecar
+    mode") on kafka.brokers; it can be turned off; other modes never get it."""
+    cfg = _config(render({"mode": "sidecar", "kafka.brokers": "{k1:9092,k2:9092}",
+                          "sidecar.sharedDecisions.hold": "8s"}))
+    assert cfg["sampler"]["shared_decisions"] == {"brokers": ["k1:9092", "k2:9092"],
+                                                  "topic": "traceo_decisions", "hold": "8s"}
+    off = _config(render({"mode": "sidecar", "sidecar.sharedDecisions.enabled": "false"}))
+    assert "shared_decisions" not in (off.get("sampler") or {})
+    assert "shared_decisions" not in (_config(render({"mode": "gateway"})).get("sampler") or {})
+    r = helm("template", "t", str(CHART), "--set", "mode=sidecar",
+             "--set", "sidecar.sharedDecisions.hold=soon", check=False)
+    assert r.returncode != 0 and "hold" in r.stderr, r.stderr
+
+
 def test_schema_rejects_bad_values_naming_them():
     r = helm("template", "t", str(CHART), "--set", "mode=bogus", check=False)
     assert r.returncode != 0 and "mode" in r.stderr, r.stderr

@@ -64,6 +64,9 @@ def _val(m, name, **labels):
 
 def test_not_sampled_is_held_then_final_when_nobody_keeps_it():
     p, sink, now, m = _pipeline()
+    observed = []
+    real = p.completion.decided
+    p.completion.decided = lambda items, at: (observed.extend(items), real(items, at))
     tid = _tid(keep=False)
     p.ingest(make_request([trace(3, tid=tid)]))
     now[0] = 1.5
@@ -77,6 +80,8 @@ def test_not_sampled_is_held_then_final_when_nobody_keeps_it():
     p.tick()
     assert p.traces_dropped == 1 and sink.items == []
     assert _val(m, "shared_decisions_held_total", outcome="expired") == 1
+    # the completion model observed it once, when it was first decided
+    assert len(observed) == 1
     # decided once, with its own trigger
     assert p.by_trigger == {"root": 1}
 
@@ -178,3 +183,11 @@ def test_config_requires_brokers():
     with pytest.raises(ConfigError) as e:
         loads("sampler: {shared_decisions: {brokers: [a:1], hold: soon}}")
     assert e.value.problems[0].startswith("sampler.shared_decisions.hold")
+
+
+def test_reload_says_shared_decisions_need_a_restart():
+    from traceo_sampler.server import App
+    app = App(loads(CFG))
+    changed = loads(CFG.replace("hold: 3s", "hold: 4s"))
+    assert "sampler.shared_decisions" in app.reload(changed)
+    assert "sampler.shared_decisions" not in app.reload(loads(CFG.replace("hold: 3s", "hold: 4s")))

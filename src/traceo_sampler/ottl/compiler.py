@@ -9,6 +9,7 @@ its parameter's type at parse time, so a bad one is a config error).
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import lark
 
@@ -339,7 +340,7 @@ class Compiler:
             raise CompileError(f"unknown function {name} (not available in the "
                                f"{self.context} context)")
         params = fn.params
-        bound: dict[str, G] = {}
+        bound: dict[str, Any] = {}   # parameter → its argument's parse tree
         positional = True
         for i, a in enumerate(args):
             if len(a.children) == 2:
@@ -357,7 +358,7 @@ class Compiler:
                     raise CompileError(f"{name}: incorrect number of arguments. Expected: "
                                        f"{len(params)} Received: {len(args)}")
                 bound[params[i][0]] = a.children[0]
-        thunks = []
+        thunks: list[Any] = []
         for pname, kind, optional in params:
             node = bound.get(pname)
             if node is None:
@@ -391,10 +392,10 @@ class Compiler:
                 f0, f1 = fns
                 call = lambda c: impl(f0(c), f1(c))
             else:
-                fns = tuple(fns)
+                fns_t = tuple(fns)
 
                 def call(c):
-                    return impl(*[f(c) for f in fns])
+                    return impl(*[f(c) for f in fns_t])
         if keys:
             inner = call
 

@@ -174,15 +174,17 @@ class Adaptive:
     def adjust(self, now: float) -> None:
         """Fold the interval's arrivals into the moving averages and
         recompute every key's probability."""
+        assert self.last is not None   # set by the first evaluation, before any adjust
         elapsed = now - self.last
         self.last = now
         n = max(1, int(elapsed / self.interval + 1e-9))
         a = 1.0 - (1.0 - self.smoothing) ** n
-        live = []
+        # (key state, its cost rate, its trace rate) of the keys still live
+        live: list[tuple[_KeyState, float, float]] = []
         for k, ks in list(self.keys.items()):
             measured = ks.cost / elapsed
             tmeasured = ks.traces / elapsed
-            if ks.rate is None:
+            if ks.rate is None or ks.trate is None:   # both set together
                 ks.rate, ks.trate = measured, tmeasured
             else:
                 s = a * measured + (1 - a) * ks.rate
@@ -195,14 +197,14 @@ class Adaptive:
             if ks.idle >= IDLE_INTERVALS:
                 del self.keys[k]
             elif ks.rate > 0:
-                live.append(ks)
+                live.append((ks, ks.rate, ks.trate))
         if not live:
             self.lam = math.inf
             return
-        floors = [min(1.0, self.min_traces / (ks.trate * self.interval)) if ks.trate > 0 else 1.0
-                  for ks in live]
-        self.lam, ps = water_fill([ks.rate for ks in live], floors, self.target)
-        for ks, p in zip(live, ps):
+        floors = [min(1.0, self.min_traces / (trate * self.interval)) if trate > 0 else 1.0
+                  for _ks, _rate, trate in live]
+        self.lam, ps = water_fill([rate for _ks, rate, _trate in live], floors, self.target)
+        for (ks, _rate, _trate), p in zip(live, ps):
             ks.p = p
 
 

@@ -274,7 +274,7 @@ class Recorder:
 
     @property
     def window_s(self) -> float:
-        if self.start_ns is None:
+        if self.start_ns is None or self.end_ns is None:
             return 0.0
         return max(0, self.end_ns - self.start_ns) / 1e9
 

@@ -58,6 +58,13 @@ every interface of the pod.
 {{- $_ := set $cfg "admin" (mustMergeOverwrite (default (dict) (get $cfg "admin")) (dict "endpoint" (printf "0.0.0.0:%d" (int .Values.ports.admin)))) -}}
 {{- if eq $mode "sidecar" -}}
 {{- $_ := set $cfg.admin "endpoint" (printf "127.0.0.1:%d" (int .Values.ports.admin)) -}}
+{{- $sd := .Values.sidecar.sharedDecisions -}}
+{{- if $sd.enabled -}}
+{{- $sampler := default (dict) (get $cfg "sampler") -}}
+{{- $shared := mustMergeOverwrite (dict "brokers" .Values.kafka.brokers "topic" $sd.topic "hold" $sd.hold) (default (dict) (get $sampler "shared_decisions")) -}}
+{{- $_ := set $sampler "shared_decisions" $shared -}}
+{{- $_ := set $cfg "sampler" $sampler -}}
+{{- end -}}
 {{- end -}}
 {{- $svc := default (dict) (get $cfg "service") -}}
 {{- $_ := set $svc "shutdown_timeout" (printf "%ds" (int .Values.shutdownTimeoutSeconds)) -}}
