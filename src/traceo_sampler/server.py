@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import time
+from typing import Any
 
 
 from . import exporters as _exporters
@@ -188,7 +189,9 @@ class App:
         for e in self.exporters:
             e.start()
         r = self.cfg.receivers
-        front = self.pipeline
+        # what the receivers hand requests to: the pipeline, or what stands
+        # in front of it (self._front's wrapper, the router)
+        front: Any = self.pipeline
         if self._front is not None and self.router is None:
             front = self._front(self.pipeline)
         if self.router is not None:
@@ -207,7 +210,9 @@ class App:
                                                    h.max_recv_msg_size_mib, tls=h.tls,
                                                    gate=self._gate("otlp_http", h, limiter)))
         if r.kafka is not None:
-            from .receivers.kafka import KafkaReceiver
+            from .receivers.kafka import KafkaReceiver, LagClock
+            # with a Kafka receiver the pipeline was built on its lag clock and tracker
+            assert isinstance(self.pipeline.clock, LagClock) and self._kafka_tracker is not None
             self.receivers.append(KafkaReceiver(r.kafka, self.pipeline, self.metrics,
                                                 self.cfg.service.shutdown_timeout.seconds,
                                                 clock=self.pipeline.clock,

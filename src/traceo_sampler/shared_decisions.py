@@ -122,6 +122,7 @@ class SharedDecisions:
         # per-trace counts, moved to the metrics once per tick (_gauges):
         # prometheus-client's labels()/inc() cost more than a review
         self._n_remote = self._n_published = self._n_fallback = 0
+        self._n_held: dict[str, int] = {}     # outcome → held traces released
         self._ready: list = []            # held traces another sidecar kept
         self._settled: dict[int, Decision] = {}   # id(trace) → its final decision
         # trace ID → reason, of keeps heard from others (bounded, oldest out)
@@ -217,7 +218,7 @@ class SharedDecisions:
         t, dec, trigger = entry
         self.held_bytes -= t.nbytes
         self.held_count -= 1
-        self.m.shared_decisions_held_total.labels(outcome).inc()
+        self._n_held[outcome] = self._n_held.get(outcome, 0) + 1
         self._settled[id(t)] = dec
         (out if out is not None else self._ready).append((t, trigger))
 
@@ -258,6 +259,10 @@ class SharedDecisions:
         if self._n_fallback:
             m.shared_decisions_fallback_traces_total.inc(self._n_fallback)
             self._n_fallback = 0
+        if self._n_held:
+            for outcome, n in self._n_held.items():
+                m.shared_decisions_held_total.labels(outcome).inc(n)
+            self._n_held = {}
         self.m.shared_decisions_held_bytes.set(self.held_bytes)
         self.m.shared_decisions_held_traces.set(self.held_count)
 

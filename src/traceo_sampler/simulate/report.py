@@ -420,7 +420,7 @@ def render(out: dict, config_names: tuple[str, ...]) -> str:
     e = html.escape
     cmp_ = "diff" in out
     rep = out["current"] if cmp_ else out
-    other = out["proposed"] if cmp_ else None
+    other: dict | None = out["proposed"] if cmp_ else None
     names = ("current", "proposed")
     figs: list[tuple[str, go.Figure]] = []
 
@@ -439,7 +439,7 @@ def render(out: dict, config_names: tuple[str, ...]) -> str:
         else f"<code>{e(config_names[0])}</code>"
     parts = [f"""<header><h1>Traceo Sampler — {"what-if comparison" if cmp_ else "simulation report"}</h1>
 <p>policies: {cfgs}</p><p>capture: {e(", ".join(rep["inputs"]))}</p><p>{e(when)}</p></header><main>"""]
-    if cmp_:
+    if other is not None:
         parts.append('<section id="compare"><h2>What-if: current vs proposed</h2>'
                      + _compare_block(out["diff"], names) + '<div class="charts">'
                      + chart(fig_compare_only(out["diff"], names))
@@ -455,6 +455,8 @@ def render(out: dict, config_names: tuple[str, ...]) -> str:
                  + chart(fig_timeline(rep, other, names)) + chart(fig_latency(rep, other, names))
                  + "</div></section>")
     for label, r in ((names[0], rep), (names[1], other)) if cmp_ else (("", rep),):
+        if r is None:
+            continue
         head = f" — {label}" if label else ""
         parts.append(f'<section><h2>Policies and services{e(head)}</h2><div class="charts">'
                      + chart(fig_policy_trigger(r)) + chart(fig_services(r)) + "</div>"
