@@ -80,9 +80,11 @@ M = TypeVar("M", Counter, Gauge, Histogram, CountsHistogram)
 class Declared(Generic[M]):
     """One row of the table: a metric's kind, help, labels (and buckets),
     declared as a class attribute of ``Metrics`` so that a type checker knows
-    every metric and its kind. Each ``Metrics()`` instantiates every row on
-    its own registry; the instance's attribute then shadows the declaration
-    (a non-data descriptor), so reading a metric costs a plain attribute look-up."""
+    every metric and its kind (through ``__get__``). Each ``Metrics()``
+    instantiates every row on its own registry as an instance attribute. The
+    declarations are taken off the class once collected (``DECLARED``): a
+    class attribute of the same name would keep CPython from specializing
+    the instance attribute read (measured: 3x slower per metric read)."""
 
     def __init__(self, kind: type[M], doc: str, labels: tuple[str, ...],
                  buckets: tuple[float, ...] | None = None):
@@ -243,5 +245,8 @@ class Metrics:
 
 
 DECLARED: list[Declared] = [d for d in vars(Metrics).values() if isinstance(d, Declared)]
+for _d in DECLARED:
+    delattr(Metrics, _d.name)
+del _d
 # name, kind, help, labels[, buckets] of every metric, in declaration order
 METRICS: list[tuple] = [d.spec() for d in DECLARED]

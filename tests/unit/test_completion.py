@@ -438,3 +438,34 @@ def test_auto_learns_past_a_too_short_start_from_late_spans():
     assert c.status()["per_root_service"]["front"]["tail_quantile_s"] >= 4.0
     # the last minute: no late spans
     assert p.late_dropped + p.late_kept - late_before < 0.1 * late_before
+
+
+class _Tracker:
+    """The Kafka receiver's offset tracker, as the pipeline calls it."""
+
+    def __init__(self):
+        self.done_ids, self.taken = [], []
+
+    def done(self, tid):
+        self.done_ids.append(tid)
+
+    def take(self, tids, n_exporters):
+        self.taken += list(tids)
+        return None
+
+
+def test_dropped_grace_holds_the_kafka_offsets_until_it_lets_go():
+    p, sink, now = _pipeline("  root_wait: 1s\n  dropped_grace: {duration: 5s}\n")
+    p.tracker = tr = _Tracker()
+    a, b = trace(2), trace(2)
+    p.ingest(make_request([a, b], service="front"))
+    now[0] = 1.0
+    p.tick()
+    assert tr.done_ids == []                     # held: not committable yet
+    now[0] = 2.0
+    p.ingest(make_request([[dict(trace(1, root=False, tid=a[0]["trace_id"])[0], status=2)]],
+                          service="db"))
+    assert tr.taken == [a[0]["trace_id"]]        # rescued: exported, acked by the exporters
+    now[0] = 6.5
+    p.tick()
+    assert tr.done_ids == [b[0]["trace_id"]]     # released after the grace

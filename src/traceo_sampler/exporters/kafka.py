@@ -29,7 +29,7 @@ import time
 
 from .. import shard as _shard
 from ..buffer import TraceBuffer, _varint
-from ..scan import scan
+from ..scan import ScanResultLike, scan
 
 log = logging.getLogger("traceo_sampler.router")
 _NO_KEYS: frozenset = frozenset()
@@ -46,10 +46,10 @@ class _Result:
         self.accepted = accepted
         self.rejected = rejected
         self.errors = errors
-        self.acked = None
+        self.acked: asyncio.Task[str] | None = None
 
 
-def split_by_trace(data: bytes) -> tuple[list[tuple[bytes, bytes]], object]:
+def split_by_trace(data: bytes) -> tuple[list[tuple[bytes, bytes]], ScanResultLike]:
     """[(trace_id, ExportTraceServiceRequest bytes)] of one request, in first
     appearance order, each holding one trace's spans byte-identical under
     their original headers; and the scan result. Raises ValueError like the
@@ -145,6 +145,7 @@ class KafkaRouter:
     def route(self, data: bytes) -> _Result:
         """Scan and regroup one request and start producing it (the
         result's ``acked``)."""
+        out: list[tuple[bytes | None, int | None, bytes]]
         if self.cfg.partition_traces_by_id:
             msgs, sc = split_by_trace(data)
             out = [(tid.hex().encode(), None, blob) for tid, blob in msgs]
