@@ -586,13 +586,13 @@ def test_span_bytes_by_group_twins():
     """TraceBuffer.span_bytes_by_group: the compiled buffer, the pure one and
     otlp_size.span_bytes_by_group (from entries()) agree, over several
     resources, scopes and requests."""
-    from conftest import implementations
+    from conftest import twins
     from traceo_sampler import buffer as pybuf
     from traceo_sampler.otlp_size import size_of_groups, span_bytes_by_group
     reqs = [request([span({"k": "v" * i}, sid=bytes([i + 1] * 8)) for i in range(j, j + 3)],
                     {"service.name": f"s{j % 2}"}) for j in range(0, 12, 3)]
     sizes = []
-    for cls in [pybuf.TraceBufferPy] + [m.values[0].TraceBuffer for m in implementations("buffer")]:
+    for cls in [p.values[0].TraceBuffer for p in twins("buffer", TraceBuffer=pybuf.TraceBufferPy)]:
         b = cls(decision_wait=30, root_wait=30, idle_timeout=30, max_spans_per_trace=100,
                 memory_limit=1 << 24, cache_sampled=0, cache_not_sampled=0)
         for r in reqs:
