@@ -47,7 +47,7 @@ def test_simulate_reports_keep_rates_per_policy_and_service(tmp_path):
 
 def test_simulate_bad_input_is_a_clear_error(tmp_path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("sampler: {}\n")
+    cfg.write_text("sampler: {policies: [{name: all, type: always_sample}]}\n")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}\n')
     r = _run("simulate", "-c", str(cfg), str(bad))
