@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -108,9 +109,17 @@ class Otelcol:
     def start(self) -> None:
         binary = otelcol_binary()
         self._log = open(self.dir / "otelcol.log", "ab")
+        argv = [binary, "--config", str(self.path)]
+        # setpriv sets PR_SET_PDEATHSIG without running Python in the forked
+        # child: a preexec_fn there can abort when the test process's gRPC
+        # threads hold locks at fork time (seen as "otelcol exited with -6").
+        setpriv = shutil.which("setpriv")
+        extra = {} if setpriv else {"preexec_fn": _die_with_parent}
+        if setpriv:
+            argv = [setpriv, "--pdeathsig", "KILL", *argv]
         self.proc = subprocess.Popen(
-            [binary, "--config", str(self.path)], stdout=self._log, stderr=subprocess.STDOUT,
-            env={**os.environ, **self.env}, cwd=self.dir, preexec_fn=_die_with_parent)
+            argv, stdout=self._log, stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env}, cwd=self.dir, **extra)
         self._holder[0] = self.proc
         want = _listen_endpoints(self.config)
         deadline = time.monotonic() + self.ready_timeout
