@@ -17,7 +17,7 @@ before it (and its own cost), never on its randomness, which is what makes
 from __future__ import annotations
 
 from ..tracestate import compose, upstream_threshold
-from .base import NO, SAMPLED, Verdict
+from .base import NO, SAMPLED, YES, Verdict
 
 # bytes_limiting: the size of a trace whose summary exposes no ``nbytes``
 BYTES_PER_SPAN = 200
@@ -69,6 +69,27 @@ class CollectorBucket:
         self.last = now if self.last is None or now > self.last else self.last
         self.tokens = tokens
         return True
+
+
+class CollectorTokenBucket:
+    """A Collector-semantics limiter policy (its usetracestate gate off, the
+    default): a plain token bucket charged ``cost(trace)`` per trace, no
+    probability, kept spans record nothing. rate_limiting charges spans,
+    bytes_limiting the trace's encoded bytes."""
+
+    def __init__(self, name, per_second, burst_capacity, cost, clock):
+        self.name = name
+        self.clock = clock
+        self.cost = cost
+        # the Collector's config reads 0 as unset: twice the rate
+        burst = burst_capacity if burst_capacity else 2 * per_second
+        self.bucket = CollectorBucket(per_second, burst)
+
+    def attribute_keys(self) -> set[str]:
+        return set()
+
+    def evaluate(self, trace):
+        return YES if self.bucket.allow(self.cost(trace), self.clock()) else NO
 
 
 class RateEstimator:

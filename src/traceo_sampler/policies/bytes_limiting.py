@@ -11,9 +11,7 @@ recorded as ``th``, with the token bucket capping bursts (_limiting.py).
 import time
 
 from ..cfgtypes import NonNeg, _Base
-from ._limiting import CollectorBucket, Limiter, incoming_threshold, trace_bytes
-
-from .base import NO, YES
+from ._limiting import CollectorTokenBucket, Limiter, incoming_threshold, trace_bytes
 
 TYPE = "bytes_limiting"
 
@@ -43,28 +41,10 @@ class BytesLimiting:
                                    incoming_threshold(trace, t_in))
 
 
-
-class CollectorBytesLimiting:
-    """As the Collector v0.161.0 (its usetracestate gate off, the default):
-    a plain token bucket, no probability, kept spans record nothing."""
-
-    def __init__(self, name, per_second, burst_capacity, clock=time.monotonic):
-        self.name = name
-        self.clock = clock
-        # the Collector's config reads 0 as unset: twice the rate
-        burst = burst_capacity if burst_capacity else 2 * per_second
-        self.bucket = CollectorBucket(per_second, burst)
-
-    def attribute_keys(self) -> set[str]:
-        return set()
-
-    def evaluate(self, trace):
-        return YES if self.bucket.allow(trace_bytes(trace), self.clock()) else NO
-
-
 def build_collector(cfg, build_sub, clock=None):
     c = cfg.bytes_limiting
-    return CollectorBytesLimiting(cfg.name, c.bytes_per_second, c.burst_capacity, clock or time.monotonic)
+    return CollectorTokenBucket(cfg.name, c.bytes_per_second, c.burst_capacity, trace_bytes,
+                                clock or time.monotonic)
 
 
 def build(cfg, build_sub, clock=None):

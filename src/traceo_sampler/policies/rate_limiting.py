@@ -12,9 +12,7 @@ exactly as the Collector's: every trace that fits in the bucket, th:0.
 import time
 
 from ..cfgtypes import NonNeg, _Base
-from ._limiting import CollectorBucket, Limiter, incoming_threshold
-
-from .base import NO, YES
+from ._limiting import CollectorTokenBucket, Limiter, incoming_threshold
 
 TYPE = "rate_limiting"
 
@@ -47,28 +45,14 @@ class RateLimiting:
                                    incoming_threshold(trace, t_in))
 
 
-
-class CollectorRateLimiting:
-    """As the Collector v0.161.0 (its usetracestate gate off, the default):
-    a plain token bucket, no probability, kept spans record nothing."""
-
-    def __init__(self, name, per_second, burst_capacity, clock=time.monotonic):
-        self.name = name
-        self.clock = clock
-        # the Collector's config reads 0 as unset: twice the rate
-        burst = burst_capacity if burst_capacity else 2 * per_second
-        self.bucket = CollectorBucket(per_second, burst)
-
-    def attribute_keys(self) -> set[str]:
-        return set()
-
-    def evaluate(self, trace):
-        return YES if self.bucket.allow(trace.span_count, self.clock()) else NO
+def _span_count(trace):
+    return trace.span_count
 
 
 def build_collector(cfg, build_sub, clock=None):
     c = cfg.rate_limiting
-    return CollectorRateLimiting(cfg.name, c.spans_per_second, c.burst_capacity, clock or time.monotonic)
+    return CollectorTokenBucket(cfg.name, c.spans_per_second, c.burst_capacity, _span_count,
+                                clock or time.monotonic)
 
 
 def build(cfg, build_sub, clock=None):
