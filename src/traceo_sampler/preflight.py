@@ -60,21 +60,27 @@ def _readable(path: str) -> str:
     return ""
 
 
-def _server_tls(tls, path: str, problems: list[str]) -> None:
+def _unreadable(tls, attrs: tuple[str, ...], path: str, problems: list[str]) -> bool:
+    """Reports each named TLS file that is set but cannot be read; True when any."""
     bad = False
-    for attr in ("cert_file", "key_file", "client_ca_file"):
+    for attr in attrs:
         f = getattr(tls, attr)
         why = _readable(f) if f else ""
         if why:
             problems.append(f"{path}.tls.{attr}: {f!r} {why}")
             bad = True
-    if bad:
+    return bad
+
+
+def _server_tls(tls, path: str, problems: list[str]) -> None:
+    if _unreadable(tls, ("cert_file", "key_file", "client_ca_file"), path, problems):
         return
+    before = len(problems)
     _pem(tls.cert_file, "CERTIFICATE", f"{path}.tls.cert_file", problems)
     _pem(tls.key_file, "PRIVATE KEY", f"{path}.tls.key_file", problems)
     if tls.client_ca_file:
         _pem(tls.client_ca_file, "CERTIFICATE", f"{path}.tls.client_ca_file", problems)
-    if problems:
+    if len(problems) > before:
         return
     from .receivers.security import ssl_context
     try:
@@ -92,14 +98,7 @@ def _pem(file: str, kind: str, path: str, problems: list[str]) -> None:
 
 
 def _client_tls(tls, path: str, problems: list[str]) -> None:
-    bad = False
-    for attr in ("ca_file", "cert_file", "key_file"):
-        f = getattr(tls, attr)
-        why = _readable(f) if f else ""
-        if why:
-            problems.append(f"{path}.tls.{attr}: {f!r} {why}")
-            bad = True
-    if bad:
+    if _unreadable(tls, ("ca_file", "cert_file", "key_file"), path, problems):
         return
     if tls.ca_file:
         try:
