@@ -54,6 +54,7 @@ from typing import Any, Iterable, Literal, Protocol, overload
 
 from . import accel
 from .scan import scan_py
+from .wire import field as _field, varint as _varint
 from .tracestate import merge_threshold, randomness
 
 # Span entry header: group id, span length, span_id, parent_span_id (zeros
@@ -105,19 +106,6 @@ class Waits:
     def __init__(self, root_wait: float, idle_timeout: float):
         self.root_wait = root_wait
         self.idle_timeout = idle_timeout
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _field(tag: int, payload: bytes) -> bytes:
-    return bytes((tag,)) + _varint(len(payload)) + payload
 
 
 class Trace:

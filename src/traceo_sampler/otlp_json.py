@@ -68,6 +68,8 @@ import struct  # noqa: E402
 
 import msgspec  # noqa: E402
 
+from .wire import varint as _varint  # noqa: E402
+
 _Int = int | str            # int64 / fixed64: a JSON number or a decimal string
 _Float = float | int | str  # double: a number, or "NaN", "Infinity", "-Infinity"
 
@@ -185,17 +187,6 @@ _U64 = 1 << 64
 _pack_d = struct.Struct("<d").pack
 _pack_q = struct.Struct("<Q").pack
 _pack_i = struct.Struct("<I").pack
-
-
-def _varint(n: int) -> bytes:
-    if n < 0x80:
-        return bytes((n,))
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def _ld(out: bytearray, tag: int, payload: bytes) -> None:

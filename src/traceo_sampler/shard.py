@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from .accel import compiled as _compiled
 from .scan import scan_py
+from .wire import field as _field
 
 KEY_RAW = 0
 KEY_HEX = 1
@@ -52,19 +53,6 @@ def shard_of_py(trace_id: bytes, n: int, key: int = KEY_RAW) -> int:
         return 0
     k = trace_id if key == KEY_RAW else trace_id.hex().encode()
     return (murmur2_py(k) & 0x7FFFFFFF) % n
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _field(tag: int, body: bytes) -> bytes:
-    return bytes((tag,)) + _varint(len(body)) + body
 
 
 class SplitResultPy:
