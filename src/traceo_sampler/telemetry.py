@@ -162,6 +162,7 @@ class Metrics:
     invalid_spans_total = counter('Spans rejected as invalid, by reason', 'reason')
     invalid_requests_total = counter('Requests rejected as not decodable', 'receiver')
     receiver_requests_total = counter('Receiver requests by outcome', 'receiver', 'outcome')
+    tls_reloads_total = counter('Changed certificate, key or client CA files of a listener: reloaded (ok) or refused, the previous ones kept (invalid)', 'listener', 'result')
     unauthenticated_requests_total = counter('Requests refused for a missing or invalid bearer token (UNAUTHENTICATED / 401)', 'receiver', 'reason')
     memory_limit_bytes = gauge('service.memory_limit_mib in bytes (0 = no process memory limit)')
     process_resident_bytes = gauge('Resident set size of the process, as the memory limiter last read it')
