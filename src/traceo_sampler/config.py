@@ -23,7 +23,7 @@ class ServerTls(_Base):
     """TLS of a listener (a receiver, the admin endpoint); with
     ``client_ca_file`` clients must present a certificate it signed (mTLS)."""
 
-    # the listener's certificate (PEM), read at start (a change needs a restart)
+    # the listener's certificate (PEM); read again within a second of a change, for new connections
     cert_file: str
     # the private key of cert_file (PEM)
     key_file: str
