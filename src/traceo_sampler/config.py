@@ -225,6 +225,7 @@ class Sampler(_Base):
     # tail_sampling (implied by a Collector config file)
     semantics: Literal["traceo", "collector"] = "traceo"
     # ---- the Collector's tail_sampling knobs (README "Coming from the Collector")
+
     # collector semantics: the decision comes this long after the root span
     # arrived (0: only decision_wait after the first span)
     decision_wait_after_root_received: Duration | None = None
