@@ -23,7 +23,7 @@ class ServerTls(_Base):
     """TLS of a listener (a receiver, the admin endpoint); with
     ``client_ca_file`` clients must present a certificate it signed (mTLS)."""
 
-    # the listener's certificate (PEM), read at start (a change needs a restart)
+    # the listener's certificate (PEM); read again within a second of a change, for new connections
     cert_file: str
     # the private key of cert_file (PEM)
     key_file: str
@@ -174,6 +174,29 @@ class SharedDecisions(_Base):
     cache: Positive = 100_000
 
 
+class Wal(_Base):
+    """The write-ahead log of the direct OTLP path (wal.py): accepted span
+    bytes are appended before the client is answered, so ``kill -9`` loses
+    no acknowledged span of a kept trace (within what ``fsync`` allows)."""
+
+    # directory of the segment files; each worker process uses dir/worker-N
+    dir: str = "./traceo-data/wal"
+    # always: answer after the data is on disk (group commit); interval:
+    # fsync every fsync_interval (a crash loses at most that much);
+    # never: the OS writes back when it likes (a process crash loses
+    # nothing, a machine crash what was not written back)
+    fsync: Literal["always", "interval", "never"] = "interval"
+    # with fsync: interval, how often the log is synced: the most a machine
+    # crash can lose of what clients were told was received
+    fsync_interval: Duration = msgspec.field(default_factory=lambda: Duration("10ms"))
+    # bytes of segments on disk; at this the receivers push back
+    # (RESOURCE_EXHAUSTED / 429) until decided and acknowledged traces free some
+    max_bytes: Annotated[int, msgspec.Meta(ge=1 << 20)] = 4 << 30
+    # when the disk fails (write or fsync error): refuse (clients are
+    # answered UNAVAILABLE / 503 until a restart) or continue without the log
+    on_error: Literal["refuse", "continue"] = "refuse"
+
+
 class Sampler(_Base):
     # the hard maximum: a trace is decided at the latest this long after its first span
     # (Collector semantics: the fixed wait from the first span, on a 1 s tick)
@@ -202,6 +225,7 @@ class Sampler(_Base):
     # tail_sampling (implied by a Collector config file)
     semantics: Literal["traceo", "collector"] = "traceo"
     # ---- the Collector's tail_sampling knobs (README "Coming from the Collector")
+
     # collector semantics: the decision comes this long after the root span
     # arrived (0: only decision_wait after the first span)
     decision_wait_after_root_received: Duration | None = None
@@ -227,6 +251,8 @@ class Sampler(_Base):
     num_shards: Annotated[int, msgspec.Meta(ge=0, le=256)] = 1
     # sidecar mode: decisions shared between sidecars (None: local only)
     shared_decisions: SharedDecisions | None = None
+    # the write-ahead log of the direct OTLP path (None: off)
+    wal: Wal | None = None
     # the policies deciding each trace, the Collector's tail_sampling list as it is; at
     # least one, except in router mode
     policies: list[PolicyCfg] = msgspec.field(default_factory=list)
@@ -753,6 +779,17 @@ def parse(raw: Any, ignored_blocks: list[str] | None = None) -> Config:
     if sampler is not None and sampler.shared_decisions is not None \
             and not sampler.shared_decisions.brokers:
         problems.append("sampler.shared_decisions.brokers: must not be empty")
+    if sampler is not None and sampler.wal is not None:
+        if rec is not None and rec.kafka is not None:
+            problems.append("sampler.wal: not with receivers.kafka (Kafka already keeps what "
+                            "is not decided and acknowledged)")
+        if exp is not None and exp.kafka is not None:
+            problems.append("sampler.wal: not with exporters.kafka (router mode answers once "
+                            "the broker acked)")
+        if sampler.wal.fsync_interval.seconds <= 0:
+            problems.append("sampler.wal.fsync_interval: must be > 0")
+        if not sampler.wal.dir:
+            problems.append("sampler.wal.dir: must not be empty")
     if rec is not None and rec.kafka is not None and not rec.kafka.brokers:
         problems.append("receivers.kafka.brokers: must not be empty")
     if values.get("admin") is not None:
