@@ -226,7 +226,7 @@ class App:
         # wrapper, the router)
         front: Any = self.intake
         if self._front is not None and self.router is None:
-            front = self._front(self.pipeline)
+            front = self._front(self.intake)
         if self.router is not None:
             # router mode: the same receivers, answering once Kafka acked
             from .exporters.kafka import RouterFront
