@@ -1,4 +1,4 @@
-"""Every metric of the sampler, declared in one table (DESIGN.md §4).
+"""Every metric of the sampler, declared in one table (docs/design.md §4).
 
 Names are public: dashboards, alert rules and outside tests read them.
 The ``service`` label is capped (``telemetry.max_services``): services past
@@ -162,6 +162,7 @@ class Metrics:
     invalid_spans_total = counter('Spans rejected as invalid, by reason', 'reason')
     invalid_requests_total = counter('Requests rejected as not decodable', 'receiver')
     receiver_requests_total = counter('Receiver requests by outcome', 'receiver', 'outcome')
+    tls_reloads_total = counter('Changed certificate, key or client CA files of a listener: reloaded (ok) or refused, the previous ones kept (invalid)', 'listener', 'result')
     unauthenticated_requests_total = counter('Requests refused for a missing or invalid bearer token (UNAUTHENTICATED / 401)', 'receiver', 'reason')
     memory_limit_bytes = gauge('service.memory_limit_mib in bytes (0 = no process memory limit)')
     process_resident_bytes = gauge('Resident set size of the process, as the memory limiter last read it')
@@ -227,7 +228,7 @@ class Metrics:
             return name
         return "other"
 
-    # consistency findings (DESIGN.md §4) as shown by /api/status and simulate
+    # consistency findings (docs/design.md §4) as shown by /api/status and simulate
     CONSISTENCY = (("orphan_spans", "orphan_spans_total"),
                    ("traces_without_root", "traces_without_root_total"),
                    ("clock_skew_spans", "clock_skew_spans_total"),
