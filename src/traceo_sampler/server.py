@@ -357,7 +357,10 @@ class App:
         b.memory_limit = s.memory_limit_mib << 20
         self.metrics.buffer_limit_bytes.set(b.memory_limit)
         old = self.cfg
-        not_applied = [name for name in ("receivers", "exporters", "admin", "service")
+        # cost: the dollars counted so far were priced as they came (the
+        # metrics), so the status (bytes times the prices) keeps the prices
+        # it started with rather than reprice the past
+        not_applied = [name for name in ("receivers", "exporters", "admin", "service", "cost")
                        if getattr(old, name) != getattr(new, name)]
         if old.sampler.decision_cache != s.decision_cache:
             not_applied.append("sampler.decision_cache")

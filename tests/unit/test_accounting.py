@@ -203,3 +203,12 @@ def test_shutdown_drop_counts_its_trigger():
     st = p.account.status(p.prices)
     assert st["traces_decided"] == 2 == st["traces_not_kept"]
     assert st["decisions_by_trigger"] == {"shutdown": 2}
+
+
+def test_a_reloaded_price_waits_for_a_restart():
+    from traceo_sampler.server import App
+    base = "sampler: {policies: [{name: all, type: always_sample}]}\n"
+    app = App(loads(base + "cost: {usd_per_gib: 0.5}\n"))
+    assert "cost" in app.reload(loads(base + "cost: {usd_per_gib: 2.0}\n"))
+    # the status keeps pricing with what the counted dollars were priced at
+    assert app.status()["cost"]["usd_per_gib"] == 0.5
