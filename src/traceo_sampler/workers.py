@@ -50,10 +50,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Callable
 
 import msgspec
 
 from . import shard as _shard
+from .accounting import Account, Prices
 from .config import Config, ConfigError, PolicyCfg, _dec_hook, _enc_hook, dump, load, loads
 
 log = logging.getLogger("traceo_sampler.workers")
@@ -701,31 +703,24 @@ def _merge(a, b, key: str = ""):
     return a if a not in ("", None) else b
 
 
-def merge_status(parts: list[dict]) -> dict:
-    """The workers' /api/status (or summaries) as one: counts summed,
-    ratios recomputed from the sums."""
+def merge_status(parts: list[dict], prices: Prices,
+                 label: Callable[[str], str] | None = None) -> dict:
+    """The workers' /api/status (or summaries) as one. The counts are each
+    worker's Account read back and merged (accounting.py: the same object
+    and rendering as one process's status); the rest (buffer, exporters,
+    completion, consistency) is summed, ratios recomputed from the sums.
+    ``label``: the group's service label (telemetry.max_services)."""
     out: dict = {}
     for p in parts:
-        out = _merge(out, p) if out else dict(p)
-
-    def ratio(a, b, nd: int = 4):
-        return round(a / b, nd) if b else 0.0
-    if "traces_decided" in out:
-        d = out.get("traces_decided") or 0
-        out["keep_ratio_traces"] = ratio(out.get("traces_kept", 0), d)
-        out["keep_ratio_spans"] = ratio(out.get("spans_kept", 0), out.get("spans_received", 0))
-        for v in (out.get("kept_by_policy") or {}).values():
-            v["share_of_decided"] = ratio(v["traces"], max(d, 1))
-        for v in (out.get("services") or {}).values():
-            v["keep_ratio"] = ratio(v["spans_exported"], v["spans_received"])
-        b = out.get("buffer")
-        if b:
-            b["occupancy"] = ratio(b["bytes"], b["limit_bytes"])
-        c = out.get("cost")
-        if c:
-            c["saving_ratio"] = ratio(c["usd_received"] - c["usd_exported"], c["usd_received"])
-    if "recent_kept" in out:
-        out["recent_kept"] = sorted(out["recent_kept"], key=lambda r: r.get("at", 0))[-50:][::-1]
+        rest = {k: v for k, v in p.items() if k not in Account.STATUS_KEYS}
+        out = _merge(out, rest) if out else rest
+    b = out.get("buffer")
+    if b:
+        b["occupancy"] = round(b["bytes"] / b["limit_bytes"], 4) if b["limit_bytes"] else 0.0
+    account = Account.merged(Account.from_status(p) for p in parts)
+    if label is not None:
+        account = account.relabel(label)
+    out.update(account.status(prices, recent=any("recent_kept" in p for p in parts)))
     return out
 
 
@@ -752,6 +747,7 @@ class Supervisor:
         self.config_path = config_path
         self.metrics = Metrics(cfg.telemetry.max_services, cfg.cost.usd_per_gib)
         self.metrics.workers.set(n)
+        self.prices = Prices.of(cfg.cost)
         self.rt = Runtime(tempfile.mkdtemp(prefix="traceo-workers-"), n)
         # the config as the workers read it: the public format, written once
         with open(self.rt.file("config.yaml"), "w", encoding="utf-8") as fh:
@@ -917,8 +913,9 @@ class Supervisor:
 
     async def status(self) -> dict:
         await asyncio.gather(*(self._scrape(c) for c in self.children if c.ready))
-        st = self._group(self._cap_status(merge_status(
-            [c.status for c in self.children if c.status] + self.retired_status)))
+        st = self._group(merge_status(
+            [c.status for c in self.children if c.status] + self.retired_status,
+            self.prices, self._label))
         # each worker's forecast covers its own shard: the group's is its own
         st["forecast"] = self.history.forecast(self.cfg.cost.monthly_budget_usd)
         return st
@@ -928,19 +925,6 @@ class Supervisor:
         st = await self.status()
         samples, _ = merge_metrics([c.metrics for c in self.children if c.metrics] + self.retired)
         self.history.sample(counters_from_status(st, buckets_from_samples(samples)))
-
-    def _cap_status(self, st: dict) -> dict:
-        svcs = st.get("services")
-        if svcs:
-            out: dict = {}
-            for name, row in svcs.items():
-                label = self._label(name)
-                out[label] = _merge(out.get(label), row) if label in out else row
-            for row in out.values():
-                row["keep_ratio"] = (round(row["spans_exported"] / row["spans_received"], 4)
-                                     if row["spans_received"] else 0.0)
-            st["services"] = out
-        return st
 
     async def metrics_text(self) -> str:
         await asyncio.gather(*(self._scrape(c) for c in self.children if c.ready))
@@ -1138,8 +1122,8 @@ async def _supervise(cfg: Config, n: int, ready_file: str | None, config_path: s
         if cfg_watch is not None:
             cfg_watch.cancel()
         await sup.stop()
-        summary = sup._group(sup._cap_status(merge_status(sup.summaries() + sup.retired_status)))
-        summary.pop("recent_kept", None)
+        summary = sup._group(merge_status(sup.summaries() + sup.retired_status, sup.prices,
+                                          sup._label))
         print(json.dumps({"summary": summary}), file=sys.stderr, flush=True)
         bad = [c.index for c in sup.children if c.proc.returncode not in (0, None)]
         return 1 if bad else 0
