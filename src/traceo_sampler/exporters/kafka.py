@@ -73,6 +73,21 @@ def split_by_trace(data: bytes) -> tuple[list[tuple[bytes, bytes]], ScanResultLi
     return out, sc
 
 
+def new_producer(cfg):
+    """An (unstarted) aiokafka producer for ``exporters.kafka``, in either mode."""
+    from aiokafka import AIOKafkaProducer
+    return AIOKafkaProducer(
+        bootstrap_servers=",".join(cfg.brokers), acks=cfg.acks,
+        # not idempotent: aiokafka's idempotent producer does not recover
+        # from a broker restart (OutOfOrderSequenceNumber); a retried message
+        # may be duplicated, which the samplers count (duplicate_spans_total)
+        # and at-least-once allows
+        enable_idempotence=False,
+        linger_ms=int(cfg.linger.seconds * 1000),
+        max_request_size=16 << 20, max_batch_size=1 << 20,
+        request_timeout_ms=max(1000, int(cfg.timeout.seconds * 1000)))
+
+
 class KafkaRouter:
     name = "kafka"
 
@@ -89,20 +104,10 @@ class KafkaRouter:
         self._refresh: asyncio.Task | None = None
 
     async def start(self, timeout: float = 60.0) -> None:
-        from aiokafka import AIOKafkaProducer
         c = self.cfg
         deadline = time.monotonic() + timeout
         while True:
-            p = AIOKafkaProducer(
-                bootstrap_servers=",".join(c.brokers), acks=c.acks,
-                # not idempotent: aiokafka's idempotent producer does not
-                # recover from a broker restart (OutOfOrderSequenceNumber);
-                # a retried message may be duplicated, which the samplers
-                # count (duplicate_spans_total) and at-least-once allows
-                enable_idempotence=False,
-                linger_ms=int(c.linger.seconds * 1000),
-                max_request_size=16 << 20, max_batch_size=1 << 20,
-                request_timeout_ms=max(1000, int(c.timeout.seconds * 1000)))
+            p = new_producer(c)
             try:
                 await p.start()
             except Exception as exc:  # noqa: BLE001 - broker not there yet
