@@ -164,7 +164,7 @@ cdef class Trace:
     # its OTLP size, set by the pipeline before deciding when a policy
     # charges bytes (otlp_size.py); None otherwise
     cdef public object encoded_size
-    # schedule: the trace's two pending deadlines (DESIGN §2, lazily
+    # schedule: the trace's two pending deadlines (docs/design.md §2, lazily
     # re-checked): "main" (first span, then each re-check) and "root"
     # (pushed once when the root arrives); hpos: index in the heap, -1 if out
     cdef double m_when, r_when

@@ -11,7 +11,7 @@ module is whichever loaded (accel.py). Both keep the same state:
   attribute values, randomness) updated on insert, so no policy walks spans;
 * an interned table of (resource header, scope header) pairs, refcounted,
   so a request's headers are stored once however many traces use them;
-* the completion schedule of DESIGN.md §2 as a heap of candidate deadlines,
+* the completion schedule of docs/design.md §2 as a heap of candidate deadlines,
   re-checked lazily when they come due (a deadline only moves later when a
   span arrives, except for a root, which pushes an earlier one). A live
   trace has two candidates: "main" (its first deadline, then each re-check)
@@ -511,7 +511,7 @@ class TraceBufferPy:
         return d
 
     def trigger(self, t: Trace) -> str:
-        """Which rule of DESIGN.md §2 made the trace due (earliest wins)."""
+        """Which rule of docs/design.md §2 made the trace due (earliest wins)."""
         w = t.waits
         cands = [(t.first_arrival + self.decision_wait, "max_wait"),
                  (t.last_arrival + w.idle_timeout, "idle")]

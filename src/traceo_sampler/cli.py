@@ -1,4 +1,4 @@
-"""Command line: serve, validate, simulate, loadgen (DESIGN.md §4)."""
+"""Command line: serve, validate, simulate, loadgen (docs/design.md §4)."""
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,4 @@
-"""When a trace is complete, fitted to how its senders deliver (DESIGN.md §2).
+"""When a trace is complete, fitted to how its senders deliver (docs/design.md §2).
 
 SDKs batch: the OpenTelemetry SDK's BatchSpanProcessor sends what ended in
 the last 5 s, each process on its own timer, so the spans of one trace reach

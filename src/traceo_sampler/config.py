@@ -1,4 +1,4 @@
-"""Configuration, declared once as msgspec structs (DESIGN.md §4).
+"""Configuration, declared once as msgspec structs (docs/design.md §4).
 
 The YAML is converted with unknown keys rejected; every problem is reported
 as ``field.path: message`` (``sampler.policies[2].latency.threshold_ms: must

@@ -1,4 +1,4 @@
-"""Combines policy verdicts into one decision per trace (DESIGN.md §3).
+"""Combines policy verdicts into one decision per trace (docs/design.md §3).
 
 Collector-compatible: any ``drop`` → dropped; else any policy sampled →
 sampled; else not sampled (an ``invert_match`` that matches is a plain

@@ -1,5 +1,5 @@
 """The sampling path, independent of any transport: raw request bytes in,
-encoded kept traces out to the exporters (DESIGN.md §1).
+encoded kept traces out to the exporters (docs/design.md §1).
 
 Everything here runs on the event loop thread, so the buffer needs no lock.
 The clock is injectable so tests can drive the completion model without

@@ -1,7 +1,7 @@
 """Span data for the policies that need more than the trace summary
 (ottl_condition, trace_flags).
 
-The hot path never decodes a span (DESIGN.md §1); these policies read the
+The hot path never decodes a span (docs/design.md §1); these policies read the
 trace's buffered span bytes when it is decided, and only for traces that
 reach them. The buffer hands out ``(resource_header, scope_header, span)``
 byte triples (``TraceBuffer.spans``, both twins); ``WithSpans`` wraps the

@@ -1,4 +1,4 @@
-"""Every metric of the sampler, declared in one table (DESIGN.md §4).
+"""Every metric of the sampler, declared in one table (docs/design.md §4).
 
 Names are public: dashboards, alert rules and outside tests read them.
 The ``service`` label is capped (``telemetry.max_services``): services past
@@ -227,7 +227,7 @@ class Metrics:
             return name
         return "other"
 
-    # consistency findings (DESIGN.md §4) as shown by /api/status and simulate
+    # consistency findings (docs/design.md §4) as shown by /api/status and simulate
     CONSISTENCY = (("orphan_spans", "orphan_spans_total"),
                    ("traces_without_root", "traces_without_root_total"),
                    ("clock_skew_spans", "clock_skew_spans_total"),

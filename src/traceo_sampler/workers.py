@@ -1,5 +1,5 @@
 """``service.workers``: one ``serve`` over every core it is given
-(DESIGN.md §5, "One machine").
+(docs/design.md §5, "One machine").
 
 A supervisor process starts N worker processes and serves the one admin
 endpoint of the group. Each worker is a whole sampler (receivers, buffer,

@@ -3,7 +3,7 @@ is produced regrouped by trace: by default one otlp_proto message per
 partition holding many traces, with ``partition_traces_by_id`` one per
 trace, keyed by the trace ID in lowercase hex; either way on the murmur2
 partition of that key; the
-client is acknowledged only after the broker acked (DESIGN.md §5)."""
+client is acknowledged only after the broker acked (docs/design.md §5)."""
 from __future__ import annotations
 
 import sys

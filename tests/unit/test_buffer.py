@@ -1,6 +1,6 @@
 """TraceBuffer: both implementations, driven by a controllable clock.
 
-Every completion trigger of DESIGN.md §2, memory pressure, the decision
+Every completion trigger of docs/design.md §2, memory pressure, the decision
 cache and late spans, and the re-encoding of kept spans (byte-identical
 apart from the appended tracestate) -- each through both ways in (``add`` of
 a scan result, and the fused ``ingest``); the span consistency checks; and a

@@ -1,4 +1,4 @@
-"""Configuration (DESIGN.md §4): the embedded default, a full config, and a
+"""Configuration (docs/design.md §4): the embedded default, a full config, and a
 table of broken configs each with the exact problem lines; then the CLI's
 ``validate`` and ``serve`` on good and broken files."""
 from __future__ import annotations

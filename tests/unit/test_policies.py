@@ -1,4 +1,4 @@
-"""Policies and their combination (DESIGN.md §3), table-driven.
+"""Policies and their combination (docs/design.md §3), table-driven.
 
 Each row: a policy config in the Collector's tail_sampling YAML shape, a
 trace summary, and the expected verdict ``(decision, threshold)``. The

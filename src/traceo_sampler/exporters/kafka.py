@@ -1,4 +1,4 @@
-"""Router mode (``exporters.kafka``, DESIGN.md §5): ``serve`` as a stateless
+"""Router mode (``exporters.kafka``, docs/design.md §5): ``serve`` as a stateless
 front tier. Every received OTLP request is regrouped by trace ID and produced
 to a topic as ``otlp_proto`` messages (``ExportTraceServiceRequest``) holding
 spans byte-identical under their original resource and scope headers. Each

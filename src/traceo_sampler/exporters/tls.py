@@ -1,4 +1,4 @@
-"""Endpoint and TLS rules shared by the OTLP exporters (DESIGN.md §4):
+"""Endpoint and TLS rules shared by the OTLP exporters (docs/design.md §4):
 ``host:port`` or ``http://host:port`` is plaintext, ``https://host:port`` or
 a ``tls:`` block means TLS (unless ``tls.insecure: true``)."""
 from __future__ import annotations

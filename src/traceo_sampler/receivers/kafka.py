@@ -1,4 +1,4 @@
-"""Kafka consumer-group ingest (``receivers.kafka``, DESIGN.md §5).
+"""Kafka consumer-group ingest (``receivers.kafka``, docs/design.md §5).
 
 Reads ``otlp_proto`` messages (one ``ExportTraceServiceRequest`` each, as the
 router mode or the Collector's kafkaexporter write them) and feeds the same
@@ -255,7 +255,7 @@ class LagClock:
     spell) reads in a second spans that arrived over minutes; on the wall
     clock the idle and root timers would fire between two messages of one
     trace and decide it on part of its spans. On this clock, time passes for
-    the buffer as it passed for the records: the timers of DESIGN.md §2 hold
+    the buffer as it passed for the records: the timers of docs/design.md §2 hold
     in record time. Memory pressure still decides early when the backlog
     does not fit."""
 
