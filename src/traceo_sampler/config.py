@@ -225,7 +225,7 @@ class KafkaExporter(_Base):
     """Kafka, in one of two modes (``mode``): ``sampled`` produces the kept
     traces, an exporter beside otlp and file; ``router`` makes serve a
     stateless front tier producing every received span unsampled, every
-    trace in the partition of its trace ID (DESIGN.md §5)."""
+    trace in the partition of its trace ID (docs/design.md §5)."""
     brokers: list[str]
     # router | sampled; unset: router when exporters.kafka is the only
     # exporter and there is no receivers.kafka (what such a file always
@@ -248,7 +248,9 @@ class KafkaExporter(_Base):
     # ---- sampled mode only (the exporter queue, as exporters.otlp's)
     retry: Retry = msgspec.field(default_factory=Retry)
     batch_max_spans: Positive = 8192
-    batch_max_bytes: Positive = 4 * 1024 * 1024
+    # below the brokers' default message.max.bytes (1 MiB), which a batch
+    # landing on one partition becomes one message of
+    batch_max_bytes: Positive = 1_000_000
     queue_max_bytes: Positive = 256 * 1024 * 1024
     # block: receivers push back while the queue is full; drop_oldest:
     # make room by dropping (counted)
@@ -318,7 +320,7 @@ def kafka_mode(exporters: Exporters, receivers: Receivers) -> tuple[str, str] | 
     is router only where exporters.kafka is alone, with no
     receivers.kafka: the one combination that ran before ``mode`` existed,
     so such files mean what they meant; anywhere else it is an exporter of
-    kept traces, as DESIGN.md §4 shows it beside otlp and file."""
+    kept traces, as docs/design.md §4 shows it beside otlp and file."""
     k = exporters.kafka
     if k is None:
         return None

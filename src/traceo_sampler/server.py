@@ -219,7 +219,7 @@ class App:
             self.receivers.append(KafkaReceiver(r.kafka, self.pipeline, self.metrics,
                                                 self.cfg.service.shutdown_timeout.seconds,
                                                 clock=self.pipeline.clock,
-                                                tracker=self._kafka_tracker))
+                                                tracker=self._kafka_tracker, limiter=limiter))
         for rec in self.receivers:
             await self._listen({"otlp_grpc": "receivers.otlp.grpc",
                                 "otlp_http": "receivers.otlp.http"}.get(rec.name, "receivers.kafka"),

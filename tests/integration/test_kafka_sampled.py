@@ -144,7 +144,7 @@ def sampled_cfg(bootstrap: str, topic: str, **kafka) -> dict:
 
 @pytest.mark.parametrize("by_id", [False, True])
 def test_kept_traces_arrive_whole_and_once(kafka_broker, tmp_path, by_id):
-    """Beside a file exporter, as in DESIGN.md §4 (mode unset: sampled)."""
+    """Beside a file exporter, as in docs/design.md §4 (mode unset: sampled)."""
     topic = _name("kept")
     kafka_broker.create_topic(topic, PARTITIONS)
     cfg = sampled_cfg(kafka_broker.bootstrap, topic, partition_traces_by_id=by_id)
@@ -385,3 +385,49 @@ def test_consume_sample_produce_commits_input_only_after_the_output_acked(kafka_
     got = spans_of(read_topic(kafka_broker.bootstrap, dst))
     assert set(got) == set(kept)
     assert all(len(set(got[t])) == n for t, n in kept.items())
+
+
+def test_a_trace_too_large_for_the_topic_is_refused_alone(kafka_broker):
+    """The topic takes messages up to 4 KiB: the batch holding one trace
+    over that is refused by the broker, split down to that trace, which is
+    dropped and counted; the kept traces decided with it arrive."""
+    topic = _name("kept-small")
+    kafka_broker.create_topic(topic, 1, config={"max.message.bytes": "4096"})
+    cfg = sampled_cfg(kafka_broker.bootstrap, topic)
+    small = [trace(2, status=2) for _ in range(8)]
+    big = trace(2, status=2, attrs={"blob": "x" * 10_000})
+    with Serve(cfg) as s:
+        with grpc.insecure_channel(s.endpoint) as ch:
+            ch.unary_unary(METHOD)(make_request(small + [big]), timeout=30)
+        deadline = time.monotonic() + 60
+        while s.metric("traceo_sampler_export_refused_traces_total", exporter="kafka") < 1:
+            assert time.monotonic() < deadline, "the big trace was not refused"
+            time.sleep(0.2)
+        assert s.metric("traceo_sampler_spans_exported_total", exporter="kafka") == 16
+        assert s.metric("traceo_sampler_export_dropped_spans_total", exporter="kafka") == 2
+    got = spans_of(read_topic(kafka_broker.bootstrap, topic))
+    assert set(got) == {t[0]["trace_id"] for t in small}
+
+
+def test_memory_limit_pauses_the_kafka_receiver(kafka_broker):
+    """service.memory_limit_mib below what the process needs: the limiter
+    pushes back for good, so the Kafka receiver pauses its partitions and
+    reads nothing (the resume is tests/unit/test_kafka_pause.py)."""
+    src, group = _name("in-mem"), _name("group")
+    kafka_broker.create_topic(src, PARTITIONS)
+    produce(kafka_broker.bootstrap, src, [make_request([trace(3)]) for _ in range(8)])
+    cfg = {"receivers": {"kafka": {"brokers": [kafka_broker.bootstrap], "topic": src,
+                                   "group_id": group}},
+           "sampler": ERRORS_ONLY, "exporters": {"file": {"path": "kept.jsonl"}},
+           "service": {"workers": 1, "memory_limit_mib": 1}}
+    with Serve(cfg) as s:
+        deadline = time.monotonic() + 30
+        while s.metric("traceo_sampler_kafka_fetch_paused") != 1:
+            assert time.monotonic() < deadline, "never paused"
+            time.sleep(0.2)
+        time.sleep(3)
+        assert s.metric("traceo_sampler_memory_limiter_refusing") == 1
+        assert s.metric("traceo_sampler_kafka_messages_total") == 0
+        assert s.metric("traceo_sampler_spans_received_total") == 0
+        assert "fetching paused (process memory above service.memory_limit_mib)" in \
+            s.read_stderr()

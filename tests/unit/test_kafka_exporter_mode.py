@@ -29,7 +29,7 @@ def mode(text: str) -> str | None:
     # the README's router.yaml: alone, no policies
     (f"receivers: {{otlp: {{grpc: {{endpoint: '127.0.0.1:4317'}}}}}}\nexporters: {{{K}}}}}\n",
      "router"),
-    # DESIGN.md §4: beside otlp and file, each exporter gets every kept trace
+    # docs/design.md §4: beside otlp and file, each exporter gets every kept trace
     (f"exporters: {{otlp: {{endpoint: '127.0.0.1:4317'}}, file: {{path: /tmp/k.jsonl}}, "
      f"{K}}}}}\n{POL}", "sampled"),
     # consume → sample → produce
@@ -91,3 +91,57 @@ def test_validate_prints_the_mode_and_why(tmp_path):
                       "otlp_spans_sampled (mode unset, beside exporters.otlp)")
     cfg = loads(f"exporters: {{{K}, mode: sampled}}}}\n{POL}")
     assert kafka_mode_line(cfg).endswith("(set by exporters.kafka.mode)")
+
+
+COLLECTOR = """\
+receivers:
+  otlp:
+    protocols:
+      grpc: {endpoint: 127.0.0.1:4317}
+processors:
+  tail_sampling:
+    policies: [{name: all, type: always_sample}]
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:14317
+    tls: {insecure: true}
+  kafka%s
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [tail_sampling]
+      exporters: [otlp, kafka]
+"""
+
+
+def test_a_collector_kafkaexporter_after_tail_sampling_is_the_sampled_exporter():
+    from traceo_sampler.config import loads_with_mapping
+    cfg, lines = loads_with_mapping(COLLECTOR % ":\n    brokers: [b1:9092, b2:9092]\n"
+                                    "    partition_traces_by_id: true\n"
+                                    "    traces: {topic: kept}\n"
+                                    "    producer: {required_acks: -1, max_message_bytes: 500000,"
+                                    " compression: gzip}\n"
+                                    "    retry_on_failure: {initial_interval: 1s}\n", "f")
+    k = cfg.exporters.kafka
+    assert (k.mode, k.brokers, k.topic, k.partition_traces_by_id, k.acks, k.batch_max_bytes,
+            k.timeout.seconds, k.retry.initial_interval.seconds) == (
+        "sampled", ["b1:9092", "b2:9092"], "kept", True, "all", 500000, 5.0, 1.0)
+    text = "\n".join(lines)
+    assert "exporters.kafka (mode sampled: the kept traces): topic kept on b1:9092, b2:9092" in text
+    assert "exporters.kafka.producer.compression" in text and "uncompressed" in text
+    # the Collector's defaults: brokers, topic, acks 1, unkeyed batches
+    cfg, _ = loads_with_mapping(COLLECTOR % ": {}\n", "f")
+    k = cfg.exporters.kafka
+    assert (k.mode, k.brokers, k.topic, k.acks, k.partition_traces_by_id) == (
+        "sampled", ["localhost:9092"], "otlp_spans", 1, False)
+
+
+def test_a_collector_kafkaexporter_it_cannot_run_is_refused_by_field():
+    from traceo_sampler.config import loads_with_mapping
+    with pytest.raises(ConfigError) as ei:
+        loads_with_mapping(COLLECTOR % ":\n    traces: {encoding: jaeger_proto}\n"
+                           "    auth: {sasl: {mechanism: PLAIN}}\n", "f",
+                           ignore_unsupported=False)
+    assert [p.split(":")[0] for p in ei.value.problems] == [
+        "exporters.kafka.traces.encoding", "exporters.kafka.auth"]
