@@ -121,7 +121,7 @@ class Pipeline:
                 return True
         return False
 
-    def ingest(self, data: bytes, scanned=None) -> IngestResult:
+    def ingest(self, data: bytes, scanned=None, now: float | None = None) -> IngestResult:
         """Scan and buffer one encoded ExportTraceServiceRequest.
 
         Raises ValueError when the bytes are not a valid request (the buffer
@@ -133,9 +133,12 @@ class Pipeline:
         memory_limit.
 
         ``scanned``: the request already scanned (``scan.scan(data,
-        attr_keys)``), for callers that need its trace IDs first.
+        attr_keys)``), for callers that need its trace IDs first. ``now``:
+        when it arrived, on ``clock`` (the write-ahead log's recovery
+        replays requests at their original arrival times).
         """
-        now = self.clock()
+        if now is None:
+            now = self.clock()
         buf = self.buffer
         room = buf.make_room(2 * len(data))
         if room:
