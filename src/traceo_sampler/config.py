@@ -365,6 +365,10 @@ class KafkaExporter(_Base):
     timeout: Duration = msgspec.field(default_factory=lambda: Duration("30s"))
     # how long the producer waits to batch messages before sending
     linger: Duration = msgspec.field(default_factory=lambda: Duration("5ms"))
+    # with acks: all, produce idempotently: the producer's own retries (a
+    # lost response, a leader change) write no duplicate; off also with
+    # acks 0 or 1 (Kafka's rule)
+    idempotent: bool = True
     # sampled mode only: retries of a batch not acked, with exponential backoff
     retry: Retry = msgspec.field(default_factory=Retry)
     # sampled mode only: a batch is closed before it would pass this many spans

@@ -244,6 +244,9 @@ def test_broker_down_retries_bounded_queue_nothing_lost(kafka_broker):
                 time.sleep(0.5)
             assert s.metric("traceo_sampler_export_dropped_spans_total", exporter="kafka") == 0
             assert readyz(s)[0] == 200
+            # how often the idempotent producer had to be replaced (0 or more:
+            # the desynchronisation is a race with the broker's restart)
+            print("producers replaced:", s.metric("traceo_sampler_kafka_producer_replaced_total"))
     finally:
         kafka_broker.ensure_running()
     got = spans_of(read_topic(kafka_broker.bootstrap, topic))

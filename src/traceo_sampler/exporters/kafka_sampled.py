@@ -28,7 +28,7 @@ from aiokafka import errors as kerr
 from .. import shard as _shard
 from ..config import KafkaExporter as KafkaCfg
 from .base import Exporter
-from .kafka import new_producer, split_by_trace
+from .kafka import Producer, split_by_trace
 
 log = logging.getLogger("traceo_sampler.exporters")
 _NO_KEYS: frozenset = frozenset()
@@ -56,24 +56,10 @@ class KafkaSampledExporter(Exporter):
         super().__init__(metrics, cfg.queue_max_bytes, cfg.batch_max_spans, cfg.batch_max_bytes,
                          cfg.queue_full, cfg.retry)
         self.cfg = cfg
-        self.producer = None
+        # started on the first batch (and again after it was replaced): a
+        # broker not there yet is a retryable failure, not a start-up error
+        self._producer = Producer(cfg, metrics, "sampled")
         self.messages = 0
-
-    async def _connected(self):
-        """The producer, started on the first batch (and again after it was
-        dropped): a broker not there yet is a retryable failure, not a
-        start-up error."""
-        if self.producer is None:
-            p = new_producer(self.cfg)
-            try:
-                await asyncio.wait_for(p.start(), self.cfg.timeout.seconds)
-            except BaseException:
-                await p.stop()
-                raise
-            self.producer = p
-            log.info("exporter kafka: producing kept traces to topic %s at %s (acks=%s)",
-                     self.cfg.topic, ",".join(self.cfg.brokers), self.cfg.acks)
-        return self.producer
 
     async def _partitions(self, p) -> int:
         parts = p.client.cluster.partitions_for_topic(self.cfg.topic)
@@ -87,9 +73,9 @@ class KafkaSampledExporter(Exporter):
         await asyncio.wait_for(self._produce(payload), self.cfg.timeout.seconds)
 
     async def _produce(self, payload: bytes) -> None:
-        p = await self._connected()
+        p = await self._producer.get()
         topic = self.cfg.topic
-        futs = []
+        futs: list[asyncio.Future] = []
         try:
             if self.cfg.partition_traces_by_id:
                 msgs, _sc = split_by_trace(payload)
@@ -107,11 +93,14 @@ class KafkaSampledExporter(Exporter):
                 # not gather: a timeout (send's wait_for) must not cancel
                 # messages the client may still deliver
                 await asyncio.wait(futs)
-        except BaseException:
+        except BaseException as exc:
             for f in futs:
                 f.add_done_callback(_retrieve)
+            self._producer.failed(p, exc)
             raise
         errors = [e for e in (f.exception() for f in futs) if e is not None]
+        for e in errors:
+            self._producer.failed(p, e)
         if errors:
             raise errors[0]
         self.messages += len(futs)
@@ -125,6 +114,4 @@ class KafkaSampledExporter(Exporter):
         return isinstance(exc, REFUSED + (ValueError,))
 
     async def aclose(self) -> None:
-        if self.producer is not None:
-            p, self.producer = self.producer, None
-            await p.stop()
+        await self._producer.close(5.0)
