@@ -13,7 +13,11 @@ import time
 from typing import Callable
 
 
-from .buffer import TraceBuffer, encode_late, policy_attribute
+from .buffer import (
+    LATE_DROPPED_RESOURCE, LATE_DROPPED_SCOPE, LATE_DROPPED_SERVICE, LATE_DROPPED_SPAN,
+    LATE_DROPPED_TRACE_STATE, LATE_KEPT_SERVICE, LATE_KEPT_SPAN, LATE_KEPT_TRACE_ID, TraceBuffer,
+    encode_late, policy_attribute,
+)
 from .completion import Completion, Merged
 from .config import Config, timers
 from .decider import Decider
@@ -216,7 +220,7 @@ class Pipeline:
             m.late_spans_total.labels("sampled").inc(n)
             self._export(encode_late(res.late_kept, self.record_policy), n,
                          self._late_services(res.late_kept),
-                         [it[0] for it in res.late_kept], now)
+                         [it[LATE_KEPT_TRACE_ID] for it in res.late_kept], now)
         if res.late_kept or res.late_dropped_spans:
             rescued = self.completion.late(res, now)
             if rescued:
@@ -238,7 +242,9 @@ class Pipeline:
             extra = self._policy_attr(dec.policy) if self.record_policy else b""
             blob, per_service = finish(t, True, dec.policy, dec.threshold, extra)
             tid = t.trace_id
-            late_blob = encode_late([(tid, dec.policy, dec.threshold, it[5], it[6], it[7], it[8], it[1])
+            late_blob = encode_late([(tid, dec.policy, dec.threshold, it[LATE_DROPPED_RESOURCE],
+                                      it[LATE_DROPPED_SCOPE], it[LATE_DROPPED_SPAN],
+                                      it[LATE_DROPPED_TRACE_STATE], it[LATE_DROPPED_SERVICE])
                                      for it in late], self.record_policy)
             services: dict[str, list] = {}
             for svc, (k, nb) in per_service.items():
@@ -246,9 +252,9 @@ class Pipeline:
                 row[0] += k
                 row[1] += nb
             for it in late:
-                row = services.setdefault(m.service(it[1]), [0, 0])
+                row = services.setdefault(m.service(it[LATE_DROPPED_SERVICE]), [0, 0])
                 row[0] += 1
-                row[1] += len(it[7])
+                row[1] += len(it[LATE_DROPPED_SPAN])
             n = t.span_count + len(late)
             self.traces_kept += 1
             self.spans_kept += n
@@ -272,13 +278,13 @@ class Pipeline:
         # label → [spans, bytes] of late spans, by their group's service
         out: dict[str, list] = {}
         for it in items:
-            svc = self.metrics.service(it[7])
+            svc = self.metrics.service(it[LATE_KEPT_SERVICE])
             row = out.get(svc)
             if row is None:
-                out[svc] = [1, len(it[5])]
+                out[svc] = [1, len(it[LATE_KEPT_SPAN])]
             else:
                 row[0] += 1
-                row[1] += len(it[5])
+                row[1] += len(it[LATE_KEPT_SPAN])
         return out
 
     # ------------------------------------------------------------ decide

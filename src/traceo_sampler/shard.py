@@ -13,7 +13,7 @@ trace is ``(murmur2(key) & 0x7fffffff) % n`` -- Kafka's default partitioner
 from __future__ import annotations
 
 from .accel import compiled as _compiled
-from .scan import scan_py
+from .scan import SPAN_GROUP, SPAN_LENGTH, SPAN_OFFSET, SPAN_TRACE_ID, scan_py
 from .wire import field as _field
 
 KEY_RAW = 0
@@ -79,7 +79,7 @@ def split_py(data: bytes, n: int, attr_keys=frozenset(), key: int = KEY_RAW,
     counts = [0] * n
     tids: list[set[bytes]] | None = [set() for _ in range(n)] if with_trace_ids else None
     for sp in sc.spans:
-        tid, gi, off, ln = sp[0], sp[7], sp[8], sp[9]
+        tid, gi, off, ln = sp[SPAN_TRACE_ID], sp[SPAN_GROUP], sp[SPAN_OFFSET], sp[SPAN_LENGTH]
         s = shard_of_py(tid, n, key)
         counts[s] += 1
         if tids is not None:

@@ -29,8 +29,9 @@ import time
 from typing import Any
 
 from .. import shard as _shard
-from ..buffer import TraceBuffer, _varint
-from ..scan import ScanResultLike, scan
+from ..buffer import TraceBuffer
+from ..scan import SPAN_GROUP, SPAN_LENGTH, SPAN_OFFSET, SPAN_TRACE_ID, ScanResultLike, scan
+from ..wire import field as _field
 
 log = logging.getLogger("traceo_sampler.router")
 _NO_KEYS: frozenset = frozenset()
@@ -60,14 +61,14 @@ def split_by_trace(data: bytes) -> tuple[list[tuple[bytes, bytes]], ScanResultLi
     # trace_id → {group index → [encoded Span fields]}
     by_trace: dict[bytes, dict[int, list[bytes]]] = {}
     for sp in sc.spans:
-        tid, gi, off, ln = sp[0], sp[7], sp[8], sp[9]
+        tid, gi, off, ln = sp[SPAN_TRACE_ID], sp[SPAN_GROUP], sp[SPAN_OFFSET], sp[SPAN_LENGTH]
         per = by_trace.get(tid)
         if per is None:
             per = by_trace[tid] = {}
         lst = per.get(gi)
         if lst is None:
             lst = per[gi] = []
-        lst.append(b"\x12" + _varint(ln) + data[off:off + ln])
+        lst.append(_field(0x12, data[off:off + ln]))
     enc = TraceBuffer.encode_groups
     out = [(tid, enc((groups[gi][0], groups[gi][1], spans) for gi, spans in per.items()))
            for tid, per in by_trace.items()]

@@ -29,7 +29,7 @@ import time
 from typing import Any
 
 from ..holds import Ledger, OffsetTracker
-from ..scan import scan
+from ..scan import SPAN_LENGTH, SPAN_TRACE_ID, scan
 from ..shard import KEY_RAW, split
 
 log = logging.getLogger("traceo_sampler.receivers")
@@ -163,7 +163,7 @@ class _Subset:
         self.rejected = 0
         self.errors: list[str] = []
         self.reasons: list[str] = []
-        self.span_bytes = sum(sp[9] for sp in spans)
+        self.span_bytes = sum(sp[SPAN_LENGTH] for sp in spans)
 
 
 class LagClock:
@@ -368,13 +368,13 @@ class KafkaReceiver:
             # exported but not seen acknowledged may leave twice
             keep = part.replay
             assert sc is not None    # scanned above when replayed
-            spans = [sp for sp in sc.spans if sp[0] in keep]
+            spans = [sp for sp in sc.spans if sp[SPAN_TRACE_ID] in keep]
             if len(spans) != len(sc.spans):
                 m.kafka_messages_total.labels("replay_skipped").inc()
                 if not spans:
                     return
                 sc = _Subset(sc.groups, spans)
-            tids = {sp[0] for sp in sc.spans}
+            tids = {sp[SPAN_TRACE_ID] for sp in sc.spans}
         self.tracker.hold(part, off, tids)
         try:
             res = p.ingest(data, sc)

@@ -123,9 +123,9 @@ class Clock:
 
 
 def _max_end_s(data: bytes) -> float | None:
-    from ..scan import scan
+    from ..scan import SPAN_END, scan
     sc = scan(data, frozenset())
-    ends = [s[4] for s in sc.spans]
+    ends = [s[SPAN_END] for s in sc.spans]
     return max(ends) / 1e9 if ends else None
 
 
