@@ -221,7 +221,7 @@ class Metrics:
         buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
     wal_healthy = gauge('Write-ahead log: 1 while it writes, 0 after a disk error (see wal_errors_total; on_error says whether requests are refused)')
     wal_errors_total = counter('Write-ahead log: disk errors, by operation (write, fsync, open, delete)', 'op')
-    wal_full_refusals_total = counter('Write-ahead log: requests pushed back (RESOURCE_EXHAUSTED / 429) because the log reached max_bytes')
+    wal_full = gauge('Write-ahead log: 1 while it holds max_bytes and the receivers push back (RESOURCE_EXHAUSTED / 429, counted in receiver_requests_total{outcome="backpressure"})')
     wal_replayed_spans_total = counter('Write-ahead log: spans read back into the buffer at start (recovery after a crash)')
     wal_replayed_traces_total = counter('Write-ahead log: undecided traces read back into the buffer at start')
     wal_torn_records_total = counter('Write-ahead log: records found incomplete or corrupt at recovery (a torn tail after a crash); the segment is read up to them')

@@ -462,7 +462,7 @@ def test_drop_pending_traces_on_shutdown():
         p = Pipeline(cfg, Metrics(), [cap], clock=lambda: 0.0)
         p.ingest(req.SerializeToString())
         assert p.drain(shutdown=True) == 1
-        assert len(cap.items) == kept and p.decided == 1
+        assert len(cap.items) == kept and p.account.decided == 1
         assert p.buffer.ntraces == 0
 
 
