@@ -104,4 +104,4 @@ def test_the_memory_limiter_pauses_fetching_and_its_end_resumes_it():
         await recv.stop(grace=0)
 
     asyncio.run(run())
-    assert pipeline.spans_in == 5 * 4 * 3
+    assert metrics.spans_received_total.labels("svc")._value.get() == 5 * 4 * 3
