@@ -184,6 +184,8 @@ class Metrics:
     kafka_messages_total = counter('Kafka receiver: messages consumed, by outcome (ok, partial, invalid, replayed: re-read for a trace a previous owner left undecided or unacknowledged, its spans may be exported twice; replay_skipped)', 'outcome')
     kafka_consumer_lag = gauge('Kafka receiver: high watermark minus the next offset to read, per partition', 'topic', 'partition')
     kafka_uncommitted_messages = gauge('Kafka receiver: messages read but not committable yet (undecided, or kept and not acknowledged), per partition', 'topic', 'partition')
+    kafka_producer_replaced_total = counter('exporters.kafka: idempotent producers replaced by a new one after their sequence numbers fell out of step with the broker (a broker restart; aiokafka cannot reset them), by mode (router, sampled)', 'mode')
+    kafka_fetch_paused = gauge('Kafka receiver: 1 while fetching is paused because an exporter queue is full or the process memory is above service.memory_limit_mib')
     kafka_commits_total = counter('Kafka receiver: offset commits, by outcome', 'outcome')
     kafka_rebalances_total = counter('Kafka receiver: partitions assigned or revoked', 'event')
     span_arrival_lag_seconds = counts_histogram(
