@@ -15,7 +15,7 @@ from typing import Any
 
 from . import exporters as _exporters
 from .admin import Admin
-from .config import Config, timers
+from .config import Config, kafka_mode, timers
 from .history import Counters, History, histogram_buckets
 from .policies import describe
 from .pipeline import Pipeline
@@ -38,13 +38,16 @@ class App:
         self._adjust = adjust
         self._before_drain = before_drain
         self.metrics = Metrics(cfg.telemetry.max_services, cfg.cost.usd_per_gib)
-        # exporters.kafka is router mode (exporters/kafka.py), not an
-        # exporter of kept traces: the OTLP receivers feed the router
+        # exporters.kafka in router mode (exporters/kafka.py) is not an
+        # exporter of kept traces: the OTLP receivers feed the router; in
+        # mode sampled it is one of the exporters (config.kafka_mode)
         self.router = None
-        if cfg.exporters.kafka is not None:
+        kmode = kafka_mode(cfg.exporters, cfg.receivers)
+        if kmode is not None and kmode[0] == "router":
             from .exporters.kafka import KafkaRouter
             self.router = KafkaRouter(cfg.exporters.kafka, self.metrics)
-        self.exporters = _exporters.build(cfg.exporters, self.metrics)
+        self.exporters = _exporters.build(cfg.exporters, self.metrics,
+                                          kafka_sampled=kmode is not None and kmode[0] == "sampled")
         # receivers.kafka: its lag clock drives the timers and the policies,
         # its tracker hears of every decision (receivers/kafka.py)
         clock, self._kafka_tracker = time.monotonic, None
@@ -205,7 +208,7 @@ class App:
         # wrapper, the router)
         front: Any = self.intake
         if self._front is not None and self.router is None:
-            front = self._front(self.pipeline)
+            front = self._front(self.intake)
         if self.router is not None:
             # router mode: the same receivers, answering once Kafka acked
             from .exporters.kafka import RouterFront
@@ -228,7 +231,7 @@ class App:
             self.receivers.append(KafkaReceiver(r.kafka, self.pipeline, self.metrics,
                                                 self.cfg.service.shutdown_timeout.seconds,
                                                 clock=self.pipeline.clock,
-                                                tracker=self._kafka_tracker))
+                                                tracker=self._kafka_tracker, limiter=limiter))
         for rec in self.receivers:
             await self._listen({"otlp_grpc": "receivers.otlp.grpc",
                                 "otlp_http": "receivers.otlp.http"}.get(rec.name, "receivers.kafka"),
@@ -364,6 +367,9 @@ class App:
                        if getattr(old, name) != getattr(new, name)]
         if old.sampler.decision_cache != s.decision_cache:
             not_applied.append("sampler.decision_cache")
+        if old.sampler.wal != s.wal:
+            # the log is opened and recovered once, at start
+            not_applied.append("sampler.wal")
         if old.sampler.shared_decisions != s.shared_decisions:
             # its Kafka clients and the hold are built once, at start
             not_applied.append("sampler.shared_decisions")

@@ -151,6 +151,7 @@ class WriteAheadLog:
     def _gauges(self) -> None:
         self.metrics.wal_bytes.set(self.total)
         self.metrics.wal_segments.set(len(self.sizes))
+        self.metrics.wal_full.set(1 if self.full() else 0)
 
     def _fail(self, op: str, exc: BaseException) -> None:
         self.metrics.wal_errors_total.labels(op).inc()
@@ -425,6 +426,13 @@ class WalTracker(OffsetTracker):
         self.wal = wal
         self.cached = cached
 
+    def hold(self, part: Ledger, offset: int, tids) -> None:
+        # segments are deleted as a prefix (below the lowest one held) and a
+        # trace's references are released all at once, so only its first
+        # segment matters: a later request of a trace already held adds none
+        holds = self.holds
+        super().hold(part, offset, [t for t in tids if t not in holds])
+
     def done(self, tid: bytes) -> bool:
         if super().done(tid):
             self.wal.note_decision(tid, False, "", 0)
@@ -478,9 +486,16 @@ class WalFront:
         self.tracker = tracker
         self.RETRY_AFTER = pipeline.RETRY_AFTER
 
+    @property
+    def attr_keys(self):
+        return self.pipeline.attr_keys
+
+    @property
+    def metrics(self):
+        return self.pipeline.metrics
+
     def backpressure(self) -> bool:
         if self.wal.full() and self.wal.healthy:
-            self.wal.metrics.wal_full_refusals_total.inc()
             return True
         return self.pipeline.backpressure()
 
