@@ -28,12 +28,16 @@ EXPORT_ITEM_BYTES = 1 << 20
 
 
 class IngestResult:
-    __slots__ = ("accepted", "rejected", "errors")
+    __slots__ = ("accepted", "rejected", "errors", "parts", "counts")
 
-    def __init__(self, accepted: int, rejected: int, errors: list[str]):
+    def __init__(self, accepted: int, rejected: int, errors: list[str],
+                 parts: list[bytes] | None = None, counts: list[int] | None = None):
         self.accepted = accepted
         self.rejected = rejected
         self.errors = errors
+        # ingest with shards: each other shard's request and span count
+        self.parts = parts
+        self.counts = counts
 
 
 class _Spans:
@@ -121,7 +125,8 @@ class Pipeline:
                 return True
         return False
 
-    def ingest(self, data: bytes, scanned=None) -> IngestResult:
+    def ingest(self, data: bytes, scanned=None,
+               shards: tuple[int, int] | None = None) -> IngestResult:
         """Scan and buffer one encoded ExportTraceServiceRequest.
 
         Raises ValueError when the bytes are not a valid request (the buffer
@@ -134,14 +139,22 @@ class Pipeline:
 
         ``scanned``: the request already scanned (``scan.scan(data,
         attr_keys)``), for callers that need its trace IDs first.
+
+        ``shards``: (n, i), this pipeline owns shard i of n (service.workers,
+        workers.ShardFront): the spans of the other shards are walked once
+        here and returned in ``parts`` (one request per shard) instead of
+        buffered; ``accepted`` counts them too. Room is made for this
+        shard's share of the request.
         """
         now = self.clock()
         buf = self.buffer
-        room = buf.make_room(2 * len(data))
+        room = buf.make_room(2 * len(data) // (shards[0] if shards else 1))
         if room:
             self._decide(room, now)
             self._gauges()
-        if scanned is None:
+        if shards is not None:
+            res = buf.ingest(data, self.attr_keys, now, shards[0], shards[1])
+        elif scanned is None:
             res = buf.ingest(data, self.attr_keys, now)
         else:
             res = buf.add(scanned, data, now)
@@ -149,8 +162,9 @@ class Pipeline:
         if res.rejected:
             for reason in res.reasons:
                 m.invalid_spans_total.labels(reason).inc()
+        fwd = sum(res.counts) if res.counts else 0
         if not res.accepted:
-            return IngestResult(0, res.rejected, res.errors)
+            return IngestResult(fwd, res.rejected, res.errors, res.parts, res.counts)
         self._after_add(res, now)
         if res.full:
             self._decide([(t, "max_spans") for t in res.full], now)
@@ -163,7 +177,7 @@ class Pipeline:
         self.spans_in += res.accepted
         self.bytes_in += res.span_bytes
         self._gauges()
-        return IngestResult(res.accepted, res.rejected, res.errors)
+        return IngestResult(res.accepted + fwd, res.rejected, res.errors, res.parts, res.counts)
 
     def holds(self, trace_id: bytes) -> bool:
         """Whether the trace is buffered, undecided."""

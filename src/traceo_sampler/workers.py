@@ -6,11 +6,13 @@ endpoint of the group. Each worker is a whole sampler (receivers, buffer,
 policies, exporters) that owns the traces whose trace-ID hash falls in its
 shard (``shard.shard_of``: Kafka's murmur2 partitioner over the 16 raw
 bytes). Every worker listens on the configured receiver ports
-(``SO_REUSEPORT``: the kernel spreads client connections over them), splits
-each request it receives by shard (``shard.split``: span bytes copied under
-their original resource and scope headers, no protobuf objects, nothing
-re-encoded), ingests its own part and hands each other part, as one framed
-message of raw bytes, over a Unix socket to the worker that owns it.
+(``SO_REUSEPORT``: the kernel spreads client connections over them). One
+walk of each request it receives buffers the spans of its own shard and
+cuts out one request per other shard (``Pipeline.ingest`` with ``shards``:
+span bytes copied under their original resource and scope headers, as
+``shard.split`` does; no protobuf objects, nothing re-encoded); each is
+handed, as a frame of raw bytes, over a Unix socket to the worker that owns
+it, the frames of one event loop tick in one write.
 
 Decisions are the ones one process would make: every policy decides on the
 whole trace, which only its owner holds; per-trace rules (status, latency,
@@ -52,7 +54,6 @@ import time
 
 import msgspec
 
-from . import shard as _shard
 from .config import Config, ConfigError, PolicyCfg, _dec_hook, _enc_hook, dump, load, loads
 
 log = logging.getLogger("traceo_sampler.workers")
@@ -61,7 +62,6 @@ FORWARD_HIGH = 16 << 20        # bytes waiting for a peer before the receivers p
 PENDING_MAX = 64 << 20         # bytes kept for a peer that is down (restarting), then dropped
 SNAPSHOT_INTERVAL = 5.0        # how often a worker leaves its counters for the supervisor
 STATE_INTERVAL = 0.1           # how often a worker publishes its backpressure and buffer size
-_FRAME = struct.Struct(">I")
 
 
 # ------------------------------------------------------------------ sizing
@@ -87,10 +87,10 @@ def _cgroup_quota() -> float | None:
         pass
     try:   # cgroup v1
         with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as fh:
-            q = int(fh.read())
+            quota_us = int(fh.read())
         with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as fh:
-            p = int(fh.read())
-        return None if q <= 0 or p <= 0 else q / p
+            period_us = int(fh.read())
+        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
     except (OSError, ValueError):
         return None
 
@@ -229,19 +229,90 @@ class Flags:
 
 
 # ------------------------------------------------------------------ forwarding
+# A frame: [u32 body length][u32 spans in it][body: an encoded request]. The
+# span count travels with the frame so that a frame cut off (its sender died
+# mid-write) is counted as lost by its receiver.
+_FRAME = struct.Struct(">II")
+
+
+class FrameReader:
+    """Frames out of a byte stream that arrives in pieces of any size."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def feed(self, chunk: bytes) -> list[tuple[bytes, int]]:
+        """The (body, spans) of every frame completed by ``chunk``."""
+        buf = self.buf
+        out: list[tuple[bytes, int]] = []
+        if not buf and len(chunk) >= _FRAME.size:
+            # common case: the chunk starts a frame; whole frames are cut
+            # from it without first copying it into the buffer
+            pos, end = 0, len(chunk)
+            while end - pos >= _FRAME.size:
+                ln, spans = _FRAME.unpack_from(chunk, pos)
+                if end - pos - _FRAME.size < ln:
+                    break
+                out.append((chunk[pos + _FRAME.size:pos + _FRAME.size + ln], spans))
+                pos += _FRAME.size + ln
+            if pos < end:
+                buf += chunk[pos:] if pos else chunk
+            return out
+        buf += chunk
+        pos, end = 0, len(buf)
+        while end - pos >= _FRAME.size:
+            ln, spans = _FRAME.unpack_from(buf, pos)
+            if end - pos - _FRAME.size < ln:
+                break
+            out.append((bytes(buf[pos + _FRAME.size:pos + _FRAME.size + ln]), spans))
+            pos += _FRAME.size + ln
+        if pos:
+            del buf[:pos]
+        return out
+
+    def cut(self) -> tuple[int, int]:
+        """At the end of the stream: (bytes, spans) of the frame left
+        unfinished (spans -1 when not even its header arrived)."""
+        n = len(self.buf)
+        if not n:
+            return 0, 0
+        spans = _FRAME.unpack_from(self.buf, 0)[1] if n >= _FRAME.size else -1
+        self.buf.clear()
+        return n, spans
+
+
+class _PeerConn(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.WriteTransport | None = None
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        pass           # the owner never writes
+
+    def connection_lost(self, exc) -> None:
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+
 class Peer:
-    """The connection to another worker's forwarding socket. Parts are
-    written to it as ``[u32 length][request bytes]`` frames; while it is
-    down (restarting) they wait, up to PENDING_MAX bytes, and are sent on
-    reconnect."""
+    """The connection to another worker's forwarding socket. Parts sent in
+    one event loop tick go out in one write (one syscall for the frames of
+    every request that tick brought); while the peer is down (restarting)
+    they wait, up to PENDING_MAX bytes, and are sent on reconnect."""
 
     def __init__(self, index: int, path: str, metrics):
         self.index = index
         self.path = path
         self.metrics = metrics
-        self.writer: asyncio.StreamWriter | None = None
+        self.conn: _PeerConn | None = None
         self.pending: list[tuple[bytes, int]] = []
         self.pending_bytes = 0
+        self.batch: list[bytes] = []      # frames of this tick, not yet written
+        self.batch_spans = 0
+        self.batch_bytes = 0
         self.closing = False
         self._task: asyncio.Task | None = None
 
@@ -249,38 +320,41 @@ class Peer:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while not self.closing:
             try:
-                reader, writer = await asyncio.open_unix_connection(self.path)
+                _, conn = await loop.create_unix_connection(_PeerConn, self.path)
             except OSError:
                 await asyncio.sleep(0.05)
                 continue
-            self.writer = writer
+            self.conn = conn
             pending, self.pending, self.pending_bytes = self.pending, [], 0
             for data, spans in pending:
-                self._write(data, spans)
-            await reader.read()        # the owner never writes: EOF = it is gone
-            self.writer = None
+                self.send(data, spans)
+            await conn.lost            # EOF: the owner is gone
+            self.conn = None
             if not self.closing:
                 log.warning("worker %d: connection lost; reconnecting", self.index)
 
     @property
     def connected(self) -> bool:
-        return self.writer is not None and not self.writer.is_closing()
+        c = self.conn
+        return c is not None and c.transport is not None and not c.transport.is_closing()
 
     def congested(self) -> bool:
-        if not self.connected:
+        c = self.conn
+        if c is None or c.transport is None or c.transport.is_closing():
             return True
-        return self.writer.transport.get_write_buffer_size() > FORWARD_HIGH
-
-    def _write(self, data: bytes, spans: int) -> None:
-        self.writer.write(_FRAME.pack(len(data)))
-        self.writer.write(data)
-        self.metrics.worker_forwarded_spans_total.labels("sent").inc(spans)
+        return c.transport.get_write_buffer_size() + self.batch_bytes > FORWARD_HIGH
 
     def send(self, data: bytes, spans: int) -> None:
         if self.connected:
-            self._write(data, spans)
+            if not self.batch:
+                asyncio.get_running_loop().call_soon(self._flush)
+            self.batch.append(_FRAME.pack(len(data), spans))
+            self.batch.append(data)
+            self.batch_spans += spans
+            self.batch_bytes += len(data)
         elif self.pending_bytes + len(data) <= PENDING_MAX:
             self.pending.append((data, spans))
             self.pending_bytes += len(data)
@@ -289,18 +363,35 @@ class Peer:
             log.error("worker %d is down and %d bytes wait for it already: %d spans dropped",
                       self.index, self.pending_bytes, spans)
 
+    def _flush(self) -> None:
+        batch, spans = self.batch, self.batch_spans
+        self.batch, self.batch_spans, self.batch_bytes = [], 0, 0
+        if not batch:
+            return
+        c = self.conn
+        if c is None or c.transport is None or c.transport.is_closing():
+            # lost since they were batched: they wait for the reconnect
+            for k in range(0, len(batch), 2):
+                self.pending.append((batch[k + 1], _FRAME.unpack(batch[k])[1]))
+                self.pending_bytes += len(batch[k + 1])
+            return
+        c.transport.writelines(batch)
+        self.metrics.worker_forwarded_spans_total.labels("sent").inc(spans)
+
     async def close(self, timeout: float) -> None:
         """Deliver what is written and pending, then close (EOF)."""
         deadline = time.monotonic() + timeout
-        while self.pending and time.monotonic() < deadline:
+        while (self.pending or self.batch) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         self.closing = True
-        w = self.writer
-        if w is not None:
+        c = self.conn
+        if c is not None and c.transport is not None:
+            while (c.transport.get_write_buffer_size() and not c.transport.is_closing()
+                   and time.monotonic() < deadline):
+                await asyncio.sleep(0.01)
+            c.transport.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(w.drain(), max(0.1, deadline - time.monotonic()))
-                w.close()
-                await asyncio.wait_for(w.wait_closed(), 1.0)
+                await asyncio.wait_for(asyncio.shield(c.lost), 1.0)
         if self.pending:
             n = sum(s for _, s in self.pending)
             self.metrics.worker_forwarded_spans_total.labels("dropped").inc(n)
@@ -311,7 +402,8 @@ class Peer:
 
 class ShardFront:
     """What a worker's OTLP receivers see as the pipeline: the spans of its
-    own shard go to its pipeline, the others to their owners."""
+    own shard go to its pipeline, the others to their owners. One walk of
+    each request does both (``Pipeline.ingest`` with ``shards``)."""
 
     def __init__(self, pipeline, index: int, n: int, peers: dict[int, Peer], flags: Flags):
         self.pipeline = pipeline
@@ -330,56 +422,57 @@ class ShardFront:
         return False
 
     def ingest(self, data: bytes):
-        from .pipeline import IngestResult
-        p = self.pipeline
-        res = _shard.split(data, self.n, p.attr_keys)
-        m = p.metrics
-        for reason in res.reasons:
-            m.invalid_spans_total.labels(reason).inc()
-        own = b""
+        res = self.pipeline.ingest(data, shards=(self.n, self.index))
+        counts = res.counts
         for j, part in enumerate(res.parts):
-            if not part:
-                continue
-            if j == self.index:
-                own = part
-            else:
-                self.peers[j].send(part, res.counts[j])
-        if own:
-            p.ingest(own)
-        return IngestResult(res.accepted, res.rejected, res.errors)
+            if part:
+                self.peers[j].send(part, counts[j])
+        return res
+
+
+class _InboundConn(asyncio.Protocol):
+    def __init__(self, inbound: Inbound) -> None:
+        self.inbound = inbound
+        self.frames = FrameReader()
+
+    def connection_made(self, transport) -> None:
+        self.inbound.open += 1
+
+    def data_received(self, data: bytes) -> None:
+        ingest = self.inbound.pipeline.ingest
+        for body, _spans in self.frames.feed(data):
+            try:
+                ingest(body)
+            except Exception:  # noqa: BLE001 - one bad part must not stop the hand-off
+                log.exception("ingest of a forwarded part failed")
+
+    def connection_lost(self, exc) -> None:
+        self.inbound.open -= 1
+        nbytes, spans = self.frames.cut()
+        if nbytes:
+            # its sender died mid-frame: what the frame held is lost
+            if spans > 0:
+                self.inbound.metrics.worker_forwarded_spans_total.labels("lost").inc(spans)
+            log.error("a peer's connection ended inside a frame: %d bytes (%s spans) lost",
+                      nbytes, spans if spans >= 0 else "unknown")
 
 
 class Inbound:
-    """A worker's forwarding socket: every frame is a request of its shard."""
+    """A worker's forwarding socket: every frame is a request of its shard,
+    ingested as it completes (in the protocol callback: no task per frame)."""
 
     def __init__(self, path: str, pipeline, metrics):
         self.path = path
         self.pipeline = pipeline
         self.metrics = metrics
-        self.server = None
+        self.server: asyncio.AbstractServer | None = None
         self.open = 0
 
     async def start(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-        self.server = await asyncio.start_unix_server(self._conn, self.path, limit=1 << 20)
-
-    async def _conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.open += 1
-        try:
-            while True:
-                try:
-                    head = await reader.readexactly(4)
-                    data = await reader.readexactly(_FRAME.unpack(head)[0])
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    return
-                try:
-                    self.pipeline.ingest(data)
-                except Exception:  # noqa: BLE001 - one bad part must not stop the hand-off
-                    log.exception("ingest of a forwarded part failed")
-        finally:
-            self.open -= 1
-            writer.close()
+        self.server = await asyncio.get_running_loop().create_unix_server(
+            lambda: _InboundConn(self), self.path)
 
     async def stop(self) -> None:
         if self.server is not None:
@@ -640,6 +733,13 @@ class _Child:
         self.metrics: dict | None = None    # last parsed /metrics
         self.failures = 0
 
+    @property
+    def process(self) -> subprocess.Popen:
+        """Its process (every worker is started by Supervisor.start)."""
+        if self.proc is None:
+            raise RuntimeError(f"worker {self.index} was never started")
+        return self.proc
+
 
 class Supervisor:
     """The group's process: starts and watches the workers, serves the
@@ -711,8 +811,8 @@ class Supervisor:
         deadline = time.monotonic() + timeout
         while not all(os.path.exists(self.rt.file(f"w{c.index}.ready")) for c in self.children):
             for c in self.children:
-                if c.proc.poll() is not None:
-                    raise RuntimeError(f"worker {c.index} exited with code {c.proc.returncode} "
+                if c.process.poll() is not None:
+                    raise RuntimeError(f"worker {c.index} exited with code {c.process.returncode} "
                                        "during startup (its log is above)")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"workers not ready within {timeout:.0f} s")
@@ -724,7 +824,7 @@ class Supervisor:
         """Restart dead workers."""
         while not self.stopping:
             for c in self.children:
-                if c.proc.poll() is not None and not self.stopping:
+                if c.process.poll() is not None and not self.stopping:
                     self._lost(c)
                     await asyncio.sleep(min(5.0, 0.2 * 2 ** min(c.failures, 5)))
                     if self.stopping:
@@ -733,7 +833,7 @@ class Supervisor:
                 elif not c.ready and os.path.exists(self.rt.file(f"w{c.index}.ready")):
                     c.ready = True
                     c.failures = 0
-                    log.info("worker %d restarted (pid %d)", c.index, c.proc.pid)
+                    log.info("worker %d restarted (pid %d)", c.index, c.process.pid)
             await asyncio.sleep(0.1)
 
     def _lost(self, c: _Child) -> None:
@@ -766,7 +866,7 @@ class Supervisor:
             self.retired_status.append(st)
         c.failures += 1 if not c.ready else 0
         log.error("worker %d (pid %d) died with code %s; %d buffered spans of %d traces lost; "
-                  "restarting", c.index, c.proc.pid, c.proc.returncode, spans, traces)
+                  "restarting", c.index, c.process.pid, c.process.returncode, spans, traces)
         c.ready = False
         c.status = None
         c.metrics = None
@@ -784,9 +884,9 @@ class Supervisor:
         self.signal_all(signal.SIGTERM)
         timeout = self.cfg.service.shutdown_timeout.seconds + 30
         deadline = time.monotonic() + timeout
-        while any(c.proc.poll() is None for c in self.children):
+        while any(c.process.poll() is None for c in self.children):
             for c in self.children:
-                if c.proc.poll() is not None:
+                if c.process.poll() is not None:
                     self.flags.set_done(c.index)   # dead: not waited for
             if time.monotonic() > deadline:
                 log.error("workers still running after %.0f s: killed", timeout)
@@ -1040,7 +1140,7 @@ async def _supervise(cfg: Config, n: int, ready_file: str | None, config_path: s
         summary = sup._group(sup._cap_status(merge_status(sup.summaries() + sup.retired_status)))
         summary.pop("recent_kept", None)
         print(json.dumps({"summary": summary}), file=sys.stderr, flush=True)
-        bad = [c.index for c in sup.children if c.proc.returncode not in (0, None)]
+        bad = [c.index for c in sup.children if c.process.returncode not in (0, None)]
         return 1 if bad else 0
     finally:
         if admin is not None:
