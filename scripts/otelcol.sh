@@ -15,38 +15,33 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=lib/gotool.sh
+source "$here/lib/gotool.sh"
 manifest="$here/../tools/otelcol/manifest.yaml"
 builder_version=v0.161.0
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/traceo-sampler"
-bindir="$cache/bin"
+bindir="$gotool_bindir"
 hash="$(sha1sum "$manifest" | cut -c1-12)"
 bin="$bindir/otelcol-traceo-$hash"
 
-build() {
-  local force="${1:-}"
-  if [[ -z "$force" && -x "$bin" ]]; then echo "$bin"; return 0; fi
-  command -v go >/dev/null 2>&1 || { echo "otelcol.sh: 'go' not found on PATH" >&2; exit 1; }
-  mkdir -p "$bindir"
-  exec 9>"$bindir/.otelcol-$hash.lock"
-  command -v flock >/dev/null 2>&1 && flock 9
-  if [[ -z "$force" && -x "$bin" ]]; then echo "$bin"; return 0; fi
-  local t0=$SECONDS
+compile() {   # $1: where to write the binary
   local builder="$bindir/ocb-$builder_version"
   if [[ ! -x "$builder" ]]; then
-    echo "otelcol.sh: installing the Collector builder $builder_version" >&2
+    echo "otelcol.sh: installing the Collector builder $builder_version"
     local gobin; gobin="$(mktemp -d)"
-    GOBIN="$gobin" go install "go.opentelemetry.io/collector/cmd/builder@$builder_version" >&2
+    GOBIN="$gobin" go install "go.opentelemetry.io/collector/cmd/builder@$builder_version"
     mv -f "$gobin/builder" "$builder"; rmdir "$gobin"
   fi
   local src="$cache/otelcol-src-$hash"
   rm -rf "$src"; mkdir -p "$src"
   sed "/^dist:/a\\  output_path: $src" "$manifest" > "$src.manifest.yaml"
-  echo "otelcol.sh: building the Collector -> $bin (first time takes minutes)" >&2
-  "$builder" --config "$src.manifest.yaml" >&2
-  mv -f "$src/otelcol-traceo" "$bin"
+  "$builder" --config "$src.manifest.yaml"
+  mv -f "$src/otelcol-traceo" "$1"
   rm -rf "$src" "$src.manifest.yaml"
-  echo "otelcol.sh: built in $((SECONDS - t0))s" >&2
-  echo "$bin"
+}
+
+build() {
+  gotool_build otelcol.sh "$bin" "$bindir/.otelcol-$hash.lock" "the Collector" compile "${1:-}"
 }
 
 source_dir() {

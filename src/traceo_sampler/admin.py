@@ -94,8 +94,10 @@ class Admin:
             return
         ctx = None
         if self.tls is not None:
-            from .receivers.security import ssl_context
-            ctx = ssl_context(self.tls)
+            from .receivers.security import CertificateFiles, reloading_ssl_context
+            counter = self.state.metrics.tls_reloads_total
+            ctx = reloading_ssl_context(CertificateFiles(
+                self.tls, lambda result: counter.labels("admin", result).inc()))
         await web.TCPSite(self.runner, self.host, self.port, ssl_context=ctx).start()
         log.info("admin listening on %s://%s:%d", "https" if ctx else "http", self.host, self.port)
 

@@ -223,28 +223,61 @@ def _receivers(tr: Translation, comps: dict, ids: list, out: dict) -> None:
             rec["otlp"] = otlp
             tr.prefixes["receivers.otlp"] = where + ".protocols"
         elif kind == "kafka":
-            traces = blk.get("traces") or {}
-            kcfg: dict[str, Any] = {"brokers": blk.get("brokers") or ["localhost:9092"]}
-            topic = traces.get("topic") or blk.get("topic")
-            if topic:
-                kcfg["topic"] = topic
-            else:
-                kcfg["topic"] = "otlp_spans"   # the Collector's default traces topic
-            if blk.get("group_id"):
-                kcfg["group_id"] = blk["group_id"]
-            enc = traces.get("encoding") or blk.get("encoding") or "otlp_proto"
-            if enc != "otlp_proto":
-                tr.refuse(f"{where}.encoding", f"not supported: encoding {enc!r} (only otlp_proto)")
-            if blk.get("initial_offset") in ("earliest", "latest"):
-                kcfg["initial_offset"] = blk["initial_offset"]
-            rec["kafka"] = kcfg
-            tr.prefixes["receivers.kafka"] = where
-            tr.note(where, f"receivers.kafka: topic {kcfg['topic']} on {', '.join(kcfg['brokers'])}")
+            _kafka_receiver(tr, blk, where, rec)
         elif kind in NOT_NEEDED["receivers"]:
             tr.note(where, NOT_NEEDED["receivers"][kind])
         else:
             tr.refuse(where, "not supported: Traceo receives OTLP (gRPC, HTTP) and Kafka")
     out["receivers"] = rec
+
+
+# the kafkareceiver's keys (v0.161.0) that decide what is read, not only how
+_KAFKA_READ = ("brokers", "traces", "topic", "encoding", "group_id", "initial_offset",
+               "session_timeout")
+
+
+def _kafka_receiver(tr: Translation, blk: dict, where: str, rec: dict) -> None:
+    """The Collector's kafkareceiver → receivers.kafka, with the Collector's
+    defaults where they differ from ours (initial_offset latest, group
+    otel-collector: a file that ran on the Collector resumes its group)."""
+    traces = blk.get("traces") or {}
+    traces = traces if isinstance(traces, dict) else {}
+    kcfg: dict[str, Any] = {"brokers": blk.get("brokers") or ["localhost:9092"]}
+    # traces.topics (a list) in v0.161.0; older releases' traces.topic and topic
+    topics = traces.get("topics")
+    if topics is None:
+        one = traces.get("topic") or blk.get("topic")
+        topics = [one] if one else ["otlp_spans"]     # the Collector's default traces topic
+    if isinstance(topics, str):
+        topics = [topics]
+    topics = [str(t) for t in topics]
+    if len(topics) != 1 or topics[0].startswith("^"):
+        tr.refuse(f"{where}.traces.topics", f"not supported: {topics!r} (receivers.kafka "
+                                            "reads one topic, named, not a pattern)")
+    kcfg["topic"] = topics[0] if topics else "otlp_spans"
+    kcfg["group_id"] = blk.get("group_id") or "otel-collector"
+    kcfg["initial_offset"] = blk.get("initial_offset") or "latest"
+    if blk.get("session_timeout") is not None:
+        kcfg["session_timeout"] = _duration(blk["session_timeout"])
+    rec["kafka"] = kcfg
+    tr.prefixes["receivers.kafka"] = where
+    tr.note(where, f"receivers.kafka: topic {kcfg['topic']} on {', '.join(kcfg['brokers'])}, "
+                   f"group {kcfg['group_id']}, initial_offset {kcfg['initial_offset']}")
+    enc = traces.get("encoding") or blk.get("encoding") or "otlp_proto"
+    if enc != "otlp_proto":
+        tr.refuse(f"{where}.traces.encoding", f"not supported: encoding {enc!r} (only otlp_proto)")
+    for k in ("tls", "auth"):
+        if k == "tls" and isinstance(blk.get(k), dict) and blk[k].get("insecure") is True:
+            tr.note(f"{where}.tls", "plaintext (tls.insecure), as receivers.kafka connects")
+        elif blk.get(k):
+            tr.refuse(f"{where}.{k}", "not supported: receivers.kafka connects in plaintext "
+                                      "without authentication")
+    for k in blk:
+        if k not in _KAFKA_READ and k not in ("tls", "auth"):
+            tr.note(f"{where}.{k}", "not read")
+    for k in traces:
+        if k not in ("topics", "topic", "encoding"):
+            tr.note(f"{where}.traces.{k}", "not read")
 
 
 def _processors(tr: Translation, comps: dict, ids: list, out: dict) -> None:

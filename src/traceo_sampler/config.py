@@ -23,8 +23,12 @@ class ServerTls(_Base):
     """TLS of a listener (a receiver, the admin endpoint); with
     ``client_ca_file`` clients must present a certificate it signed (mTLS)."""
 
+    # the listener's certificate (PEM); read again within a second of a change, for new connections
     cert_file: str
+    # the private key of cert_file (PEM)
     key_file: str
+    # CA certificates (PEM) that must have signed a client's certificate: mTLS; "" = clients
+    # need none
     client_ca_file: str = ""
 
 
@@ -33,7 +37,11 @@ class Auth(_Base):
     ``authorization`` header must be ``<scheme> <token>``; the file holds one
     token per line and is read again when it changes."""
 
+    # file of accepted tokens, one per line (blank lines and # comments ignored), read again
+    # within a second of a change
     bearer_tokens_file: str
+    # the word before the token in the authorization header (compared case-insensitively);
+    # "" = the header is the token alone
     scheme: str = "Bearer"
 
 
@@ -42,26 +50,40 @@ GRPC_MAX_MIB = (2**31 - 1) >> 20
 
 
 class Endpoint(_Base):
+    # host:port to listen on (0.0.0.0 for every interface)
     endpoint: str
+    # largest request accepted, after decompression for HTTP: larger is gRPC
+    # RESOURCE_EXHAUSTED / HTTP 413 (at most 2047, gRPC's limit)
     max_recv_msg_size_mib: Positive = 16
+    # serve TLS (mTLS with client_ca_file); null: plaintext
     tls: ServerTls | None = None
+    # require a bearer token on every request; null: none
     auth: Auth | None = None
 
 
 class OtlpReceiver(_Base):
+    # the OTLP/gRPC listener (TraceService/Export); null: not started
     grpc: Endpoint | None = None
+    # the OTLP/HTTP listener (POST /v1/traces, protobuf or JSON); null: not started
     http: Endpoint | None = None
 
 
 class KafkaReceiver(_Base):
+    # bootstrap brokers, host:port
     brokers: list[str]
+    # the topic read (the one the router tier produces to)
     topic: str = "otlp_spans"
+    # consumer group the sampler instances join; the topic's partitions are shared among its
+    # members
     group_id: str = "traceo-sampler"
+    # message format: otlp_proto, one ExportTraceServiceRequest per message (the only one)
     encoding: Literal["otlp_proto"] = "otlp_proto"
     # where a group with no committed offset starts
     initial_offset: Literal["earliest", "latest"] = "earliest"
     # how often offsets are committed (only up to what is decided and acked)
     commit_interval: Duration = msgspec.field(default_factory=lambda: Duration("1s"))
+    # a member not heard from for this long leaves the group and its partitions are
+    # reassigned (it heartbeats every quarter of it)
     session_timeout: Duration = msgspec.field(default_factory=lambda: Duration("10s"))
     # size limit of the handoff written with each commit; keep it below the
     # brokers' offset.metadata.max.bytes (default 4096). Raising both lets a
@@ -70,7 +92,9 @@ class KafkaReceiver(_Base):
 
 
 class Receivers(_Base):
+    # OTLP receivers (gRPC and/or HTTP); null: none
     otlp: OtlpReceiver | None = None
+    # consume spans from a Kafka topic as a consumer-group member; null: none
     kafka: KafkaReceiver | None = None
 
 
@@ -79,6 +103,8 @@ class DecisionCache(_Base):
     # the Collector's spellings sampled_cache_size / non_sampled_cache_size
     # are aliases (DECISION_CACHE_ALIASES)
     sampled: NonNeg = 100_000
+    # dropped trace IDs remembered (64-bit fingerprints, two generations of half this each),
+    # so their late spans are dropped too
     not_sampled: NonNeg = 1_000_000
 
 
@@ -87,16 +113,22 @@ class AutoWait(_Base):
     (completion.py): a high quantile of the observed lags over a sliding
     window, per root service once it has ``min_traces`` in the window."""
 
+    # the quantile of the observed lags (root tail, longest gap) a learned wait aims at
     quantile: Fraction = 0.999
+    # how far back observations count (a sliding window of ten slices)
     window: Duration = msgspec.field(default_factory=lambda: Duration("5m"))
     # the learned wait is the quantile times (1 + headroom), within
     # [floor, decision_wait]
     headroom: NonNegFloat = 0.25
+    # a learned wait never goes below this
     floor: Duration = msgspec.field(default_factory=lambda: Duration("1s"))
+    # observations in the window before a learned wait replaces the initial one; a root
+    # service with this many gets waits of its own
     min_traces: Positive = 1000
     # before there is data: safe for the OpenTelemetry SDK's default
     # BatchSpanProcessor (a batch every 5 s)
     initial_root_wait: Duration = msgspec.field(default_factory=lambda: Duration("6s"))
+    # idle_timeout: auto's value until it has min_traces observations
     initial_idle_timeout: Duration = msgspec.field(default_factory=lambda: Duration("10s"))
 
 
@@ -105,7 +137,10 @@ class DroppedGrace(_Base):
     ``max_bytes``), so a late span that would have kept the trace (an
     error, a latency over a latency policy's threshold) brings it back."""
 
+    # how long the spans of a trace decided not sampled are held after its decision
     duration: Duration = msgspec.field(default_factory=lambda: Duration("10s"))
+    # bytes held at most (on top of memory_limit_mib); past it the oldest held traces are
+    # released
     max_bytes: Positive = 64 << 20
 
 
@@ -116,7 +151,10 @@ class SharedDecisions(_Base):
     """Sidecar mode (shared_decisions.py): keep decisions shared between
     sidecars over a Kafka topic, so a trace crossing many pods is kept
     whole by all of them."""
+    # bootstrap brokers of the decisions topic, host:port
     brokers: list[str]
+    # the decisions topic, read whole by every sidecar (create it beforehand; one partition
+    # is plenty)
     topic: str = "traceo_decisions"
     # how long a local "not sampled" waits for a keep from another sidecar:
     # at least the spread of the sidecars' decision times for one trace
@@ -126,6 +164,7 @@ class SharedDecisions(_Base):
     hold_max_mib: Positive = 64
     # publish at least this often (sooner when batch_max keeps are pending)
     flush_interval: Duration = msgspec.field(default_factory=lambda: Duration("20ms"))
+    # keeps published in one flush at most; that many pending publishes at once
     batch_max: Positive = 4096
     # a publish not acked within this means the broker is unreachable
     timeout: Duration = msgspec.field(default_factory=lambda: Duration("2s"))
@@ -135,14 +174,50 @@ class SharedDecisions(_Base):
     cache: Positive = 100_000
 
 
+class Wal(_Base):
+    """The write-ahead log of the direct OTLP path (wal.py): accepted span
+    bytes are appended before the client is answered, so ``kill -9`` loses
+    no acknowledged span of a kept trace (within what ``fsync`` allows)."""
+
+    # directory of the segment files; each worker process uses dir/worker-N
+    dir: str = "./traceo-data/wal"
+    # always: answer after the data is on disk (group commit); interval:
+    # fsync every fsync_interval (a crash loses at most that much);
+    # never: the OS writes back when it likes (a process crash loses
+    # nothing, a machine crash what was not written back)
+    fsync: Literal["always", "interval", "never"] = "interval"
+    # with fsync: interval, how often the log is synced: the most a machine
+    # crash can lose of what clients were told was received
+    fsync_interval: Duration = msgspec.field(default_factory=lambda: Duration("10ms"))
+    # bytes of segments on disk; at this the receivers push back
+    # (RESOURCE_EXHAUSTED / 429) until decided and acknowledged traces free some
+    max_bytes: Annotated[int, msgspec.Meta(ge=1 << 20)] = 4 << 30
+    # when the disk fails (write or fsync error): refuse (clients are
+    # answered UNAVAILABLE / 503 until a restart) or continue without the log
+    on_error: Literal["refuse", "continue"] = "refuse"
+
+
 class Sampler(_Base):
+    # the hard maximum: a trace is decided at the latest this long after its first span
+    # (Collector semantics: the fixed wait from the first span, on a 1 s tick)
     decision_wait: Duration = msgspec.field(default_factory=lambda: Duration("30s"))
+    # decide this long after the trace's root span arrived, for stragglers; auto: learned
+    # from the observed arrival lags (auto_wait)
     root_wait: Wait = msgspec.field(default_factory=lambda: Wait("auto"))
+    # decide a trace once no span of it arrived for this long; auto: learned from the
+    # observed gaps between arrivals (auto_wait)
     idle_timeout: Wait = msgspec.field(default_factory=lambda: Wait("auto"))
+    # how root_wait: auto and idle_timeout: auto learn their values
     auto_wait: AutoWait = msgspec.field(default_factory=AutoWait)
+    # hold the spans of traces decided not sampled for a while, so a late span that would
+    # have kept the trace brings it back whole; null: off
     dropped_grace: DroppedGrace | None = None
+    # a trace is decided as soon as it holds this many spans
     max_spans_per_trace: Positive = 10_000
+    # the buffer's limit: past it the traces that free the most are decided early, down to
+    # 90 % (divided among service.workers)
     memory_limit_mib: Positive = 1024
+    # decisions remembered after a trace leaves the buffer, so its late spans follow them
     decision_cache: DecisionCache = msgspec.field(default_factory=DecisionCache)
     # append attribute traceo.sampling.policy (the attributed policy) to kept spans
     record_policy: bool = False
@@ -150,6 +225,7 @@ class Sampler(_Base):
     # tail_sampling (implied by a Collector config file)
     semantics: Literal["traceo", "collector"] = "traceo"
     # ---- the Collector's tail_sampling knobs (README "Coming from the Collector")
+
     # collector semantics: the decision comes this long after the root span
     # arrived (0: only decision_wait after the first span)
     decision_wait_after_root_received: Duration | None = None
@@ -175,6 +251,10 @@ class Sampler(_Base):
     num_shards: Annotated[int, msgspec.Meta(ge=0, le=256)] = 1
     # sidecar mode: decisions shared between sidecars (None: local only)
     shared_decisions: SharedDecisions | None = None
+    # the write-ahead log of the direct OTLP path (None: off)
+    wal: Wal | None = None
+    # the policies deciding each trace, the Collector's tail_sampling list as it is; at
+    # least one, except in router mode
     policies: list[PolicyCfg] = msgspec.field(default_factory=list)
 
 
@@ -183,32 +263,60 @@ class Tls(_Base):
     """TLS for an exporter. ``insecure: true`` turns TLS off (plaintext)
     even for an ``https://`` endpoint, as in the Collector's configtls."""
 
+    # CA certificates (PEM) the backend's certificate is checked against; "" = the system's
     ca_file: str = ""
+    # client certificate (PEM) presented to the backend: mTLS
     cert_file: str = ""
+    # the private key of cert_file (PEM)
     key_file: str = ""
+    # plaintext, even for an https:// endpoint
     insecure: bool = False
+    # OTLP/HTTP only: do not verify the backend's certificate or host name (the gRPC
+    # exporter does not read it and always verifies)
     insecure_skip_verify: bool = False
+    # OTLP/gRPC only: the host name the backend's certificate is verified for, instead of
+    # the endpoint's (the HTTP exporter does not read it)
     server_name_override: str = ""
 
 
 class Retry(_Base):
+    # retry transient failures (gRPC UNAVAILABLE, RESOURCE_EXHAUSTED, ..., HTTP
+    # 429/502/503/504, connection errors); false: a failed batch is counted and not sent
     enabled: bool = True
+    # first backoff delay; it doubles after each failure, with ±50 % jitter
     initial_interval: Duration = msgspec.field(default_factory=lambda: Duration("100ms"))
+    # the backoff delay stops growing here (a server's RetryInfo / Retry-After asking for
+    # longer wins)
     max_interval: Duration = msgspec.field(default_factory=lambda: Duration("5s"))
+    # stop retrying a batch when the next attempt would start later than this after its
+    # first; the batch is then given up (logged)
     max_elapsed: Duration = msgspec.field(default_factory=lambda: Duration("5m"))
 
 
 class OtlpExporter(_Base):
+    # the backend: host:port or http://host:port = plaintext, https://host:port = TLS
+    # (http/protobuf POSTs to {endpoint}/v1/traces)
     endpoint: str
     # grpc (default, port 4317) or http/protobuf (port 4318, path /v1/traces)
     protocol: Literal["grpc", "http/protobuf"] = "grpc"
+    # gzip the requests, or none (a Collector file's otlp exporter gets gzip, the
+    # Collector's default)
     compression: Literal["none", "gzip"] = "none"
+    # deadline of one export request
     timeout: Duration = msgspec.field(default_factory=lambda: Duration("10s"))
+    # sent with every request (gRPC metadata, HTTP headers), e.g. Authorization
     headers: dict[str, str] = msgspec.field(default_factory=dict)
+    # TLS settings; a tls block means TLS unless insecure: true; null: TLS only for https://
     tls: Tls | None = None
+    # retries of transient failures, with exponential backoff
     retry: Retry = msgspec.field(default_factory=Retry)
+    # an export request is closed before it would pass this many spans (one larger item of
+    # kept traces goes alone)
     batch_max_spans: Positive = 2048
+    # an export request is closed before it would pass this many encoded bytes
     batch_max_bytes: Positive = 4 * 1024 * 1024
+    # bytes of kept traces waiting for this exporter at most; what happens when full is
+    # queue_full
     queue_max_bytes: Positive = 256 * 1024 * 1024
     # block: receivers push back (RESOURCE_EXHAUSTED / HTTP 429) while the
     # queue is full; drop_oldest: make room by dropping (counted)
@@ -216,16 +324,25 @@ class OtlpExporter(_Base):
 
 
 class FileExporter(_Base):
+    # file kept traces are appended to, as OTLP JSON lines (the Collector's file exporter
+    # format)
     path: str
+    # bytes of kept traces waiting to be written at most
     queue_max_bytes: Positive = 256 * 1024 * 1024
+    # block: receivers push back while the queue is full; drop_oldest: make room by dropping
+    # the oldest (counted)
     queue_full: Literal["block", "drop_oldest"] = "block"
 
 
 class KafkaExporter(_Base):
     """Router mode: serve becomes a stateless front tier producing every
     received span to a topic, every trace in the partition of its trace ID."""
+    # bootstrap brokers, host:port
     brokers: list[str]
+    # the topic spans are produced to (the consumer group's receivers.kafka.topic)
     topic: str = "otlp_spans_sampled"
+    # broker acknowledgements a produce waits for: all (every in-sync replica), 1 (the
+    # leader), 0 (none)
     acks: Literal["all", 0, 1] = "all"
     # true: one message per trace, keyed by the trace ID in lowercase hex
     # (the Collector kafkaexporter's partition_traces_by_id); false: one
@@ -235,26 +352,35 @@ class KafkaExporter(_Base):
     # how long a request waits for the broker's acks before the client is
     # told to retry (gRPC UNAVAILABLE / HTTP 503)
     timeout: Duration = msgspec.field(default_factory=lambda: Duration("30s"))
+    # how long the producer waits to batch messages before sending
     linger: Duration = msgspec.field(default_factory=lambda: Duration("5ms"))
 
 
 class Exporters(_Base):
+    # export kept traces over OTLP (gRPC or HTTP/protobuf) to a backend; null: none
     otlp: OtlpExporter | None = None
+    # append kept traces to a local file; null: none
     file: FileExporter | None = None
+    # router mode: produce every received span to a Kafka topic by trace ID, no sampling
+    # here; null: off
     kafka: KafkaExporter | None = None
 
 
 class Admin(_Base):
+    # host:port of the admin HTTP server: /metrics, /healthz, /readyz, /status, /api/status,
+    # /api/history
     endpoint: str = "127.0.0.1:9464"
     # link of a kept trace in the backend's UI, "{trace_id}" replaced by the
     # 32-hex-digit ID (the /status page's "last kept traces"); "" = no links
     trace_url: str = ""
     # /healthz and /readyz stay open to probes without a token (not without TLS)
     tls: ServerTls | None = None
+    # require a bearer token (not for /healthz and /readyz); null: none
     auth: Auth | None = None
 
 
 class Cost(_Base):
+    # dollars per GiB of span bytes, for the cost metrics, /status and the forecast
     usd_per_gib: Annotated[float, msgspec.Meta(ge=0)] = 0.50
     # per-service prices where a team is billed differently
     per_service: dict[str, Annotated[float, msgspec.Meta(ge=0)]] = msgspec.field(default_factory=dict)
@@ -264,6 +390,8 @@ class Cost(_Base):
 
 
 class Telemetry(_Base):
+    # distinct service label values reported; spans of further services are counted as
+    # service="other"
     max_services: Positive = 200
     # a child starting before / ending after its parent by more than this
     # counts as clock skew
@@ -282,12 +410,20 @@ class Service(_Base):
 
 
 class Config(_Base):
+    # where spans come in; each receiver runs only when its block is present
     receivers: Receivers = msgspec.field(default_factory=Receivers)
+    # how traces are completed and decided
     sampler: Sampler = msgspec.field(default_factory=Sampler)
+    # where kept traces go: every configured exporter gets every kept trace, each behind its
+    # own bounded queue
     exporters: Exporters = msgspec.field(default_factory=Exporters)
+    # the admin HTTP endpoint; null: none (the embedded default has one on 127.0.0.1:9464)
     admin: Admin | None = None
+    # prices of span bytes, for the cost metrics and forecast
     cost: Cost = msgspec.field(default_factory=Cost)
+    # limits and tolerances of the sampler's own metrics
     telemetry: Telemetry = msgspec.field(default_factory=Telemetry)
+    # the process: workers, memory limit, shutdown
     service: Service = msgspec.field(default_factory=Service)
 
 
@@ -643,6 +779,17 @@ def parse(raw: Any, ignored_blocks: list[str] | None = None) -> Config:
     if sampler is not None and sampler.shared_decisions is not None \
             and not sampler.shared_decisions.brokers:
         problems.append("sampler.shared_decisions.brokers: must not be empty")
+    if sampler is not None and sampler.wal is not None:
+        if rec is not None and rec.kafka is not None:
+            problems.append("sampler.wal: not with receivers.kafka (Kafka already keeps what "
+                            "is not decided and acknowledged)")
+        if exp is not None and exp.kafka is not None:
+            problems.append("sampler.wal: not with exporters.kafka (router mode answers once "
+                            "the broker acked)")
+        if sampler.wal.fsync_interval.seconds <= 0:
+            problems.append("sampler.wal.fsync_interval: must be > 0")
+        if not sampler.wal.dir:
+            problems.append("sampler.wal.dir: must not be empty")
     if rec is not None and rec.kafka is not None and not rec.kafka.brokers:
         problems.append("receivers.kafka.brokers: must not be empty")
     if values.get("admin") is not None:

@@ -3,10 +3,12 @@ structs (config.py and each policy's ``Config``), ``docs/metrics.md`` from the
 metrics table (telemetry.py).
 
     python -m traceo_sampler.docgen           # rewrite both files
-    python -m traceo_sampler.docgen --check   # exit 1 when either is stale
+    python -m traceo_sampler.docgen --check   # exit 1 when either is stale, or a
+                                              # config field has no description
 
 A field's description is the comment kept on it in its struct: the comment
-lines just above the field, or the comment after it on its line.
+lines just above the field, or the comment after it on its line. Every field
+must have one (both commands name those that do not).
 """
 from __future__ import annotations
 
@@ -153,10 +155,29 @@ def _policy_section() -> list[str]:
             "| *type* | that type's block | — | yes | e.g. `latency: {threshold_ms: 500}` |", ""]
 
 
-def config_md() -> str:
-    """docs/config.md: every struct reachable from Config, then each policy type's block."""
+def _config_structs() -> list[type]:
+    """Every struct reachable from Config (the policy blocks through the policy list)."""
     order: list[type] = []
     _structs(config.Config, order)
+    return order
+
+
+def undocumented(structs: list[type] | None = None) -> list[str]:
+    """``Struct.field`` of every config field without a description (the
+    policy entry structs are described by their section, not per field)."""
+    out = []
+    for cls in _config_structs() if structs is None else structs:
+        if cls in POLICY_STRUCTS.values():
+            continue
+        docs = _comments(cls)
+        out += [f"{cls.__name__}.{f.name}" for f in msgspec.structs.fields(cls)
+                if not docs.get(f.name)]
+    return out
+
+
+def config_md() -> str:
+    """docs/config.md: every struct reachable from Config, then each policy type's block."""
+    order = _config_structs()
     # where each struct sits (first path reaching it), for the hot-reload column
     paths: dict[type, str] = {config.Config: ""}
     for cls in order:
@@ -172,7 +193,6 @@ def config_md() -> str:
          "SIGHUP or a change of the file applies it in place (buffered traces and the decision "
          "cache are kept), `restart` when it takes effect only after a restart (the log names "
          "the changed sections). Durations are strings such as `500ms`, `30s`, `5m`.", ""]
-    undocumented = 0
     for cls in order:
         if cls in POLICY_STRUCTS.values():
             if cls is next(iter(POLICY_STRUCTS.values())):
@@ -191,10 +211,7 @@ def config_md() -> str:
               "| --- | --- | --- | --- | --- |"]
         docs = _comments(cls)
         for f in msgspec.structs.fields(cls):
-            desc = docs.get(f.name, "")
-            if not desc:
-                undocumented += 1
-            desc = desc.replace("|", "\\|")
+            desc = docs.get(f.name, "").replace("|", "\\|")
             w.append(f"| `{f.encode_name}` | {_type_name(f.type)} | {_default(f)} | "
                      f"{_hot(where + f.encode_name)} | {desc} |")
         w.append("")
@@ -238,14 +255,19 @@ def stale(root: str = ROOT) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m traceo_sampler.docgen", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--check", action="store_true", help="exit 1 when a generated doc is stale")
+    ap.add_argument("--check", action="store_true",
+                    help="exit 1 when a generated doc is stale or a config field has no description")
     args = ap.parse_args(argv)
+    missing = undocumented()
+    for name in missing:
+        print(f"config field {name} has no description: add a comment on it in its struct",
+              file=sys.stderr)
     if args.check:
         bad = stale()
         for rel in bad:
             print(f"{rel} is stale: regenerate with `python -m traceo_sampler.docgen`",
                   file=sys.stderr)
-        return 1 if bad else 0
+        return 1 if bad or missing else 0
     for rel, gen in DOCS.items():
         with open(os.path.join(ROOT, rel), "w", encoding="utf-8") as fh:
             fh.write(gen())

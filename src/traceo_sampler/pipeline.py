@@ -125,7 +125,7 @@ class Pipeline:
                 return True
         return False
 
-    def ingest(self, data: bytes, scanned=None,
+    def ingest(self, data: bytes, scanned=None, now: float | None = None,
                shards: tuple[int, int] | None = None) -> IngestResult:
         """Scan and buffer one encoded ExportTraceServiceRequest.
 
@@ -138,7 +138,9 @@ class Pipeline:
         memory_limit.
 
         ``scanned``: the request already scanned (``scan.scan(data,
-        attr_keys)``), for callers that need its trace IDs first.
+        attr_keys)``), for callers that need its trace IDs first. ``now``:
+        when it arrived, on ``clock`` (the write-ahead log's recovery
+        replays requests at their original arrival times).
 
         ``shards``: (n, i), this pipeline owns shard i of n (service.workers,
         workers.ShardFront): the spans of the other shards are walked once
@@ -146,7 +148,8 @@ class Pipeline:
         buffered; ``accepted`` counts them too. Room is made for this
         shard's share of the request.
         """
-        now = self.clock()
+        if now is None:
+            now = self.clock()
         buf = self.buffer
         room = buf.make_room(2 * len(data) // (shards[0] if shards else 1))
         if room:

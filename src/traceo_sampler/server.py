@@ -26,7 +26,8 @@ TICK = 0.05          # how often due traces are looked for
 
 
 class App:
-    def __init__(self, cfg: Config, *, front=None, adjust=None, before_drain=None):
+    def __init__(self, cfg: Config, *, front=None, adjust=None, before_drain=None,
+                 worker: int = 0):
         self.cfg = cfg
         # service.workers (workers.py): ``front(pipeline)`` is what the OTLP
         # receivers feed (it hands other shards' spans to their owners),
@@ -50,8 +51,26 @@ class App:
         if cfg.receivers.kafka is not None:
             from .receivers.kafka import LagClock, OffsetTracker
             clock, self._kafka_tracker = LagClock(), OffsetTracker()
+        # sampler.wal (wal.py): its tracker hears of every decision and ack
+        # so that segments are deleted as Kafka offsets are committed; each
+        # worker process logs to its own directory (it owns its trace shard)
+        self.wal: Any = None         # a wal.WriteAheadLog
+        self.recovery: Any = None    # what wal.recover found at start
+        tracker: Any = self._kafka_tracker
+        if cfg.sampler.wal is not None:
+            from .wal import WalTracker, WriteAheadLog
+            self.wal = WriteAheadLog(cfg.sampler.wal, self.metrics,
+                                     os.path.join(cfg.sampler.wal.dir, f"worker-{worker}"))
+            tracker = WalTracker(self.wal, None)
         self.pipeline = Pipeline(cfg, self.metrics, self.exporters, clock=clock,
-                                 tracker=self._kafka_tracker)
+                                 tracker=tracker)
+        # what the receivers (and, with service.workers, the hand-off from
+        # other workers) feed: the pipeline, or the log in front of it
+        self.intake: Any = self.pipeline
+        if self.wal is not None:
+            from .wal import WalFront
+            tracker.cached = self.pipeline.buffer.cached
+            self.intake = WalFront(self.pipeline, self.wal, tracker)
         self.receivers: list = []
         self.admin: Admin | None = None
         self.started = time.time()
@@ -70,6 +89,8 @@ class App:
             return False, "receivers not listening"
         if b.nbytes > 0.9 * b.memory_limit:
             return False, "buffer above 90% of its memory limit"
+        if self.wal is not None and not self.wal.healthy:
+            return False, self.wal.error
         for e in self.exporters:
             if not e.reachable:
                 return False, f"exporter {e.name} unreachable: {e.last_error}"
@@ -134,7 +155,16 @@ class App:
             "policy_rules": self._rules,
             "forecast": self.history.forecast(self.cfg.cost.monthly_budget_usd),
             **self._kafka_status(),
+            **self._wal_status(),
         }
+
+    def _wal_status(self) -> dict:
+        w = self.wal
+        if w is None:
+            return {}
+        return {"wal": {"dir": w.dir, "fsync": w.mode, "bytes": w.total, "max_bytes": w.max_bytes,
+                        "segments": len(w.sizes), "healthy": w.healthy, "error": w.error,
+                        "recovered": self.recovery.as_dict() if self.recovery else None}}
 
     def _kafka_status(self) -> dict:
         out: dict = {}
@@ -188,10 +218,13 @@ class App:
         limiter = MemoryLimiter(mem, self.metrics) if mem else None
         for e in self.exporters:
             e.start()
+        if self.wal is not None:
+            await self._recover()
         r = self.cfg.receivers
-        # what the receivers hand requests to: the pipeline, or what stands
-        # in front of it (self._front's wrapper, the router)
-        front: Any = self.pipeline
+        # what the receivers hand requests to: the pipeline (or the log in
+        # front of it), or what stands in front of that (self._front's
+        # wrapper, the router)
+        front: Any = self.intake
         if self._front is not None and self.router is None:
             front = self._front(self.pipeline)
         if self.router is not None:
@@ -229,6 +262,20 @@ class App:
             await self._listen("admin", self.admin)
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
         self._sampler = asyncio.get_running_loop().create_task(self._sample())
+
+    async def _recover(self) -> None:
+        """Open the log and replay what a previous run left in it."""
+        from .config import ConfigError
+        from .wal import WalTracker, recover
+        assert self.wal is not None
+        try:
+            old = self.wal.open()
+        except OSError as exc:
+            raise ConfigError([f"sampler.wal.dir: cannot use {self.wal.dir!r}: "
+                               f"{exc.strerror or exc}"]) from None
+        await self.wal.start()
+        assert isinstance(self.pipeline.tracker, WalTracker)
+        self.recovery = recover(self.wal, old, self.pipeline, self.pipeline.tracker)
 
     async def _sample(self) -> None:
         p = self.pipeline
@@ -278,6 +325,8 @@ class App:
                 pass
         for e in self.exporters:
             await e.close(0)
+        if self.wal is not None:
+            await self.wal.close()
 
     async def shutdown(self) -> None:
         log.info("draining: receivers stop, every buffered trace is decided")
@@ -298,6 +347,8 @@ class App:
             await self.pipeline.shared.close(min(5.0, self.cfg.service.shutdown_timeout.seconds))
         for e in self.exporters:
             await e.close(self.cfg.service.shutdown_timeout.seconds)
+        if self.wal is not None:
+            await self.wal.close()
         if self.admin is not None:
             await self.admin.stop()
 

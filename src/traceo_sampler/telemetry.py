@@ -162,6 +162,7 @@ class Metrics:
     invalid_spans_total = counter('Spans rejected as invalid, by reason', 'reason')
     invalid_requests_total = counter('Requests rejected as not decodable', 'receiver')
     receiver_requests_total = counter('Receiver requests by outcome', 'receiver', 'outcome')
+    tls_reloads_total = counter('Changed certificate, key or client CA files of a listener: reloaded (ok) or refused, the previous ones kept (invalid)', 'listener', 'result')
     unauthenticated_requests_total = counter('Requests refused for a missing or invalid bearer token (UNAUTHENTICATED / 401)', 'receiver', 'reason')
     memory_limit_bytes = gauge('service.memory_limit_mib in bytes (0 = no process memory limit)')
     process_resident_bytes = gauge('Resident set size of the process, as the memory limiter last read it')
@@ -209,6 +210,21 @@ class Metrics:
     shared_decisions_unpublished_total = counter('Sidecar mode: keeps whose publish failed (broker unreachable)')
     shared_decisions_outages_total = counter('Sidecar mode: times the decisions broker became unreachable')
     shared_decisions_broker_up = gauge('Sidecar mode: 1 while decisions are shared, 0 in fallback to local decisions')
+
+    wal_bytes = gauge('Write-ahead log (sampler.wal): bytes of its segment files on disk')
+    wal_segments = gauge('Write-ahead log: segment files on disk')
+    wal_appended_bytes_total = counter('Write-ahead log: bytes appended, by record kind (spans, decisions, acks)', 'kind')
+    wal_fsync_seconds = histogram(
+        'Write-ahead log: duration of one fsync (with fsync: always, one fsync answers every request written before it: group commit)',
+        buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
+    wal_healthy = gauge('Write-ahead log: 1 while it writes, 0 after a disk error (see wal_errors_total; on_error says whether requests are refused)')
+    wal_errors_total = counter('Write-ahead log: disk errors, by operation (write, fsync, open, delete)', 'op')
+    wal_full_refusals_total = counter('Write-ahead log: requests pushed back (RESOURCE_EXHAUSTED / 429) because the log reached max_bytes')
+    wal_replayed_spans_total = counter('Write-ahead log: spans read back into the buffer at start (recovery after a crash)')
+    wal_replayed_traces_total = counter('Write-ahead log: undecided traces read back into the buffer at start')
+    wal_torn_records_total = counter('Write-ahead log: records found incomplete or corrupt at recovery (a torn tail after a crash); the segment is read up to them')
+    wal_duplicate_export_traces_total = counter('Write-ahead log: traces kept before a crash but not acknowledged, exported again after recovery (the backend may have them twice)')
+    wal_duplicate_export_spans_total = counter('Write-ahead log: spans of those traces exported again after recovery')
 
     def __init__(self, max_services: int = 200, usd_per_gib: float = 0.5):
         self.registry = CollectorRegistry()

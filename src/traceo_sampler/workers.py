@@ -947,8 +947,9 @@ class Supervisor:
         from prometheus_client import generate_latest
         own = parse_metrics(generate_latest(self.metrics.registry).decode())
         # the supervisor's own: its workers' gauges and its admin endpoint's
-        # refused requests
-        mine = ("traceo_sampler_worker", "traceo_sampler_unauthenticated_requests")
+        # refused requests and certificate reloads
+        mine = ("traceo_sampler_worker", "traceo_sampler_unauthenticated_requests",
+                "traceo_sampler_tls_reloads")
         own = {"samples": {k: v for k, v in own["samples"].items()
                            if k[0].startswith(mine)},
                "families": {k: v for k, v in own["families"].items()

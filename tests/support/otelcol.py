@@ -1,8 +1,8 @@
 """A real OpenTelemetry Collector (v0.161.0, built by ``scripts/otelcol.sh``) for tests.
 
 One binary carries every component the tests use (tools/otelcol/manifest.yaml):
-the otlp receiver, the batch and tail_sampling processors, the otlp, otlphttp,
-debug, file and loadbalancing exporters.
+the otlp and kafka receivers, the batch and tail_sampling processors, the otlp,
+otlphttp, debug, file, loadbalancing and kafka exporters.
 
     ports = free_ports(2)
     cfg = {

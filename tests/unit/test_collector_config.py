@@ -464,3 +464,60 @@ def test_drop_pending_traces_on_shutdown():
         assert p.drain(shutdown=True) == 1
         assert len(cap.items) == kept and p.decided == 1
         assert p.buffer.ntraces == 0
+
+
+# ------------------------------------------------------------ Kafka receiver
+def kafka_file(receiver_yaml: str) -> str:
+    return whole_file("tail_sampling: {policies: []}").replace(
+        "receivers:\n  otlp:\n    protocols:\n      grpc: {endpoint: 127.0.0.1:4317}\n",
+        "receivers:\n" + textwrap.indent(receiver_yaml, "  ")).replace(
+        "receivers: [otlp]", "receivers: [kafka]")
+
+
+def test_kafka_receiver_as_the_collector(tmp_path):
+    """v0.161.0's kafkareceiver block → receivers.kafka, the Collector's own
+    defaults where ours differ; the real Collector accepts the same file."""
+    text = kafka_file("kafka:\n  brokers: [k1:9092, k2:9092]\n  group_id: samplers\n"
+                      "  initial_offset: earliest\n  session_timeout: 6s\n"
+                      "  traces: {topics: [spans], encoding: otlp_proto}\n"
+                      "  message_marking: {after: true}\n")
+    cfg, mapping = loads_with_mapping(text, "otelcol.yaml")
+    k = cfg.receivers.kafka
+    assert (k.brokers, k.topic, k.group_id, k.initial_offset) == (
+        ["k1:9092", "k2:9092"], "spans", "samplers", "earliest")
+    assert k.session_timeout.seconds == 6
+    assert cfg.receivers.otlp is None
+    lines = [" ".join(line.split()) for line in mapping]
+    assert ("receivers.kafka receivers.kafka: topic spans on k1:9092, k2:9092, group samplers, "
+            "initial_offset earliest") in lines
+    assert "receivers.kafka.message_marking not read" in lines
+    assert collector_verdict(text, tmp_path) in (True, None)
+    assert collector_verdict(text.replace("topics: [spans]", "topicz: [spans]"),
+                             tmp_path) in (False, None)
+    assert loads(kafka_file("kafka: {tls: {insecure: true}}\n")).receivers.kafka is not None
+    # nothing set: the Collector's defaults (topic, brokers, its group, latest)
+    k = loads(kafka_file("kafka: {}\n")).receivers.kafka
+    assert (k.brokers, k.topic, k.group_id, k.initial_offset) == (
+        ["localhost:9092"], "otlp_spans", "otel-collector", "latest")
+    # older releases' spellings
+    assert loads(kafka_file("kafka: {topic: old}\n")).receivers.kafka.topic == "old"
+    assert loads(kafka_file("kafka: {traces: {topic: old2}}\n")).receivers.kafka.topic == "old2"
+
+
+@pytest.mark.parametrize("block,where,what", [
+    ("kafka: {traces: {topics: [a, b]}}\n", "receivers.kafka.traces.topics",
+     "not supported: ['a', 'b'] (receivers.kafka reads one topic, named, not a pattern)"),
+    ("kafka: {traces: {topics: ['^spans-.*']}}\n", "receivers.kafka.traces.topics",
+     "not supported: ['^spans-.*'] (receivers.kafka reads one topic, named, not a pattern)"),
+    ("kafka: {traces: {encoding: jaeger_proto}}\n", "receivers.kafka.traces.encoding",
+     "not supported: encoding 'jaeger_proto' (only otlp_proto)"),
+    ("kafka: {tls: {ca_file: /etc/ca.pem}}\n", "receivers.kafka.tls",
+     "not supported: receivers.kafka connects in plaintext without authentication"),
+    ("kafka: {auth: {sasl: {mechanism: PLAIN, username: u, password: p}}}\n",
+     "receivers.kafka.auth",
+     "not supported: receivers.kafka connects in plaintext without authentication"),
+])
+def test_kafka_receiver_refusals(block, where, what):
+    with pytest.raises(ConfigError) as ei:
+        loads_with_mapping(kafka_file(block), "f", ignore_unsupported=False)
+    assert ei.value.problems == [f"{where}: {what} (pass --ignore-unsupported to run without it)"]

@@ -2,6 +2,7 @@
 (python -m traceo_sampler.docgen); these fail when a file is stale."""
 import os
 
+import msgspec
 import pytest
 
 from traceo_sampler import docgen, telemetry
@@ -50,3 +51,24 @@ def test_metrics_are_declared_for_a_type_checker():
         assert f"    {name} = " in body
         assert not hasattr(telemetry.Metrics, name)
         assert vars(m)[name] is getattr(m, name)
+
+
+def test_every_config_field_has_a_description():
+    assert docgen.undocumented() == [], (
+        "add a one-line comment on each of these fields in its struct, then regenerate "
+        "with `python -m traceo_sampler.docgen`")
+
+
+class Probe(msgspec.Struct):
+    # described above
+    a: int = 0
+    b: int = 0   # described after
+    c: int = 0
+
+
+def test_check_fails_on_a_field_without_description(monkeypatch, capsys):
+    assert docgen.undocumented([Probe]) == ["Probe.c"]
+    monkeypatch.setattr(docgen, "undocumented", lambda structs=None: ["Probe.c"])
+    monkeypatch.setattr(docgen, "stale", lambda root=docgen.ROOT: [])
+    assert docgen.main(["--check"]) == 1
+    assert "Probe.c has no description" in capsys.readouterr().err

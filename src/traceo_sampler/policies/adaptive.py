@@ -53,12 +53,16 @@ TYPE = "adaptive"
 class AdaptiveCfg(_Base):
     """A kept-throughput target shared across keys (exactly one target)."""
 
+    # kept spans per second to share across the keys (give exactly one of the two targets)
     target_spans_per_second: PositiveFloat | None = None
+    # kept traces per second to share across the keys, instead
     target_traces_per_second: PositiveFloat | None = None
     # service.name = the root span's service; error = the error flag;
     # anything else is an attribute key
     key_fields: list[str] = msgspec.field(default_factory=lambda: ["service.name"])
+    # how often the keys' probabilities are recomputed from the moving averages
     adjustment_interval: Duration = msgspec.field(default_factory=lambda: Duration("5s"))
+    # keys tracked at most; further keys share one
     max_keys: Positive = 1000
     # traces each active key keeps per interval, at least (in expectation)
     min_traces_per_interval: NonNegFloat = 1.0

@@ -16,6 +16,8 @@ SUB_POLICIES = {"and_sub_policy": "list"}
 
 
 class AndCfg(_Base):
+    # the sub-policies; the trace is sampled when every one samples it (threshold: the
+    # largest of theirs)
     and_sub_policy: list[policies.PolicyCfg]
 
 

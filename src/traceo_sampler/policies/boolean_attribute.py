@@ -6,8 +6,11 @@ TYPE = "boolean_attribute"
 
 
 class BooleanAttributeCfg(_Base):
+    # the bool attribute looked up, in span and resource attributes alike
     key: str
+    # kept when the attribute has this value
     value: bool
+    # keep the traces where no span has it; a match is then a plain not-sampled, no veto
     invert_match: bool = False
 
 

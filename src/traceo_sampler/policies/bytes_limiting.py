@@ -17,7 +17,11 @@ TYPE = "bytes_limiting"
 
 
 class BytesLimitingCfg(_Base):
+    # kept bytes per second at most, a trace costing its OTLP encoded size; met as
+    # rate_limiting meets its rate
     bytes_per_second: NonNeg
+    # size of the token bucket capping bursts, in bytes; omitted: 2 x bytes_per_second (in
+    # Collector semantics 0 means the same)
     burst_capacity: NonNeg | None = None
 
 

@@ -54,14 +54,21 @@ SUB_POLICIES = {"composite_sub_policy": "list"}
 
 
 class RateAllocationCfg(_Base):
+    # the composite_sub_policy name this share is for
     policy: str
     percent: Percent = 0     # 0: an equal share (the Collector's default)
 
 
 class CompositeCfg(_Base):
+    # kept spans per second for all sub-policies together
     max_total_spans_per_second: NonNeg
+    # sub-policy names in the order they are asked (unnamed ones follow as listed); not read
+    # in Collector semantics, as there
     policy_order: list[str] = msgspec.field(default_factory=list)
+    # the sub-policies; the first that samples a trace decides it, kept within its budget
     composite_sub_policy: list[policies.PolicyCfg] = msgspec.field(default_factory=list)
+    # each sub-policy's budget as a percent of the total; one without an entry gets an equal
+    # share
     rate_allocation: list[RateAllocationCfg] = msgspec.field(default_factory=list)
 
 

@@ -11,6 +11,8 @@ SUB_POLICIES = {"drop_sub_policy": "list"}
 
 
 class DropCfg(_Base):
+    # the sub-policies; when every one samples the trace, it is dropped whatever the other
+    # policies say
     drop_sub_policy: list[policies.PolicyCfg]
 
 

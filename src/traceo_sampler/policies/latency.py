@@ -12,7 +12,10 @@ BLOCK_OPTIONAL = True
 
 
 class LatencyCfg(_Base):
+    # kept when the trace's duration (latest span end minus earliest start, whole ms) is at
+    # least this (Collector semantics: more than this)
     threshold_ms: NonNeg = 0
+    # 0: no upper bound; else kept when threshold_ms < duration <= this
     upper_threshold_ms: NonNeg = 0
 
 

@@ -34,15 +34,24 @@ BLOCK_OPTIONAL = True
 class LatencyTailCfg(_Base):
     """Keep traces slower than a running quantile of their key's durations."""
 
+    # keep the traces slower than this running quantile of their key's durations
     quantile: Fraction = 0.99
     # fields of the key: root_service (alias service.name), root_name,
     # error, or an attribute key
     key: list[str] = msgspec.field(default_factory=lambda: ["root_service", "root_name"])
+    # keys with a sketch of their own at most; further keys share one
     max_keys: Positive = 1000
+    # durations a key needs before its quantile is used; until then fallback_threshold_ms
+    # applies
     warmup_observations: NonNeg = 100
+    # while a key warms up, keep its traces lasting at least this (ms)
     fallback_threshold_ms: NonNeg = 1000
+    # an observation's weight halves every half_life, so old traffic fades
     half_life: Duration = msgspec.field(default_factory=lambda: Duration("5m"))
+    # relative error of the quantile sketch; the error (at most twice this) falls on the
+    # side of keeping
     relative_accuracy: Fraction = 0.01
+    # sketch buckets per key at most; past it the lowest are folded together
     max_buckets: Annotated[int, msgspec.Meta(ge=16)] = 2048
 
 

@@ -13,6 +13,7 @@ SUB_POLICIES = {"not_sub_policy": "one"}
 
 
 class NotCfg(_Base):
+    # the one sub-policy whose verdict is inverted
     not_sub_policy: policies.PolicyCfg
 
 

@@ -9,9 +9,12 @@ TYPE = "numeric_attribute"
 
 
 class NumericAttributeCfg(_Base):
+    # the int or double attribute looked up, in span and resource attributes alike
     key: str
     min_value: int | float | None = None   # omitted: no lower bound
     max_value: int | float | None = None   # omitted: no upper bound
+    # keep the traces where no value is in range; a value in range is then a plain not-
+    # sampled, no veto
     invert_match: bool = False
 
 

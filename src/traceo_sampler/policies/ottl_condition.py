@@ -30,8 +30,13 @@ class OttlConditionCfg(_Base):
     """``span`` conditions hold on a span, ``spanevent`` ones on a span
     event; ``error_mode``: ignore, silent, propagate (any case)."""
 
+    # OTTL conditions on spans; the trace is kept when one holds on one of its spans
     span: list[str] = msgspec.field(default_factory=list)
+    # OTTL conditions on span events; the trace is kept when one holds on one event of one
+    # of its spans
     spanevent: list[str] = msgspec.field(default_factory=list)
+    # when a condition fails: ignore (logged, go on), silent (go on; also when omitted),
+    # propagate (no vote on that trace)
     error_mode: str | None = None
 
 

@@ -21,7 +21,11 @@ class RateLimitingCfg(_Base):
     """Collector field names. ``burst_capacity`` defaults to twice
     ``spans_per_second``, as in the Collector."""
 
+    # kept spans per second at most, met as a consistent probability from the arriving span
+    # rate (Collector semantics: a token bucket alone)
     spans_per_second: NonNeg
+    # size of the token bucket capping bursts, in spans; omitted: 2 x spans_per_second (in
+    # Collector semantics 0 means the same)
     burst_capacity: NonNeg | None = None
 
 

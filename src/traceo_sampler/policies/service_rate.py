@@ -44,15 +44,20 @@ TYPE = "service_rate"
 
 
 class ServiceRateEntry(_Base):
+    # share of the service's traces kept, consistently (as probabilistic)
     sampling_percentage: Percent = 100
     spans_per_second: NonNeg | None = None    # omitted: no cap
     burst_capacity: NonNeg | None = None      # default: 2 x spans_per_second
 
 
 class ServiceRateCfg(_Base):
+    # per service.name: its sampling_percentage, optional spans_per_second cap and
+    # burst_capacity
     services: dict[str, ServiceRateEntry] = msgspec.field(default_factory=dict)
     # unlisted services; omitted: this policy does not sample them
     default: ServiceRateEntry | None = None
+    # any_span: a trace belongs to the service of every span; root: to its root span's
+    # service only
     match: Literal["any_span", "root"] = "any_span"
 
 

@@ -7,7 +7,9 @@ BLOCK_OPTIONAL = True
 
 
 class SpanCountCfg(_Base):
+    # kept when the trace has at least this many spans
     min_spans: NonNeg = 0
+    # and at most this many (0: no maximum)
     max_spans: NonNeg = 0
 
 

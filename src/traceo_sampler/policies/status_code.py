@@ -8,6 +8,8 @@ TYPE = "status_code"
 
 
 class StatusCodeCfg(_Base):
+    # kept when any span's status code is one of these (OK, ERROR, UNSET); an empty list is
+    # refused
     status_codes: list[Literal["OK", "ERROR", "UNSET"]]
 
 

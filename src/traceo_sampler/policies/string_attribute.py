@@ -20,10 +20,18 @@ TYPE = "string_attribute"
 
 
 class StringAttributeCfg(_Base):
+    # the attribute looked up, in span and resource attributes alike
     key: str
+    # kept when a string value of key equals one of these (with enabled_regex_matching: when
+    # one of these regexes matches it)
     values: list[str]
+    # values are regexes (RE2, Go's syntax), matching anywhere in the value unless anchored
     enabled_regex_matching: bool = False
+    # accepted for Collector files, no effect (the Collector's cache of regex results; RE2
+    # matching needs none)
     cache_max_size: NonNeg = 0
+    # keep the traces where no value matches; a match is then a plain not-sampled of this
+    # policy, no veto over the others
     invert_match: bool = False
 
 

@@ -17,7 +17,9 @@ TYPE = "trace_state"
 
 
 class TraceStateCfg(_Base):
+    # the W3C tracestate list member looked up (in the first tracestate the trace had)
     key: str
+    # kept when the member's value equals one of these exactly
     values: list[str]
 
 

@@ -28,27 +28,24 @@ import math
 import time
 from typing import Any
 
+from ..holds import Ledger, OffsetTracker
 from ..scan import scan
 from ..shard import KEY_RAW, split
 
 log = logging.getLogger("traceo_sampler.receivers")
 
 
-class _Part:
-    """Offsets of one assigned partition; ``dead`` once revoked, so late
-    acks of its references change nothing."""
+class _Part(Ledger):
+    """Offsets of one assigned partition (a ``holds.Ledger`` whose
+    positions are offsets)."""
 
-    __slots__ = ("tp", "label", "outstanding", "tids", "next", "committed", "dead",
-                 "replay_to", "replay")
+    __slots__ = ("tp", "label", "committed", "replay_to", "replay")
 
     def __init__(self, tp):
+        super().__init__()
         self.tp = tp
         self.label = (tp.topic, str(tp.partition))
-        self.outstanding: dict[int, int] = {}   # offset → references not released
-        self.tids: dict[bytes, int] = {}        # trace_id → its references not released
-        self.next: int | None = None            # offset after the last one read
         self.committed = -1
-        self.dead = False
         # inherited from the previous owner's commit (see ``handoff``): below
         # ``replay_to`` only spans of traces in ``replay`` are read again
         self.replay_to = -1
@@ -87,12 +84,6 @@ class _Part:
             for pos in _Bloom.positions(t, k, m):
                 bits[pos >> 3] |= 1 << (pos & 7)
         return f"{head}b{k}:{base64.b64encode(bytes(bits)).decode()}"
-
-    def commit_point(self) -> int | None:
-        if self.outstanding:
-            return min(self.outstanding)
-        return self.next
-
 
 HANDOFF = "traceo1:"
 MAX_BEHIND = 300.0           # seconds the LagClock may lag the wall clock
@@ -159,77 +150,6 @@ def parse_handoff(meta: str | None):
         return int(r), _Exact(frozenset(raw[i:i + 4] for i in range(0, len(raw), 4)))
     except (ValueError, TypeError):
         return -1, _EMPTY
-
-
-class OffsetTracker:
-    def __init__(self):
-        self.holds: dict[bytes, list] = {}     # trace_id → [(part, offset)]
-
-    def hold(self, part: _Part, offset: int, tids) -> None:
-        out = part.outstanding
-        ptids = part.tids
-        holds = self.holds
-        for tid in tids:
-            refs = holds.get(tid)
-            if refs is None:
-                holds[tid] = [(part, offset, tid)]
-            else:
-                refs.append((part, offset, tid))
-            out[offset] = out.get(offset, 0) + 1
-            ptids[tid] = ptids.get(tid, 0) + 1
-
-    @staticmethod
-    def release(refs) -> None:
-        for part, off, tid in refs:
-            if part.dead:
-                continue
-            out = part.outstanding
-            n = out[off] - 1
-            if n:
-                out[off] = n
-            else:
-                del out[off]
-            n = part.tids[tid] - 1
-            if n:
-                part.tids[tid] = n
-            else:
-                del part.tids[tid]
-
-    def done(self, tid: bytes) -> None:
-        refs = self.holds.pop(tid, None)
-        if refs:
-            self.release(refs)
-
-    def take(self, tids, n_exporters: int):
-        """The references of kept traces being exported: released once every
-        exporter acknowledged the item (the returned callback)."""
-        refs: list = []
-        holds = self.holds
-        for tid in tids:
-            r = holds.pop(tid, None)
-            if r:
-                refs.extend(r)
-        if not refs:
-            return None
-        if n_exporters <= 0:
-            self.release(refs)
-            return None
-        left = [n_exporters]
-
-        def ack() -> None:
-            left[0] -= 1
-            if left[0] == 0:
-                self.release(refs)
-        return ack
-
-    def settle(self, tids, buffered) -> None:
-        """After a message was ingested: what is neither buffered nor being
-        exported (late spans of a dropped trace) is done. ``buffered``: a
-        container of the buffered trace IDs, or a predicate."""
-        held = buffered if callable(buffered) else buffered.__contains__
-        for tid in tids:
-            if not held(tid):
-                self.done(tid)
 
 
 class _Subset:

@@ -91,8 +91,10 @@ class OtlpGrpcReceiver:
                 self._export, request_deserializer=None, response_serializer=None)})
         self.server.add_generic_rpc_handlers((handler,))
         if self.tls is not None:
-            from .security import grpc_credentials
-            self.port = self.server.add_secure_port(self.endpoint, grpc_credentials(self.tls))
+            from .security import CertificateFiles, grpc_credentials
+            counter = self.metrics.tls_reloads_total
+            certs = CertificateFiles(self.tls, lambda result: counter.labels(self.name, result).inc())
+            self.port = self.server.add_secure_port(self.endpoint, grpc_credentials(self.tls, certs))
         else:
             self.port = self.server.add_insecure_port(self.endpoint)
         if self.port == 0:

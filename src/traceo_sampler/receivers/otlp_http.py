@@ -96,8 +96,10 @@ class OtlpHttpReceiver:
         await self.runner.setup()
         ctx = None
         if self.tls is not None:
-            from .security import ssl_context
-            ctx = ssl_context(self.tls)
+            from .security import CertificateFiles, reloading_ssl_context
+            counter = self.metrics.tls_reloads_total
+            ctx = reloading_ssl_context(CertificateFiles(
+                self.tls, lambda result: counter.labels(self.name, result).inc()))
         site = web.TCPSite(self.runner, self.host, self.port, ssl_context=ctx,
                            reuse_port=self.reuse_port or None)
         await site.start()

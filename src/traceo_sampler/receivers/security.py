@@ -2,6 +2,9 @@
 authentication in the shape of the Collector's ``bearertokenauth``: the
 ``authorization`` header (gRPC metadata) must be ``<scheme> <token>`` with a
 token listed in ``bearer_tokens_file``, which is read again when it changes.
+The certificate, key and client CA files are read again too when they change
+(cert-manager and Kubernetes secrets rotate them in place): new connections
+get the new ones, open connections keep theirs.
 
 Tokens are kept as SHA-256 digests and compared in constant time; neither
 they nor what a client sent are ever logged.
@@ -50,12 +53,105 @@ def ssl_context(tls) -> ssl.SSLContext:
     return ctx
 
 
-def grpc_credentials(tls):
+class CertificateFiles:
+    """The certificate, key and client CA files of one listener, checked for
+    changes at most once per ``RECHECK`` seconds when a client connects. A
+    change is taken only once the files load together (a rotation writes
+    them one at a time); until then the listener keeps the previous ones,
+    and the failure is logged once per change. ``on_reload(result)`` is told
+    ``ok`` or ``invalid`` (the ``tls_reloads_total`` counter)."""
+
+    RECHECK = 1.0
+
+    def __init__(self, tls, on_reload=None):
+        self.tls = tls
+        self.on_reload = on_reload
+        self.context = ssl_context(tls)     # raises ValueError naming the file
+        self.pem = self._read_pem()
+        self._stamp = self._stat()
+        self._checked = time.monotonic()
+
+    def _paths(self):
+        return [p for p in (self.tls.cert_file, self.tls.key_file, self.tls.client_ca_file) if p]
+
+    def _stat(self):
+        out = []
+        for p in self._paths():
+            try:
+                st = os.stat(p)
+                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+            except OSError:
+                out.append(None)
+        return tuple(out)
+
+    def _read_pem(self) -> tuple[bytes, bytes, bytes | None]:
+        t = self.tls
+        return (_read(t.cert_file), _read(t.key_file),
+                _read(t.client_ca_file) if t.client_ca_file else None)
+
+    def poll(self) -> bool:
+        """True when the files changed since the last look and were loaded:
+        ``context`` and ``pem`` then hold the new ones."""
+        now = time.monotonic()
+        if now - self._checked < self.RECHECK:
+            return False
+        self._checked = now
+        stamp = self._stat()
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        try:
+            ctx = ssl_context(self.tls)
+            pem = self._read_pem()
+        except (ValueError, OSError) as exc:
+            log.warning("TLS files of a listener changed but do not load (%s); "
+                        "keeping the previous certificate", exc)
+            if self.on_reload is not None:
+                self.on_reload("invalid")
+            return False
+        self.context, self.pem = ctx, pem
+        log.info("TLS certificate %s reloaded", self.tls.cert_file)
+        if self.on_reload is not None:
+            self.on_reload("ok")
+        return True
+
+
+def reloading_ssl_context(certs: CertificateFiles) -> ssl.SSLContext:
+    """The listening context of an asyncio/aiohttp server: each handshake
+    first swaps in the newest context of ``certs`` (OpenSSL calls the
+    servername callback on every ClientHello, with or without SNI)."""
+    listening = certs.context
+
+    def pick(sslobj, _server_name, _ctx):
+        certs.poll()
+        if certs.context is not listening:
+            sslobj.context = certs.context
+        return None
+
+    listening.sni_callback = pick
+    return listening
+
+
+def grpc_credentials(tls, certs: CertificateFiles | None = None):
+    """Server credentials for ``tls``; with ``certs``, gRPC asks for changed
+    files before each new connection's handshake."""
     import grpc
-    ssl_context(tls)      # the same checks and messages as the HTTP side
-    ca = _read(tls.client_ca_file) if tls.client_ca_file else None
-    return grpc.ssl_server_credentials([(_read(tls.key_file), _read(tls.cert_file))],
-                                       root_certificates=ca, require_client_auth=ca is not None)
+    if certs is None:
+        certs = CertificateFiles(tls)      # the same checks and messages as the HTTP side
+        cert, key, ca = certs.pem
+        return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca,
+                                           require_client_auth=ca is not None)
+    cert, key, ca = certs.pem
+
+    def fetch():
+        if not certs.poll():
+            return None
+        c, k, a = certs.pem
+        return grpc.ssl_server_certificate_configuration([(k, c)], root_certificates=a)
+
+    initial = grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+    return grpc.dynamic_ssl_server_credentials(initial, fetch,
+                                               require_client_authentication=ca is not None)
 
 
 def _digest(token: bytes) -> bytes:
