@@ -85,6 +85,10 @@ class Pipeline:
                                for svc, usd in cfg.cost.per_service.items()}
         # service label → [spans in, bytes in, spans out, bytes out]
         self.by_service: dict[str, list] = {}
+        # service label -> its received counters (spans, bytes, cost), each
+        # labelled once: labels() per service per request was most of the
+        # fixed cost of a small request (service.workers hands many over)
+        self._received: dict[str, tuple] = {}
         # the last kept traces, newest last, for /api/status (recent_kept)
         self.recent: collections.deque[tuple] = collections.deque(maxlen=50)
         self.decided = 0
@@ -213,11 +217,17 @@ class Pipeline:
 
     def _after_add(self, res, now: float) -> None:
         m = self.metrics
+        received = self._received
         for svc, (n, nb) in res.per_service.items():
             label = m.service(svc)
-            m.spans_received_total.labels(label).inc(n)
-            m.bytes_received_total.labels(label).inc(nb)
-            m.cost_usd_total.labels(label, "received").inc(nb * self.usd_per_byte_of(svc))
+            c = received.get(label)
+            if c is None:
+                c = received[label] = (m.spans_received_total.labels(label),
+                                       m.bytes_received_total.labels(label),
+                                       m.cost_usd_total.labels(label, "received"))
+            c[0].inc(n)
+            c[1].inc(nb)
+            c[2].inc(nb * self.usd_per_byte_of(svc))
             row = self._svc(label)
             row[0] += n
             row[1] += nb

@@ -298,10 +298,12 @@ class _PeerConn(asyncio.Protocol):
 
 
 class Peer:
-    """The connection to another worker's forwarding socket. Parts sent in
-    one event loop tick go out in one write (one syscall for the frames of
-    every request that tick brought); while the peer is down (restarting)
-    they wait, up to PENDING_MAX bytes, and are sent on reconnect."""
+    """The connection to another worker's forwarding socket. The parts sent
+    to it in one event loop tick go out as one frame, their concatenation (a
+    valid request: its resource_spans are those of every part), in one
+    write: one syscall, and one ingest call at the owner, however many
+    requests that tick brought. While the peer is down (restarting) parts
+    wait, up to PENDING_MAX bytes, and are sent on reconnect."""
 
     def __init__(self, index: int, path: str, metrics):
         self.index = index
@@ -351,7 +353,6 @@ class Peer:
         if self.connected:
             if not self.batch:
                 asyncio.get_running_loop().call_soon(self._flush)
-            self.batch.append(_FRAME.pack(len(data), spans))
             self.batch.append(data)
             self.batch_spans += spans
             self.batch_bytes += len(data)
@@ -364,18 +365,17 @@ class Peer:
                       self.index, self.pending_bytes, spans)
 
     def _flush(self) -> None:
-        batch, spans = self.batch, self.batch_spans
+        batch, spans, nbytes = self.batch, self.batch_spans, self.batch_bytes
         self.batch, self.batch_spans, self.batch_bytes = [], 0, 0
         if not batch:
             return
         c = self.conn
         if c is None or c.transport is None or c.transport.is_closing():
             # lost since they were batched: they wait for the reconnect
-            for k in range(0, len(batch), 2):
-                self.pending.append((batch[k + 1], _FRAME.unpack(batch[k])[1]))
-                self.pending_bytes += len(batch[k + 1])
+            self.pending.append((b"".join(batch), spans))
+            self.pending_bytes += nbytes
             return
-        c.transport.writelines(batch)
+        c.transport.writelines([_FRAME.pack(nbytes, spans), *batch])
         self.metrics.worker_forwarded_spans_total.labels("sent").inc(spans)
 
     async def close(self, timeout: float) -> None:
