@@ -45,6 +45,7 @@ import logging
 import math
 import mmap
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -613,22 +614,58 @@ _MAX_SAMPLES = {"traceo_sampler_cost_budget_usd_monthly",
                 "traceo_sampler_completion_wait_seconds"}
 
 
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+_UNESC = re.compile(r"\\(.)")
+_UNESC_MAP = {"n": "\n", "\\": "\\", '"': '"'}
+
+
+def _unesc(v: str) -> str:
+    return _UNESC.sub(lambda m: _UNESC_MAP.get(m.group(1), "\\" + m.group(1)), v) if "\\" in v else v
+
+
 def parse_metrics(text: str) -> dict:
-    """Prometheus text → {(name, labels tuple): value} plus the families'
-    (type, help) by name; ``_created`` samples are left out (per process)."""
-    from prometheus_client.parser import text_string_to_metric_families
+    """Prometheus text (as prometheus_client writes it) → {(name, labels
+    tuple): value} plus the families' (type, help) by name, as
+    prometheus_client's parser gives them; ``_created`` samples are left
+    out (per process). A line walk: that parser, character by character, was
+    most of the supervisor's CPU (it reads every worker's /metrics for each
+    scrape and each history sample)."""
     samples: dict = {}
     families: dict = {}
-    for fam in text_string_to_metric_families(text):
-        if fam.name.endswith("_created"):
+    helps: dict = {}
+    keys: list | None = None
+    for line in text.split("\n"):
+        if not line:
             continue
-        families[fam.name] = (fam.type, fam.documentation, [])
-        for s in fam.samples:
-            if s.name.endswith("_created"):
+        if line[0] == "#":
+            parts = line.split(" ", 3)
+            if len(parts) < 3:
                 continue
-            key = (s.name, tuple(sorted(s.labels.items())))
-            samples[key] = samples.get(key, 0.0) + s.value
-            families[fam.name][2].append(key)
+            if parts[1] == "HELP":
+                helps[parts[2]] = _unesc(parts[3]) if len(parts) > 3 else ""
+            elif parts[1] == "TYPE":
+                name, typ = parts[2], (parts[3] if len(parts) > 3 else "untyped")
+                fam = name[:-6] if typ == "counter" and name.endswith("_total") else name
+                if fam.endswith("_created"):
+                    keys = None
+                else:
+                    keys = []
+                    families[fam] = (typ, helps.get(name, ""), keys)
+            continue
+        brace = line.find("{")
+        if brace >= 0:
+            close = line.rfind("}")
+            sname = line[:brace]
+            labels = tuple(sorted((k, _unesc(v)) for k, v in _LABEL.findall(line[brace + 1:close])))
+            value = line[close + 1:].split()[0]
+        else:
+            sname, value = line.split()[:2]
+            labels = ()
+        if keys is None or sname.endswith("_created"):
+            continue
+        key = (sname, labels)
+        samples[key] = samples.get(key, 0.0) + float(value)
+        keys.append(key)
     return {"samples": samples, "families": families}
 
 
@@ -796,14 +833,18 @@ class Supervisor:
             async with s.get(f"http://worker{path}", timeout=aiohttp.ClientTimeout(total=timeout)) as r:
                 return r.status, await r.text()
 
-    async def _scrape(self, c: _Child) -> None:
+    async def _scrape(self, c: _Child, status: bool = True, metrics: bool = True) -> None:
+        """Refresh what is asked of the worker's last state (each costs the
+        worker a render and the supervisor a parse: only what is needed)."""
         try:
-            _, st = await self._get(c, "/api/status")
-            _, mt = await self._get(c, "/metrics")
+            st = (await self._get(c, "/api/status"))[1] if status else None
+            mt = (await self._get(c, "/metrics"))[1] if metrics else None
         except Exception:  # noqa: BLE001 - not up yet, or dying
             return
-        c.status = json.loads(st)
-        c.metrics = parse_metrics(mt)
+        if st is not None:
+            c.status = json.loads(st)
+        if mt is not None:
+            c.metrics = parse_metrics(mt)
 
     async def start(self, timeout: float = 60.0) -> None:
         for c in self.children:
@@ -915,8 +956,9 @@ class Supervisor:
                       for c in self.children]}
         return merged
 
-    async def status(self) -> dict:
-        await asyncio.gather(*(self._scrape(c) for c in self.children if c.ready))
+    async def status(self, with_metrics: bool = False) -> dict:
+        await asyncio.gather(*(self._scrape(c, metrics=with_metrics)
+                               for c in self.children if c.ready))
         st = self._group(self._cap_status(merge_status(
             [c.status for c in self.children if c.status] + self.retired_status)))
         # each worker's forecast covers its own shard: the group's is its own
@@ -925,7 +967,7 @@ class Supervisor:
 
     async def sample_history(self) -> None:
         from .history import buckets_from_samples, counters_from_status
-        st = await self.status()
+        st = await self.status(with_metrics=True)
         samples, _ = merge_metrics([c.metrics for c in self.children if c.metrics] + self.retired)
         self.history.sample(counters_from_status(st, buckets_from_samples(samples)))
 
@@ -943,7 +985,7 @@ class Supervisor:
         return st
 
     async def metrics_text(self) -> str:
-        await asyncio.gather(*(self._scrape(c) for c in self.children if c.ready))
+        await asyncio.gather(*(self._scrape(c, status=False) for c in self.children if c.ready))
         from prometheus_client import generate_latest
         own = parse_metrics(generate_latest(self.metrics.registry).decode())
         # the supervisor's own: its workers' gauges and its admin endpoint's
