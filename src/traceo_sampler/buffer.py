@@ -50,11 +50,11 @@ from __future__ import annotations
 import collections
 import heapq
 import struct
-from typing import Any, Iterable, Literal, Protocol, overload
+from typing import Any, Final, Iterable, Literal, Protocol, overload
 
 from . import accel
-from .scan import scan_py
-from .wire import field as _field, varint as _varint
+from .scan import SPAN_LENGTH, SPAN_TRACE_ID, scan_py
+from .wire import field as _field, field_len as _field_len
 from .tracestate import merge_threshold, randomness
 
 # Span entry header: group id, span length, span_id, parent_span_id (zeros
@@ -171,6 +171,31 @@ class Trace:
             off = pos + ENTRY_HDR
             yield g, off, ln, (ts.get(off, "") if ts else "")
             pos = off + ln
+
+
+# Positions in AddResult.late_kept tuples (a late span of a kept trace):
+# (trace_id, policy, threshold, resource_header, scope_header, span,
+#  trace_state, service); both twins build them in this order.
+LATE_KEPT_TRACE_ID: Final = 0
+LATE_KEPT_POLICY: Final = 1
+LATE_KEPT_THRESHOLD: Final = 2
+LATE_KEPT_RESOURCE: Final = 3
+LATE_KEPT_SCOPE: Final = 4
+LATE_KEPT_SPAN: Final = 5           # the encoded Span message body
+LATE_KEPT_TRACE_STATE: Final = 6
+LATE_KEPT_SERVICE: Final = 7
+# Positions in AddResult.late_dropped_spans tuples (a late span of a trace
+# not sampled): (trace_id, service, status_code, start, end,
+# resource_header, scope_header, span, trace_state).
+LATE_DROPPED_TRACE_ID: Final = 0
+LATE_DROPPED_SERVICE: Final = 1
+LATE_DROPPED_STATUS: Final = 2
+LATE_DROPPED_START: Final = 3
+LATE_DROPPED_END: Final = 4
+LATE_DROPPED_RESOURCE: Final = 5
+LATE_DROPPED_SCOPE: Final = 6
+LATE_DROPPED_SPAN: Final = 7        # the encoded Span message body
+LATE_DROPPED_TRACE_STATE: Final = 8
 
 
 class AddResult:
@@ -330,7 +355,7 @@ class TraceBufferPy:
         (twin of the compiled one; otlp_size.py adds the headers)."""
         out: dict[int, int] = {}
         for gid, _off, ln, _ts in t.entries():
-            out[gid] = out.get(gid, 0) + 1 + len(_varint(ln)) + ln
+            out[gid] = out.get(gid, 0) + _field_len(ln)
         return out
 
     def _release(self, gid: int, n: int) -> None:
@@ -398,13 +423,13 @@ class TraceBufferPy:
         own, other, where = [], [], []
         span_bytes = sc.span_bytes
         for sp in sc.spans:
-            s = shard_of_py(sp[0], nshards)
+            s = shard_of_py(sp[SPAN_TRACE_ID], nshards)
             if s == shard:
                 own.append(sp)
             else:
                 other.append(sp)
                 where.append(s)
-                span_bytes -= sp[9]
+                span_bytes -= sp[SPAN_LENGTH]
         counts: list[int] = []
         parts = parts_py(data, sc.groups, other, where, nshards, counts,
                          not sc.rejected and not own)
@@ -735,13 +760,13 @@ class TraceBufferPy:
                 suffix = merged.get(ts)
                 if suffix is None:
                     val = merge_threshold(ts, threshold).encode()
-                    suffix = merged[ts] = b"\x1a" + _varint(len(val)) + val + extra
+                    suffix = merged[ts] = _field(0x1A, val) + extra
                 span = bytes(d[off:off + ln]) + suffix
                 nbytes_by_group[gid] = nbytes_by_group.get(gid, 0) + ln
                 lst = by_group.get(gid)
                 if lst is None:
                     by_group[gid] = lst = []
-                lst.append(b"\x12" + _varint(len(span)) + span)
+                lst.append(_field(0x12, span))
             blob = self.encode_groups(
                 (self._groups[gid][0], self._groups[gid][1], spans)
                 for gid, spans in by_group.items())
@@ -802,10 +827,10 @@ def encode_late(items, record_policy: bool = False) -> bytes:
     groups: dict[tuple[bytes, bytes], list[bytes]] = {}
     for _tid, pol, th, rh, sh, span, ts, _svc in items:
         val = merge_threshold(ts, th).encode()
-        span = bytes(span) + b"\x1a" + _varint(len(val)) + val
+        span = bytes(span) + _field(0x1A, val)
         if record_policy:
             span += policy_attribute(pol)
-        groups.setdefault((rh, sh), []).append(b"\x12" + _varint(len(span)) + span)
+        groups.setdefault((rh, sh), []).append(_field(0x12, span))
     return TraceBufferPy.encode_groups((rh, sh, s) for (rh, sh), s in groups.items())
 
 

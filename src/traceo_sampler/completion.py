@@ -38,7 +38,11 @@ import collections
 import math
 from bisect import bisect_left
 
-from .buffer import NLAG, lag_bucket
+from .buffer import (
+    LATE_DROPPED_END, LATE_DROPPED_SERVICE, LATE_DROPPED_SPAN, LATE_DROPPED_START,
+    LATE_DROPPED_STATUS, LATE_DROPPED_TRACE_ID, LATE_KEPT_SERVICE, LATE_KEPT_TRACE_ID, NLAG,
+    lag_bucket,
+)
 from .config import timers
 from .policies.latency import Latency
 from .policies.status_code import StatusCode
@@ -298,14 +302,15 @@ class Completion:
         probe = self._probe
         m = self.metrics
         for it in res.late_kept:
-            p = probe.get(it[0])
+            p = probe.get(it[LATE_KEPT_TRACE_ID])
             if p is not None:
-                self._late_lag(m.service(it[7]), it[0], p, now)
+                self._late_lag(m.service(it[LATE_KEPT_SERVICE]), it[LATE_KEPT_TRACE_ID], p, now)
         rescued = []
         mask, lat = self.mask, self.latency
         changed: dict[tuple[str, str], int] = {}
         for it in res.late_dropped_spans:
-            tid, svc, code, start, end = it[0], it[1], it[2], it[3], it[4]
+            tid, svc, code = it[LATE_DROPPED_TRACE_ID], it[LATE_DROPPED_SERVICE], it[LATE_DROPPED_STATUS]
+            start, end = it[LATE_DROPPED_START], it[LATE_DROPPED_END]
             label = m.service(svc)
             p = probe.get(tid)
             if p is not None:
@@ -313,8 +318,8 @@ class Completion:
             g = self.grace.get(tid)
             if g is not None:
                 g[4].append(it)
-                g[3] += len(it[7])
-                self.grace_bytes += len(it[7])
+                g[3] += len(it[LATE_DROPPED_SPAN])
+                self.grace_bytes += len(it[LATE_DROPPED_SPAN])
             reason = None
             if 0 <= code < 32 and mask & (1 << code):
                 reason = "error"
@@ -532,13 +537,14 @@ class Merged:
         self.status_mask = t.status_mask
         self.services = set(t.services)
         for it in late:
-            if it[3] < self.min_start:
-                self.min_start = it[3]
-            if it[4] > self.max_end:
-                self.max_end = it[4]
-            if 0 <= it[2] < 32:
-                self.status_mask |= 1 << it[2]
-            self.services.add(it[1])
+            if it[LATE_DROPPED_START] < self.min_start:
+                self.min_start = it[LATE_DROPPED_START]
+            if it[LATE_DROPPED_END] > self.max_end:
+                self.max_end = it[LATE_DROPPED_END]
+            code = it[LATE_DROPPED_STATUS]
+            if 0 <= code < 32:
+                self.status_mask |= 1 << code
+            self.services.add(it[LATE_DROPPED_SERVICE])
         self.root_seen = t.root_seen
         self.attrs = t.attrs
         self.randomness = t.randomness

@@ -68,7 +68,7 @@ import struct  # noqa: E402
 
 import msgspec  # noqa: E402
 
-from .wire import varint as _varint  # noqa: E402
+from .wire import field as _field, varint as _varint  # noqa: E402
 
 _Int = int | str            # int64 / fixed64: a JSON number or a decimal string
 _Float = float | int | str  # double: a number, or "NaN", "Infinity", "-Infinity"
@@ -280,11 +280,9 @@ def _any(v: _AnyValue) -> bytes:
         out.append(0x21)
         out += _pack_d(_double(v.double_value))
     elif v.array_value is not None:
-        _ld(out, 0x2A, b"".join(b"\x0a" + _varint(len(e)) + e
-                                for e in map(_any, v.array_value.values)))
+        _ld(out, 0x2A, b"".join(_field(0x0A, e) for e in map(_any, v.array_value.values)))
     elif v.kvlist_value is not None:
-        _ld(out, 0x32, b"".join(b"\x0a" + _varint(len(e)) + e
-                                for e in map(_kv, v.kvlist_value.values)))
+        _ld(out, 0x32, b"".join(_field(0x0A, e) for e in map(_kv, v.kvlist_value.values)))
     elif v.bytes_value is not None:
         _ld(out, 0x3A, _b64(v.bytes_value))
     elif v.string_value_strindex is not None:
@@ -309,13 +307,18 @@ def _attrs(out: bytearray, tag: int, attrs: list[_KeyValue]) -> None:
         _ld(out, tag, _kv(kv))
 
 
+def _ids(out: bytearray, trace_id: str, span_id: str, trace_state: str, where: str) -> None:
+    """Fields 1 to 3 of a Span and of a Link: trace_id, span_id, trace_state."""
+    if trace_id:
+        _ld(out, 0x0A, _hex(trace_id, where + "traceId"))
+    if span_id:
+        _ld(out, 0x12, _hex(span_id, where + "spanId"))
+    _str(out, 0x1A, trace_state)
+
+
 def _span(sp: _Span) -> bytes:
     out = bytearray()
-    if sp.trace_id:
-        _ld(out, 0x0A, _hex(sp.trace_id, "traceId"))
-    if sp.span_id:
-        _ld(out, 0x12, _hex(sp.span_id, "spanId"))
-    _str(out, 0x1A, sp.trace_state)
+    _ids(out, sp.trace_id, sp.span_id, sp.trace_state, "")
     if sp.parent_span_id:
         _ld(out, 0x22, _hex(sp.parent_span_id, "parentSpanId"))
     _str(out, 0x2A, sp.name)
@@ -346,11 +349,7 @@ def _span(sp: _Span) -> bytes:
     _uint(out, 0x60, sp.dropped_events_count, "droppedEventsCount")
     for ln in sp.links:
         e = bytearray()
-        if ln.trace_id:
-            _ld(e, 0x0A, _hex(ln.trace_id, "links.traceId"))
-        if ln.span_id:
-            _ld(e, 0x12, _hex(ln.span_id, "links.spanId"))
-        _str(e, 0x1A, ln.trace_state)
+        _ids(e, ln.trace_id, ln.span_id, ln.trace_state, "links.")
         _attrs(e, 0x22, ln.attributes)
         _uint(e, 0x28, ln.dropped_attributes_count, "droppedAttributesCount")
         _fixed32(e, b"\x35", ln.flags, "links.flags")

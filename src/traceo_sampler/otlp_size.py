@@ -15,13 +15,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-
-def _vlen(n: int) -> int:
-    k = 1
-    while n > 0x7F:
-        n >>= 7
-        k += 1
-    return k
+from .wire import field_len as _field_len, read_field
 
 
 # header → its length without schema_url; the headers of a process are few
@@ -45,38 +39,10 @@ def _strip_schema_url(header: bytes) -> int:
     pos = 0
     out = 0
     while pos < n:
-        start = pos
-        tag = 0
-        shift = 0
-        while True:
-            b = header[pos]
-            pos += 1
-            tag |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                break
-        wt = tag & 7
-        if wt == 0:
-            while header[pos] & 0x80:
-                pos += 1
-            pos += 1
-        elif wt == 1:
-            pos += 8
-        elif wt == 5:
-            pos += 4
-        else:
-            ln = 0
-            shift = 0
-            while True:
-                b = header[pos]
-                pos += 1
-                ln |= (b & 0x7F) << shift
-                shift += 7
-                if not b & 0x80:
-                    break
-            pos += ln
+        tag, _v, _body, nxt = read_field(header, pos, n)
         if tag >> 3 != 3:
-            out += pos - start
+            out += nxt - pos
+        pos = nxt
     return out
 
 
@@ -91,7 +57,7 @@ def span_bytes_by_group(trace) -> dict[int, int]:
     """What ``TraceBuffer.span_bytes_by_group`` returns, from ``entries()``."""
     per_group: dict[int, int] = {}
     for gid, _off, ln, _ts in trace.entries():
-        per_group[gid] = per_group.get(gid, 0) + 1 + _vlen(ln) + ln
+        per_group[gid] = per_group.get(gid, 0) + _field_len(ln)
     return per_group
 
 
@@ -100,9 +66,9 @@ def size_of_groups(per_group: dict[int, int], group: Callable[[int], tuple]) -> 
     for gid, spans in per_group.items():
         rh, sh, _svc = group(gid)
         ss = _without_schema_url(sh) + spans
-        by_res[rh] = by_res.get(rh, 0) + 1 + _vlen(ss) + ss
+        by_res[rh] = by_res.get(rh, 0) + _field_len(ss)
     total = 0
     for rh, scopes in by_res.items():
         rs = _without_schema_url(rh) + scopes
-        total += 1 + _vlen(rs) + rs
+        total += _field_len(rs)
     return total

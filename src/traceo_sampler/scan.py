@@ -43,8 +43,9 @@ Points the contract leaves open, decided the same way in both twins:
 """
 from __future__ import annotations
 
-import struct
-from typing import Any, Protocol
+from typing import Any, Callable, Final, Protocol
+
+from .wire import double as _as_double, int32 as _int32, int64 as _int64, read_field as _field
 
 __all__ = [
     "IMPLEMENTATION",
@@ -55,16 +56,24 @@ __all__ = [
     "ScanResultPy",
     "Scanner",
     "SpanEntry",
+    "SPAN_ATTRS",
+    "SPAN_END",
+    "SPAN_GROUP",
+    "SPAN_KIND",
+    "SPAN_LENGTH",
+    "SPAN_NAME",
+    "SPAN_OFFSET",
+    "SPAN_PARENT_ID",
+    "SPAN_SPAN_ID",
+    "SPAN_START",
+    "SPAN_STATUS",
+    "SPAN_TRACE_ID",
+    "SPAN_TRACE_STATE",
     "scan",
     "scan_py",
 ]
 
-_MASK64 = (1 << 64) - 1
 _SERVICE_NAME = b"service.name"
-_unpack_double = struct.Struct("<d").unpack_from
-_unpack_u64 = struct.Struct("<Q").unpack_from
-_unpack_u32 = struct.Struct("<I").unpack_from
-_pack_u64 = struct.Struct("<Q").pack
 _ZERO16 = bytes(16)
 _ZERO8 = bytes(8)
 
@@ -92,6 +101,21 @@ SpanEntry = tuple[
 ]
 """(trace_id, span_id, parent_span_id, start_ns, end_ns, status_code, kind,
 group, offset, length, trace_state, name, attrs)"""
+# Positions in a SpanEntry: its readers index it by these names (both twins
+# build the tuple in this order).
+SPAN_TRACE_ID: Final = 0
+SPAN_SPAN_ID: Final = 1
+SPAN_PARENT_ID: Final = 2
+SPAN_START: Final = 3
+SPAN_END: Final = 4
+SPAN_STATUS: Final = 5
+SPAN_KIND: Final = 6
+SPAN_GROUP: Final = 7       # index into the result's groups
+SPAN_OFFSET: Final = 8      # the Span message body is data[offset:offset + length]
+SPAN_LENGTH: Final = 9
+SPAN_TRACE_STATE: Final = 10
+SPAN_NAME: Final = 11
+SPAN_ATTRS: Final = 12
 
 
 class ScanResultLike(Protocol):
@@ -151,79 +175,6 @@ class ScanResultPy:
         )
 
 
-def _varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
-    """Decode the varint at ``pos`` (must end before ``end``)."""
-    if pos >= end:
-        raise ValueError(f"truncated varint at byte {pos}")
-    b = data[pos]
-    if b < 0x80:
-        return b, pos + 1
-    result = b & 0x7F
-    shift = 7
-    i = pos + 1
-    while True:
-        if i >= end:
-            raise ValueError(f"truncated varint at byte {pos}")
-        if i - pos >= 10:
-            raise ValueError(f"varint longer than 10 bytes at byte {pos}")
-        b = data[i]
-        result |= (b & 0x7F) << shift
-        i += 1
-        if b < 0x80:
-            return result & _MASK64, i
-        shift += 7
-
-
-def _field(data: bytes, pos: int, end: int) -> tuple[int, int, int, int]:
-    """Read the field at ``pos``: returns (tag, value, body, next_pos).
-
-    value: the varint / fixed value, or the length for wire type 2 (whose
-    body starts at ``body``).
-    """
-    tag_pos = pos
-    b = data[pos]
-    if b < 0x80:
-        tag = b
-        pos += 1
-    else:
-        tag, pos = _varint(data, pos, end)
-        if tag >> 32:  # protobuf's field numbers end at 2^29 - 1
-            raise ValueError(f"field number {tag >> 3} out of range at byte {tag_pos}")
-    if tag < 8:
-        raise ValueError(f"invalid field number 0 at byte {tag_pos}")
-    wt = tag & 7
-    if wt == 2:
-        if pos < end and data[pos] < 0x80:
-            ln = data[pos]
-            pos += 1
-        else:
-            ln, pos = _varint(data, pos, end)
-        if ln > end - pos:
-            raise ValueError(
-                f"field {tag >> 3} at byte {tag_pos}: length {ln} runs past the end "
-                f"of its enclosing message (byte {end})"
-            )
-        return tag, ln, pos, pos + ln
-    if wt == 0:
-        v, pos = _varint(data, pos, end)
-        return tag, v, pos, pos
-    if wt == 1:
-        if end - pos < 8:
-            raise ValueError(
-                f"field {tag >> 3} at byte {tag_pos}: truncated fixed64 "
-                f"(enclosing message ends at byte {end})"
-            )
-        return tag, _unpack_u64(data, pos)[0], pos, pos + 8
-    if wt == 5:
-        if end - pos < 4:
-            raise ValueError(
-                f"field {tag >> 3} at byte {tag_pos}: truncated fixed32 "
-                f"(enclosing message ends at byte {end})"
-            )
-        return tag, _unpack_u32(data, pos)[0], pos, pos + 4
-    raise ValueError(f"field {tag >> 3} at byte {tag_pos}: invalid wire type {wt}")
-
-
 def _decode(data: bytes, start: int, length: int, what: str) -> str:
     try:
         return data[start : start + length].decode("utf-8")
@@ -234,11 +185,6 @@ def _decode(data: bytes, start: int, length: int, what: str) -> str:
 def _utf8(data: bytes, start: int, length: int, what: str) -> None:
     if length and not data[start : start + length].isascii():
         _decode(data, start, length, what)
-
-
-def _int32(v: int) -> int:
-    v &= 0xFFFFFFFF
-    return v - 0x100000000 if v & 0x80000000 else v
 
 
 class _PyScan:
@@ -382,23 +328,18 @@ class _PyScan:
             if tag == 0x0A:  # string_value
                 _utf8(data, body, ln, "attribute value")
             elif tag == 0x2A:  # array_value
-                self.array_value(body, body + ln, depth + 1)
+                self.values(body, body + ln, depth + 1, self.any_value)
             elif tag == 0x32:  # kvlist_value
-                self.kvlist_value(body, body + ln, depth + 1)
+                self.values(body, body + ln, depth + 1, self.check_kv)
 
-    def array_value(self, pos: int, end: int, depth: int) -> None:
+    def values(self, pos: int, end: int, depth: int, check: Callable[[int, int, int], None]) -> None:
+        """Check the ``values`` (field 1) of an ArrayValue (AnyValues) or a
+        KeyValueList (KeyValues), each by ``check``."""
         data = self.data
         while pos < end:
             tag, ln, body, pos = _field(data, pos, end)
             if tag == 0x0A:  # values
-                self.any_value(body, body + ln, depth)
-
-    def kvlist_value(self, pos: int, end: int, depth: int) -> None:
-        data = self.data
-        while pos < end:
-            tag, ln, body, pos = _field(data, pos, end)
-            if tag == 0x0A:  # values
-                self.check_kv(body, body + ln, depth)
+                check(body, body + ln, depth)
 
     def check_kv(self, pos: int, end: int, depth: int) -> None:
         """Check a KeyValue whose value is at nesting level ``depth``."""
@@ -435,9 +376,9 @@ class _PyScan:
                             if fn == 1:
                                 _utf8(data, vbody, v, "attribute value")
                             elif fn == 5:
-                                self.array_value(vbody, vbody + v, 2)
+                                self.values(vbody, vbody + v, 2, self.any_value)
                             elif fn == 6:
-                                self.kvlist_value(vbody, vbody + v, 2)
+                                self.values(vbody, vbody + v, 2, self.check_kv)
                     elif fn == 2 or fn == 3 or fn == 8:
                         if wt == 0:
                             vkind, vval = fn, v
@@ -462,7 +403,7 @@ class _PyScan:
         elif vkind == _AV_BOOL:
             value = vval != 0
         elif vkind == _AV_INT:
-            value = vval - (1 << 64) if vval >> 63 else vval
+            value = _int64(vval)
         elif vkind == _AV_DOUBLE:
             value = _as_double(vval)
         elif vkind == _AV_BYTES:
@@ -603,10 +544,6 @@ class _PyScan:
                 attrs,
             )
         )
-
-
-def _as_double(bits: int) -> float:
-    return _unpack_double(_pack_u64(bits))[0]
 
 
 def scan_py(data: bytes, attr_keys: frozenset[str]) -> ScanResultPy:

@@ -13,7 +13,7 @@ trace is ``(murmur2(key) & 0x7fffffff) % n`` -- Kafka's default partitioner
 from __future__ import annotations
 
 from .accel import compiled as _compiled
-from .scan import scan_py
+from .scan import SPAN_GROUP, SPAN_LENGTH, SPAN_OFFSET, SPAN_TRACE_ID, scan_py
 from .wire import field as _field
 
 KEY_RAW = 0
@@ -77,7 +77,7 @@ def split_py(data: bytes, n: int, attr_keys=frozenset(), key: int = KEY_RAW,
     tids: list[set[bytes]] | None = [set() for _ in range(n)] if with_trace_ids else None
     shards = []
     for sp in sc.spans:
-        tid = sp[0]
+        tid = sp[SPAN_TRACE_ID]
         s = shard_of_py(tid, n, key)
         shards.append(s)
         if tids is not None:
@@ -105,7 +105,7 @@ def parts_py(data: bytes, groups: list, spans: list, shards: list[int], n: int,
     per: list[list] = [[] for _ in range(n)]
     cnt = [0] * n
     for sp, s in zip(spans, shards):
-        gi, off, ln = sp[7], sp[8], sp[9]
+        gi, off, ln = sp[SPAN_GROUP], sp[SPAN_OFFSET], sp[SPAN_LENGTH]
         cnt[s] += 1
         lst = per[s]
         if not lst or lst[-1][0] != gi:

@@ -23,6 +23,7 @@ _ScopeSpans = trace_pb2.ScopeSpans.FromString
 #  resource header, scope header, span bytes): the headers as the buffer
 #  holds them, the identity of a resource and a scope across traces
 Decoded = tuple
+DECODED_SPAN = 4      # the position of the decoded Span (None with spans=False)
 
 # decoded headers kept across decisions: a process sees few distinct ones
 MAX_HEADERS = 4096

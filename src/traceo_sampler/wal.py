@@ -151,6 +151,7 @@ class WriteAheadLog:
     def _gauges(self) -> None:
         self.metrics.wal_bytes.set(self.total)
         self.metrics.wal_segments.set(len(self.sizes))
+        self.metrics.wal_full.set(1 if self.full() else 0)
 
     def _fail(self, op: str, exc: BaseException) -> None:
         self.metrics.wal_errors_total.labels(op).inc()
@@ -478,9 +479,16 @@ class WalFront:
         self.tracker = tracker
         self.RETRY_AFTER = pipeline.RETRY_AFTER
 
+    @property
+    def attr_keys(self):
+        return self.pipeline.attr_keys
+
+    @property
+    def metrics(self):
+        return self.pipeline.metrics
+
     def backpressure(self) -> bool:
         if self.wal.full() and self.wal.healthy:
-            self.wal.metrics.wal_full_refusals_total.inc()
             return True
         return self.pipeline.backpressure()
 
@@ -545,7 +553,7 @@ def recover(wal: WriteAheadLog, old: list[int], pipeline, tracker: WalTracker,
     kept and not acknowledged, it is exported again (its spans follow the
     remembered decision as late spans do); otherwise its spans are skipped
     and the decision remembered for late spans still to come."""
-    from .scan import scan
+    from .scan import SPAN_TRACE_ID, scan
     from .shard import KEY_RAW, split
     r = Recovery()
     t0 = time.monotonic()
@@ -605,15 +613,15 @@ def recover(wal: WriteAheadLog, old: list[int], pipeline, tracker: WalTracker,
                 scanned = None
                 if not skip.isdisjoint(tids) or not again.isdisjoint(tids):
                     sc = scan(data, attr)
-                    keep = [sp for sp in sc.spans if sp[0] not in skip]
+                    keep = [sp for sp in sc.spans if sp[SPAN_TRACE_ID] not in skip]
                     r.skipped_spans += len(sc.spans) - len(keep)
                     for sp in keep:
-                        if sp[0] in again:
+                        if sp[SPAN_TRACE_ID] in again:
                             r.reexported_spans += 1
                     if not keep:
                         continue
                     scanned = _Subset(sc.groups, keep)
-                    tids = {sp[0] for sp in keep}
+                    tids = {sp[SPAN_TRACE_ID] for sp in keep}
                 tracker.hold(wal.ledger, seq, tids)
                 res = pipeline.ingest(data, scanned, now)
                 tracker.settle(tids, pipeline.holds)

@@ -12,7 +12,7 @@ cuts out one request per other shard (``Pipeline.ingest`` with ``shards``:
 span bytes copied under their original resource and scope headers, as
 ``shard.split`` does; no protobuf objects, nothing re-encoded); each is
 handed, as a frame of raw bytes, over a Unix socket to the worker that owns
-it, the frames of one event loop tick in one write.
+it, the parts for one worker of one event loop tick in one frame.
 
 Decisions are the ones one process would make: every policy decides on the
 whole trace, which only its owner holds; per-trace rules (status, latency,
@@ -39,6 +39,7 @@ and ``/status`` show the whole group.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -52,9 +53,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Callable
 
 import msgspec
 
+from . import shard as _shard
+from .accounting import Account, Prices
 from .config import Config, ConfigError, PolicyCfg, _dec_hook, _enc_hook, dump, load, loads
 
 log = logging.getLogger("traceo_sampler.workers")
@@ -283,7 +287,8 @@ class FrameReader:
 
 
 class _PeerConn(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, peer: Peer) -> None:
+        self.peer = peer
         self.transport: asyncio.WriteTransport | None = None
         self.lost = asyncio.get_running_loop().create_future()
 
@@ -291,7 +296,8 @@ class _PeerConn(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        pass           # the owner never writes
+        # the owner writes only acks (with the log), a byte per frame
+        self.peer._answered(data)
 
     def connection_lost(self, exc) -> None:
         if not self.lost.done():
@@ -306,14 +312,23 @@ class Peer:
     requests that tick brought. While the peer is down (restarting) parts
     wait, up to PENDING_MAX bytes, and are sent on reconnect."""
 
-    def __init__(self, index: int, path: str, metrics):
+    def __init__(self, index: int, path: str, metrics, acks: bool = False):
+        """``acks`` (with sampler.wal): the owner answers every frame with a
+        byte once it is in its log (0: logged, 1: not), and ``send``
+        returns a future of that answer, so a client is told OK only once
+        every part of its request is logged by its owner."""
         self.index = index
         self.path = path
         self.metrics = metrics
+        self.acks = acks
+        # per frame written, in order: the futures its ack answers
+        self.waiting: collections.deque = collections.deque()
         self.conn: _PeerConn | None = None
-        self.pending: list[tuple[bytes, int]] = []
+        self.pending: list[tuple[bytes, int, asyncio.Future | None]] = []
         self.pending_bytes = 0
-        self.batch: list[bytes] = []      # frames of this tick, not yet written
+        # this tick's parts, not yet written, and the futures they answer
+        self.batch: list[bytes] = []
+        self.batch_futs: list[asyncio.Future] = []
         self.batch_spans = 0
         self.batch_bytes = 0
         self.closing = False
@@ -326,57 +341,94 @@ class Peer:
         loop = asyncio.get_running_loop()
         while not self.closing:
             try:
-                _, conn = await loop.create_unix_connection(_PeerConn, self.path)
+                _, conn = await loop.create_unix_connection(lambda: _PeerConn(self), self.path)
             except OSError:
                 await asyncio.sleep(0.05)
                 continue
             self.conn = conn
             pending, self.pending, self.pending_bytes = self.pending, [], 0
-            for data, spans in pending:
-                self.send(data, spans)
+            for data, spans, fut in pending:
+                self._batch(data, spans, fut)
             await conn.lost            # EOF: the owner is gone
             self.conn = None
+            self._lost(f"worker {self.index} went away before logging its part; retry")
             if not self.closing:
                 log.warning("worker %d: connection lost; reconnecting", self.index)
 
-    @property
-    def connected(self) -> bool:
-        c = self.conn
-        return c is not None and c.transport is not None and not c.transport.is_closing()
+    def _answered(self, answers: bytes) -> None:
+        for b in answers:
+            if self.waiting:
+                why = "" if b == 0 else f"worker {self.index} could not log its part"
+                for f in self.waiting.popleft():
+                    if not f.done():
+                        f.set_result(why)
 
-    def congested(self) -> bool:
+    def _lost(self, why: str) -> None:
+        waiting, self.waiting = self.waiting, collections.deque()
+        for futs in waiting:
+            for f in futs:
+                if not f.done():
+                    f.set_result(why)
+
+    def _transport(self) -> asyncio.WriteTransport | None:
         c = self.conn
         if c is None or c.transport is None or c.transport.is_closing():
-            return True
-        return c.transport.get_write_buffer_size() + self.batch_bytes > FORWARD_HIGH
+            return None
+        return c.transport
 
-    def send(self, data: bytes, spans: int) -> None:
+    @property
+    def connected(self) -> bool:
+        return self._transport() is not None
+
+    def congested(self) -> bool:
+        t = self._transport()
+        return t is None or t.get_write_buffer_size() + self.batch_bytes > FORWARD_HIGH
+
+    def _batch(self, data: bytes, spans: int, fut: asyncio.Future | None) -> None:
+        if not self.batch:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self.batch.append(data)
+        if fut is not None:
+            self.batch_futs.append(fut)
+        self.batch_spans += spans
+        self.batch_bytes += len(data)
+
+    def send(self, data: bytes, spans: int) -> asyncio.Future | None:
+        fut = None
+        if self.acks:
+            # every part of this tick is answered by its frame's one ack
+            fut = (self.batch_futs[0] if self.batch_futs and self.connected
+                   else asyncio.get_running_loop().create_future())
         if self.connected:
-            if not self.batch:
-                asyncio.get_running_loop().call_soon(self._flush)
-            self.batch.append(data)
-            self.batch_spans += spans
-            self.batch_bytes += len(data)
+            self._batch(data, spans, None if fut in self.batch_futs else fut)
         elif self.pending_bytes + len(data) <= PENDING_MAX:
-            self.pending.append((data, spans))
+            self.pending.append((data, spans, fut))
             self.pending_bytes += len(data)
         else:
             self.metrics.worker_forwarded_spans_total.labels("dropped").inc(spans)
             log.error("worker %d is down and %d bytes wait for it already: %d spans dropped",
                       self.index, self.pending_bytes, spans)
+            if fut is not None:
+                fut.set_result(f"worker {self.index} is down; retry")
+        return fut
 
     def _flush(self) -> None:
-        batch, spans, nbytes = self.batch, self.batch_spans, self.batch_bytes
-        self.batch, self.batch_spans, self.batch_bytes = [], 0, 0
+        batch, futs = self.batch, self.batch_futs
+        spans, nbytes = self.batch_spans, self.batch_bytes
+        self.batch, self.batch_futs, self.batch_spans, self.batch_bytes = [], [], 0, 0
         if not batch:
             return
-        c = self.conn
-        if c is None or c.transport is None or c.transport.is_closing():
+        t = self._transport()
+        if t is None:
             # lost since they were batched: they wait for the reconnect
-            self.pending.append((b"".join(batch), spans))
+            self.pending.append((b"".join(batch), spans, futs[0] if futs else None))
+            # (the other parts' answers ride on the same frame)
+            self.pending.extend((b"", 0, f) for f in futs[1:])
             self.pending_bytes += nbytes
             return
-        c.transport.writelines([_FRAME.pack(nbytes, spans), *batch])
+        t.writelines([_FRAME.pack(nbytes, spans), *batch])
+        if self.acks:
+            self.waiting.append(futs)
         self.metrics.worker_forwarded_spans_total.labels("sent").inc(spans)
 
     async def close(self, timeout: float) -> None:
@@ -394,20 +446,28 @@ class Peer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(c.lost), 1.0)
         if self.pending:
-            n = sum(s for _, s in self.pending)
+            n = sum(s for _, s, _f in self.pending)
             self.metrics.worker_forwarded_spans_total.labels("dropped").inc(n)
             log.error("worker %d unreachable at shutdown: %d spans for it dropped", self.index, n)
+            for _d, _s, f in self.pending:
+                if f is not None and not f.done():
+                    f.set_result(f"worker {self.index} unreachable at shutdown")
+        self._lost(f"worker {self.index}: shutting down")
         if self._task is not None:
             self._task.cancel()
 
 
 class ShardFront:
     """What a worker's OTLP receivers see as the pipeline: the spans of its
-    own shard go to its pipeline, the others to their owners. One walk of
-    each request does both (``Pipeline.ingest`` with ``shards``)."""
+    own shard go to its pipeline, the others to their owners. Without the
+    log, one walk of each request does both (``Pipeline.ingest`` with
+    ``shards``); with it (sampler.wal, ``pipeline`` is the log's front),
+    the request is split first and the log takes this shard's part."""
 
     def __init__(self, pipeline, index: int, n: int, peers: dict[int, Peer], flags: Flags):
+        from .pipeline import Pipeline
         self.pipeline = pipeline
+        self.fused = isinstance(pipeline, Pipeline)
         self.index = index
         self.n = n
         self.peers = peers
@@ -423,32 +483,93 @@ class ShardFront:
         return False
 
     def ingest(self, data: bytes):
-        res = self.pipeline.ingest(data, shards=(self.n, self.index))
-        counts = res.counts
-        for j, part in enumerate(res.parts):
-            if part:
-                self.peers[j].send(part, counts[j])
-        return res
+        from .pipeline import IngestResult
+        p = self.pipeline
+        waits = []
+        if self.fused:
+            res = p.ingest(data, shards=(self.n, self.index))
+            accepted, rejected, errors = res.accepted, res.rejected, res.errors
+            for j, part in enumerate(res.parts):
+                if part:
+                    f = self.peers[j].send(part, res.counts[j])
+                    if f is not None:
+                        waits.append(f)
+        else:
+            sr = _shard.split(data, self.n, p.attr_keys)
+            accepted, rejected, errors = sr.accepted, sr.rejected, sr.errors
+            m = p.metrics
+            for reason in sr.reasons:
+                m.invalid_spans_total.labels(reason).inc()
+            own = b""
+            for j, part in enumerate(sr.parts):
+                if not part:
+                    continue
+                if j == self.index:
+                    own = part
+                else:
+                    f = self.peers[j].send(part, sr.counts[j])
+                    if f is not None:
+                        waits.append(f)
+            if own:
+                acked = getattr(p.ingest(own), "acked", None)
+                if acked is not None:
+                    waits.append(acked)
+        if waits:
+            # sampler.wal: answered once every part is in its owner's log
+            return _Logged(accepted, rejected, errors, _first_error(waits))
+        return IngestResult(accepted, rejected, errors)
+
+
+class _Logged:
+    __slots__ = ("accepted", "rejected", "errors", "acked")
+
+    def __init__(self, accepted: int, rejected: int, errors: list[str], acked):
+        self.accepted = accepted
+        self.rejected = rejected
+        self.errors = errors
+        self.acked = acked
+
+
+async def _first_error(waits) -> str:
+    err = ""
+    for w in waits:
+        e = await w
+        err = err or e
+    return err
 
 
 class _InboundConn(asyncio.Protocol):
     def __init__(self, inbound: Inbound) -> None:
         self.inbound = inbound
         self.frames = FrameReader()
+        self.answers: asyncio.Queue | None = None
+        self.answering: asyncio.Task | None = None
 
     def connection_made(self, transport) -> None:
         self.inbound.open += 1
+        if self.inbound.acks:
+            # answered in frame order, each once its part is logged (with
+            # fsync: always, after the group commit that covers it)
+            self.answers = asyncio.Queue()
+            self.answering = asyncio.get_running_loop().create_task(
+                Inbound._answer(self.answers, transport))
 
     def data_received(self, data: bytes) -> None:
         ingest = self.inbound.pipeline.ingest
+        answers = self.answers
         for body, _spans in self.frames.feed(data):
             try:
-                ingest(body)
+                acked = getattr(ingest(body), "acked", None) or ""
             except Exception:  # noqa: BLE001 - one bad part must not stop the hand-off
                 log.exception("ingest of a forwarded part failed")
+                acked = "ingest failed"
+            if answers is not None:
+                answers.put_nowait(acked)
 
     def connection_lost(self, exc) -> None:
         self.inbound.open -= 1
+        if self.answers is not None:
+            self.answers.put_nowait(None)
         nbytes, spans = self.frames.cut()
         if nbytes:
             # its sender died mid-frame: what the frame held is lost
@@ -462,10 +583,14 @@ class Inbound:
     """A worker's forwarding socket: every frame is a request of its shard,
     ingested as it completes (in the protocol callback: no task per frame)."""
 
-    def __init__(self, path: str, pipeline, metrics):
+    def __init__(self, path: str, pipeline, metrics, acks: bool = False):
+        """``pipeline``: what the frames are ingested into (the pipeline,
+        or the log in front of it); ``acks``: answer each frame with a byte
+        once it is logged (see ``Peer``)."""
         self.path = path
         self.pipeline = pipeline
         self.metrics = metrics
+        self.acks = acks
         self.server: asyncio.AbstractServer | None = None
         self.open = 0
 
@@ -474,6 +599,17 @@ class Inbound:
             os.unlink(self.path)
         self.server = await asyncio.get_running_loop().create_unix_server(
             lambda: _InboundConn(self), self.path)
+
+    @staticmethod
+    async def _answer(answers: asyncio.Queue, transport) -> None:
+        while True:
+            a = await answers.get()
+            if a is None:
+                return
+            err = a if isinstance(a, str) else await a
+            if transport.is_closing():
+                return        # the sender is gone: it retries
+            transport.write(b"\x01" if err else b"\x00")
 
     async def stop(self) -> None:
         if self.server is not None:
@@ -524,16 +660,23 @@ async def _run_worker(rt: Runtime, i: int, config_path: str | None, parent: int)
     def adjust(new: Config) -> Config:
         return share(new, n, i, admin)
 
-    app = App(cfg, front=front, adjust=adjust, before_drain=before_drain)
+    app = App(cfg, front=front, adjust=adjust, before_drain=before_drain, worker=i)
+    # sampler.wal: every worker logs its own shard (dir/worker-i), and a
+    # part handed over is acknowledged once its owner logged it
+    acks = cfg.sampler.wal is not None
     for j in range(n):
         if j != i:
-            peers[j] = Peer(j, rt.fwd(j), app.metrics)
-    inb = Inbound(rt.fwd(i), app.pipeline, app.metrics)
+            peers[j] = Peer(j, rt.fwd(j), app.metrics, acks)
+    inb = Inbound(rt.fwd(i), app.intake, app.metrics, acks)
     inbound.append(inb)
-    await inb.start()
+    if not acks:
+        await inb.start()
     for p in peers.values():
         p.start()
     await app.start()
+    if acks:
+        # after the log is open and recovered: parts wait in their senders till then
+        await inb.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -548,7 +691,8 @@ async def _run_worker(rt: Runtime, i: int, config_path: str | None, parent: int)
         buf = app.pipeline.buffer
         last = 0.0
         while not stop.is_set():
-            flags.set_pressure(i, app.pipeline.backpressure())
+            # the log's (sampler.wal: full) too, so every worker pushes back
+            flags.set_pressure(i, app.intake.backpressure())
             flags.set_held(i, buf.nspans, buf.ntraces)
             if os.getppid() != parent:
                 log.error("supervisor gone: worker %d stops", i)
@@ -731,31 +875,24 @@ def _merge(a, b, key: str = ""):
     return a if a not in ("", None) else b
 
 
-def merge_status(parts: list[dict]) -> dict:
-    """The workers' /api/status (or summaries) as one: counts summed,
-    ratios recomputed from the sums."""
+def merge_status(parts: list[dict], prices: Prices,
+                 label: Callable[[str], str] | None = None) -> dict:
+    """The workers' /api/status (or summaries) as one. The counts are each
+    worker's Account read back and merged (accounting.py: the same object
+    and rendering as one process's status); the rest (buffer, exporters,
+    completion, consistency) is summed, ratios recomputed from the sums.
+    ``label``: the group's service label (telemetry.max_services)."""
     out: dict = {}
     for p in parts:
-        out = _merge(out, p) if out else dict(p)
-
-    def ratio(a, b, nd: int = 4):
-        return round(a / b, nd) if b else 0.0
-    if "traces_decided" in out:
-        d = out.get("traces_decided") or 0
-        out["keep_ratio_traces"] = ratio(out.get("traces_kept", 0), d)
-        out["keep_ratio_spans"] = ratio(out.get("spans_kept", 0), out.get("spans_received", 0))
-        for v in (out.get("kept_by_policy") or {}).values():
-            v["share_of_decided"] = ratio(v["traces"], max(d, 1))
-        for v in (out.get("services") or {}).values():
-            v["keep_ratio"] = ratio(v["spans_exported"], v["spans_received"])
-        b = out.get("buffer")
-        if b:
-            b["occupancy"] = ratio(b["bytes"], b["limit_bytes"])
-        c = out.get("cost")
-        if c:
-            c["saving_ratio"] = ratio(c["usd_received"] - c["usd_exported"], c["usd_received"])
-    if "recent_kept" in out:
-        out["recent_kept"] = sorted(out["recent_kept"], key=lambda r: r.get("at", 0))[-50:][::-1]
+        rest = {k: v for k, v in p.items() if k not in Account.STATUS_KEYS}
+        out = _merge(out, rest) if out else rest
+    b = out.get("buffer")
+    if b:
+        b["occupancy"] = round(b["bytes"] / b["limit_bytes"], 4) if b["limit_bytes"] else 0.0
+    account = Account.merged(Account.from_status(p) for p in parts)
+    if label is not None:
+        account = account.relabel(label)
+    out.update(account.status(prices, recent=any("recent_kept" in p for p in parts)))
     return out
 
 
@@ -789,6 +926,7 @@ class Supervisor:
         self.config_path = config_path
         self.metrics = Metrics(cfg.telemetry.max_services, cfg.cost.usd_per_gib)
         self.metrics.workers.set(n)
+        self.prices = Prices.of(cfg.cost)
         self.rt = Runtime(tempfile.mkdtemp(prefix="traceo-workers-"), n)
         # the config as the workers read it: the public format, written once
         with open(self.rt.file("config.yaml"), "w", encoding="utf-8") as fh:
@@ -959,8 +1097,9 @@ class Supervisor:
     async def status(self, with_metrics: bool = False) -> dict:
         await asyncio.gather(*(self._scrape(c, metrics=with_metrics)
                                for c in self.children if c.ready))
-        st = self._group(self._cap_status(merge_status(
-            [c.status for c in self.children if c.status] + self.retired_status)))
+        st = self._group(merge_status(
+            [c.status for c in self.children if c.status] + self.retired_status,
+            self.prices, self._label))
         # each worker's forecast covers its own shard: the group's is its own
         st["forecast"] = self.history.forecast(self.cfg.cost.monthly_budget_usd)
         return st
@@ -970,19 +1109,6 @@ class Supervisor:
         st = await self.status(with_metrics=True)
         samples, _ = merge_metrics([c.metrics for c in self.children if c.metrics] + self.retired)
         self.history.sample(counters_from_status(st, buckets_from_samples(samples)))
-
-    def _cap_status(self, st: dict) -> dict:
-        svcs = st.get("services")
-        if svcs:
-            out: dict = {}
-            for name, row in svcs.items():
-                label = self._label(name)
-                out[label] = _merge(out.get(label), row) if label in out else row
-            for row in out.values():
-                row["keep_ratio"] = (round(row["spans_exported"] / row["spans_received"], 4)
-                                     if row["spans_received"] else 0.0)
-            st["services"] = out
-        return st
 
     async def metrics_text(self) -> str:
         await asyncio.gather(*(self._scrape(c, status=False) for c in self.children if c.ready))
@@ -1180,8 +1306,8 @@ async def _supervise(cfg: Config, n: int, ready_file: str | None, config_path: s
         if cfg_watch is not None:
             cfg_watch.cancel()
         await sup.stop()
-        summary = sup._group(sup._cap_status(merge_status(sup.summaries() + sup.retired_status)))
-        summary.pop("recent_kept", None)
+        summary = sup._group(merge_status(sup.summaries() + sup.retired_status, sup.prices,
+                                          sup._label))
         print(json.dumps({"summary": summary}), file=sys.stderr, flush=True)
         bad = [c.index for c in sup.children if c.process.returncode not in (0, None)]
         return 1 if bad else 0

@@ -235,6 +235,11 @@ def test_collector_kafkaexporter_feeds_a_traceo_group(kafka_broker, by_id, compr
         if tid in errors:
             assert by_trace[tid] == {s["span_id"] for s in kids + top}, "trace whole"
     assert len(got) == 4 * len(errors), "no span twice"
+    if not by_id:
+        # what the Collector produced: one message per request, no key (so
+        # the two parts of a trace may be in two partitions: README)
+        recs = run_async(lambda: _read_all(kafka_broker.bootstrap, topic, 2), 60)
+        assert [r.key for r in recs] == [None, None]
 
 
 def test_a_collector_file_with_a_kafka_receiver_runs_on_traceo(kafka_broker):
@@ -369,4 +374,4 @@ def test_trace_partition_agrees_with_the_collector_keyed_by_trace_id(kafka_broke
     for rec in recs:
         assert rec.partition == _sarama_partition(rec.key, PARTITIONS)
         differ += rec.partition != _java_partition(rec.key, PARTITIONS)
-    assert differ > 0
+    assert differ > len(recs) // 2      # ~3 in 4 with 4 partitions: "most" (README)

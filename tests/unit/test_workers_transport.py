@@ -128,3 +128,54 @@ def test_a_sender_dying_mid_frame_loses_that_frame_counted(tmp_path):
         assert inb.open == 0 and pipe.got == [b"whole"]
         await inb.stop()
     asyncio.run(main())
+
+
+class _Logged:
+    def __init__(self, acked):
+        self.acked = acked
+
+
+class _LogPipe(_Pipe):
+    """As the log's front: each ingest answers once its part is logged."""
+
+    def __init__(self):
+        super().__init__()
+        self.futs = []
+
+    def ingest(self, data):
+        super().ingest(data)
+        f = asyncio.get_running_loop().create_future()
+        self.futs.append(f)
+        return _Logged(f)
+
+
+def test_with_acks_every_part_of_a_frame_is_answered_by_its_one_ack(tmp_path):
+    async def main():
+        m = Metrics()
+        pipe = _LogPipe()
+        path = str(tmp_path / "w1.sock")
+        inb = workers.Inbound(path, pipe, m, acks=True)
+        await inb.start()
+        peer = workers.Peer(1, path, m, acks=True)
+        peer.start()
+        await _until(lambda: peer.connected)
+        a, b = peer.send(b"one", 1), peer.send(b"two", 1)    # one tick: one frame
+        await _until(lambda: len(pipe.futs) == 1)
+        c = peer.send(b"three", 1)                           # the next frame
+        await _until(lambda: len(pipe.futs) == 2)
+        assert pipe.got == [b"onetwo", b"three"]
+        await asyncio.sleep(0.05)
+        assert not (a.done() or b.done() or c.done())        # not logged yet
+        pipe.futs[1].set_result("")         # answers go in frame order:
+        await asyncio.sleep(0.05)
+        assert not c.done()                 # the second waits for the first
+        pipe.futs[0].set_result("disk full")
+        assert await a == "worker 1 could not log its part" and await b == await a
+        assert await c == ""
+        d = peer.send(b"four", 1)
+        await _until(lambda: len(pipe.futs) == 3)
+        peer.conn.transport.abort()          # the connection to the owner breaks
+        assert "went away" in await asyncio.wait_for(d, 2.0)
+        await peer.close(1.0)
+        await inb.stop()
+    asyncio.run(main())

@@ -13,6 +13,7 @@ from typing import Any
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as _PbSpan
 
 from ..tracestate import parse_w3c
+from ..wire import field
 from .values import Opaque, SpanID, Time, TraceID
 
 _SpanFromString = _PbSpan.FromString
@@ -201,14 +202,7 @@ def _trace_state_key(keys):
 
 def _key_needle(key: str) -> bytes:
     """How KeyValue.key = ``key`` is encoded (field 1, length-delimited)."""
-    kb = key.encode()
-    n = len(kb)
-    out = bytearray(b"\x0a")
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out) + kb
+    return field(0x0A, key.encode())
 
 
 def _attrs(msg_of):

@@ -9,6 +9,7 @@ decision time for traces that reach this policy (spandata.py).
 from __future__ import annotations
 
 from ..cfgtypes import _Base
+from ..spandata import DECODED_SPAN
 from .base import NO, SPAN_DATA, YES
 
 TYPE = "trace_flags"
@@ -34,7 +35,7 @@ class TraceFlags:
 
     def evaluate(self, trace):
         for sp in trace.spans:
-            if sp[4].flags & FLAG_SAMPLED:
+            if sp[DECODED_SPAN].flags & FLAG_SAMPLED:
                 return YES
         return NO
 
