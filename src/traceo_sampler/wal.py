@@ -110,8 +110,9 @@ class WriteAheadLog:
         self.metrics = metrics
         self.dir = directory
         self.mode = cfg.fsync
-        self.max_bytes = cfg.max_bytes
-        self.segment_max = max(1 << 20, min(SEGMENT_MAX, cfg.max_bytes // 8))
+        from .config import parse_size
+        self.max_bytes = parse_size(cfg.max_bytes) or 0     # converted when loaded
+        self.segment_max = max(1 << 20, min(SEGMENT_MAX, self.max_bytes // 8))
         self.ledger = Ledger()
         self.sizes: dict[int, int] = {}      # segment number → bytes on disk
         self.total = 0
@@ -425,6 +426,13 @@ class WalTracker(OffsetTracker):
         super().__init__()
         self.wal = wal
         self.cached = cached
+
+    def hold(self, part: Ledger, offset: int, tids) -> None:
+        # segments are deleted as a prefix (below the lowest one held) and a
+        # trace's references are released all at once, so only its first
+        # segment matters: a later request of a trace already held adds none
+        holds = self.holds
+        super().hold(part, offset, [t for t in tids if t not in holds])
 
     def done(self, tid: bytes) -> bool:
         if super().done(tid):
