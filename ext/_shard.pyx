@@ -5,7 +5,7 @@ router), every trace whole in one shard. Built as ``traceo_sampler._shard``;
 the pure twin is ``traceo_sampler.shard.split_py`` and the two return the
 same result for every input.
 
-The walk is the scanner's (ext/_wire.pxi): the same validation, the same
+The walk is the scanner's (ext/_walk.pxi): the same validation, the same
 errors, so a sub-request the splitter produced never fails the scan of the
 shard that ingests it. Spans are copied byte for byte under their original
 resource and scope headers (no decode, no re-encode): one ResourceSpans
@@ -18,7 +18,9 @@ The shard of a trace is Kafka's partition of a key, ``(murmur2(key) &
 Collector's kafkaexporter does choose the same partition).
 """
 
-include "_wire.pxi"
+include "_walk.pxi"
+
+from wire cimport field_len, write_head
 
 from cpython.mem cimport PyMem_Calloc, PyMem_Realloc
 
@@ -67,23 +69,6 @@ KEY_HEX = 1
 cdef struct Rec:
     Py_ssize_t off, length, group
     uint32_t shard
-
-
-cdef inline Py_ssize_t _vlen(Py_ssize_t n) noexcept:
-    cdef Py_ssize_t k = 1
-    while n > 0x7F:
-        n >>= 7
-        k += 1
-    return k
-
-
-cdef inline unsigned char* _wvarint(unsigned char* w, Py_ssize_t n) noexcept:
-    while n > 0x7F:
-        w[0] = (n & 0x7F) | 0x80
-        n >>= 7
-        w += 1
-    w[0] = <unsigned char>n
-    return w + 1
 
 
 cdef class SplitResult:
@@ -191,7 +176,7 @@ def split(data, Py_ssize_t n, attr_keys=frozenset(), int key=KEY_RAW, bint with_
             hdr_s[g] = groups[g][1]
         for i in range(s.n):
             x = &s.recs[i]
-            gb[x.shard * ng + x.group] += 1 + _vlen(x.length) + x.length
+            gb[x.shard * ng + x.group] += field_len(x.length)
             cnt[x.shard] += 1
         for sh in range(n):
             if cnt[sh]:
@@ -199,8 +184,8 @@ def split(data, Py_ssize_t n, attr_keys=frozenset(), int key=KEY_RAW, bint with_
             for g in range(ng):
                 if gb[sh * ng + g]:
                     scope_in = len(<bytes>hdr_s[g]) + gb[sh * ng + g]
-                    rs_in = len(<bytes>hdr_r[g]) + 1 + _vlen(scope_in) + scope_in
-                    total[sh] += 1 + _vlen(rs_in) + rs_in
+                    rs_in = len(<bytes>hdr_r[g]) + field_len(scope_in)
+                    total[sh] += field_len(rs_in)
         if used == 1 and res.rejected == 0:
             # the whole request goes to one shard: as it came
             for sh in range(n):
@@ -221,17 +206,14 @@ def split(data, Py_ssize_t n, attr_keys=frozenset(), int key=KEY_RAW, bint with_
                     rh = <bytes>hdr_r[g]
                     sh_b = <bytes>hdr_s[g]
                     scope_in = len(sh_b) + gb[sh * ng + g]
-                    rs_in = len(rh) + 1 + _vlen(scope_in) + scope_in
-                    w[sh][0] = 0x0A
-                    w[sh] = _wvarint(w[sh] + 1, rs_in)
+                    rs_in = len(rh) + field_len(scope_in)
+                    w[sh] += write_head(w[sh], 0x0A, rs_in)
                     memcpy(w[sh], PyBytes_AS_STRING(rh), len(rh))
                     w[sh] += len(rh)
-                    w[sh][0] = 0x12
-                    w[sh] = _wvarint(w[sh] + 1, scope_in)
+                    w[sh] += write_head(w[sh], 0x12, scope_in)
                     memcpy(w[sh], PyBytes_AS_STRING(sh_b), len(sh_b))
                     w[sh] += len(sh_b)
-                w[sh][0] = 0x12
-                w[sh] = _wvarint(w[sh] + 1, x.length)
+                w[sh] += write_head(w[sh], 0x12, x.length)
                 memcpy(w[sh], base + x.off, x.length)
                 w[sh] += x.length
             for sh in range(n):
