@@ -164,14 +164,14 @@ def run_mode(name: str, load, info) -> dict:
         "error_traces_whole": f"{whole}/{len(errors)}",
         "late_spans_would_change": st["late_spans_would_change"],
         "rescued": st["dropped_grace"]["rescued"],
-        "late_spans": p.late_kept + p.late_dropped,
+        "late_spans": p.account.late_kept + p.account.late_dropped,
         "waits_at_end": {"root_wait": st["root_wait"], "idle_timeout": st["idle_timeout"],
                          "per_root_service": {k: {"root_wait_s": v.get("root_wait_s"),
                                                   "idle_timeout_s": v.get("idle_timeout_s"),
                                                   "tail_quantile_s": v["tail_quantile_s"],
                                                   "gap_quantile_s": v["gap_quantile_s"]}
                                               for k, v in st["per_root_service"].items()}},
-        "cpu_s_per_million_spans": round(cpu / (p.spans_in / 1e6), 3),
+        "cpu_s_per_million_spans": round(cpu / (p.account.spans_received / 1e6), 3),
     }
 
 

@@ -19,6 +19,11 @@ Phases, all on the same pre-encoded synthetic load (traceo_sampler.loadgen):
                  from /metrics.
 (d) decision latency percentiles from the serve histogram
                  ``traceo_sampler_decision_latency_seconds`` of phase (b).
+(f) wal        — phase (b) with ``sampler.wal`` at each fsync setting
+                 (always, interval, never) beside phase (b) without it, in one
+                 run, alternating (off, always, interval, never, then the same
+                 again, ``--wal-rounds``): spans/s in, CPU per million spans,
+                 fsync count and latency, each mode's ratio to "off".
 (e) exporters  — phase (b)'s load with the OTLP exporter alone, then with a
                  ``file`` exporter beside it: each exporter's spans/s and the
                  clients' request latency (the file exporter's encoding must
@@ -611,6 +616,64 @@ def phase_full(reqs, sink: SinkProc, workdir: Path, concurrency: int, timers: di
     return out, m
 
 
+WAL_MODES = ("off", "always", "interval", "never")
+
+
+def phase_wal(reqs, sink: SinkProc, workdir: Path, concurrency: int, timers: dict,
+              rounds: int) -> dict:
+    """Phase (b) without the log and with it at each fsync setting, the
+    modes alternating within each round so that all see the same machine;
+    per mode the median of its rounds."""
+    runs: dict[str, list] = {m: [] for m in WAL_MODES}
+    for r in range(rounds):
+        for mode in WAL_MODES:
+            sampler = dict(timers)
+            if mode != "off":
+                d = workdir / f"wal-{mode}-{r}"
+                sampler["wal"] = {"dir": str(d), "fsync": mode}
+            full, m = phase_full(reqs, sink, workdir, concurrency, sampler, 1, None,
+                                 f"-wal-{mode}-{r}")
+            full["wal_fsyncs"] = metric_sum(m, "traceo_sampler_wal_fsync_seconds_count")
+            fs = metric_sum(m, "traceo_sampler_wal_fsync_seconds_sum")
+            full["wal_fsync_mean_ms"] = (round(fs / full["wal_fsyncs"] * 1e3, 3)
+                                         if fs is not None and full["wal_fsyncs"] else None)
+            full["wal_appended_bytes"] = metric_sum(m, "traceo_sampler_wal_appended_bytes_total")
+            runs[mode].append(full)
+            log(f"wal {mode} round {r}: {full['spans_per_s_in']:.0f} spans/s, "
+                f"{full['serve_cpu_s_per_million_spans']} CPU s per million spans, "
+                f"{full['wal_fsyncs']} fsyncs")
+
+    def med(xs):
+        xs = sorted(x for x in xs if x is not None)
+        return xs[len(xs) // 2] if xs else None
+    out: dict = {"rounds": rounds, "modes": {}, "ratios": {}}
+    for mode, rs in runs.items():
+        out["modes"][mode] = {
+            "spans_per_s_in": med([x["spans_per_s_in"] for x in rs]),
+            "serve_cpu_s_per_million_spans": med([x["serve_cpu_s_per_million_spans"] for x in rs]),
+            "serve_cpu_s_per_million_spans_ingest_only": med(
+                [x["serve_cpu_s_per_million_spans_ingest_only"] for x in rs]),
+            "rpc_latency_ms": rs[len(rs) // 2]["rpc_latency_ms"],
+            "fsyncs": med([x["wal_fsyncs"] for x in rs]),
+            "fsync_mean_ms": med([x["wal_fsync_mean_ms"] for x in rs]),
+            "appended_bytes": med([x["wal_appended_bytes"] for x in rs]),
+            "errors_kept_whole": [x["check"] for x in rs][0],
+            "runs": [{k: x[k] for k in ("spans_per_s_in", "serve_cpu_s_per_million_spans",
+                                        "serve_cpu_s_per_million_spans_ingest_only",
+                                        "wal_fsyncs", "requests_failed")} for x in rs],
+        }
+    off = out["modes"]["off"]
+    for mode in WAL_MODES[1:]:
+        mm = out["modes"][mode]
+        if off["spans_per_s_in"] and mm["spans_per_s_in"]:
+            out["ratios"][f"wal_{mode}_over_off_spans_per_s"] = round(
+                mm["spans_per_s_in"] / off["spans_per_s_in"], 3)
+        if off["serve_cpu_s_per_million_spans"] and mm["serve_cpu_s_per_million_spans"]:
+            out["ratios"][f"wal_{mode}_over_off_cpu_s_per_million_spans"] = round(
+                mm["serve_cpu_s_per_million_spans"] / off["serve_cpu_s_per_million_spans"], 3)
+    return out
+
+
 def phase_exporters(reqs, sink: SinkProc, workdir: Path, concurrency: int, timers: dict,
                     with_file: bool) -> dict:
     """(e) The OTLP exporter with and without a ``file`` exporter beside it,
@@ -891,8 +954,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-cache", action="store_true", help="always build the load")
     ap.add_argument("--memory-limit-mib", type=int, default=4096, help="serve's memory limit in phase (c)")
     ap.add_argument("--skip", action="append", default=[],
-                    choices=("ceiling", "full", "memory", "collector", "ottl", "exporters"),
+                    choices=("ceiling", "full", "memory", "collector", "ottl", "exporters", "wal"),
                     help="skip a phase (repeatable)")
+    ap.add_argument("--wal-rounds", type=int, default=2,
+                    help="phase (f): rounds of off/always/interval/never (default %(default)s)")
     ap.add_argument("--workdir", default=None, help="keep configs and logs here (default: a temp dir, removed)")
     ap.add_argument("--out", default=None, help="also write the JSON to this file")
     ap.add_argument("--workers", default="1,2",
@@ -932,6 +997,7 @@ def main(argv: list[str] | None = None) -> int:
         "serve_src": str(SERVE_SRC),
         "load": None, "ceiling": None, "full_path": None, "memory": None, "exporters": None,
         "full_path_by_workers": {}, "memory_by_workers": {}, "collector": None, "full_path_ottl": None,
+        "wal": None,
         "decision_latency_s": None, "ratios": {}, "errors": [],
     }
     if psutil is None:
@@ -995,6 +1061,17 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # noqa: BLE001
                 result["errors"].append(f"full_path: {exc}")
                 log(f"full path failed: {exc}")
+
+        if psutil is not None and "wal" not in args.skip:
+            try:
+                timers = {"decision_wait": args.decision_wait, "root_wait": args.root_wait,
+                          "idle_timeout": args.idle_timeout}
+                result["wal"] = phase_wal(reqs, sink, workdir, args.concurrency, timers,
+                                          args.wal_rounds)
+                result["ratios"].update(result["wal"]["ratios"])
+            except Exception as exc:  # noqa: BLE001
+                result["errors"].append(f"wal: {exc}")
+                log(f"wal phase failed: {exc}")
 
         if "exporters" not in args.skip:
             try:

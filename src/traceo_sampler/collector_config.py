@@ -372,8 +372,14 @@ def _exporters(tr: Translation, comps: dict, ids: list, out: dict) -> None:
         elif kind in NOT_NEEDED["exporters"]:
             tr.note(where, NOT_NEEDED["exporters"][kind])
         elif kind == "kafka":
-            tr.refuse(where, "not supported: exporting kept traces to Kafka is not available "
-                             "(Traceo's exporters.kafka is its router mode, before sampling)")
+            if "kafka" in exp:
+                tr.refuse(where, "not supported: a second Kafka exporter")
+                continue
+            k = _kafka_exporter(tr, blk, where)
+            exp["kafka"] = k
+            tr.prefixes["exporters.kafka"] = where
+            tr.note(where, f"exporters.kafka (mode sampled: the kept traces): topic "
+                           f"{k['topic']} on {', '.join(k['brokers'])}")
         else:
             tr.refuse(where, "not supported: Traceo exports OTLP (gRPC, HTTP) and files")
     out["exporters"] = exp
@@ -384,6 +390,80 @@ def _duration(v: Any) -> Any:
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         return f"{int(v)}ns"
     return v
+
+
+def _retry_and_queue(tr: Translation, blk: dict, where: str, e: dict) -> None:
+    """exporterhelper's retry_on_failure and sending_queue, as every
+    Collector exporter has them."""
+    retry = blk.get("retry_on_failure")
+    if isinstance(retry, dict):
+        r: dict[str, Any] = {}
+        for src, dst in (("enabled", "enabled"), ("initial_interval", "initial_interval"),
+                         ("max_interval", "max_interval"), ("max_elapsed_time", "max_elapsed")):
+            if src in retry:
+                r[dst] = _duration(retry[src]) if dst != "enabled" else retry[src]
+        for k in retry:
+            if k not in ("enabled", "initial_interval", "max_interval", "max_elapsed_time"):
+                tr.note(f"{where}.retry_on_failure.{k}", "not read")
+        e["retry"] = r
+    q = blk.get("sending_queue")
+    if isinstance(q, dict):
+        tr.note(f"{where}.sending_queue", "a queue bounded in bytes (queue_max_bytes, "
+                                          "default 256 MiB), full: receivers push back")
+
+
+# the kafkaexporter's producer.required_acks (default 1) as exporters.kafka.acks
+_KAFKA_ACKS = {-1: "all", 0: 0, 1: 1}
+
+
+def _kafka_exporter(tr: Translation, blk: dict, where: str) -> dict:
+    """The Collector's kafkaexporter after tail_sampling: exporters.kafka in
+    mode sampled, with the Collector's defaults where Traceo's differ
+    (acks 1, timeout 5s, topic otlp_spans)."""
+    t = blk.get("traces")
+    traces: dict = t if isinstance(t, dict) else {}
+    k: dict[str, Any] = {"mode": "sampled",
+                         "brokers": blk.get("brokers") or ["localhost:9092"],
+                         "topic": traces.get("topic") or blk.get("topic") or "otlp_spans",
+                         "partition_traces_by_id": bool(blk.get("partition_traces_by_id", False)),
+                         "timeout": _duration(blk.get("timeout", "5s"))}
+    enc = traces.get("encoding") or blk.get("encoding") or "otlp_proto"
+    if enc != "otlp_proto":
+        tr.refuse(f"{where}.traces.encoding", f"not supported: encoding {enc!r} (only otlp_proto)")
+    pr = blk.get("producer")
+    prod: dict = pr if isinstance(pr, dict) else {}
+    acks = prod.get("required_acks", 1)
+    if acks in _KAFKA_ACKS:
+        k["acks"] = _KAFKA_ACKS[acks]
+    else:
+        tr.refuse(f"{where}.producer.required_acks", f"must be -1, 0 or 1, got {acks!r}")
+    if "max_message_bytes" in prod:
+        # a batch on one partition is one message
+        k["batch_max_bytes"] = prod["max_message_bytes"]
+        tr.note(f"{where}.producer.max_message_bytes",
+                f"exporters.kafka.batch_max_bytes: {prod['max_message_bytes']}")
+    for key in prod:
+        if key == "compression" and prod[key] in ("none", "", None):
+            continue
+        if key not in ("required_acks", "max_message_bytes"):
+            tr.note(f"{where}.producer.{key}", "not read (messages are produced uncompressed)"
+                    if key == "compression" else "not read")
+    for key in ("tls", "auth"):
+        if blk.get(key):
+            tr.refuse(f"{where}.{key}", "not supported: exporters.kafka connects in plaintext "
+                                        "without authentication in this version")
+    if "record_partitioner" in blk or k["partition_traces_by_id"]:
+        tr.note(f"{where}.record_partitioner", "each trace goes to the partition murmur2 of its "
+                                               "hex trace ID picks (the Java client's "
+                                               "partitioner), not the Collector's default "
+                                               "sarama_compat hash")
+    _retry_and_queue(tr, blk, where, k)
+    for key in blk:
+        if key not in ("brokers", "topic", "traces", "encoding", "partition_traces_by_id",
+                       "timeout", "producer", "tls", "auth", "record_partitioner",
+                       "retry_on_failure", "sending_queue"):
+            tr.note(f"{where}.{key}", "not read")
+    return k
 
 
 def _otlp_exporter(tr: Translation, blk: dict, where: str, http: bool) -> dict:
@@ -416,21 +496,7 @@ def _otlp_exporter(tr: Translation, blk: dict, where: str, http: bool) -> dict:
     elif not http and not e["endpoint"].startswith("http://"):
         # the Collector's gRPC client uses TLS unless tls.insecure is true
         e["tls"] = {}
-    retry = blk.get("retry_on_failure")
-    if isinstance(retry, dict):
-        r: dict[str, Any] = {}
-        for src, dst in (("enabled", "enabled"), ("initial_interval", "initial_interval"),
-                         ("max_interval", "max_interval"), ("max_elapsed_time", "max_elapsed")):
-            if src in retry:
-                r[dst] = _duration(retry[src]) if dst != "enabled" else retry[src]
-        for k in retry:
-            if k not in ("enabled", "initial_interval", "max_interval", "max_elapsed_time"):
-                tr.note(f"{where}.retry_on_failure.{k}", "not read")
-        e["retry"] = r
-    q = blk.get("sending_queue")
-    if isinstance(q, dict):
-        tr.note(f"{where}.sending_queue", "a queue bounded in bytes (queue_max_bytes, "
-                                          "default 256 MiB), full: receivers push back")
+    _retry_and_queue(tr, blk, where, e)
     for k in blk:
         if k not in ("endpoint", "traces_endpoint", "compression", "timeout", "headers", "tls",
                      "retry_on_failure", "sending_queue"):

@@ -335,25 +335,58 @@ class FileExporter(_Base):
 
 
 class KafkaExporter(_Base):
-    """Router mode: serve becomes a stateless front tier producing every
-    received span to a topic, every trace in the partition of its trace ID."""
+    """Kafka, in one of two modes (``mode``): ``sampled`` produces the kept
+    traces, an exporter beside otlp and file; ``router`` makes serve a
+    stateless front tier producing every received span unsampled, every
+    trace in the partition of its trace ID (docs/design.md §5)."""
     # bootstrap brokers, host:port
     brokers: list[str]
-    # the topic spans are produced to (the consumer group's receivers.kafka.topic)
+    # router | sampled; unset: router when exporters.kafka is the only
+    # exporter and there is no receivers.kafka (what such a file always
+    # meant), else sampled (kafka_mode below; validate prints which)
+    mode: Literal["router", "sampled"] | None = None
+    # the topic spans are produced to (router: the consumer group's
+    # receivers.kafka.topic; sampled: what downstream consumers read)
     topic: str = "otlp_spans_sampled"
+    # message encoding: an ExportTraceServiceRequest per message
+    encoding: Literal["otlp_proto"] = "otlp_proto"
     # broker acknowledgements a produce waits for: all (every in-sync replica), 1 (the
     # leader), 0 (none)
     acks: Literal["all", 0, 1] = "all"
     # true: one message per trace, keyed by the trace ID in lowercase hex
     # (the Collector kafkaexporter's partition_traces_by_id); false: one
-    # message per partition per request holding many traces, each whole in
-    # the partition murmur2 of its hex trace ID chooses (the same one)
+    # message per partition per request (router) or batch (sampled) holding
+    # many traces, each whole in the partition murmur2 of its hex trace ID
+    # chooses (the same one)
     partition_traces_by_id: bool = False
-    # how long a request waits for the broker's acks before the client is
-    # told to retry (gRPC UNAVAILABLE / HTTP 503)
+    # router: how long a request waits for the broker's acks before the
+    # client is told to retry (gRPC UNAVAILABLE / HTTP 503); sampled: how
+    # long one attempt at a batch waits for them before it is retried
     timeout: Duration = msgspec.field(default_factory=lambda: Duration("30s"))
     # how long the producer waits to batch messages before sending
     linger: Duration = msgspec.field(default_factory=lambda: Duration("5ms"))
+    # with acks: all, produce idempotently: the producer's own retries (a
+    # lost response, a leader change) write no duplicate; off also with
+    # acks 0 or 1 (Kafka's rule)
+    idempotent: bool = True
+    # sampled mode only: retries of a batch not acked, with exponential backoff
+    retry: Retry = msgspec.field(default_factory=Retry)
+    # sampled mode only: a batch is closed before it would pass this many spans
+    batch_max_spans: Positive = 8192
+    # sampled mode only: a batch is closed before it would pass this many
+    # bytes; below the brokers' default message.max.bytes (1 MiB), since a
+    # batch landing on one partition is one message
+    batch_max_bytes: Positive = 1_000_000
+    # sampled mode only: bytes of kept traces waiting for the broker at most
+    queue_max_bytes: Positive = 256 * 1024 * 1024
+    # sampled mode only: block: receivers push back while the queue is
+    # full; drop_oldest: make room by dropping (counted)
+    queue_full: Literal["block", "drop_oldest"] = "block"
+
+
+# fields of exporters.kafka that only mode: sampled reads
+KAFKA_SAMPLED_ONLY = ("retry", "batch_max_spans", "batch_max_bytes", "queue_max_bytes",
+                      "queue_full")
 
 
 class Exporters(_Base):
@@ -425,6 +458,48 @@ class Config(_Base):
     telemetry: Telemetry = msgspec.field(default_factory=Telemetry)
     # the process: workers, memory limit, shutdown
     service: Service = msgspec.field(default_factory=Service)
+
+
+def kafka_mode(exporters: Exporters, receivers: Receivers) -> tuple[str, str] | None:
+    """(mode, why) of ``exporters.kafka``, None without one. An unset mode
+    is router only where exporters.kafka is alone, with no
+    receivers.kafka: the one combination that ran before ``mode`` existed,
+    so such files mean what they meant; anywhere else it is an exporter of
+    kept traces, as docs/design.md §4 shows it beside otlp and file."""
+    k = exporters.kafka
+    if k is None:
+        return None
+    if k.mode is not None:
+        return k.mode, "set by exporters.kafka.mode"
+    others = kafka_companions(exporters, receivers)
+    if others:
+        return "sampled", f"mode unset, beside {', '.join(others)}"
+    return "router", "mode unset, exporters.kafka is the only exporter and there is no receivers.kafka"
+
+
+def kafka_companions(exporters: Exporters, receivers: Receivers) -> list[str]:
+    """The blocks a router could not run beside (it has no sampler)."""
+    out = [f"exporters.{n}" for n in ("otlp", "file") if getattr(exporters, n) is not None]
+    if receivers.kafka is not None:
+        out.append("receivers.kafka")
+    return out
+
+
+def kafka_mode_line(cfg: "Config") -> str | None:
+    """What validate prints about exporters.kafka."""
+    m = kafka_mode(cfg.exporters, cfg.receivers)
+    if m is None:
+        return None
+    mode, why = m
+    k = cfg.exporters.kafka
+    assert k is not None
+    if mode == "router":
+        what = ("router mode: every received span is produced unsampled to topic "
+                f"{k.topic} (sampler.policies are not applied); mode: sampled exports "
+                "kept traces instead")
+    else:
+        what = f"mode sampled: kept traces are produced to topic {k.topic}"
+    return f"exporters.kafka: {what} ({why})"
 
 
 DEFAULT_YAML = """\
@@ -701,6 +776,23 @@ def _check_endpoint(ep: str, path: str, problems: list[str]) -> None:
         problems.append(f"{path}: must be host:port, got {ep!r}")
 
 
+def _check_kafka_mode(exp: Exporters, rec: Receivers, problems: list[str]) -> None:
+    m = kafka_mode(exp, rec)
+    k = exp.kafka
+    if m is None or k is None or m[0] != "router":
+        return
+    others = kafka_companions(exp, rec)
+    if others:
+        problems.append(f"exporters.kafka.mode: router forwards every span unsampled and cannot "
+                        f"be combined with {', '.join(others)}; mode: sampled exports the kept "
+                        "traces to Kafka beside them")
+    default = KafkaExporter(brokers=[])
+    for f in KAFKA_SAMPLED_ONLY:
+        if getattr(k, f) != getattr(default, f):
+            problems.append(f"exporters.kafka.{f}: only read with mode: sampled (this "
+                            f"exporters.kafka is router mode, {m[1]})")
+
+
 def parse(raw: Any, ignored_blocks: list[str] | None = None) -> Config:
     """Validate a loaded YAML document; raise ConfigError with every problem.
 
@@ -776,6 +868,7 @@ def parse(raw: Any, ignored_blocks: list[str] | None = None) -> Config:
     if exp is not None and exp.kafka is not None:
         if not exp.kafka.brokers:
             problems.append("exporters.kafka.brokers: must not be empty")
+        _check_kafka_mode(exp, rec or Receivers(), problems)
     if sampler is not None and sampler.shared_decisions is not None \
             and not sampler.shared_decisions.brokers:
         problems.append("sampler.shared_decisions.brokers: must not be empty")

@@ -7,12 +7,12 @@ sleeping.
 """
 from __future__ import annotations
 
-import collections
 import logging
 import time
 from typing import Callable
 
 
+from .accounting import Account, Kept, Prices
 from .buffer import (
     LATE_DROPPED_RESOURCE, LATE_DROPPED_SCOPE, LATE_DROPPED_SERVICE, LATE_DROPPED_SPAN,
     LATE_DROPPED_TRACE_STATE, LATE_KEPT_SERVICE, LATE_KEPT_SPAN, LATE_KEPT_TRACE_ID, TraceBuffer,
@@ -23,7 +23,7 @@ from .config import Config, timers
 from .decider import Decider
 from .otlp_size import encoded_size
 from .exporters.base import Exporter, Item
-from .tracestate import MAX_T, encode_th
+from .tracestate import MAX_T
 
 log = logging.getLogger("traceo_sampler")
 # Kept traces decided together are handed to the exporters as one item of
@@ -80,27 +80,12 @@ class Pipeline:
         self.completion = Completion(s, self.buffer, metrics, self.decider.policies, clock())
         metrics.buffer_limit_bytes.set(s.memory_limit_mib << 20)
         metrics.cost_budget_usd_monthly.set(cfg.cost.monthly_budget_usd)
-        self.usd_per_byte = metrics.usd_per_byte
-        self._usd_overrides = {svc: usd / float(1 << 30)
-                               for svc, usd in cfg.cost.per_service.items()}
-        # service label → [spans in, bytes in, spans out, bytes out]
-        self.by_service: dict[str, list] = {}
-        # the last kept traces, newest last, for /api/status (recent_kept)
-        self.recent: collections.deque[tuple] = collections.deque(maxlen=50)
-        self.decided = 0
+        self.prices = Prices.of(cfg.cost)
+        # what was counted: /api/status, the summary and simulate render it
+        self.account = Account()
         self.skew_tolerance_ns = int(cfg.telemetry.skew_tolerance.seconds * 1e9)
         self.record_policy = s.record_policy
         self._policy_attrs: dict[str, bytes] = {}
-        # running totals for the summary and /api/status
-        self.spans_in = 0
-        self.bytes_in = 0
-        self.spans_kept = 0
-        self.traces_kept = 0
-        self.traces_dropped = 0
-        self.late_kept = 0
-        self.late_dropped = 0
-        self.by_trigger: dict[str, int] = {}
-        self.by_policy: dict[str, int] = {}
         self.tracker = tracker
         # sidecar mode (shared_decisions.py): reviews every fresh decision
         self.shared = None
@@ -167,8 +152,7 @@ class Pipeline:
                 self._after_add(buf.add(_Spans(res.groups, res.overflow), data, now), now)
         if buf.nbytes > buf.memory_limit:
             self._decide(buf.make_room(0), now)
-        self.spans_in += res.accepted
-        self.bytes_in += res.span_bytes
+        self.account.received(res.accepted, res.span_bytes)
         self._gauges()
         return IngestResult(res.accepted, res.rejected, res.errors)
 
@@ -193,13 +177,7 @@ class Pipeline:
             await e.flush(timeout)
 
     def usd_per_byte_of(self, service: str) -> float:
-        return self._usd_overrides.get(service, self.usd_per_byte)
-
-    def _svc(self, label: str) -> list:
-        row = self.by_service.get(label)
-        if row is None:
-            row = self.by_service[label] = [0, 0, 0, 0.0]
-        return row
+        return self.prices.per_byte(service)
 
     def _after_add(self, res, now: float) -> None:
         m = self.metrics
@@ -208,15 +186,15 @@ class Pipeline:
             m.spans_received_total.labels(label).inc(n)
             m.bytes_received_total.labels(label).inc(nb)
             m.cost_usd_total.labels(label, "received").inc(nb * self.usd_per_byte_of(svc))
-            row = self._svc(label)
-            row[0] += n
-            row[1] += nb
+            row = self.account.service(label)
+            row.spans_received += n
+            row.bytes_received += nb
         if res.late_dropped:
-            self.late_dropped += res.late_dropped
+            self.account.late(0, res.late_dropped)
             m.late_spans_total.labels("not_sampled").inc(res.late_dropped)
         if res.late_kept:
             n = len(res.late_kept)
-            self.late_kept += n
+            self.account.late(n, 0)
             m.late_spans_total.labels("sampled").inc(n)
             self._export(encode_late(res.late_kept, self.record_policy), n,
                          self._late_services(res.late_kept),
@@ -256,14 +234,12 @@ class Pipeline:
                 row[0] += 1
                 row[1] += len(it[LATE_DROPPED_SPAN])
             n = t.span_count + len(late)
-            self.traces_kept += 1
-            self.spans_kept += n
-            self.by_policy[dec.policy] = self.by_policy.get(dec.policy, 0) + 1
+            self.account.rescued(dec.policy, n)
             self.completion.rescued += 1
             m.traces_rescued_total.labels(dec.policy).inc()
-            self.recent.append((tid, dec.policy, "rescued", n, services, dec.threshold,
-                                time.time(), t.root_service, t.root_name,
-                                view.max_end - view.min_start, view.status_mask))
+            self.account.recent.append(Kept(tid, dec.policy, "rescued", n, services, dec.threshold,
+                                            time.time(), t.root_service, t.root_name,
+                                            view.max_end - view.min_start, view.status_mask))
             self._export(blob + late_blob, n, services, [tid], now)
 
     def _release_grace(self, entries) -> None:
@@ -329,8 +305,7 @@ class Pipeline:
                     self.tracker.done(t.trace_id)
             if items:
                 self.metrics.traces_decided_total.labels("not_sampled", "", "shutdown").inc(len(items))
-                self.traces_dropped += len(items)
-                self.decided += len(items)
+                self.account.decisions({("not_sampled", "", "shutdown"): len(items)}, 0)
         else:
             self._decide(items, self.clock())
         self._release_grace(self.completion.expired(0.0, everything=True))
@@ -349,8 +324,7 @@ class Pipeline:
         consistency = buf.consistency
         tol = self.skew_tolerance_ns
         record = self.record_policy
-        by_trigger = self.by_trigger
-        by_policy = self.by_policy
+        recent = self.account.recent.append
         observer = self.observer
         shared = self.shared
         decided: dict[tuple[str, str, str], int] = {}
@@ -359,7 +333,7 @@ class Pipeline:
         skewed: dict[str, int] = {}
         skew_amounts: list[tuple[str, int]] = []
         blobs: list[bytes] = []
-        size = spans = 0
+        size = spans = kept_spans = 0
         services: dict[str, list] = {}
         tids: list[bytes] = []
         completion = self.completion
@@ -398,13 +372,10 @@ class Pipeline:
                 out = finish(t, dec.sampled, dec.policy, dec.threshold, extra)
             if observer is not None:
                 observer(t, trigger, dec, out)
-            by_trigger[trigger] = by_trigger.get(trigger, 0) + 1
             if dec.sampled:
                 label = "sampled"
                 n = t.span_count
-                self.traces_kept += 1
-                self.spans_kept += n
-                by_policy[dec.policy] = by_policy.get(dec.policy, 0) + 1
+                kept_spans += n
                 assert out is not None   # finish gives a kept trace's blob
                 blob, per_service = out
                 for svc, (k, nb) in per_service.items():
@@ -417,10 +388,10 @@ class Pipeline:
                 blobs.append(blob)
                 tids.append(t.trace_id)
                 parts.append((size + len(blob), n, per_service, t.trace_id))
-                # a tuple here, the dict only when /api/status asks (recent_kept)
-                self.recent.append((t.trace_id, dec.policy, trigger, n, per_service, dec.threshold,
-                                    time.time(), t.root_service, t.root_name,
-                                    t.max_end - t.min_start, t.status_mask))
+                # raw here, rendered only when /api/status asks (recent_kept)
+                recent(Kept(t.trace_id, dec.policy, trigger, n, per_service, dec.threshold,
+                            time.time(), t.root_service, t.root_name,
+                            t.max_end - t.min_start, t.status_mask))
                 size += len(blob)
                 spans += n
                 if size >= EXPORT_ITEM_BYTES:
@@ -428,14 +399,13 @@ class Pipeline:
                     blobs, size, spans, services, tids, parts = [], 0, 0, {}, [], []
             else:
                 label = "dropped" if dec.dropped else "not_sampled"
-                self.traces_dropped += 1
                 if self.tracker is not None and not held:
                     self.tracker.done(t.trace_id)
             key = (label, dec.policy, trigger)
             decided[key] = decided.get(key, 0) + 1
-            self.decided += 1
         if blobs:
             self._export(b"".join(blobs), spans, services, tids, now, parts)
+        self.account.decisions(decided, kept_spans)
         for key, n in decided.items():
             m.traces_decided_total.labels(*key).inc(n)
         errors = self.decider.errors
@@ -454,16 +424,6 @@ class Pipeline:
         for svc, ns in skew_amounts:
             m.clock_skew_seconds.labels(m.service(svc)).observe(ns / 1e9)
 
-    def recent_kept(self) -> list[dict]:
-        """The last kept traces, newest first, with attribution, trigger,
-        threshold, root and duration (the /status page's table)."""
-        return [{"trace_id": tid.hex(), "policy": policy, "trigger": trigger, "spans": n,
-                 "services": sorted(per_service), "threshold": encode_th(th), "at": at,
-                 "root": f"{root_service} {root_name}".strip(),
-                 "duration_ms": round(max(0, dur) / 1e6, 3), "error": bool(mask & 4)}
-                for (tid, policy, trigger, n, per_service, th, at, root_service, root_name, dur, mask)
-                in reversed(self.recent)]
-
     def _policy_attr(self, policy: str) -> bytes:
         a = self._policy_attrs.get(policy)
         if a is None:
@@ -481,10 +441,8 @@ class Pipeline:
             ack = self.tracker.take(trace_ids, len(self.exporters))
         for exp in self.exporters:
             exp.submit(Item(blob, spans, counts, trace_ids, now, ack, parts))
+        self.account.exported(services)
         for svc, (n, nb) in services.items():
-            row = self._svc(svc)
-            row[2] += n
-            row[3] += nb
             self.metrics.cost_usd_total.labels(svc, "exported").inc(nb * self.usd_per_byte_of(svc))
 
     def _gauges(self) -> None:

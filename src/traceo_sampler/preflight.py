@@ -10,7 +10,7 @@ import os
 import socket
 import ssl
 
-from .config import Config, ConfigError, split_endpoint
+from .config import Config, ConfigError, kafka_mode, split_endpoint
 
 # lower bounds of what one remembered decision costs (buffer.py): a kept
 # trace ID with its attribution, a dropped one's 64-bit fingerprint
@@ -131,7 +131,8 @@ def _writable(path: str) -> str:
 def check(cfg: Config) -> list[str]:
     """Every problem, ``field.path: message`` each."""
     problems: list[str] = []
-    if not cfg.sampler.policies and cfg.exporters.kafka is None:
+    mode = kafka_mode(cfg.exporters, cfg.receivers)
+    if not cfg.sampler.policies and (mode is None or mode[0] != "router"):
         problems.append("sampler.policies: empty: a sampler without policies keeps no trace at all; "
                         "add {name: all, type: always_sample} to keep every trace")
     for path, blk in listeners(cfg):

@@ -15,7 +15,7 @@ from typing import Any
 
 from . import exporters as _exporters
 from .admin import Admin
-from .config import Config, timers
+from .config import Config, kafka_mode, timers
 from .history import Counters, History, histogram_buckets
 from .policies import describe
 from .pipeline import Pipeline
@@ -38,13 +38,16 @@ class App:
         self._adjust = adjust
         self._before_drain = before_drain
         self.metrics = Metrics(cfg.telemetry.max_services, cfg.cost.usd_per_gib)
-        # exporters.kafka is router mode (exporters/kafka.py), not an
-        # exporter of kept traces: the OTLP receivers feed the router
+        # exporters.kafka in router mode (exporters/kafka.py) is not an
+        # exporter of kept traces: the OTLP receivers feed the router; in
+        # mode sampled it is one of the exporters (config.kafka_mode)
         self.router = None
-        if cfg.exporters.kafka is not None:
+        kmode = kafka_mode(cfg.exporters, cfg.receivers)
+        if kmode is not None and kmode[0] == "router":
             from .exporters.kafka import KafkaRouter
             self.router = KafkaRouter(cfg.exporters.kafka, self.metrics)
-        self.exporters = _exporters.build(cfg.exporters, self.metrics)
+        self.exporters = _exporters.build(cfg.exporters, self.metrics,
+                                          kafka_sampled=kmode is not None and kmode[0] == "sampled")
         # receivers.kafka: its lag clock drives the timers and the policies,
         # its tracker hears of every decision (receivers/kafka.py)
         clock, self._kafka_tracker = time.monotonic, None
@@ -111,46 +114,25 @@ class App:
     def status(self) -> dict:
         p = self.pipeline
         b = p.buffer
-        decided = max(p.decided, 1)
-        services = {}
-        for svc, (si, bi, so, bo) in sorted(p.by_service.items()):
-            usd = p.usd_per_byte_of(svc)
-            services[svc] = {
-                "spans_received": si, "bytes_received": bi,
-                "spans_exported": so, "bytes_exported": round(bo),
-                "keep_ratio": round(so / si, 4) if si else 0.0,
-                "usd_received": round(bi * usd, 6), "usd_exported": round(bo * usd, 6)}
-        usd_in = sum(v["usd_received"] for v in services.values())
-        usd_out = sum(v["usd_exported"] for v in services.values())
+        # the counts (totals, per policy, trigger, service, cost, recent
+        # kept) are the pipeline's Account rendered: the summary, simulate
+        # and the workers' merged status render the same object
+        counted = p.account.status(p.prices)
+        recent = counted.pop("recent_kept")
         return {
             "uptime_s": round(time.time() - self.started, 3),
             "throughput": self._rates(),
-            "spans_received": p.spans_in,
-            "bytes_received": p.bytes_in,
-            "spans_kept": p.spans_kept,
-            "traces_decided": p.decided,
-            "traces_kept": p.traces_kept,
-            "traces_not_kept": p.traces_dropped,
-            "keep_ratio_traces": round(p.traces_kept / decided, 4) if p.decided else 0.0,
-            "keep_ratio_spans": round(p.spans_kept / p.spans_in, 4) if p.spans_in else 0.0,
-            "kept_by_policy": {k: {"traces": v, "share_of_decided": round(v / decided, 4)}
-                               for k, v in sorted(p.by_policy.items())},
-            "decisions_by_trigger": dict(sorted(p.by_trigger.items())),
-            "late_spans": {"sampled": p.late_kept, "not_sampled": p.late_dropped},
+            **counted,
             "completion": p.completion.status(),
             "consistency": self.consistency(),
             "buffer": {"spans": b.nspans, "traces": b.ntraces, "bytes": b.nbytes,
                        "limit_bytes": b.memory_limit,
                        "occupancy": round(b.nbytes / b.memory_limit, 4)},
-            "services": services,
-            "cost": {"usd_per_gib": self.cfg.cost.usd_per_gib,
-                     "usd_received": round(usd_in, 6), "usd_exported": round(usd_out, 6),
-                     "saving_ratio": round(1 - usd_out / usd_in, 4) if usd_in else 0.0},
             "exporters": {e.name: {"sent_spans": e.sent_spans, "dropped_spans": e.dropped_spans,
                                    "queued_bytes": e.queued_bytes,
                                    "queue_max_bytes": e.queue_max_bytes}
                           for e in self.exporters},
-            "recent_kept": p.recent_kept(),
+            "recent_kept": recent,
             "trace_url": self.cfg.admin.trace_url if self.cfg.admin is not None else "",
             "policy_rules": self._rules,
             "forecast": self.history.forecast(self.cfg.cost.monthly_budget_usd),
@@ -226,7 +208,7 @@ class App:
         # wrapper, the router)
         front: Any = self.intake
         if self._front is not None and self.router is None:
-            front = self._front(self.pipeline)
+            front = self._front(self.intake)
         if self.router is not None:
             # router mode: the same receivers, answering once Kafka acked
             from .exporters.kafka import RouterFront
@@ -249,7 +231,7 @@ class App:
             self.receivers.append(KafkaReceiver(r.kafka, self.pipeline, self.metrics,
                                                 self.cfg.service.shutdown_timeout.seconds,
                                                 clock=self.pipeline.clock,
-                                                tracker=self._kafka_tracker))
+                                                tracker=self._kafka_tracker, limiter=limiter))
         for rec in self.receivers:
             await self._listen({"otlp_grpc": "receivers.otlp.grpc",
                                 "otlp_http": "receivers.otlp.http"}.get(rec.name, "receivers.kafka"),
@@ -280,7 +262,7 @@ class App:
     async def _sample(self) -> None:
         p = self.pipeline
         while not self._stop.is_set():
-            self._history.append((time.monotonic(), p.spans_in,
+            self._history.append((time.monotonic(), p.account.spans_received,
                                   sum(e.sent_spans for e in self.exporters)))
             try:
                 self.history.sample(self.counters())
@@ -292,13 +274,11 @@ class App:
         """The cumulative figures the history ring derives its rates from."""
         p = self.pipeline
         b = p.buffer
-        by: dict[str, tuple[float, float]] = {}
-        for svc, (_si, bi, _so, bo) in p.by_service.items():
-            usd = p.usd_per_byte_of(svc)
-            by[svc] = (bi * usd, bo * usd)
+        a = p.account
+        by = a.usd(p.prices)
         return Counters(
-            time.time(), p.spans_in, sum(e.sent_spans for e in self.exporters), p.decided,
-            p.traces_kept, b.nbytes / b.memory_limit if b.memory_limit else 0.0,
+            time.time(), a.spans_received, sum(e.sent_spans for e in self.exporters), a.decided,
+            a.traces_kept, b.nbytes / b.memory_limit if b.memory_limit else 0.0,
             histogram_buckets(self.metrics.decision_latency_seconds),
             sum(i for i, _ in by.values()), sum(o for _, o in by.values()), by)
 
@@ -380,7 +360,10 @@ class App:
         b.memory_limit = s.memory_limit_mib << 20
         self.metrics.buffer_limit_bytes.set(b.memory_limit)
         old = self.cfg
-        not_applied = [name for name in ("receivers", "exporters", "admin", "service")
+        # cost: the dollars counted so far were priced as they came (the
+        # metrics), so the status (bytes times the prices) keeps the prices
+        # it started with rather than reprice the past
+        not_applied = [name for name in ("receivers", "exporters", "admin", "service", "cost")
                        if getattr(old, name) != getattr(new, name)]
         if old.sampler.decision_cache != s.decision_cache:
             not_applied.append("sampler.decision_cache")
@@ -430,6 +413,8 @@ class App:
                 self.reload_from(path)
 
     def summary(self) -> dict:
+        """What ``serve`` prints when it exits: /api/status without the
+        recent kept traces."""
         s = self.status()
         del s["recent_kept"]
         return s

@@ -184,6 +184,8 @@ class Metrics:
     kafka_messages_total = counter('Kafka receiver: messages consumed, by outcome (ok, partial, invalid, replayed: re-read for a trace a previous owner left undecided or unacknowledged, its spans may be exported twice; replay_skipped)', 'outcome')
     kafka_consumer_lag = gauge('Kafka receiver: high watermark minus the next offset to read, per partition', 'topic', 'partition')
     kafka_uncommitted_messages = gauge('Kafka receiver: messages read but not committable yet (undecided, or kept and not acknowledged), per partition', 'topic', 'partition')
+    kafka_producer_replaced_total = counter('exporters.kafka: idempotent producers replaced by a new one after their sequence numbers fell out of step with the broker (a broker restart; aiokafka cannot reset them), by mode (router, sampled)', 'mode')
+    kafka_fetch_paused = gauge('Kafka receiver: 1 while fetching is paused because an exporter queue is full or the process memory is above service.memory_limit_mib')
     kafka_commits_total = counter('Kafka receiver: offset commits, by outcome', 'outcome')
     kafka_rebalances_total = counter('Kafka receiver: partitions assigned or revoked', 'event')
     span_arrival_lag_seconds = counts_histogram(
@@ -219,7 +221,7 @@ class Metrics:
         buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
     wal_healthy = gauge('Write-ahead log: 1 while it writes, 0 after a disk error (see wal_errors_total; on_error says whether requests are refused)')
     wal_errors_total = counter('Write-ahead log: disk errors, by operation (write, fsync, open, delete)', 'op')
-    wal_full_refusals_total = counter('Write-ahead log: requests pushed back (RESOURCE_EXHAUSTED / 429) because the log reached max_bytes')
+    wal_full = gauge('Write-ahead log: 1 while it holds max_bytes and the receivers push back (RESOURCE_EXHAUSTED / 429, counted in receiver_requests_total{outcome="backpressure"})')
     wal_replayed_spans_total = counter('Write-ahead log: spans read back into the buffer at start (recovery after a crash)')
     wal_replayed_traces_total = counter('Write-ahead log: undecided traces read back into the buffer at start')
     wal_torn_records_total = counter('Write-ahead log: records found incomplete or corrupt at recovery (a torn tail after a crash); the segment is read up to them')

@@ -151,6 +151,7 @@ class WriteAheadLog:
     def _gauges(self) -> None:
         self.metrics.wal_bytes.set(self.total)
         self.metrics.wal_segments.set(len(self.sizes))
+        self.metrics.wal_full.set(1 if self.full() else 0)
 
     def _fail(self, op: str, exc: BaseException) -> None:
         self.metrics.wal_errors_total.labels(op).inc()
@@ -478,9 +479,16 @@ class WalFront:
         self.tracker = tracker
         self.RETRY_AFTER = pipeline.RETRY_AFTER
 
+    @property
+    def attr_keys(self):
+        return self.pipeline.attr_keys
+
+    @property
+    def metrics(self):
+        return self.pipeline.metrics
+
     def backpressure(self) -> bool:
         if self.wal.full() and self.wal.healthy:
-            self.wal.metrics.wal_full_refusals_total.inc()
             return True
         return self.pipeline.backpressure()
 

@@ -37,6 +37,7 @@ and ``/status`` show the whole group.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -49,10 +50,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Callable
 
 import msgspec
 
 from . import shard as _shard
+from .accounting import Account, Prices
 from .config import Config, ConfigError, PolicyCfg, _dec_hook, _enc_hook, dump, load, loads
 
 log = logging.getLogger("traceo_sampler.workers")
@@ -235,12 +238,18 @@ class Peer:
     down (restarting) they wait, up to PENDING_MAX bytes, and are sent on
     reconnect."""
 
-    def __init__(self, index: int, path: str, metrics):
+    def __init__(self, index: int, path: str, metrics, acks: bool = False):
+        """``acks`` (with sampler.wal): the owner answers every frame with a
+        byte once it is in its log (0: logged, 1: not), and ``send``
+        returns a future of that answer, so a client is told OK only once
+        every part of its request is logged by its owner."""
         self.index = index
         self.path = path
         self.metrics = metrics
+        self.acks = acks
+        self.waiting: collections.deque = collections.deque()   # futures of frames written
         self.writer: asyncio.StreamWriter | None = None
-        self.pending: list[tuple[bytes, int]] = []
+        self.pending: list[tuple[bytes, int, asyncio.Future | None]] = []
         self.pending_bytes = 0
         self.closing = False
         self._task: asyncio.Task | None = None
@@ -257,10 +266,21 @@ class Peer:
                 continue
             self.writer = writer
             pending, self.pending, self.pending_bytes = self.pending, [], 0
-            for data, spans in pending:
-                self._write(data, spans)
-            await reader.read()        # the owner never writes: EOF = it is gone
+            for data, spans, fut in pending:
+                self._write(data, spans, fut)
+            while True:
+                # the owner writes only acks (with the log): EOF = it is gone
+                answers = await reader.read(4096)
+                if not answers:
+                    break
+                for b in answers:
+                    if self.waiting:
+                        f = self.waiting.popleft()
+                        if not f.done():
+                            f.set_result("" if b == 0 else
+                                         f"worker {self.index} could not log its part")
             self.writer = None
+            self._lost(f"worker {self.index} went away before logging its part; retry")
             if not self.closing:
                 log.warning("worker %d: connection lost; reconnecting", self.index)
 
@@ -273,21 +293,34 @@ class Peer:
             return True
         return self.writer.transport.get_write_buffer_size() > FORWARD_HIGH
 
-    def _write(self, data: bytes, spans: int) -> None:
+    def _write(self, data: bytes, spans: int, fut: asyncio.Future | None = None) -> None:
+        assert self.writer is not None
         self.writer.write(_FRAME.pack(len(data)))
         self.writer.write(data)
+        if fut is not None:
+            self.waiting.append(fut)
         self.metrics.worker_forwarded_spans_total.labels("sent").inc(spans)
 
-    def send(self, data: bytes, spans: int) -> None:
+    def _lost(self, why: str) -> None:
+        waiting, self.waiting = self.waiting, collections.deque()
+        for f in waiting:
+            if not f.done():
+                f.set_result(why)
+
+    def send(self, data: bytes, spans: int) -> asyncio.Future | None:
+        fut = asyncio.get_running_loop().create_future() if self.acks else None
         if self.connected:
-            self._write(data, spans)
+            self._write(data, spans, fut)
         elif self.pending_bytes + len(data) <= PENDING_MAX:
-            self.pending.append((data, spans))
+            self.pending.append((data, spans, fut))
             self.pending_bytes += len(data)
         else:
             self.metrics.worker_forwarded_spans_total.labels("dropped").inc(spans)
             log.error("worker %d is down and %d bytes wait for it already: %d spans dropped",
                       self.index, self.pending_bytes, spans)
+            if fut is not None:
+                fut.set_result(f"worker {self.index} is down; retry")
+        return fut
 
     async def close(self, timeout: float) -> None:
         """Deliver what is written and pending, then close (EOF)."""
@@ -302,9 +335,13 @@ class Peer:
                 w.close()
                 await asyncio.wait_for(w.wait_closed(), 1.0)
         if self.pending:
-            n = sum(s for _, s in self.pending)
+            n = sum(s for _, s, _f in self.pending)
             self.metrics.worker_forwarded_spans_total.labels("dropped").inc(n)
             log.error("worker %d unreachable at shutdown: %d spans for it dropped", self.index, n)
+            for _d, _s, f in self.pending:
+                if f is not None and not f.done():
+                    f.set_result(f"worker {self.index} unreachable at shutdown")
+        self._lost(f"worker {self.index}: shutting down")
         if self._task is not None:
             self._task.cancel()
 
@@ -337,25 +374,55 @@ class ShardFront:
         for reason in res.reasons:
             m.invalid_spans_total.labels(reason).inc()
         own = b""
+        waits = []
         for j, part in enumerate(res.parts):
             if not part:
                 continue
             if j == self.index:
                 own = part
             else:
-                self.peers[j].send(part, res.counts[j])
+                f = self.peers[j].send(part, res.counts[j])
+                if f is not None:
+                    waits.append(f)
         if own:
-            p.ingest(own)
+            acked = getattr(p.ingest(own), "acked", None)
+            if acked is not None:
+                waits.append(acked)
+        if waits:
+            # sampler.wal: answered once every part is in its owner's log
+            return _Logged(res.accepted, res.rejected, res.errors, _first_error(waits))
         return IngestResult(res.accepted, res.rejected, res.errors)
+
+
+class _Logged:
+    __slots__ = ("accepted", "rejected", "errors", "acked")
+
+    def __init__(self, accepted: int, rejected: int, errors: list[str], acked):
+        self.accepted = accepted
+        self.rejected = rejected
+        self.errors = errors
+        self.acked = acked
+
+
+async def _first_error(waits) -> str:
+    err = ""
+    for w in waits:
+        e = await w
+        err = err or e
+    return err
 
 
 class Inbound:
     """A worker's forwarding socket: every frame is a request of its shard."""
 
-    def __init__(self, path: str, pipeline, metrics):
+    def __init__(self, path: str, pipeline, metrics, acks: bool = False):
+        """``pipeline``: what the frames are ingested into (the pipeline,
+        or the log in front of it); ``acks``: answer each frame with a byte
+        once it is logged (see ``Peer``)."""
         self.path = path
         self.pipeline = pipeline
         self.metrics = metrics
+        self.acks = acks
         self.server = None
         self.open = 0
 
@@ -366,6 +433,13 @@ class Inbound:
 
     async def _conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.open += 1
+        answers: asyncio.Queue | None = None
+        answering = None
+        if self.acks:
+            # answered in frame order, each once its part is logged (with
+            # fsync: always, after the group commit that covers it)
+            answers = asyncio.Queue()
+            answering = asyncio.get_running_loop().create_task(self._answer(answers, writer))
         try:
             while True:
                 try:
@@ -373,13 +447,33 @@ class Inbound:
                     data = await reader.readexactly(_FRAME.unpack(head)[0])
                 except (asyncio.IncompleteReadError, ConnectionError):
                     return
+                acked = None
                 try:
-                    self.pipeline.ingest(data)
+                    acked = getattr(self.pipeline.ingest(data), "acked", None) or ""
                 except Exception:  # noqa: BLE001 - one bad part must not stop the hand-off
                     log.exception("ingest of a forwarded part failed")
+                    acked = "ingest failed"
+                if answers is not None:
+                    answers.put_nowait(acked)
         finally:
             self.open -= 1
+            if answers is not None and answering is not None:
+                answers.put_nowait(None)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(answering, 5.0)
             writer.close()
+
+    @staticmethod
+    async def _answer(answers: asyncio.Queue, writer: asyncio.StreamWriter) -> None:
+        while True:
+            a = await answers.get()
+            if a is None:
+                return
+            err = a if isinstance(a, str) else await a
+            try:
+                writer.write(b"\x01" if err else b"\x00")
+            except Exception:  # noqa: BLE001 - the sender is gone: it retries
+                return
 
     async def stop(self) -> None:
         if self.server is not None:
@@ -430,16 +524,23 @@ async def _run_worker(rt: Runtime, i: int, config_path: str | None, parent: int)
     def adjust(new: Config) -> Config:
         return share(new, n, i, admin)
 
-    app = App(cfg, front=front, adjust=adjust, before_drain=before_drain)
+    app = App(cfg, front=front, adjust=adjust, before_drain=before_drain, worker=i)
+    # sampler.wal: every worker logs its own shard (dir/worker-i), and a
+    # part handed over is acknowledged once its owner logged it
+    acks = cfg.sampler.wal is not None
     for j in range(n):
         if j != i:
-            peers[j] = Peer(j, rt.fwd(j), app.metrics)
-    inb = Inbound(rt.fwd(i), app.pipeline, app.metrics)
+            peers[j] = Peer(j, rt.fwd(j), app.metrics, acks)
+    inb = Inbound(rt.fwd(i), app.intake, app.metrics, acks)
     inbound.append(inb)
-    await inb.start()
+    if not acks:
+        await inb.start()
     for p in peers.values():
         p.start()
     await app.start()
+    if acks:
+        # after the log is open and recovered: parts wait in their senders till then
+        await inb.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -454,7 +555,8 @@ async def _run_worker(rt: Runtime, i: int, config_path: str | None, parent: int)
         buf = app.pipeline.buffer
         last = 0.0
         while not stop.is_set():
-            flags.set_pressure(i, app.pipeline.backpressure())
+            # the log's (sampler.wal: full) too, so every worker pushes back
+            flags.set_pressure(i, app.intake.backpressure())
             flags.set_held(i, buf.nspans, buf.ntraces)
             if os.getppid() != parent:
                 log.error("supervisor gone: worker %d stops", i)
@@ -601,31 +703,24 @@ def _merge(a, b, key: str = ""):
     return a if a not in ("", None) else b
 
 
-def merge_status(parts: list[dict]) -> dict:
-    """The workers' /api/status (or summaries) as one: counts summed,
-    ratios recomputed from the sums."""
+def merge_status(parts: list[dict], prices: Prices,
+                 label: Callable[[str], str] | None = None) -> dict:
+    """The workers' /api/status (or summaries) as one. The counts are each
+    worker's Account read back and merged (accounting.py: the same object
+    and rendering as one process's status); the rest (buffer, exporters,
+    completion, consistency) is summed, ratios recomputed from the sums.
+    ``label``: the group's service label (telemetry.max_services)."""
     out: dict = {}
     for p in parts:
-        out = _merge(out, p) if out else dict(p)
-
-    def ratio(a, b, nd: int = 4):
-        return round(a / b, nd) if b else 0.0
-    if "traces_decided" in out:
-        d = out.get("traces_decided") or 0
-        out["keep_ratio_traces"] = ratio(out.get("traces_kept", 0), d)
-        out["keep_ratio_spans"] = ratio(out.get("spans_kept", 0), out.get("spans_received", 0))
-        for v in (out.get("kept_by_policy") or {}).values():
-            v["share_of_decided"] = ratio(v["traces"], max(d, 1))
-        for v in (out.get("services") or {}).values():
-            v["keep_ratio"] = ratio(v["spans_exported"], v["spans_received"])
-        b = out.get("buffer")
-        if b:
-            b["occupancy"] = ratio(b["bytes"], b["limit_bytes"])
-        c = out.get("cost")
-        if c:
-            c["saving_ratio"] = ratio(c["usd_received"] - c["usd_exported"], c["usd_received"])
-    if "recent_kept" in out:
-        out["recent_kept"] = sorted(out["recent_kept"], key=lambda r: r.get("at", 0))[-50:][::-1]
+        rest = {k: v for k, v in p.items() if k not in Account.STATUS_KEYS}
+        out = _merge(out, rest) if out else rest
+    b = out.get("buffer")
+    if b:
+        b["occupancy"] = round(b["bytes"] / b["limit_bytes"], 4) if b["limit_bytes"] else 0.0
+    account = Account.merged(Account.from_status(p) for p in parts)
+    if label is not None:
+        account = account.relabel(label)
+    out.update(account.status(prices, recent=any("recent_kept" in p for p in parts)))
     return out
 
 
@@ -652,6 +747,7 @@ class Supervisor:
         self.config_path = config_path
         self.metrics = Metrics(cfg.telemetry.max_services, cfg.cost.usd_per_gib)
         self.metrics.workers.set(n)
+        self.prices = Prices.of(cfg.cost)
         self.rt = Runtime(tempfile.mkdtemp(prefix="traceo-workers-"), n)
         # the config as the workers read it: the public format, written once
         with open(self.rt.file("config.yaml"), "w", encoding="utf-8") as fh:
@@ -817,8 +913,9 @@ class Supervisor:
 
     async def status(self) -> dict:
         await asyncio.gather(*(self._scrape(c) for c in self.children if c.ready))
-        st = self._group(self._cap_status(merge_status(
-            [c.status for c in self.children if c.status] + self.retired_status)))
+        st = self._group(merge_status(
+            [c.status for c in self.children if c.status] + self.retired_status,
+            self.prices, self._label))
         # each worker's forecast covers its own shard: the group's is its own
         st["forecast"] = self.history.forecast(self.cfg.cost.monthly_budget_usd)
         return st
@@ -828,19 +925,6 @@ class Supervisor:
         st = await self.status()
         samples, _ = merge_metrics([c.metrics for c in self.children if c.metrics] + self.retired)
         self.history.sample(counters_from_status(st, buckets_from_samples(samples)))
-
-    def _cap_status(self, st: dict) -> dict:
-        svcs = st.get("services")
-        if svcs:
-            out: dict = {}
-            for name, row in svcs.items():
-                label = self._label(name)
-                out[label] = _merge(out.get(label), row) if label in out else row
-            for row in out.values():
-                row["keep_ratio"] = (round(row["spans_exported"] / row["spans_received"], 4)
-                                     if row["spans_received"] else 0.0)
-            st["services"] = out
-        return st
 
     async def metrics_text(self) -> str:
         await asyncio.gather(*(self._scrape(c) for c in self.children if c.ready))
@@ -1038,8 +1122,8 @@ async def _supervise(cfg: Config, n: int, ready_file: str | None, config_path: s
         if cfg_watch is not None:
             cfg_watch.cancel()
         await sup.stop()
-        summary = sup._group(sup._cap_status(merge_status(sup.summaries() + sup.retired_status)))
-        summary.pop("recent_kept", None)
+        summary = sup._group(merge_status(sup.summaries() + sup.retired_status, sup.prices,
+                                          sup._label))
         print(json.dumps({"summary": summary}), file=sys.stderr, flush=True)
         bad = [c.index for c in sup.children if c.proc.returncode not in (0, None)]
         return 1 if bad else 0

@@ -246,6 +246,25 @@ def test_sidecar_mode_shares_decisions_over_kafka():
     assert r.returncode != 0 and "hold" in r.stderr, r.stderr
 
 
+def test_gateway_mode_has_the_write_ahead_log_on_the_data_volume():
+    """Gateway mode runs with sampler.wal (README "Crash safety") in the
+    emptyDir mounted at /var/lib/traceo-sampler, which survives a container
+    restart; it can be turned off or tuned; other modes never get it."""
+    objs = render({"mode": "gateway"})
+    cfg = _config(objs)
+    assert cfg["sampler"]["wal"] == {"dir": "/var/lib/traceo-sampler/wal", "fsync": "interval",
+                                     "max_bytes": 1 << 30}
+    _tpl, ctr = _pod_spec(objs)
+    assert {"name": "data", "mountPath": "/var/lib/traceo-sampler"} in ctr["volumeMounts"]
+    tuned = _config(render({"gateway.wal.fsync": "always", "config.sampler.wal.max_bytes": "2097152"}))
+    assert tuned["sampler"]["wal"]["fsync"] == "always" and tuned["sampler"]["wal"]["max_bytes"] == 2097152
+    assert "wal" not in (_config(render({"gateway.wal.enabled": "false"})).get("sampler") or {})
+    for mode in ("router", "consumer-group", "sidecar"):
+        assert "wal" not in (_config(render({"mode": mode})).get("sampler") or {})
+    r = helm("template", "t", str(CHART), "--set", "gateway.wal.fsync=sometimes", check=False)
+    assert r.returncode != 0 and "fsync" in r.stderr, r.stderr
+
+
 def test_schema_rejects_bad_values_naming_them():
     r = helm("template", "t", str(CHART), "--set", "mode=bogus", check=False)
     assert r.returncode != 0 and "mode" in r.stderr, r.stderr

@@ -7,6 +7,8 @@ binary scripts/otelcol.sh builds), on the real broker:
 - Traceo's router (``exporters.kafka``, both partition_traces_by_id settings)
   → topic → the Collector's ``kafkareceiver`` → its otlp exporter → a sink:
   every span arrives, byte for byte;
+- a Collector file kafka → tail_sampling → kafka run by ``serve -c``, its
+  kept traces (exporters.kafka, mode sampled) read by the kafkareceiver;
 - a trace's partition: the Collector keyed by trace ID with
   ``record_partitioner.sticky_key.hasher: murmur2`` picks the partition
   Traceo's router picks; its default hasher (sarama_compat, FNV-1a) does not.
@@ -242,29 +244,49 @@ def test_collector_kafkaexporter_feeds_a_traceo_group(kafka_broker, by_id, compr
         assert [r.key for r in recs] == [None, None]
 
 
-def test_a_collector_file_with_a_kafka_receiver_runs_on_traceo(kafka_broker):
-    """The Collector's own file (kafka receiver → tail_sampling → otlp),
-    which the real Collector validates, run by ``serve -c`` as it is, fed
-    by the Collector's kafkaexporter (snappy)."""
-    topic = _name("dropin")
-    kafka_broker.create_topic(topic, PARTITIONS)
+def test_a_collector_file_kafka_to_kafka_runs_on_traceo(kafka_broker):
+    """The Collector's own file (kafka receiver → tail_sampling → kafka
+    exporter), which the real Collector validates, run by ``serve -c`` as
+    it is, between two pipelines of one real Collector: its kafkaexporter
+    (snappy) feeds it, its kafkareceiver reads the kept traces Traceo
+    produced (exporters.kafka, mode sampled) and hands them to a sink."""
+    t_in, t_out = _name("dropin-in"), _name("dropin-out")
+    for t in (t_in, t_out):
+        kafka_broker.create_topic(t, PARTITIONS)
     traces = _traces(15)
     errors = {tid for i, (tid, _, _) in enumerate(traces) if i % 3 == 0}
+    part1 = make_request([k for _, k, _ in traces])
+    part2 = make_request([t for _, _, t in traces])
+    sent = {**_span_bytes(part1), **_span_bytes(part2)}
     (port,) = free_ports(1)
-    col_cfg = _collector_to_kafka(port, {"kafka": _kafka_exporter(
-        kafka_broker.bootstrap, topic, False, compression="snappy")})
     with CaptureSink() as sink:
+        col_cfg = {
+            "receivers": {
+                "otlp": {"protocols": {"grpc": {"endpoint": f"127.0.0.1:{port}"}}},
+                "kafka": {"brokers": [kafka_broker.bootstrap],
+                          "traces": {"topics": [t_out], "encoding": "otlp_proto"},
+                          "group_id": _name("otelcol"), "initial_offset": "earliest"}},
+            "exporters": {
+                "kafka": _kafka_exporter(kafka_broker.bootstrap, t_in, False,
+                                         compression="snappy"),
+                "otlp": {"endpoint": sink.endpoint, "tls": {"insecure": True}}},
+            "service": {"pipelines": {
+                "traces/in": {"receivers": ["otlp"], "exporters": ["kafka"]},
+                "traces/out": {"receivers": ["kafka"], "exporters": ["otlp"]}}},
+        }
         text = yaml.safe_dump({
             "receivers": {"kafka": {"brokers": [kafka_broker.bootstrap],
-                                    "traces": {"topics": [topic], "encoding": "otlp_proto"},
+                                    "traces": {"topics": [t_in], "encoding": "otlp_proto"},
                                     "group_id": _name("dropin"), "initial_offset": "earliest"}},
             "processors": {"tail_sampling": {"decision_wait": "1s", "policies": [
                 {"name": "errors", "type": "status_code",
                  "status_code": {"status_codes": ["ERROR"]}}]}},
-            "exporters": {"otlp": {"endpoint": sink.endpoint, "tls": {"insecure": True}}},
+            "exporters": {"kafka": {"brokers": [kafka_broker.bootstrap],
+                                    "traces": {"topic": t_out, "encoding": "otlp_proto"},
+                                    "partition_traces_by_id": True}},
             "service": {"pipelines": {"traces": {"receivers": ["kafka"],
                                                  "processors": ["tail_sampling"],
-                                                 "exporters": ["otlp"]}}},
+                                                 "exporters": ["kafka"]}}},
         })
         d = Path(tempfile.mkdtemp(prefix="traceo-dropin-"))
         (d / "otelcol.yaml").write_text(text)
@@ -278,8 +300,8 @@ def test_a_collector_file_with_a_kafka_receiver_runs_on_traceo(kafka_broker):
                 [sys.executable, "-m", "traceo_sampler", "serve", "-c", str(d / "otelcol.yaml")],
                 stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=d)
             try:
-                _export(f"127.0.0.1:{port}", make_request([k for _, k, _ in traces]))
-                _export(f"127.0.0.1:{port}", make_request([t for _, _, t in traces]))
+                _export(f"127.0.0.1:{port}", part1)
+                _export(f"127.0.0.1:{port}", part2)
                 try:
                     _wait(lambda: len(sink.spans()) >= 4 * len(errors), 30, "the kept traces")
                 except AssertionError:
@@ -291,6 +313,10 @@ def test_a_collector_file_with_a_kafka_receiver_runs_on_traceo(kafka_broker):
         got = sink.spans()
     assert {tid for tid, *_ in got} == errors
     assert len(got) == 4 * len(errors)
+    for _, sp, _, _ in got:
+        assert sp.trace_state.startswith("ot=th:")
+        sp.ClearField("trace_state")
+        assert _as_sent(sp, sent[sp.span_id])
 
 
 @pytest.mark.parametrize("by_id", [True, False], ids=["partition_traces_by_id", "batched"])

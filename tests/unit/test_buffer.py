@@ -690,8 +690,8 @@ sampler:
             with pytest.raises(ValueError):
                 p.ingest(raw[:-3])
             assert (p.buffer.nbytes, p.buffer.nspans, p.buffer.ntraces) == before
-    assert accepted == reqs.n_spans == p.spans_in
-    assert p.by_trigger.get("memory", 0) > 0 and p.by_trigger.get("max_spans", 0) > 0
+    assert accepted == reqs.n_spans == p.account.spans_received
+    assert p.account.by_trigger.get("memory", 0) > 0 and p.account.by_trigger.get("max_spans", 0) > 0
     p.drain()
     assert p.buffer.ntraces == 0 and p.buffer.ngroups == 0
 

@@ -233,9 +233,9 @@ def test_refusals():
     assert problems(metrics) == [
         "service.pipelines.metrics: not supported: Traceo runs only the traces pipeline with "
         "tail_sampling (pass --ignore-unsupported to run without it)"]
-    kafka = base.replace("exporters: [otlp]", "exporters: [otlp, kafka]").replace(
-        "exporters:\n", "exporters:\n  kafka: {brokers: [b:9092]}\n")
-    assert problems(kafka)[0].startswith("exporters.kafka: not supported: exporting kept traces")
+    zipkin = base.replace("exporters: [otlp]", "exporters: [otlp, zipkin]").replace(
+        "exporters:\n", "exporters:\n  zipkin: {endpoint: 'http://z:9411'}\n")
+    assert problems(zipkin)[0].startswith("exporters.zipkin: not supported: Traceo exports")
     typo = base.replace("exporters: [otlp]", "exporters: [otlp/nope]")
     assert problems(typo) == [
         "service.pipelines.traces.exporters: 'otlp/nope' is not defined under exporters"]
@@ -462,7 +462,7 @@ def test_drop_pending_traces_on_shutdown():
         p = Pipeline(cfg, Metrics(), [cap], clock=lambda: 0.0)
         p.ingest(req.SerializeToString())
         assert p.drain(shutdown=True) == 1
-        assert len(cap.items) == kept and p.decided == 1
+        assert len(cap.items) == kept and p.account.decided == 1
         assert p.buffer.ntraces == 0
 
 

@@ -283,7 +283,7 @@ def test_late_error_after_not_sampled_counts_as_would_change_and_its_lag():
     p.ingest(make_request([t[:2]], service="front"))
     now[0] = 2.0
     p.tick()
-    assert p.traces_dropped == 1 and sink.items == []
+    assert p.account.traces_not_kept == 1 and sink.items == []
     now[0] = 4.5
     p.ingest(make_request([[dict(t[2], status=2)]], service="db"))
     p.ingest(make_request([[dict(trace(1, root=False, tid=t[0]["trace_id"])[0])]], service="db"))
@@ -312,7 +312,7 @@ def test_dropped_grace_brings_the_whole_trace_back():
     p.ingest(make_request([t[:2]], service="front"))
     now[0] = 1.0
     p.tick()
-    assert p.traces_dropped == 1 and len(p.completion.grace) == 1
+    assert p.account.traces_not_kept == 1 and len(p.completion.grace) == 1
     assert p.completion.grace_bytes > 0 and _value(p, "dropped_grace_traces") == 1
     now[0] = 2.0
     p.ingest(make_request([t[2:3]], service="db"))          # late, no error: held with it
@@ -323,13 +323,13 @@ def test_dropped_grace_brings_the_whole_trace_back():
     assert sorted(s.span_id for s in got) == sorted(s["span_id"] for s in t)
     assert all(s.trace_id == tid and s.trace_state == "ot=th:0" for s in got)
     assert len(sink.items) == 1 and sink.items[0].trace_ids == [tid]
-    assert _value(p, "traces_rescued_total", policy="errors") == 1 and p.traces_kept == 1
+    assert _value(p, "traces_rescued_total", policy="errors") == 1 and p.account.traces_kept == 1
     assert p.completion.grace == {} and p.completion.grace_bytes == 0
-    assert p.recent[-1][2] == "rescued" and p.recent[-1][3] == 4
+    assert p.account.recent[-1].trigger == "rescued" and p.account.recent[-1].spans == 4
     # later spans follow the new decision: kept
     now[0] = 4.0
     p.ingest(make_request([trace(1, root=False, tid=tid)], service="db"))
-    assert p.late_kept == 1 and len(sink.items) == 2
+    assert p.account.late_kept == 1 and len(sink.items) == 2
     assert p.buffer.ngroups == 0
 
 
@@ -341,7 +341,7 @@ def test_dropped_grace_is_bounded_and_expires():
     now[0] = 1.0
     p.tick()
     c = p.completion
-    assert p.traces_dropped == 6
+    assert p.account.traces_not_kept == 6
     assert 0 < c.grace_bytes <= 5000 and len(c.grace) < 6
     assert p.buffer.ngroups == 1       # the held traces still use the header
     now[0] = 11.5
@@ -424,7 +424,7 @@ def test_auto_learns_past_a_too_short_start_from_late_spans():
             p.tick()
             tick_at += 0.05
         if i == 60 * 20:
-            late_before = p.late_dropped + p.late_kept
+            late_before = p.account.late_dropped + p.account.late_kept
         tr = trace(3)
         now[0] = t
         p.ingest(make_request([tr[:1]], service="front"))
@@ -437,7 +437,7 @@ def test_auto_learns_past_a_too_short_start_from_late_spans():
     assert p.buffer.root_wait > 4.0 * 1.1, c.status()["root_wait"]
     assert c.status()["per_root_service"]["front"]["tail_quantile_s"] >= 4.0
     # the last minute: no late spans
-    assert p.late_dropped + p.late_kept - late_before < 0.1 * late_before
+    assert p.account.late_dropped + p.account.late_kept - late_before < 0.1 * late_before
 
 
 class _Tracker:

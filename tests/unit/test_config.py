@@ -742,28 +742,23 @@ def test_cli_validate_and_serve_agree(tmp_path):
     assert s.stderr.splitlines() == expected
 
 
-def test_serve_refuses_kafka_router_behind_a_sampler_with_a_clear_message(tmp_path):
+def test_validate_and_serve_refuse_an_explicit_router_behind_a_sampler(tmp_path):
     import os
     import subprocess
     import sys
     cfg = tmp_path / "k.yaml"
     cfg.write_text("receivers:\n  kafka: {brokers: ['127.0.0.1:9092']}\n"
-                   "exporters:\n  kafka: {brokers: ['127.0.0.1:9092']}\n")
+                   "exporters:\n  kafka: {brokers: ['127.0.0.1:9092'], mode: router}\n")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__)))), "src")
-    v = subprocess.run([sys.executable, "-m", "traceo_sampler", "validate", "-c", str(cfg)],
-                       capture_output=True, text=True, env=env, timeout=60)
-    assert v.returncode == 0, v.stderr
-    r = subprocess.run([sys.executable, "-m", "traceo_sampler", "serve", "-c", str(cfg)],
-                       capture_output=True, text=True, env=env, timeout=60)
-    assert r.returncode == 1
-    # receivers.kafka and exporters.kafka (router mode) each run alone; a
-    # Kafka exporter of kept traces behind a sampler is not available yet
-    assert r.stderr.splitlines() == [
-        "exporters.kafka: router mode forwards every span unsampled and cannot be combined "
-        "with receivers.kafka in this version (exporting kept traces to Kafka is not "
-        "available yet)"]
+    want = ["exporters.kafka.mode: router forwards every span unsampled and cannot be combined "
+            "with receivers.kafka; mode: sampled exports the kept traces to Kafka beside them"]
+    for cmd in ("validate", "serve"):
+        r = subprocess.run([sys.executable, "-m", "traceo_sampler", cmd, "-c", str(cfg)],
+                           capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 1
+        assert r.stderr.splitlines() == want, (cmd, r.stderr)
 
 
 def test_waits_auto_or_fixed_and_their_errors():

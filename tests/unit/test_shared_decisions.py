@@ -71,19 +71,19 @@ def test_not_sampled_is_held_then_final_when_nobody_keeps_it():
     p.ingest(make_request([trace(3, tid=tid)]))
     now[0] = 1.5
     p.tick()
-    assert sink.items == [] and p.traces_dropped == 0
+    assert sink.items == [] and p.account.traces_not_kept == 0
     assert m.shared_decisions_held_traces._value.get() == 1
     now[0] = 4.4
     p.tick()
-    assert p.traces_dropped == 0
+    assert p.account.traces_not_kept == 0
     now[0] = 4.6
     p.tick()
-    assert p.traces_dropped == 1 and sink.items == []
+    assert p.account.traces_not_kept == 1 and sink.items == []
     assert _val(m, "shared_decisions_held_total", outcome="expired") == 1
     # the completion model observed it once, when it was first decided
     assert len(observed) == 1
     # decided once, with its own trigger
-    assert p.by_trigger == {"root": 1}
+    assert p.account.by_trigger == {"root": 1}
 
 
 def test_remote_keep_releases_the_held_part_and_later_spans_follow():
@@ -94,10 +94,10 @@ def test_remote_keep_releases_the_held_part_and_later_spans_follow():
     p.tick()
     assert p.shared.on_keep(tid, "errors") == "held"
     p.tick()
-    assert sink.trace_ids() == [tid] and p.by_policy == {"errors": 1}
+    assert sink.trace_ids() == [tid] and p.account.by_policy == {"errors": 1}
     # a span arriving after the decision follows it
     p.ingest(make_request([trace(1, root=False, tid=tid)]))
-    assert p.late_kept == 1 and len(sink.items) == 2
+    assert p.account.late_kept == 1 and len(sink.items) == 2
 
 
 def test_remote_keep_ahead_of_the_spans():
@@ -106,7 +106,7 @@ def test_remote_keep_ahead_of_the_spans():
     assert p.shared.on_keep(tid, "slow") == "ahead"
     # its spans follow the remembered keep at once, without waiting
     p.ingest(make_request([trace(2, tid=tid)]))
-    assert set(sink.trace_ids()) == {tid} and p.late_kept == 2 and p.buffer.ntraces == 0
+    assert set(sink.trace_ids()) == {tid} and p.account.late_kept == 2 and p.buffer.ntraces == 0
     assert p.shared.on_keep(tid, "slow") == "duplicate"
 
 
@@ -128,7 +128,7 @@ def test_too_late_keep_is_counted():
     p.tick()
     now[0] = 5.0
     p.tick()
-    assert p.traces_dropped == 1
+    assert p.account.traces_not_kept == 1
     assert p.shared.on_keep(tid, "errors") == "too_late"
 
 
@@ -142,7 +142,7 @@ def test_hold_is_bounded_in_bytes():
     assert p.shared.held_bytes <= 1 << 20
     assert _val(m, "shared_decisions_held_total", outcome="evicted") > 0
     p.tick()    # the evicted are final at the next tick
-    assert p.traces_dropped == _val(m, "shared_decisions_held_total", outcome="evicted")
+    assert p.account.traces_not_kept == _val(m, "shared_decisions_held_total", outcome="evicted")
 
 
 def test_fallback_decides_locally_and_counts():
@@ -151,7 +151,7 @@ def test_fallback_decides_locally_and_counts():
     p.ingest(make_request([trace(2, tid=drop), trace(2, tid=err, status=2)]))
     now[0] = 1.5
     p.tick()
-    assert p.traces_dropped == 1 and sink.trace_ids() == [err]
+    assert p.account.traces_not_kept == 1 and sink.trace_ids() == [err]
     assert m.shared_decisions_fallback_traces_total._value.get() == 2
     assert p.shared._pending == []
 
@@ -162,7 +162,7 @@ def test_drain_releases_the_held():
     now[0] = 1.5
     p.tick()
     p.drain(shutdown=True)
-    assert p.traces_dropped == 1 and p.shared.held_bytes == 0
+    assert p.account.traces_not_kept == 1 and p.shared.held_bytes == 0
 
 
 def test_message_round_trip_and_bad_messages():

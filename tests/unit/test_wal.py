@@ -251,7 +251,8 @@ def test_max_bytes_pushes_back(tmp_path):
     big = make_request([trace(400, name="x" * 3000)])
     n.front.ingest(big)
     assert n.wal.full() and n.front.backpressure()
-    assert n.metric("wal_full_refusals_total") == 1
+    n.wal._gauges()
+    assert n.metric("wal_full") == 1
 
 
 @pytest.mark.parametrize("on_error", ["refuse", "continue"])
@@ -265,9 +266,9 @@ def test_disk_error_is_loud(tmp_path, on_error):
             "traceo_sampler_wal_errors_total", {"op": "write"}) == 1
         assert n.metric("wal_healthy") == 0
         if on_error == "refuse":
-            assert await res.acked == n.wal.error and n.p.spans_in == 0
+            assert await res.acked == n.wal.error and n.p.account.spans_received == 0
         else:
-            assert n.p.spans_in == 3
+            assert n.p.account.spans_received == 3
         n.wal._fd = -1
     asyncio.run(run())
 

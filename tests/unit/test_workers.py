@@ -93,25 +93,3 @@ def test_merged_metrics_sum_and_parse_back():
     assert got[("traceo_sampler_config_reloads_total", (("outcome", "applied"),))] == 1
     assert got[("traceo_sampler_cost_budget_usd_monthly", ())] == 50
     assert not any(n.endswith("_created") for n, _ in got)
-
-
-def test_merged_status_recomputes_ratios():
-    a = {"spans_received": 100, "spans_kept": 10, "traces_decided": 10, "traces_kept": 1,
-         "uptime_s": 5.0, "kept_by_policy": {"p": {"traces": 1, "share_of_decided": 0.1}},
-         "buffer": {"spans": 1, "traces": 1, "bytes": 10, "limit_bytes": 100, "occupancy": 0.1},
-         "services": {"s": {"spans_received": 100, "spans_exported": 10, "keep_ratio": 0.1}},
-         "cost": {"usd_received": 1.0, "usd_exported": 0.1, "saving_ratio": 0.9, "usd_per_gib": 0.5},
-         "recent_kept": [{"at": 1}]}
-    b = {"spans_received": 300, "spans_kept": 90, "traces_decided": 30, "traces_kept": 9,
-         "uptime_s": 7.0, "kept_by_policy": {"p": {"traces": 9, "share_of_decided": 0.3}},
-         "buffer": {"spans": 3, "traces": 1, "bytes": 70, "limit_bytes": 100, "occupancy": 0.7},
-         "services": {"s": {"spans_received": 300, "spans_exported": 90, "keep_ratio": 0.3}},
-         "cost": {"usd_received": 3.0, "usd_exported": 0.9, "saving_ratio": 0.7, "usd_per_gib": 0.5},
-         "recent_kept": [{"at": 2}]}
-    m = workers.merge_status([a, b])
-    assert m["spans_received"] == 400 and m["keep_ratio_spans"] == 0.25
-    assert m["keep_ratio_traces"] == 0.25 and m["uptime_s"] == 7.0
-    assert m["kept_by_policy"]["p"] == {"traces": 10, "share_of_decided": 0.25}
-    assert m["buffer"]["occupancy"] == 0.4 and m["services"]["s"]["keep_ratio"] == 0.25
-    assert m["cost"]["saving_ratio"] == 0.75 and m["cost"]["usd_per_gib"] == 0.5
-    assert [r["at"] for r in m["recent_kept"]] == [2, 1]

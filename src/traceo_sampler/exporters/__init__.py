@@ -6,7 +6,10 @@ from ..config import Exporters
 from .base import Exporter
 
 
-def build(cfg: Exporters, metrics) -> list[Exporter]:
+def build(cfg: Exporters, metrics, kafka_sampled: bool = False) -> list[Exporter]:
+    """``kafka_sampled``: exporters.kafka is in mode sampled (config.kafka_mode);
+    in router mode the server builds it (exporters/kafka.py) in front of the
+    receivers instead."""
     out: list[Exporter] = []
     if cfg.otlp is not None:
         if cfg.otlp.protocol == "http/protobuf":
@@ -18,6 +21,7 @@ def build(cfg: Exporters, metrics) -> list[Exporter]:
     if cfg.file is not None:
         from .file import FileExporter
         out.append(FileExporter(cfg.file, metrics))
-    # exporters.kafka is router mode, not an exporter of kept traces: the
-    # server builds it (exporters/kafka.py) in front of the receivers
+    if cfg.kafka is not None and kafka_sampled:
+        from .kafka_sampled import KafkaSampledExporter
+        out.append(KafkaSampledExporter(cfg.kafka, metrics))
     return out

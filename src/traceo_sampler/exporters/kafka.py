@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 from .. import shard as _shard
 from ..buffer import TraceBuffer
@@ -74,13 +75,103 @@ def split_by_trace(data: bytes) -> tuple[list[tuple[bytes, bytes]], ScanResultLi
     return out, sc
 
 
+def _desync_errors() -> tuple:
+    from aiokafka import errors as kerr
+    return (kerr.OutOfOrderSequenceNumber, kerr.UnknownProducerId,
+            kerr.NotLeaderForPartitionError, kerr.LeaderNotAvailableError)
+
+
+def new_producer(cfg):
+    """An (unstarted) aiokafka producer for ``exporters.kafka``, in either
+    mode: idempotent when ``idempotent`` and ``acks: all`` (Kafka's rule)."""
+    from aiokafka import AIOKafkaProducer
+    return AIOKafkaProducer(
+        bootstrap_servers=",".join(cfg.brokers), acks=cfg.acks,
+        enable_idempotence=cfg.idempotent and cfg.acks == "all",
+        linger_ms=int(cfg.linger.seconds * 1000),
+        max_request_size=16 << 20, max_batch_size=1 << 20,
+        request_timeout_ms=max(1000, int(cfg.timeout.seconds * 1000)))
+
+
+class Producer:
+    """The producer of ``exporters.kafka`` (either mode), replaced by a
+    fresh one when an idempotent one falls out of step with the broker.
+
+    aiokafka 0.14's idempotent producer numbers a batch when it leaves the
+    accumulator. A batch that waited past ``timeout`` for a partition with
+    no leader (a broker restarting) is taken out *numbered* and failed
+    (NotLeaderForPartition / LeaderNotAvailable) without being sent: the
+    broker then sees a gap, answers every later batch of that partition
+    OUT_OF_ORDER_SEQUENCE_NUMBER, which aiokafka treats as final, and has no
+    epoch bump or sequence reset to recover (the Java client's KIP-360).
+    With idempotence those errors reach a message only that way, so on any
+    of them the producer is dropped and the next ``get`` starts another:
+    a new producer ID, sequences from 0. What the old one still held fails
+    and its caller sends it again (the exporter's retry, the router's
+    client), so only around a replacement can a message be written twice."""
+
+    def __init__(self, cfg, metrics, mode: str):
+        self.cfg = cfg
+        self.metrics = metrics
+        self.mode = mode
+        self.idempotent = cfg.idempotent and cfg.acks == "all"
+        self.current: Any = None    # an AIOKafkaProducer (aiokafka is untyped)
+        self.replaced = 0
+        self._lock = asyncio.Lock()
+        self._stopping: set[asyncio.Task] = set()
+        self._desync = _desync_errors()
+
+    async def get(self):
+        """The started producer; one is started when there is none (what
+        its start raises when no broker answers propagates)."""
+        p = self.current
+        if p is not None:
+            return p
+        async with self._lock:
+            if self.current is None:
+                p = new_producer(self.cfg)
+                try:
+                    await asyncio.wait_for(p.start(), max(1.0, self.cfg.timeout.seconds))
+                except BaseException:
+                    await p.stop()
+                    raise
+                self.current = p
+                c = self.cfg
+                log.info("exporters.kafka (%s): producing to topic %s at %s (acks=%s%s)",
+                         self.mode, c.topic, ",".join(c.brokers), c.acks,
+                         ", idempotent" if self.idempotent else "")
+            return self.current
+
+    def failed(self, p, exc: BaseException) -> None:
+        """``p`` (from ``get``) failed a message with ``exc``."""
+        if not (self.idempotent and isinstance(exc, self._desync) and p is self.current):
+            return
+        self.current = None
+        self.replaced += 1
+        self.metrics.kafka_producer_replaced_total.labels(self.mode).inc()
+        log.warning("exporters.kafka (%s): the idempotent producer's sequence numbers fell out "
+                    "of step with the broker (%s); a new producer takes over", self.mode,
+                    type(exc).__name__)
+        # its pending batches fail (out of order) or expire; not awaited here
+        t = asyncio.get_running_loop().create_task(p.stop())
+        self._stopping.add(t)
+        t.add_done_callback(self._stopping.discard)
+
+    async def close(self, timeout: float) -> None:
+        p, self.current = self.current, None
+        if p is not None:
+            await p.stop()
+        if self._stopping:
+            await asyncio.wait(list(self._stopping), timeout=timeout)
+
+
 class KafkaRouter:
     name = "kafka"
 
     def __init__(self, cfg, metrics):
         self.cfg = cfg
         self.metrics = metrics
-        self.producer = None
+        self._producer = Producer(cfg, metrics, "router")
         self.reachable = False
         self.last_error = "not started"
         self.messages = 0
@@ -90,43 +181,28 @@ class KafkaRouter:
         self._refresh: asyncio.Task | None = None
 
     async def start(self, timeout: float = 60.0) -> None:
-        from aiokafka import AIOKafkaProducer
         c = self.cfg
         deadline = time.monotonic() + timeout
         while True:
-            p = AIOKafkaProducer(
-                bootstrap_servers=",".join(c.brokers), acks=c.acks,
-                # not idempotent: aiokafka's idempotent producer does not
-                # recover from a broker restart (OutOfOrderSequenceNumber);
-                # a retried message may be duplicated, which the samplers
-                # count (duplicate_spans_total) and at-least-once allows
-                enable_idempotence=False,
-                linger_ms=int(c.linger.seconds * 1000),
-                max_request_size=16 << 20, max_batch_size=1 << 20,
-                request_timeout_ms=max(1000, int(c.timeout.seconds * 1000)))
             try:
-                await p.start()
+                p = await self._producer.get()
             except Exception as exc:  # noqa: BLE001 - broker not there yet
                 self.last_error = str(exc)[:200]
-                await p.stop()
                 if time.monotonic() > deadline:
                     raise OSError(f"exporters.kafka: no broker reachable at "
                                   f"{','.join(c.brokers)}: {exc}") from exc
                 log.warning("router: broker not reachable yet (%s); retrying", exc)
                 await asyncio.sleep(1.0)
                 continue
-            self.producer = p
-            self.partitions = await self._count_partitions()
+            self.partitions = await self._count_partitions(p)
             self._refresh = asyncio.get_running_loop().create_task(self._refresh_partitions())
             self.reachable = True
             self.last_error = ""
-            log.info("router mode: producing to topic %s at %s (acks=%s)", c.topic,
-                     ",".join(c.brokers), c.acks)
             return
 
-    async def _count_partitions(self) -> int:
+    async def _count_partitions(self, p) -> int:
         try:
-            parts = await asyncio.wait_for(self.producer.partitions_for(self.cfg.topic), 30)
+            parts = await asyncio.wait_for(p.partitions_for(self.cfg.topic), 30)
         except Exception as exc:  # noqa: BLE001 - e.g. the topic is auto-created later
             log.warning("router: partitions of %s unknown (%s); producing to partition 0",
                         self.cfg.topic, exc)
@@ -139,7 +215,8 @@ class KafkaRouter:
         while True:
             await asyncio.sleep(30)
             with contextlib.suppress(Exception):
-                parts = self.producer.client.cluster.partitions_for_topic(self.cfg.topic)
+                p = self._producer.current
+                parts = p.client.cluster.partitions_for_topic(self.cfg.topic) if p else None
                 if parts:
                     self.partitions = len(parts)
 
@@ -169,14 +246,17 @@ class KafkaRouter:
 
     async def _produce(self, msgs: list[tuple[bytes | None, int | None, bytes]]) -> str:
         """'' when the broker acked every message, else the error."""
-        p = self.producer
         topic = self.cfg.topic
         m = self.metrics
+        p = None
         try:
+            p = await self._producer.get()
             futs = [await p.send(topic, value=blob, key=key, partition=part)
                     for key, part, blob in msgs]
             await asyncio.wait_for(asyncio.gather(*futs), self.cfg.timeout.seconds)
         except Exception as exc:  # noqa: BLE001 - the client is told to retry
+            if p is not None:
+                self._producer.failed(p, exc)
             self.failed += len(msgs)
             m.kafka_produced_messages_total.labels("failed").inc(len(msgs))
             self.reachable = False
@@ -192,8 +272,7 @@ class KafkaRouter:
             self._refresh.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=timeout)
-        if self.producer is not None:
-            await self.producer.stop()
+        await self._producer.close(timeout)
 
 
 class RouterFront:

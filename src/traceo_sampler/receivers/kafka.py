@@ -195,11 +195,15 @@ class KafkaReceiver:
     name = "kafka"
 
     def __init__(self, cfg, pipeline, metrics, flush_timeout: float = 30.0, *,
-                 clock: "LagClock", tracker: OffsetTracker):
+                 clock: "LagClock", tracker: OffsetTracker, limiter=None):
         """``clock`` and ``tracker``: the ones the pipeline was built with
         (server.App), so its timers and policies run on the lag clock and
-        every decision reaches the offsets."""
+        every decision reaches the offsets. ``limiter``: the process memory
+        limiter (receivers/limiter.py), whose pushing back pauses fetching
+        as a full exporter queue does."""
         self.cfg = cfg
+        self.limiter = limiter
+        self.paused = False
         self.pipeline = pipeline
         self.metrics = metrics
         self.flush_timeout = flush_timeout
@@ -264,9 +268,17 @@ class KafkaReceiver:
         last_commit = time.monotonic()
         interval = self.cfg.commit_interval.seconds
         while not self._stopping:
-            if p.backpressure():
+            if p.backpressure() or (self.limiter is not None and self.limiter.over()):
+                self._pause(consumer)
                 await asyncio.sleep(0.1)
+                # kept traces acked meanwhile release their offsets
+                now = time.monotonic()
+                if now - last_commit >= interval:
+                    last_commit = now
+                    await self._commit()
                 continue
+            if self.paused:
+                self._resume(consumer)
             try:
                 batches = await consumer.getmany(timeout_ms=200, max_records=2000)
             except asyncio.CancelledError:
@@ -299,6 +311,28 @@ class KafkaReceiver:
                 await self._commit()
             if not batches:
                 await asyncio.sleep(0)
+
+    def _pause(self, consumer) -> None:
+        """Stop fetching, not only reading: the consumer's prefetch would
+        otherwise go on filling memory. Asked again each round, so that
+        partitions assigned meanwhile are paused too."""
+        tps = consumer.assignment()
+        if tps:
+            consumer.pause(*tps)
+        if not self.paused:
+            self.paused = True
+            self.metrics.kafka_fetch_paused.set(1)
+            log.warning("kafka receiver: fetching paused (%s)",
+                        "an exporter queue is full" if self.pipeline.backpressure()
+                        else "process memory above service.memory_limit_mib")
+
+    def _resume(self, consumer) -> None:
+        tps = consumer.assignment()
+        if tps:
+            consumer.resume(*tps)
+        self.paused = False
+        self.metrics.kafka_fetch_paused.set(0)
+        log.info("kafka receiver: fetching resumed")
 
     def _handle(self, part: _Part, msg) -> None:
         p = self.pipeline

@@ -299,18 +299,9 @@ class Run:
     def report(self, inputs: list[str], invalid_requests: int) -> dict:
         p = self.pipeline
         r = self.recorder
-        services = {}
-        raw_usd: dict[str, tuple[float, float]] = {}
-        for svc, (si, bi, so, bo) in sorted(p.by_service.items()):
-            usd = p.usd_per_byte_of(svc)
-            raw_usd[svc] = (bi * usd, bo * usd)
-            services[svc] = {"spans_before": si, "spans_after": so, "bytes_before": bi,
-                             "bytes_after": round(bo),
-                             "keep_rate_spans": round(so / si, 4) if si else 0.0,
-                             "usd_before": round(bi * usd, 9), "usd_after": round(bo * usd, 9)}
-        decided = max(p.decided, 1)
-        usd_before = sum(i for i, _ in raw_usd.values())
-        usd_after = sum(o for _, o in raw_usd.values())
+        # the totals, per policy, trigger and service and their cost are the
+        # pipeline's Account rendered, as serve's /api/status renders it
+        counted = p.account.simulate(p.prices)
         by_pt: dict[str, dict[str, int]] = {}
         for (pol, trig), n in sorted(r.kept_by.items()):
             by_pt.setdefault(pol, {})[trig] = n
@@ -324,24 +315,11 @@ class Run:
         window = r.window_s
         return {
             "inputs": inputs,
-            "traces": p.decided,
-            "traces_kept": p.traces_kept,
-            "keep_rate_traces": round(p.traces_kept / decided, 4) if p.decided else 0.0,
-            "spans_before": p.spans_in,
-            "spans_after": p.spans_kept + p.late_kept,
-            "bytes_before": p.bytes_in,
-            "bytes_after": round(sum(v[3] for v in p.by_service.values())),
-            "per_policy": {k: {"traces": v, "share_of_traces": round(v / decided, 4)}
-                           for k, v in sorted(p.by_policy.items())},
-            "per_trigger": dict(sorted(p.by_trigger.items())),
-            "per_service": services,
-            "late_spans": {"sampled": p.late_kept, "not_sampled": p.late_dropped},
+            **counted,
             "invalid_requests": invalid_requests,
             "capture": {"start_unix_s": r.start_ns / 1e9 if r.start_ns is not None else None,
                         "end_unix_s": r.end_ns / 1e9 if r.end_ns is not None else None,
                         "seconds": window},
-            "cost": {"usd_per_gib": self.cost.usd_per_gib, "usd_before": round(usd_before, 9),
-                     "usd_after": round(usd_after, 9)},
             "kept_by_policy_trigger": by_pt,
             "errors": {"traces": r.error_traces, "kept": r.error_traces_kept,
                        "all_kept": r.error_traces_kept == r.error_traces,
@@ -351,7 +329,8 @@ class Run:
                         "quantiles_ms": {"all": _quantiles(r.lat_all, edges),
                                          "kept": _quantiles(r.lat_kept, edges)}},
             "consistency": {**self.metrics.consistency(), "per_service": per_service_consistency},
-            "forecast": monthly(raw_usd, window, self.cost.monthly_budget_usd, "capture"),
+            "forecast": monthly(p.account.usd(p.prices), window, self.cost.monthly_budget_usd,
+                                "capture"),
             **({"completion": p.completion.status()} if self.arrivals else {}),
         }
 

@@ -66,6 +66,14 @@ every interface of the pod.
 {{- $_ := set $cfg "sampler" $sampler -}}
 {{- end -}}
 {{- end -}}
+{{- if and (eq $mode "gateway") .Values.gateway.wal.enabled -}}
+{{- /* the write-ahead log on the data volume: kill -9 or an OOM kill of the container loses no acknowledged span (README "Crash safety") */ -}}
+{{- $w := .Values.gateway.wal -}}
+{{- $sampler := default (dict) (get $cfg "sampler") -}}
+{{- $wal := mustMergeOverwrite (dict "dir" "/var/lib/traceo-sampler/wal" "fsync" $w.fsync "max_bytes" (int64 $w.maxBytes)) (default (dict) (get $sampler "wal")) -}}
+{{- $_ := set $sampler "wal" $wal -}}
+{{- $_ := set $cfg "sampler" $sampler -}}
+{{- end -}}
 {{- $svc := default (dict) (get $cfg "service") -}}
 {{- $_ := set $svc "shutdown_timeout" (printf "%ds" (int .Values.shutdownTimeoutSeconds)) -}}
 {{- $_ := set $svc "workers" (int .Values.workers) -}}
