@@ -367,6 +367,9 @@ class App:
                        if getattr(old, name) != getattr(new, name)]
         if old.sampler.decision_cache != s.decision_cache:
             not_applied.append("sampler.decision_cache")
+        if old.sampler.wal != s.wal:
+            # the log is opened and recovered once, at start
+            not_applied.append("sampler.wal")
         if old.sampler.shared_decisions != s.shared_decisions:
             # its Kafka clients and the hold are built once, at start
             not_applied.append("sampler.shared_decisions")

@@ -426,6 +426,13 @@ class WalTracker(OffsetTracker):
         self.wal = wal
         self.cached = cached
 
+    def hold(self, part: Ledger, offset: int, tids) -> None:
+        # segments are deleted as a prefix (below the lowest one held) and a
+        # trace's references are released all at once, so only its first
+        # segment matters: a later request of a trace already held adds none
+        holds = self.holds
+        super().hold(part, offset, [t for t in tids if t not in holds])
+
     def done(self, tid: bytes) -> bool:
         if super().done(tid):
             self.wal.note_decision(tid, False, "", 0)

@@ -1,6 +1,7 @@
-"""What docs/operations.md §6 says a `kill -9` loses on the direct path: every
-trace still buffered (there is no write-ahead log yet), although its client already
-got an OTLP success. SIGTERM, by contrast, decides and exports them."""
+"""What docs/operations.md §6 says a `kill -9` loses on the direct path without
+the write-ahead log (sampler.wal, off by default): every trace still buffered,
+although its client already got an OTLP success. SIGTERM, by contrast, decides
+and exports them. With the log: tests/integration/test_wal_crash.py."""
 import signal
 import time
 

@@ -324,6 +324,8 @@ def test_dropped_grace_brings_the_whole_trace_back():
     assert all(s.trace_id == tid and s.trace_state == "ot=th:0" for s in got)
     assert len(sink.items) == 1 and sink.items[0].trace_ids == [tid]
     assert _value(p, "traces_rescued_total", policy="errors") == 1 and p.account.traces_kept == 1
+    # decided once, now kept: it left the not kept count
+    assert p.account.traces_not_kept == 0 and p.account.decided == 1
     assert p.completion.grace == {} and p.completion.grace_bytes == 0
     assert p.account.recent[-1].trigger == "rescued" and p.account.recent[-1].spans == 4
     # later spans follow the new decision: kept
