@@ -174,6 +174,21 @@ class SharedDecisions(_Base):
     cache: Positive = 100_000
 
 
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|TiB|KB|MB|GB|TB)?\s*$")
+_SIZE_UNIT = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40,
+              "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+
+
+def parse_size(v: int | str) -> int | None:
+    """Bytes of ``4294967296``, ``"512MiB"`` or ``"4GiB"``; None if neither."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    m = _SIZE.match(v)
+    return int(m.group(1)) * _SIZE_UNIT[m.group(2)] if m else None
+
+
 class Wal(_Base):
     """The write-ahead log of the direct OTLP path (wal.py): accepted span
     bytes are appended before the client is answered, so ``kill -9`` loses
@@ -189,9 +204,11 @@ class Wal(_Base):
     # with fsync: interval, how often the log is synced: the most a machine
     # crash can lose of what clients were told was received
     fsync_interval: Duration = msgspec.field(default_factory=lambda: Duration("10ms"))
-    # bytes of segments on disk; at this the receivers push back
-    # (RESOURCE_EXHAUSTED / 429) until decided and acknowledged traces free some
-    max_bytes: Annotated[int, msgspec.Meta(ge=1 << 20)] = 4 << 30
+    # bytes of segments on disk (a number, or a size such as 512MiB, 4GiB; at
+    # least 1MiB; with service.workers, the group's, split among them); at
+    # this the receivers push back (RESOURCE_EXHAUSTED / 429) until decided
+    # and acknowledged traces free some
+    max_bytes: int | str = 4 << 30
     # when the disk fails (write or fsync error): refuse (clients are
     # answered UNAVAILABLE / 503 until a restart) or continue without the log
     on_error: Literal["refuse", "continue"] = "refuse"
@@ -879,6 +896,12 @@ def parse(raw: Any, ignored_blocks: list[str] | None = None) -> Config:
         if exp is not None and exp.kafka is not None:
             problems.append("sampler.wal: not with exporters.kafka (router mode answers once "
                             "the broker acked)")
+        size = parse_size(sampler.wal.max_bytes)
+        if size is None or size < 1 << 20:
+            problems.append("sampler.wal.max_bytes: must be a number of bytes or a size such as "
+                            "512MiB or 4GiB, at least 1MiB")
+        else:
+            sampler.wal.max_bytes = size
         if sampler.wal.fsync_interval.seconds <= 0:
             problems.append("sampler.wal.fsync_interval: must be > 0")
         if not sampler.wal.dir:

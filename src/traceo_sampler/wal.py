@@ -110,8 +110,9 @@ class WriteAheadLog:
         self.metrics = metrics
         self.dir = directory
         self.mode = cfg.fsync
-        self.max_bytes = cfg.max_bytes
-        self.segment_max = max(1 << 20, min(SEGMENT_MAX, cfg.max_bytes // 8))
+        from .config import parse_size
+        self.max_bytes = parse_size(cfg.max_bytes) or 0     # converted when loaded
+        self.segment_max = max(1 << 20, min(SEGMENT_MAX, self.max_bytes // 8))
         self.ledger = Ledger()
         self.sizes: dict[int, int] = {}      # segment number → bytes on disk
         self.total = 0

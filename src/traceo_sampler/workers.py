@@ -155,6 +155,10 @@ def share(cfg: Config, n: int, i: int, admin_endpoint: str | None = None) -> Con
     s = cfg.sampler
     sampler = msgspec.structs.replace(s, policies=pols,
                                       memory_limit_mib=max(1, _part(s.memory_limit_mib, n, i)))
+    if s.wal is not None:
+        # each worker logs its own shard: the disk bound is the group's
+        sampler.wal = msgspec.structs.replace(
+            s.wal, max_bytes=max(1 << 20, _part(s.wal.max_bytes, n, i)))
     e = cfg.exporters
     repl = {}
     for name in ("otlp", "file"):

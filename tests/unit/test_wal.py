@@ -284,3 +284,29 @@ def test_invalid_spans_are_not_logged(tmp_path):
     (kind, payload), = read_segment(n.wal.path(seq))[0]
     from traceo_sampler.scan import scan
     assert len(scan(payload[8:], frozenset()).spans) == 2
+
+
+def test_config_sizes_and_refusals():
+    from traceo_sampler.config import ConfigError
+
+    def wal(block):
+        return loads("sampler:\n  wal: " + block + POLICIES).sampler.wal
+    assert wal("{max_bytes: 4GiB}").max_bytes == 4 << 30
+    assert wal("{max_bytes: 512MiB}").max_bytes == 512 << 20
+    assert wal("{}").fsync == "interval" and wal("{}").max_bytes == 4 << 30
+    for bad, field in (("{max_bytes: 10}", "max_bytes"), ("{max_bytes: lots}", "max_bytes"),
+                       ("{fsync: sometimes}", "fsync"), ("{fsync_interval: 0ms}", "fsync_interval"),
+                       ("{on_error: ignore}", "on_error")):
+        with pytest.raises(ConfigError) as e:
+            wal(bad)
+        assert any(p.startswith(f"sampler.wal.{field}") for p in e.value.problems), e.value.problems
+    with pytest.raises(ConfigError) as e:
+        loads("receivers: {kafka: {brokers: [k:9092]}}\nsampler:\n  wal: {}" + POLICIES)
+    assert any(p.startswith("sampler.wal: not with receivers.kafka") for p in e.value.problems)
+
+
+def test_workers_split_max_bytes():
+    from traceo_sampler.workers import share
+    cfg = loads("sampler:\n  wal: {max_bytes: 3GiB}" + POLICIES)
+    parts = [share(cfg, 3, i).sampler.wal.max_bytes for i in range(3)]
+    assert sum(parts) == 3 << 30 and len(set(parts)) == 1
