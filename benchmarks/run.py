@@ -212,6 +212,20 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def cpu_by_process(pid: int) -> dict:
+    """CPU seconds of each process of the tree, by role: the supervisor (or
+    the one serve process) and each worker of service.workers."""
+    out = {}
+    for p in proc_tree(pid):
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            cmd = p.cmdline()
+            role = (f"worker{cmd[cmd.index('traceo_sampler.workers') + 2]}"
+                    if "traceo_sampler.workers" in cmd else "serve" if p.pid == pid else str(p.pid))
+            out[role] = t.user + t.system
+    return out
+
+
 def rss_bytes(pid: int) -> int:
     total = 0
     for p in proc_tree(pid):
@@ -558,6 +572,7 @@ def phase_full(reqs, sink: SinkProc, workdir: Path, concurrency: int, timers: di
         sampler = RssSampler(pid)
         sampler.start()
         cpu0 = cpu_seconds(pid)
+        by0 = cpu_by_process(pid)
         r = send(serve.endpoint, reqs, concurrency)
         cpu_ingest = cpu_seconds(pid) - cpu0
         log(f"full path: sent {r['spans']} spans at {r['spans_per_s']:.0f} spans/s, errors {r['errors']}; "
@@ -570,6 +585,7 @@ def phase_full(reqs, sink: SinkProc, workdir: Path, concurrency: int, timers: di
 
         final, waited, settled = wait_stable(lambda: sink.call("Stats"), 3.0, 180.0, drained)
         cpu_total = cpu_seconds(pid) - cpu0
+        by1 = cpu_by_process(pid)
         peak_sampled = sampler.stop()
         hwm = vm_hwm(pid)
         rss_end = rss_bytes(pid)
@@ -598,6 +614,8 @@ def phase_full(reqs, sink: SinkProc, workdir: Path, concurrency: int, timers: di
         "serve_cpu_s_total": round(cpu_total, 3),
         "serve_cpu_s_per_million_spans": round(cpu_total / spans * 1e6, 3),
         "serve_cpu_s_per_million_spans_ingest_only": round(cpu_ingest / spans * 1e6, 3),
+        # with service.workers: "serve" is the supervisor
+        "serve_cpu_s_by_process": {k: round(v - by0.get(k, 0.0), 3) for k, v in by1.items()},
         "serve_rss_idle_mib": round(rss_idle / 2**20, 1),
         "serve_rss_end_mib": round(rss_end / 2**20, 1),
         "serve_peak_rss_mib": round(max(peak_sampled, hwm or 0) / 2**20, 1),

@@ -17,6 +17,7 @@ for root spans, a trace_state only when present.
 """
 
 include "_walk.pxi"
+include "_parts.pxi"
 
 from wire cimport field_bytes, field_len, write_head
 
@@ -210,8 +211,13 @@ cdef class AddResult:
     cdef public list groups
     cdef public Py_ssize_t accepted, rejected, span_bytes
     cdef public list errors, reasons
+    # ingest with nshards > 1: the request of each other shard (b"" for
+    # this one and for a shard without spans) and its span count; else None
+    cdef public list parts, counts
 
     def __init__(self):
+        self.parts = None
+        self.counts = None
         self.overflow = []
         self.late_kept = []
         self.late_dropped_spans = []
@@ -332,13 +338,25 @@ cdef class _Ingest(_Walker):
     cdef SpanRec* recs
     cdef Py_ssize_t n, cap
     cdef list attrs             # span attribute dicts, indexed by SpanRec.attrs
+    # service.workers: spans of the other shards are set aside, not kept
+    cdef uint32_t nshards, own
+    cdef Rec* fwd
+    cdef Py_ssize_t nfwd, fwd_cap, fwd_bytes
 
     def __dealloc__(self):
         PyMem_Free(self.recs)
+        PyMem_Free(self.fwd)
 
     cdef int on_span(self, SpanRec* r, dict attrs) except -1:
         cdef SpanRec* grown
         cdef Py_ssize_t cap
+        cdef uint32_t sh
+        if self.nshards > 1:
+            sh = traceo_shard_of(r.tid, 0, self.nshards)
+            if sh != self.own:
+                _push_rec(&self.fwd, &self.nfwd, &self.fwd_cap, r.off, r.length, r.group, sh)
+                self.fwd_bytes += r.length
+                return 0
         if self.n == self.cap:
             cap = 2 * self.cap if self.cap else 256
             grown = <SpanRec*>PyMem_Realloc(self.recs, cap * sizeof(SpanRec))
@@ -697,20 +715,15 @@ cdef class TraceBuffer:
         cdef const unsigned char* d = <const unsigned char*>PyByteArray_AS_STRING(t.data)
         cdef Py_ssize_t n = PyByteArray_GET_SIZE(t.data)
         cdef Py_ssize_t ng = len(self._groups)
-        cdef Py_ssize_t pos = 0, ln, k, v
+        cdef Py_ssize_t pos = 0, ln
         cdef EntryHdr h
         cdef dict out = {}
         while pos < n:
             _entry(d, pos, n, &h, ng)
             ln = h.len
-            k = 1
-            v = ln
-            while v > 0x7F:
-                v >>= 7
-                k += 1
             key = <long>h.gid
             cur = out.get(key)
-            out[key] = (cur if cur is not None else 0) + 1 + k + ln
+            out[key] = (cur if cur is not None else 0) + field_len(ln)
             pos += ENTRY_HDR + ln
         return out
 
@@ -814,20 +827,34 @@ cdef class TraceBuffer:
         q.fold()
         return res
 
-    def ingest(self, data, attr_keys, double now):
+    def ingest(self, data, attr_keys, double now, Py_ssize_t nshards=1, Py_ssize_t shard=0):
         """Scan and buffer one encoded ExportTraceServiceRequest in one pass;
         the same result as ``add(scan(data, attr_keys), data, now)``.
+
+        ``nshards > 1`` (service.workers): only the spans of traces in shard
+        ``shard`` (``shard.shard_of``) are buffered; the others are returned
+        in ``parts``, one request per shard, as ``shard.split`` builds them,
+        and are left out of ``accepted`` and ``span_bytes``.
 
         Raises ValueError exactly where ``scan`` does, and then the buffer
         is left unchanged (the spans are inserted after the whole walk)."""
         if type(data) is not bytes:
             data = bytes(data)
+        if nshards < 1 or not 0 <= shard < nshards:
+            raise ValueError("ingest: shard out of range")
         cdef _Ingest w = _Ingest.__new__(_Ingest)
         w.attrs = []
+        w.nshards = <uint32_t>nshards
+        w.own = <uint32_t>shard
         w.walk(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), attr_keys)
         cdef AddResult res = AddResult()
         res.accepted = w.n
         res.groups, res.rejected, res.errors, res.reasons, res.span_bytes = w.figures()
+        if nshards > 1:
+            res.span_bytes -= w.fwd_bytes
+            res.counts = []
+            res.parts = _build_parts(<bytes>data, res.groups, w.fwd, w.nfwd, nshards, res.counts,
+                                     res.rejected == 0 and w.n == 0)
         cdef _Req q = self._request(res, w.groups, data, now)
         cdef Py_ssize_t i
         cdef SpanRec* r

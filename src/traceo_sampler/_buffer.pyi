@@ -83,6 +83,9 @@ class AddResult:
     new_traces: int
     spans: int
     per_service: dict[str, list[int]]
+    # ingest with nshards > 1: each other shard's request and span count
+    parts: list[bytes] | None
+    counts: list[int] | None
     def __init__(self) -> None: ...
 
 @final
@@ -116,7 +119,8 @@ class TraceBuffer:
     def remember(self, trace_id: bytes, sampled: bool, policy: str, threshold: int) -> None: ...
     def cached(self, trace_id: bytes) -> tuple[str, int] | bool | None: ...
     def add(self, scan: _ScanLike, data: bytes, now: float) -> AddResult: ...
-    def ingest(self, data: bytes | Buffer, attr_keys: AbstractSet[str], now: float) -> AddResult:
+    def ingest(self, data: bytes | Buffer, attr_keys: AbstractSet[str], now: float,
+               nshards: int = 1, shard: int = 0) -> AddResult:
         """Scan and buffer one request in one pass. Raises ValueError (the
         scanner's, before anything is buffered) on bad bytes."""
     def deadline(self, t: Trace) -> float: ...

@@ -53,7 +53,7 @@ import struct
 from typing import Any, Iterable, Literal, Protocol, overload
 
 from . import accel
-from .scan import scan_py
+from .scan import SPAN_LENGTH, SPAN_TRACE_ID, scan_py
 from .wire import field as _field, field_len as _field_len
 from .tracestate import merge_threshold, randomness
 
@@ -189,9 +189,13 @@ class AddResult:
 
     __slots__ = ("late_kept", "late_dropped", "full", "new_traces", "spans", "per_service",
                  "overflow", "groups", "accepted", "rejected", "errors", "reasons",
-                 "span_bytes", "late_dropped_spans")
+                 "span_bytes", "late_dropped_spans", "parts", "counts")
 
     def __init__(self):
+        # ingest with nshards > 1: the request of each other shard (b"" for
+        # this one and for a shard without spans) and its span count
+        self.parts: list[bytes] | None = None
+        self.counts: list[int] | None = None
         # the scanner's figures: valid spans, invalid ones with a message and
         # a reason label each, bytes of the valid spans
         self.accepted = 0
@@ -384,13 +388,43 @@ class TraceBufferPy:
         return None
 
     # ------------------------------------------------------------ insert
-    def ingest(self, data: bytes, attr_keys: frozenset[str], now: float) -> AddResult:
+    def ingest(self, data: bytes, attr_keys: frozenset[str], now: float,
+               nshards: int = 1, shard: int = 0) -> AddResult:
         """Scan and buffer one encoded ExportTraceServiceRequest: the same as
         ``add(scan_py(data, attr_keys), data, now)``. Raises ValueError (the
-        scanner's) before anything is buffered."""
+        scanner's) before anything is buffered.
+
+        ``nshards > 1`` (service.workers): only the spans of traces in shard
+        ``shard`` (``shard.shard_of``) are buffered; the others are returned
+        in ``parts``, one request per shard, as ``shard.split`` builds them,
+        and are left out of ``accepted`` and ``span_bytes``."""
         if type(data) is not bytes:
             data = bytes(data)
-        return self.add(scan_py(data, attr_keys), data, now)
+        if nshards < 1 or not 0 <= shard < nshards:
+            raise ValueError("ingest: shard out of range")
+        sc = scan_py(data, attr_keys)
+        if nshards == 1:
+            return self.add(sc, data, now)
+        from .shard import parts_py, shard_of_py
+        own, other, where = [], [], []
+        span_bytes = sc.span_bytes
+        for sp in sc.spans:
+            s = shard_of_py(sp[SPAN_TRACE_ID], nshards)
+            if s == shard:
+                own.append(sp)
+            else:
+                other.append(sp)
+                where.append(s)
+                span_bytes -= sp[SPAN_LENGTH]
+        counts: list[int] = []
+        parts = parts_py(data, sc.groups, other, where, nshards, counts,
+                         not sc.rejected and not own)
+        sc.spans = own
+        sc.span_bytes = span_bytes
+        res = self.add(sc, data, now)
+        res.parts = parts
+        res.counts = counts
+        return res
 
     def add(self, scan, data: bytes, now: float) -> AddResult:
         """Buffer the spans of a scan result (or any object with scan-shaped
@@ -817,7 +851,8 @@ class TraceBufferLike(Protocol):
     def group(self, gid: int) -> tuple[bytes, bytes, str]: ...
     def remember(self, trace_id: bytes, sampled: bool, policy: str, threshold: int) -> None: ...
     def cached(self, trace_id: bytes) -> tuple[str, int] | bool | None: ...
-    def ingest(self, data: bytes, attr_keys: frozenset[str], now: float) -> Any: ...
+    def ingest(self, data: bytes, attr_keys: frozenset[str], now: float,
+               nshards: int = ..., shard: int = ...) -> Any: ...
     def add(self, scan: Any, data: bytes, now: float) -> Any: ...
     def deadline(self, t: Any) -> float: ...
     def trigger(self, t: Any) -> str: ...

@@ -32,12 +32,16 @@ EXPORT_ITEM_BYTES = 1 << 20
 
 
 class IngestResult:
-    __slots__ = ("accepted", "rejected", "errors")
+    __slots__ = ("accepted", "rejected", "errors", "parts", "counts")
 
-    def __init__(self, accepted: int, rejected: int, errors: list[str]):
+    def __init__(self, accepted: int, rejected: int, errors: list[str],
+                 parts: list[bytes] | None = None, counts: list[int] | None = None):
         self.accepted = accepted
         self.rejected = rejected
         self.errors = errors
+        # ingest with shards: each other shard's request and span count
+        self.parts = parts
+        self.counts = counts
 
 
 class _Spans:
@@ -83,6 +87,10 @@ class Pipeline:
         self.prices = Prices.of(cfg.cost)
         # what was counted: /api/status, the summary and simulate render it
         self.account = Account()
+        # service label -> its received counters (spans, bytes, cost), each
+        # labelled once: labels() per service per request was most of the
+        # fixed cost of a small request (service.workers hands many over)
+        self._received: dict[str, tuple] = {}
         self.skew_tolerance_ns = int(cfg.telemetry.skew_tolerance.seconds * 1e9)
         self.record_policy = s.record_policy
         self._policy_attrs: dict[str, bytes] = {}
@@ -110,7 +118,8 @@ class Pipeline:
                 return True
         return False
 
-    def ingest(self, data: bytes, scanned=None, now: float | None = None) -> IngestResult:
+    def ingest(self, data: bytes, scanned=None, now: float | None = None,
+               shards: tuple[int, int] | None = None) -> IngestResult:
         """Scan and buffer one encoded ExportTraceServiceRequest.
 
         Raises ValueError when the bytes are not a valid request (the buffer
@@ -125,15 +134,23 @@ class Pipeline:
         attr_keys)``), for callers that need its trace IDs first. ``now``:
         when it arrived, on ``clock`` (the write-ahead log's recovery
         replays requests at their original arrival times).
+
+        ``shards``: (n, i), this pipeline owns shard i of n (service.workers,
+        workers.ShardFront): the spans of the other shards are walked once
+        here and returned in ``parts`` (one request per shard) instead of
+        buffered; ``accepted`` counts them too. Room is made for this
+        shard's share of the request.
         """
         if now is None:
             now = self.clock()
         buf = self.buffer
-        room = buf.make_room(2 * len(data))
+        room = buf.make_room(2 * len(data) // (shards[0] if shards else 1))
         if room:
             self._decide(room, now)
             self._gauges()
-        if scanned is None:
+        if shards is not None:
+            res = buf.ingest(data, self.attr_keys, now, shards[0], shards[1])
+        elif scanned is None:
             res = buf.ingest(data, self.attr_keys, now)
         else:
             res = buf.add(scanned, data, now)
@@ -141,8 +158,9 @@ class Pipeline:
         if res.rejected:
             for reason in res.reasons:
                 m.invalid_spans_total.labels(reason).inc()
+        fwd = sum(res.counts) if res.counts else 0
         if not res.accepted:
-            return IngestResult(0, res.rejected, res.errors)
+            return IngestResult(fwd, res.rejected, res.errors, res.parts, res.counts)
         self._after_add(res, now)
         if res.full:
             self._decide([(t, "max_spans") for t in res.full], now)
@@ -154,7 +172,7 @@ class Pipeline:
             self._decide(buf.make_room(0), now)
         self.account.received(res.accepted, res.span_bytes)
         self._gauges()
-        return IngestResult(res.accepted, res.rejected, res.errors)
+        return IngestResult(res.accepted + fwd, res.rejected, res.errors, res.parts, res.counts)
 
     def holds(self, trace_id: bytes) -> bool:
         """Whether the trace is buffered, undecided."""
@@ -181,11 +199,17 @@ class Pipeline:
 
     def _after_add(self, res, now: float) -> None:
         m = self.metrics
+        received = self._received
         for svc, (n, nb) in res.per_service.items():
             label = m.service(svc)
-            m.spans_received_total.labels(label).inc(n)
-            m.bytes_received_total.labels(label).inc(nb)
-            m.cost_usd_total.labels(label, "received").inc(nb * self.usd_per_byte_of(svc))
+            c = received.get(label)
+            if c is None:
+                c = received[label] = (m.spans_received_total.labels(label),
+                                       m.bytes_received_total.labels(label),
+                                       m.cost_usd_total.labels(label, "received"))
+            c[0].inc(n)
+            c[1].inc(nb)
+            c[2].inc(nb * self.usd_per_byte_of(svc))
             row = self.account.service(label)
             row.spans_received += n
             row.bytes_received += nb

@@ -74,36 +74,48 @@ def split_py(data: bytes, n: int, attr_keys=frozenset(), key: int = KEY_RAW,
         raise ValueError("n must be >= 1")
     data = bytes(data)
     sc = scan_py(data, attr_keys)
-    # per shard: [(group, [span fields])] in walk order
-    per: list[list] = [[] for _ in range(n)]
-    counts = [0] * n
     tids: list[set[bytes]] | None = [set() for _ in range(n)] if with_trace_ids else None
+    shards = []
     for sp in sc.spans:
-        tid, gi, off, ln = sp[SPAN_TRACE_ID], sp[SPAN_GROUP], sp[SPAN_OFFSET], sp[SPAN_LENGTH]
+        tid = sp[SPAN_TRACE_ID]
         s = shard_of_py(tid, n, key)
-        counts[s] += 1
+        shards.append(s)
         if tids is not None:
             tids[s].add(tid)
-        lst = per[s]
-        if not lst or lst[-1][0] != gi:
-            lst.append((gi, []))
-        lst[-1][1].append(_field(0x12, data[off:off + ln]))
     r = SplitResultPy()
-    r.counts = counts
+    r.counts = []
+    r.parts = parts_py(data, sc.groups, sc.spans, shards, n, r.counts, not sc.rejected)
     r.trace_ids = tids
     r.accepted = len(sc.spans)
     r.rejected = sc.rejected
     r.errors = list(sc.errors)
     r.reasons = list(sc.reasons)
     r.span_bytes = sc.span_bytes
-    if sum(1 for c in counts if c) == 1 and not sc.rejected:
-        r.parts = [data if c else b"" for c in counts]
-        return r
-    groups = sc.groups
-    r.parts = [b"".join(_field(0x0A, groups[gi][0] + _field(0x12, groups[gi][1] + b"".join(spans)))
-                        for gi, spans in lst) for lst in per]
     return r
 
+
+def parts_py(data: bytes, groups: list, spans: list, shards: list[int], n: int,
+             counts: list[int], whole_ok: bool) -> list[bytes]:
+    """The request of each of the n shards holding these scan tuples' spans
+    (``shards[k]``: the shard of ``spans[k]``), b"" for a shard without any;
+    ``counts`` gets each shard's spans. ``whole_ok``: these are every span
+    of ``data`` and nothing was rejected, so a shard holding them all gets
+    ``data`` itself. Compiled twin: ext/_parts.pxi ``_build_parts``."""
+    # per shard: [(group, [span fields])] in walk order
+    per: list[list] = [[] for _ in range(n)]
+    cnt = [0] * n
+    for sp, s in zip(spans, shards):
+        gi, off, ln = sp[SPAN_GROUP], sp[SPAN_OFFSET], sp[SPAN_LENGTH]
+        cnt[s] += 1
+        lst = per[s]
+        if not lst or lst[-1][0] != gi:
+            lst.append((gi, []))
+        lst[-1][1].append(_field(0x12, data[off:off + ln]))
+    counts.extend(cnt)
+    if whole_ok and sum(1 for c in cnt if c) == 1:
+        return [data if c else b"" for c in cnt]
+    return [b"".join(_field(0x0A, groups[gi][0] + _field(0x12, groups[gi][1] + b"".join(fields)))
+                     for gi, fields in lst) for lst in per]
 
 _c = _compiled("shard")
 split = _c.split if _c is not None else split_py

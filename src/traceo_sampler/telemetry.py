@@ -179,7 +179,7 @@ class Metrics:
     worker_restarts_total = counter('Worker processes that died and were restarted')
     worker_lost_spans_total = counter('Spans a worker held in its buffer when it died (its last report), lost with it')
     worker_lost_traces_total = counter('Traces a worker held in its buffer when it died (its last report), lost with it')
-    worker_forwarded_spans_total = counter('Spans handed to the worker owning their trace, by outcome (sent, dropped: the owner stayed down too long)', 'outcome')
+    worker_forwarded_spans_total = counter('Spans handed to the worker owning their trace, by outcome (sent, dropped: the owner stayed down too long, lost: cut off when the sending worker died mid-frame)', 'outcome')
     kafka_produced_messages_total = counter('Router mode: messages (one per trace) the broker acked or that failed', 'outcome')
     kafka_messages_total = counter('Kafka receiver: messages consumed, by outcome (ok, partial, invalid, replayed: re-read for a trace a previous owner left undecided or unacknowledged, its spans may be exported twice; replay_skipped)', 'outcome')
     kafka_consumer_lag = gauge('Kafka receiver: high watermark minus the next offset to read, per partition', 'topic', 'partition')

@@ -6,11 +6,13 @@ endpoint of the group. Each worker is a whole sampler (receivers, buffer,
 policies, exporters) that owns the traces whose trace-ID hash falls in its
 shard (``shard.shard_of``: Kafka's murmur2 partitioner over the 16 raw
 bytes). Every worker listens on the configured receiver ports
-(``SO_REUSEPORT``: the kernel spreads client connections over them), splits
-each request it receives by shard (``shard.split``: span bytes copied under
-their original resource and scope headers, no protobuf objects, nothing
-re-encoded), ingests its own part and hands each other part, as one framed
-message of raw bytes, over a Unix socket to the worker that owns it.
+(``SO_REUSEPORT``: the kernel spreads client connections over them). One
+walk of each request it receives buffers the spans of its own shard and
+cuts out one request per other shard (``Pipeline.ingest`` with ``shards``:
+span bytes copied under their original resource and scope headers, as
+``shard.split`` does; no protobuf objects, nothing re-encoded); each is
+handed, as a frame of raw bytes, over a Unix socket to the worker that owns
+it, the parts for one worker of one event loop tick in one frame.
 
 Decisions are the ones one process would make: every policy decides on the
 whole trace, which only its owner holds; per-trace rules (status, latency,
@@ -44,6 +46,7 @@ import logging
 import math
 import mmap
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -64,7 +67,6 @@ FORWARD_HIGH = 16 << 20        # bytes waiting for a peer before the receivers p
 PENDING_MAX = 64 << 20         # bytes kept for a peer that is down (restarting), then dropped
 SNAPSHOT_INTERVAL = 5.0        # how often a worker leaves its counters for the supervisor
 STATE_INTERVAL = 0.1           # how often a worker publishes its backpressure and buffer size
-_FRAME = struct.Struct(">I")
 
 
 # ------------------------------------------------------------------ sizing
@@ -90,10 +92,10 @@ def _cgroup_quota() -> float | None:
         pass
     try:   # cgroup v1
         with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as fh:
-            q = int(fh.read())
+            quota_us = int(fh.read())
         with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as fh:
-            p = int(fh.read())
-        return None if q <= 0 or p <= 0 else q / p
+            period_us = int(fh.read())
+        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
     except (OSError, ValueError):
         return None
 
@@ -236,11 +238,83 @@ class Flags:
 
 
 # ------------------------------------------------------------------ forwarding
+# A frame: [u32 body length][u32 spans in it][body: an encoded request]. The
+# span count travels with the frame so that a frame cut off (its sender died
+# mid-write) is counted as lost by its receiver.
+_FRAME = struct.Struct(">II")
+
+
+class FrameReader:
+    """Frames out of a byte stream that arrives in pieces of any size."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def feed(self, chunk: bytes) -> list[tuple[bytes, int]]:
+        """The (body, spans) of every frame completed by ``chunk``."""
+        buf = self.buf
+        out: list[tuple[bytes, int]] = []
+        if not buf and len(chunk) >= _FRAME.size:
+            # common case: the chunk starts a frame; whole frames are cut
+            # from it without first copying it into the buffer
+            pos, end = 0, len(chunk)
+            while end - pos >= _FRAME.size:
+                ln, spans = _FRAME.unpack_from(chunk, pos)
+                if end - pos - _FRAME.size < ln:
+                    break
+                out.append((chunk[pos + _FRAME.size:pos + _FRAME.size + ln], spans))
+                pos += _FRAME.size + ln
+            if pos < end:
+                buf += chunk[pos:] if pos else chunk
+            return out
+        buf += chunk
+        pos, end = 0, len(buf)
+        while end - pos >= _FRAME.size:
+            ln, spans = _FRAME.unpack_from(buf, pos)
+            if end - pos - _FRAME.size < ln:
+                break
+            out.append((bytes(buf[pos + _FRAME.size:pos + _FRAME.size + ln]), spans))
+            pos += _FRAME.size + ln
+        if pos:
+            del buf[:pos]
+        return out
+
+    def cut(self) -> tuple[int, int]:
+        """At the end of the stream: (bytes, spans) of the frame left
+        unfinished (spans -1 when not even its header arrived)."""
+        n = len(self.buf)
+        if not n:
+            return 0, 0
+        spans = _FRAME.unpack_from(self.buf, 0)[1] if n >= _FRAME.size else -1
+        self.buf.clear()
+        return n, spans
+
+
+class _PeerConn(asyncio.Protocol):
+    def __init__(self, peer: Peer) -> None:
+        self.peer = peer
+        self.transport: asyncio.WriteTransport | None = None
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        # the owner writes only acks (with the log), a byte per frame
+        self.peer._answered(data)
+
+    def connection_lost(self, exc) -> None:
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+
 class Peer:
-    """The connection to another worker's forwarding socket. Parts are
-    written to it as ``[u32 length][request bytes]`` frames; while it is
-    down (restarting) they wait, up to PENDING_MAX bytes, and are sent on
-    reconnect."""
+    """The connection to another worker's forwarding socket. The parts sent
+    to it in one event loop tick go out as one frame, their concatenation (a
+    valid request: its resource_spans are those of every part), in one
+    write: one syscall, and one ingest call at the owner, however many
+    requests that tick brought. While the peer is down (restarting) parts
+    wait, up to PENDING_MAX bytes, and are sent on reconnect."""
 
     def __init__(self, index: int, path: str, metrics, acks: bool = False):
         """``acks`` (with sampler.wal): the owner answers every frame with a
@@ -251,10 +325,16 @@ class Peer:
         self.path = path
         self.metrics = metrics
         self.acks = acks
-        self.waiting: collections.deque = collections.deque()   # futures of frames written
-        self.writer: asyncio.StreamWriter | None = None
+        # per frame written, in order: the futures its ack answers
+        self.waiting: collections.deque = collections.deque()
+        self.conn: _PeerConn | None = None
         self.pending: list[tuple[bytes, int, asyncio.Future | None]] = []
         self.pending_bytes = 0
+        # this tick's parts, not yet written, and the futures they answer
+        self.batch: list[bytes] = []
+        self.batch_futs: list[asyncio.Future] = []
+        self.batch_spans = 0
+        self.batch_bytes = 0
         self.closing = False
         self._task: asyncio.Task | None = None
 
@@ -262,59 +342,69 @@ class Peer:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while not self.closing:
             try:
-                reader, writer = await asyncio.open_unix_connection(self.path)
+                _, conn = await loop.create_unix_connection(lambda: _PeerConn(self), self.path)
             except OSError:
                 await asyncio.sleep(0.05)
                 continue
-            self.writer = writer
+            self.conn = conn
             pending, self.pending, self.pending_bytes = self.pending, [], 0
             for data, spans, fut in pending:
-                self._write(data, spans, fut)
-            while True:
-                # the owner writes only acks (with the log): EOF = it is gone
-                answers = await reader.read(4096)
-                if not answers:
-                    break
-                for b in answers:
-                    if self.waiting:
-                        f = self.waiting.popleft()
-                        if not f.done():
-                            f.set_result("" if b == 0 else
-                                         f"worker {self.index} could not log its part")
-            self.writer = None
+                self._batch(data, spans, fut)
+            await conn.lost            # EOF: the owner is gone
+            self.conn = None
             self._lost(f"worker {self.index} went away before logging its part; retry")
             if not self.closing:
                 log.warning("worker %d: connection lost; reconnecting", self.index)
 
-    @property
-    def connected(self) -> bool:
-        return self.writer is not None and not self.writer.is_closing()
-
-    def congested(self) -> bool:
-        if not self.connected:
-            return True
-        return self.writer.transport.get_write_buffer_size() > FORWARD_HIGH
-
-    def _write(self, data: bytes, spans: int, fut: asyncio.Future | None = None) -> None:
-        assert self.writer is not None
-        self.writer.write(_FRAME.pack(len(data)))
-        self.writer.write(data)
-        if fut is not None:
-            self.waiting.append(fut)
-        self.metrics.worker_forwarded_spans_total.labels("sent").inc(spans)
+    def _answered(self, answers: bytes) -> None:
+        for b in answers:
+            if self.waiting:
+                why = "" if b == 0 else f"worker {self.index} could not log its part"
+                for f in self.waiting.popleft():
+                    if not f.done():
+                        f.set_result(why)
 
     def _lost(self, why: str) -> None:
         waiting, self.waiting = self.waiting, collections.deque()
-        for f in waiting:
-            if not f.done():
-                f.set_result(why)
+        for futs in waiting:
+            for f in futs:
+                if not f.done():
+                    f.set_result(why)
+
+    def _transport(self) -> asyncio.WriteTransport | None:
+        c = self.conn
+        if c is None or c.transport is None or c.transport.is_closing():
+            return None
+        return c.transport
+
+    @property
+    def connected(self) -> bool:
+        return self._transport() is not None
+
+    def congested(self) -> bool:
+        t = self._transport()
+        return t is None or t.get_write_buffer_size() + self.batch_bytes > FORWARD_HIGH
+
+    def _batch(self, data: bytes, spans: int, fut: asyncio.Future | None) -> None:
+        if not self.batch:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self.batch.append(data)
+        if fut is not None:
+            self.batch_futs.append(fut)
+        self.batch_spans += spans
+        self.batch_bytes += len(data)
 
     def send(self, data: bytes, spans: int) -> asyncio.Future | None:
-        fut = asyncio.get_running_loop().create_future() if self.acks else None
+        fut = None
+        if self.acks:
+            # every part of this tick is answered by its frame's one ack
+            fut = (self.batch_futs[0] if self.batch_futs and self.connected
+                   else asyncio.get_running_loop().create_future())
         if self.connected:
-            self._write(data, spans, fut)
+            self._batch(data, spans, None if fut in self.batch_futs else fut)
         elif self.pending_bytes + len(data) <= PENDING_MAX:
             self.pending.append((data, spans, fut))
             self.pending_bytes += len(data)
@@ -326,18 +416,39 @@ class Peer:
                 fut.set_result(f"worker {self.index} is down; retry")
         return fut
 
+    def _flush(self) -> None:
+        batch, futs = self.batch, self.batch_futs
+        spans, nbytes = self.batch_spans, self.batch_bytes
+        self.batch, self.batch_futs, self.batch_spans, self.batch_bytes = [], [], 0, 0
+        if not batch:
+            return
+        t = self._transport()
+        if t is None:
+            # lost since they were batched: they wait for the reconnect
+            self.pending.append((b"".join(batch), spans, futs[0] if futs else None))
+            # (the other parts' answers ride on the same frame)
+            self.pending.extend((b"", 0, f) for f in futs[1:])
+            self.pending_bytes += nbytes
+            return
+        t.writelines([_FRAME.pack(nbytes, spans), *batch])
+        if self.acks:
+            self.waiting.append(futs)
+        self.metrics.worker_forwarded_spans_total.labels("sent").inc(spans)
+
     async def close(self, timeout: float) -> None:
         """Deliver what is written and pending, then close (EOF)."""
         deadline = time.monotonic() + timeout
-        while self.pending and time.monotonic() < deadline:
+        while (self.pending or self.batch) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         self.closing = True
-        w = self.writer
-        if w is not None:
+        c = self.conn
+        if c is not None and c.transport is not None:
+            while (c.transport.get_write_buffer_size() and not c.transport.is_closing()
+                   and time.monotonic() < deadline):
+                await asyncio.sleep(0.01)
+            c.transport.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(w.drain(), max(0.1, deadline - time.monotonic()))
-                w.close()
-                await asyncio.wait_for(w.wait_closed(), 1.0)
+                await asyncio.wait_for(asyncio.shield(c.lost), 1.0)
         if self.pending:
             n = sum(s for _, s, _f in self.pending)
             self.metrics.worker_forwarded_spans_total.labels("dropped").inc(n)
@@ -352,10 +463,15 @@ class Peer:
 
 class ShardFront:
     """What a worker's OTLP receivers see as the pipeline: the spans of its
-    own shard go to its pipeline, the others to their owners."""
+    own shard go to its pipeline, the others to their owners. Without the
+    log, one walk of each request does both (``Pipeline.ingest`` with
+    ``shards``); with it (sampler.wal, ``pipeline`` is the log's front),
+    the request is split first and the log takes this shard's part."""
 
     def __init__(self, pipeline, index: int, n: int, peers: dict[int, Peer], flags: Flags):
+        from .pipeline import Pipeline
         self.pipeline = pipeline
+        self.fused = isinstance(pipeline, Pipeline)
         self.index = index
         self.n = n
         self.peers = peers
@@ -373,29 +489,39 @@ class ShardFront:
     def ingest(self, data: bytes):
         from .pipeline import IngestResult
         p = self.pipeline
-        res = _shard.split(data, self.n, p.attr_keys)
-        m = p.metrics
-        for reason in res.reasons:
-            m.invalid_spans_total.labels(reason).inc()
-        own = b""
         waits = []
-        for j, part in enumerate(res.parts):
-            if not part:
-                continue
-            if j == self.index:
-                own = part
-            else:
-                f = self.peers[j].send(part, res.counts[j])
-                if f is not None:
-                    waits.append(f)
-        if own:
-            acked = getattr(p.ingest(own), "acked", None)
-            if acked is not None:
-                waits.append(acked)
+        if self.fused:
+            res = p.ingest(data, shards=(self.n, self.index))
+            accepted, rejected, errors = res.accepted, res.rejected, res.errors
+            for j, part in enumerate(res.parts):
+                if part:
+                    f = self.peers[j].send(part, res.counts[j])
+                    if f is not None:
+                        waits.append(f)
+        else:
+            sr = _shard.split(data, self.n, p.attr_keys)
+            accepted, rejected, errors = sr.accepted, sr.rejected, sr.errors
+            m = p.metrics
+            for reason in sr.reasons:
+                m.invalid_spans_total.labels(reason).inc()
+            own = b""
+            for j, part in enumerate(sr.parts):
+                if not part:
+                    continue
+                if j == self.index:
+                    own = part
+                else:
+                    f = self.peers[j].send(part, sr.counts[j])
+                    if f is not None:
+                        waits.append(f)
+            if own:
+                acked = getattr(p.ingest(own), "acked", None)
+                if acked is not None:
+                    waits.append(acked)
         if waits:
             # sampler.wal: answered once every part is in its owner's log
-            return _Logged(res.accepted, res.rejected, res.errors, _first_error(waits))
-        return IngestResult(res.accepted, res.rejected, res.errors)
+            return _Logged(accepted, rejected, errors, _first_error(waits))
+        return IngestResult(accepted, rejected, errors)
 
 
 class _Logged:
@@ -416,8 +542,50 @@ async def _first_error(waits) -> str:
     return err
 
 
+class _InboundConn(asyncio.Protocol):
+    def __init__(self, inbound: Inbound) -> None:
+        self.inbound = inbound
+        self.frames = FrameReader()
+        self.answers: asyncio.Queue | None = None
+        self.answering: asyncio.Task | None = None
+
+    def connection_made(self, transport) -> None:
+        self.inbound.open += 1
+        if self.inbound.acks:
+            # answered in frame order, each once its part is logged (with
+            # fsync: always, after the group commit that covers it)
+            self.answers = asyncio.Queue()
+            self.answering = asyncio.get_running_loop().create_task(
+                Inbound._answer(self.answers, transport))
+
+    def data_received(self, data: bytes) -> None:
+        ingest = self.inbound.pipeline.ingest
+        answers = self.answers
+        for body, _spans in self.frames.feed(data):
+            try:
+                acked = getattr(ingest(body), "acked", None) or ""
+            except Exception:  # noqa: BLE001 - one bad part must not stop the hand-off
+                log.exception("ingest of a forwarded part failed")
+                acked = "ingest failed"
+            if answers is not None:
+                answers.put_nowait(acked)
+
+    def connection_lost(self, exc) -> None:
+        self.inbound.open -= 1
+        if self.answers is not None:
+            self.answers.put_nowait(None)
+        nbytes, spans = self.frames.cut()
+        if nbytes:
+            # its sender died mid-frame: what the frame held is lost
+            if spans > 0:
+                self.inbound.metrics.worker_forwarded_spans_total.labels("lost").inc(spans)
+            log.error("a peer's connection ended inside a frame: %d bytes (%s spans) lost",
+                      nbytes, spans if spans >= 0 else "unknown")
+
+
 class Inbound:
-    """A worker's forwarding socket: every frame is a request of its shard."""
+    """A worker's forwarding socket: every frame is a request of its shard,
+    ingested as it completes (in the protocol callback: no task per frame)."""
 
     def __init__(self, path: str, pipeline, metrics, acks: bool = False):
         """``pipeline``: what the frames are ingested into (the pipeline,
@@ -427,57 +595,25 @@ class Inbound:
         self.pipeline = pipeline
         self.metrics = metrics
         self.acks = acks
-        self.server = None
+        self.server: asyncio.AbstractServer | None = None
         self.open = 0
 
     async def start(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-        self.server = await asyncio.start_unix_server(self._conn, self.path, limit=1 << 20)
-
-    async def _conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.open += 1
-        answers: asyncio.Queue | None = None
-        answering = None
-        if self.acks:
-            # answered in frame order, each once its part is logged (with
-            # fsync: always, after the group commit that covers it)
-            answers = asyncio.Queue()
-            answering = asyncio.get_running_loop().create_task(self._answer(answers, writer))
-        try:
-            while True:
-                try:
-                    head = await reader.readexactly(4)
-                    data = await reader.readexactly(_FRAME.unpack(head)[0])
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    return
-                acked = None
-                try:
-                    acked = getattr(self.pipeline.ingest(data), "acked", None) or ""
-                except Exception:  # noqa: BLE001 - one bad part must not stop the hand-off
-                    log.exception("ingest of a forwarded part failed")
-                    acked = "ingest failed"
-                if answers is not None:
-                    answers.put_nowait(acked)
-        finally:
-            self.open -= 1
-            if answers is not None and answering is not None:
-                answers.put_nowait(None)
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(answering, 5.0)
-            writer.close()
+        self.server = await asyncio.get_running_loop().create_unix_server(
+            lambda: _InboundConn(self), self.path)
 
     @staticmethod
-    async def _answer(answers: asyncio.Queue, writer: asyncio.StreamWriter) -> None:
+    async def _answer(answers: asyncio.Queue, transport) -> None:
         while True:
             a = await answers.get()
             if a is None:
                 return
             err = a if isinstance(a, str) else await a
-            try:
-                writer.write(b"\x01" if err else b"\x00")
-            except Exception:  # noqa: BLE001 - the sender is gone: it retries
-                return
+            if transport.is_closing():
+                return        # the sender is gone: it retries
+            transport.write(b"\x01" if err else b"\x00")
 
     async def stop(self) -> None:
         if self.server is not None:
@@ -626,22 +762,58 @@ _MAX_SAMPLES = {"traceo_sampler_cost_budget_usd_monthly",
                 "traceo_sampler_completion_wait_seconds"}
 
 
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+_UNESC = re.compile(r"\\(.)")
+_UNESC_MAP = {"n": "\n", "\\": "\\", '"': '"'}
+
+
+def _unesc(v: str) -> str:
+    return _UNESC.sub(lambda m: _UNESC_MAP.get(m.group(1), "\\" + m.group(1)), v) if "\\" in v else v
+
+
 def parse_metrics(text: str) -> dict:
-    """Prometheus text → {(name, labels tuple): value} plus the families'
-    (type, help) by name; ``_created`` samples are left out (per process)."""
-    from prometheus_client.parser import text_string_to_metric_families
+    """Prometheus text (as prometheus_client writes it) → {(name, labels
+    tuple): value} plus the families' (type, help) by name, as
+    prometheus_client's parser gives them; ``_created`` samples are left
+    out (per process). A line walk: that parser, character by character, was
+    most of the supervisor's CPU (it reads every worker's /metrics for each
+    scrape and each history sample)."""
     samples: dict = {}
     families: dict = {}
-    for fam in text_string_to_metric_families(text):
-        if fam.name.endswith("_created"):
+    helps: dict = {}
+    keys: list | None = None
+    for line in text.split("\n"):
+        if not line:
             continue
-        families[fam.name] = (fam.type, fam.documentation, [])
-        for s in fam.samples:
-            if s.name.endswith("_created"):
+        if line[0] == "#":
+            parts = line.split(" ", 3)
+            if len(parts) < 3:
                 continue
-            key = (s.name, tuple(sorted(s.labels.items())))
-            samples[key] = samples.get(key, 0.0) + s.value
-            families[fam.name][2].append(key)
+            if parts[1] == "HELP":
+                helps[parts[2]] = _unesc(parts[3]) if len(parts) > 3 else ""
+            elif parts[1] == "TYPE":
+                name, typ = parts[2], (parts[3] if len(parts) > 3 else "untyped")
+                fam = name[:-6] if typ == "counter" and name.endswith("_total") else name
+                if fam.endswith("_created"):
+                    keys = None
+                else:
+                    keys = []
+                    families[fam] = (typ, helps.get(name, ""), keys)
+            continue
+        brace = line.find("{")
+        if brace >= 0:
+            close = line.rfind("}")
+            sname = line[:brace]
+            labels = tuple(sorted((k, _unesc(v)) for k, v in _LABEL.findall(line[brace + 1:close])))
+            value = line[close + 1:].split()[0]
+        else:
+            sname, value = line.split()[:2]
+            labels = ()
+        if keys is None or sname.endswith("_created"):
+            continue
+        key = (sname, labels)
+        samples[key] = samples.get(key, 0.0) + float(value)
+        keys.append(key)
     return {"samples": samples, "families": families}
 
 
@@ -739,6 +911,13 @@ class _Child:
         self.metrics: dict | None = None    # last parsed /metrics
         self.failures = 0
 
+    @property
+    def process(self) -> subprocess.Popen:
+        """Its process (every worker is started by Supervisor.start)."""
+        if self.proc is None:
+            raise RuntimeError(f"worker {self.index} was never started")
+        return self.proc
+
 
 class Supervisor:
     """The group's process: starts and watches the workers, serves the
@@ -796,14 +975,18 @@ class Supervisor:
             async with s.get(f"http://worker{path}", timeout=aiohttp.ClientTimeout(total=timeout)) as r:
                 return r.status, await r.text()
 
-    async def _scrape(self, c: _Child) -> None:
+    async def _scrape(self, c: _Child, status: bool = True, metrics: bool = True) -> None:
+        """Refresh what is asked of the worker's last state (each costs the
+        worker a render and the supervisor a parse: only what is needed)."""
         try:
-            _, st = await self._get(c, "/api/status")
-            _, mt = await self._get(c, "/metrics")
+            st = (await self._get(c, "/api/status"))[1] if status else None
+            mt = (await self._get(c, "/metrics"))[1] if metrics else None
         except Exception:  # noqa: BLE001 - not up yet, or dying
             return
-        c.status = json.loads(st)
-        c.metrics = parse_metrics(mt)
+        if st is not None:
+            c.status = json.loads(st)
+        if mt is not None:
+            c.metrics = parse_metrics(mt)
 
     async def start(self, timeout: float = 60.0) -> None:
         for c in self.children:
@@ -811,8 +994,8 @@ class Supervisor:
         deadline = time.monotonic() + timeout
         while not all(os.path.exists(self.rt.file(f"w{c.index}.ready")) for c in self.children):
             for c in self.children:
-                if c.proc.poll() is not None:
-                    raise RuntimeError(f"worker {c.index} exited with code {c.proc.returncode} "
+                if c.process.poll() is not None:
+                    raise RuntimeError(f"worker {c.index} exited with code {c.process.returncode} "
                                        "during startup (its log is above)")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"workers not ready within {timeout:.0f} s")
@@ -824,7 +1007,7 @@ class Supervisor:
         """Restart dead workers."""
         while not self.stopping:
             for c in self.children:
-                if c.proc.poll() is not None and not self.stopping:
+                if c.process.poll() is not None and not self.stopping:
                     self._lost(c)
                     await asyncio.sleep(min(5.0, 0.2 * 2 ** min(c.failures, 5)))
                     if self.stopping:
@@ -833,7 +1016,7 @@ class Supervisor:
                 elif not c.ready and os.path.exists(self.rt.file(f"w{c.index}.ready")):
                     c.ready = True
                     c.failures = 0
-                    log.info("worker %d restarted (pid %d)", c.index, c.proc.pid)
+                    log.info("worker %d restarted (pid %d)", c.index, c.process.pid)
             await asyncio.sleep(0.1)
 
     def _lost(self, c: _Child) -> None:
@@ -866,7 +1049,7 @@ class Supervisor:
             self.retired_status.append(st)
         c.failures += 1 if not c.ready else 0
         log.error("worker %d (pid %d) died with code %s; %d buffered spans of %d traces lost; "
-                  "restarting", c.index, c.proc.pid, c.proc.returncode, spans, traces)
+                  "restarting", c.index, c.process.pid, c.process.returncode, spans, traces)
         c.ready = False
         c.status = None
         c.metrics = None
@@ -884,9 +1067,9 @@ class Supervisor:
         self.signal_all(signal.SIGTERM)
         timeout = self.cfg.service.shutdown_timeout.seconds + 30
         deadline = time.monotonic() + timeout
-        while any(c.proc.poll() is None for c in self.children):
+        while any(c.process.poll() is None for c in self.children):
             for c in self.children:
-                if c.proc.poll() is not None:
+                if c.process.poll() is not None:
                     self.flags.set_done(c.index)   # dead: not waited for
             if time.monotonic() > deadline:
                 log.error("workers still running after %.0f s: killed", timeout)
@@ -915,8 +1098,9 @@ class Supervisor:
                       for c in self.children]}
         return merged
 
-    async def status(self) -> dict:
-        await asyncio.gather(*(self._scrape(c) for c in self.children if c.ready))
+    async def status(self, with_metrics: bool = False) -> dict:
+        await asyncio.gather(*(self._scrape(c, metrics=with_metrics)
+                               for c in self.children if c.ready))
         st = self._group(merge_status(
             [c.status for c in self.children if c.status] + self.retired_status,
             self.prices, self._label))
@@ -926,12 +1110,12 @@ class Supervisor:
 
     async def sample_history(self) -> None:
         from .history import buckets_from_samples, counters_from_status
-        st = await self.status()
+        st = await self.status(with_metrics=True)
         samples, _ = merge_metrics([c.metrics for c in self.children if c.metrics] + self.retired)
         self.history.sample(counters_from_status(st, buckets_from_samples(samples)))
 
     async def metrics_text(self) -> str:
-        await asyncio.gather(*(self._scrape(c) for c in self.children if c.ready))
+        await asyncio.gather(*(self._scrape(c, status=False) for c in self.children if c.ready))
         from prometheus_client import generate_latest
         own = parse_metrics(generate_latest(self.metrics.registry).decode())
         # the supervisor's own: its workers' gauges and its admin endpoint's
@@ -1129,7 +1313,7 @@ async def _supervise(cfg: Config, n: int, ready_file: str | None, config_path: s
         summary = sup._group(merge_status(sup.summaries() + sup.retired_status, sup.prices,
                                           sup._label))
         print(json.dumps({"summary": summary}), file=sys.stderr, flush=True)
-        bad = [c.index for c in sup.children if c.proc.returncode not in (0, None)]
+        bad = [c.index for c in sup.children if c.process.returncode not in (0, None)]
         return 1 if bad else 0
     finally:
         if admin is not None:

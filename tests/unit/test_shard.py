@@ -83,3 +83,60 @@ def test_invalid_spans_reported_and_left_out(split):
     assert [s[2] for s in kept] == [good.SerializeToString()]
     with pytest.raises(ValueError, match="runs past the end"):
         split(b"\x0a\x05\x01", 2)
+
+
+BUFFERS = twins("buffer", TraceBuffer=__import__("traceo_sampler.buffer", fromlist=["x"]).TraceBufferPy)
+
+
+def _mkbuf(cls):
+    return cls(decision_wait=30.0, root_wait=2.0, idle_timeout=5.0, max_spans_per_trace=10_000,
+               memory_limit=1 << 30, cache_sampled=1000, cache_not_sampled=1000)
+
+
+@pytest.mark.parametrize("impl", BUFFERS)
+@pytest.mark.parametrize("n", [2, 3])
+def test_fused_ingest_keeps_its_shard_and_cuts_the_others_as_split_does(impl, n, reqs):
+    """service.workers' one walk per request: the buffer of shard i takes the
+    spans split() puts in part i, and hands back split()'s other parts."""
+    bufs = [_mkbuf(impl.TraceBuffer) for _ in range(n)]
+    for data in reqs:
+        ref = shard.split_py(data, n, frozenset(), shard.KEY_RAW, True)
+        for i, buf in enumerate(bufs):
+            before = buf.nspans
+            res = buf.ingest(data, frozenset(), 1.0, n, i)
+            assert res.accepted == ref.counts[i] == buf.nspans - before
+            assert res.parts[i] == b"" and res.counts[i] == 0
+            assert [p for j, p in enumerate(res.parts) if j != i] == \
+                   [p for j, p in enumerate(ref.parts) if j != i]
+            assert [c for j, c in enumerate(res.counts) if j != i] == \
+                   [c for j, c in enumerate(ref.counts) if j != i]
+            assert res.span_bytes == sum(ln for *_, ln in
+                                         [(sp[0], sp[9]) for sp in scan_py(data, frozenset()).spans
+                                          if shard.shard_of_py(sp[0], n) == i])
+    for i, buf in enumerate(bufs):
+        assert all(shard.shard_of_py(t, n) == i for t in buf.traces)
+    assert sum(b.nspans for b in bufs) == sum(len(scan_py(d, frozenset()).spans) for d in reqs)
+
+
+@pytest.mark.parametrize("impl", BUFFERS)
+def test_fused_ingest_reports_invalid_spans_of_the_whole_request(impl):
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    req = ExportTraceServiceRequest()
+    ss = req.resource_spans.add().scope_spans.add()
+    tids = [bytes([k]) * 16 for k in range(1, 9)]
+    for t in tids:
+        ss.spans.add(trace_id=t, span_id=b"\x02" * 8, name="ok",
+                     start_time_unix_nano=1, end_time_unix_nano=2)
+    ss.spans.add(trace_id=b"\x01" * 15, span_id=b"\x02" * 8, name="bad")
+    data = req.SerializeToString()
+    buf = _mkbuf(impl.TraceBuffer)
+    res = buf.ingest(data, frozenset(), 1.0, 2, 0)
+    own = sum(1 for t in tids if shard.shard_of_py(t, 2) == 0)
+    assert res.rejected == 1 and res.reasons == ["trace_id_length"]
+    assert res.accepted == own and res.counts == [0, len(tids) - own]
+    assert [s[0] for s in _spans(res.parts[1])] == [t for t in tids if shard.shard_of_py(t, 2) == 1]
+    with pytest.raises(ValueError, match="shard out of range"):
+        buf.ingest(data, frozenset(), 1.0, 2, 2)
+    with pytest.raises(ValueError, match="runs past the end"):
+        buf.ingest(b"\x0a\x05\x01", frozenset(), 1.0, 2, 0)
+    assert buf.nspans == own

@@ -93,3 +93,33 @@ def test_merged_metrics_sum_and_parse_back():
     assert got[("traceo_sampler_config_reloads_total", (("outcome", "applied"),))] == 1
     assert got[("traceo_sampler_cost_budget_usd_monthly", ())] == 50
     assert not any(n.endswith("_created") for n, _ in got)
+
+
+def test_parse_metrics_is_prometheus_clients_parse():
+    """The supervisor's line walk gives what prometheus_client's parser
+    gives, odd label values included."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+    from traceo_sampler.telemetry import Metrics
+    m = Metrics()
+    for svc in ("a", 'q"uote', "back\\slash", "new\nline", "br{ace}s, =x"):
+        m.spans_received_total.labels(svc).inc(7)
+        m.cost_usd_total.labels(svc, "received").inc(0.25)
+    m.buffer_spans.set(12)
+    m.decision_latency_seconds.observe(0.3)
+    m.invalid_spans_total.labels("trace_id_length").inc(2)
+    text = generate_latest(m.registry).decode()
+    want_s: dict = {}
+    want_f: dict = {}
+    for fam in text_string_to_metric_families(text):
+        if fam.name.endswith("_created"):
+            continue
+        want_f[fam.name] = (fam.type, fam.documentation, [])
+        for s in fam.samples:
+            if not s.name.endswith("_created"):
+                key = (s.name, tuple(sorted(s.labels.items())))
+                want_s[key] = s.value
+                want_f[fam.name][2].append(key)
+    got = workers.parse_metrics(text)
+    assert got["samples"] == want_s and got["families"] == want_f
+    assert got["samples"][("traceo_sampler_spans_received_total", (("service", "new\nline"),))] == 7
