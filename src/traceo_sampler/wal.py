@@ -568,7 +568,10 @@ def recover(wal: WriteAheadLog, old: list[int], pipeline, tracker: WalTracker,
     m = wal.metrics
     decisions: dict[bytes, tuple[bool, str, int]] = {}
     acked: set[bytes] = set()
-    spans_by_seg: list[tuple[int, list[bytes]]] = []
+    # pass 1: the decision and ack records of every segment (span records
+    # are read again segment by segment in pass 2, so a log of many GiB is
+    # never in memory at once)
+    readable: list[int] = []
     for seq in old:
         try:
             records, torn = read_segment(wal.path(seq))
@@ -576,6 +579,7 @@ def recover(wal: WriteAheadLog, old: list[int], pipeline, tracker: WalTracker,
             wal._fail("open", exc)
             log.error("write-ahead log: cannot read segment %s: %s", wal.path(seq), exc)
             continue
+        readable.append(seq)
         r.segments += 1
         r.records += len(records)
         if torn:
@@ -583,17 +587,14 @@ def recover(wal: WriteAheadLog, old: list[int], pipeline, tracker: WalTracker,
             m.wal_torn_records_total.inc()
             log.warning("write-ahead log: segment %s ends in an incomplete or corrupt record "
                         "(a torn tail after a crash); read up to it", wal.path(seq))
-        payloads = []
         for kind, payload in records:
-            if kind == SPANS:
-                payloads.append(payload)
-            elif kind == DECISIONS:
+            if kind == DECISIONS:
                 for tid, kept, policy, th in decode_decisions(payload):
                     decisions[tid] = (kept, policy, th)
             elif kind == ACKS:
                 for i in range(0, len(payload) - 15, 16):
                     acked.add(payload[i:i + 16])
-        spans_by_seg.append((seq, payloads))
+        del records
     buf = pipeline.buffer
     # decided before the crash: late spans follow the decision; a kept one
     # not acknowledged is exported again through that path
@@ -609,8 +610,16 @@ def recover(wal: WriteAheadLog, old: list[int], pipeline, tracker: WalTracker,
     wall_now = wall()
     attr = pipeline.attr_keys
     seen: set[bytes] = set()
-    for seq, payloads in spans_by_seg:
-        for payload in payloads:
+    again_seen: set[bytes] = set()
+    for seq in readable:
+        try:
+            records, _torn = read_segment(wal.path(seq))
+        except OSError as exc:
+            wal._fail("open", exc)
+            continue
+        for kind, payload in records:
+            if kind != SPANS:
+                continue
             arrival = _ARRIVAL.unpack_from(payload)[0]
             data = payload[_ARRIVAL.size:]
             now = clock_now - max(0.0, (wall_now - arrival) / 1e9)
@@ -626,6 +635,7 @@ def recover(wal: WriteAheadLog, old: list[int], pipeline, tracker: WalTracker,
                     for sp in keep:
                         if sp[SPAN_TRACE_ID] in again:
                             r.reexported_spans += 1
+                            again_seen.add(sp[SPAN_TRACE_ID])
                     if not keep:
                         continue
                     scanned = _Subset(sc.groups, keep)
@@ -642,7 +652,7 @@ def recover(wal: WriteAheadLog, old: list[int], pipeline, tracker: WalTracker,
                 if tid not in seen and tid not in again:
                     seen.add(tid)
                     r.traces += 1
-    r.reexported_traces = len(again)
+    r.reexported_traces = len(again_seen)
     r.spans -= r.reexported_spans
     r.seconds = round(time.monotonic() - t0, 3)
     m.wal_replayed_spans_total.inc(r.spans)

@@ -30,8 +30,9 @@ class Double:
         self.stopped = True
 
 
-def _cfg(extra: str = ""):
-    return loads("exporters: {kafka: {brokers: ['127.0.0.1:9'], mode: sampled" + extra + "}}\n"
+def _cfg(extra: str = "", client: str = "aiokafka"):
+    return loads("exporters: {kafka: {brokers: ['127.0.0.1:9'], mode: sampled, client: "
+                 + client + extra + "}}\n"
                  "sampler: {policies: [{name: all, type: always_sample}]}\n").exporters.kafka
 
 
@@ -72,3 +73,37 @@ def test_a_desynchronised_producer_is_replaced_others_are_kept(monkeypatch):
 
     asyncio.run(run())
     assert metrics.kafka_producer_replaced_total.labels("sampled")._value.get() == 2
+
+
+def test_confluent_kafka_is_the_default_idempotent_keyed_like_the_java_client():
+    p = K.new_producer(_cfg(client="confluent-kafka"))
+    assert isinstance(p, K.ConfluentProducer)
+    assert (p.conf["enable.idempotence"], p.conf["acks"], p.conf["partitioner"]) == (
+        True, "all", "murmur2_random")
+    assert K.new_producer(_cfg(", acks: 1", "confluent-kafka")).conf["enable.idempotence"] is False
+    k = loads("exporters: {kafka: {brokers: ['b:9092']}}\n").exporters.kafka
+    assert k.client == "confluent-kafka"
+
+
+def test_a_fatal_librdkafka_error_replaces_the_producer_a_retriable_one_does_not(monkeypatch):
+    from confluent_kafka import KafkaError, KafkaException
+    monkeypatch.setattr(K, "ConfluentProducer", lambda cfg: Double())
+    metrics = Metrics()
+
+    async def run():
+        prod = K.Producer(_cfg(client="confluent-kafka"), metrics, "router")
+        a = await prod.get()
+        prod.failed(a, KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT)))
+        prod.failed(a, kerr.OutOfOrderSequenceNumber())     # aiokafka's: not this client's
+        assert await prod.get() is a
+        prod.failed(a, KafkaException(KafkaError(KafkaError._FATAL, "fatal", fatal=True)))
+        assert await prod.get() is not a
+        await prod.close(1.0)
+
+    asyncio.run(run())
+    assert K.kafka_error_kind(KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))) == \
+        "refused"
+    assert K.kafka_error_kind(KafkaException(KafkaError(
+        KafkaError.TOPIC_AUTHORIZATION_FAILED))) == "permanent"
+    assert K.kafka_error_kind(KafkaException(KafkaError(KafkaError._TRANSPORT))) == "retry"
+    assert K.kafka_error_kind(kerr.MessageSizeTooLargeError()) == "refused"

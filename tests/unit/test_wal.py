@@ -310,3 +310,26 @@ def test_workers_split_max_bytes():
     cfg = loads("sampler:\n  wal: {max_bytes: 3GiB}" + POLICIES)
     parts = [share(cfg, 3, i).sampler.wal.max_bytes for i in range(3)]
     assert sum(parts) == 3 << 30 and len(set(parts)) == 1
+
+
+def test_replay_over_many_segments_with_a_torn_last_one(tmp_path):
+    a = Node(tmp_path)
+    a.wal.segment_max = 1                   # one request per segment
+    sent = [_req(2) for _ in range(5)]
+    for d, _ in sent:
+        a.front.ingest(d)
+    segs = a.wal.existing()
+    assert len(segs) == 6
+    last = a.wal.path(segs[-2])             # the last full one: cut in its record
+    os.truncate(last, os.path.getsize(last) - 7)
+    b = Node(tmp_path)
+    rec = recover(b.wal, b.old, b.p, b.tracker)
+    assert rec.segments == 6 and rec.torn == 1 and b.metric("wal_torn_records_total") == 1
+    assert rec.traces == 8 and rec.spans == 24
+    assert all(b.p.holds(t) for _, ids in sent[:4] for t in ids)
+    assert not any(b.p.holds(t) for t in sent[4][1])
+    # the replayed traces hold their old segments (and those after them)
+    assert b.wal.collect() == 0
+    b.now[0] += 60                          # decided (not kept: no error)
+    b.p.tick()
+    assert b.wal.collect() == 6 and b.wal.existing() == [b.wal.seq]

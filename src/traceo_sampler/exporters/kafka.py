@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import threading
 import time
 from typing import Any
 
@@ -82,8 +84,11 @@ def _desync_errors() -> tuple:
 
 
 def new_producer(cfg):
-    """An (unstarted) aiokafka producer for ``exporters.kafka``, in either
-    mode: idempotent when ``idempotent`` and ``acks: all`` (Kafka's rule)."""
+    """An (unstarted) producer for ``exporters.kafka``, in either mode, on
+    ``cfg.client``: idempotent when ``idempotent`` and ``acks: all``
+    (Kafka's rule)."""
+    if cfg.client == "confluent-kafka":
+        return ConfluentProducer(cfg)
     from aiokafka import AIOKafkaProducer
     return AIOKafkaProducer(
         bootstrap_servers=",".join(cfg.brokers), acks=cfg.acks,
@@ -91,6 +96,162 @@ def new_producer(cfg):
         linger_ms=int(cfg.linger.seconds * 1000),
         max_request_size=16 << 20, max_batch_size=1 << 20,
         request_timeout_ms=max(1000, int(cfg.timeout.seconds * 1000)))
+
+
+class ConfluentProducer:
+    """confluent-kafka (librdkafka) behind the calls the router and the
+    sampled exporter make of an AIOKafkaProducer: ``start``, ``send``
+    (returns a future of the broker's ack), ``partitions_for``, ``stop``.
+
+    librdkafka runs its own threads; its delivery reports are served by
+    ``poll`` on a thread of ours, which hands each to the event loop.
+    Keyed messages go where the Java client puts them (``murmur2_random``:
+    murmur2 of the key), as aiokafka and the router's own partitioning do.
+    A failure is raised as ``confluent_kafka.KafkaException``."""
+
+    def __init__(self, cfg):
+        from confluent_kafka import Producer as _Producer
+        self._make = _Producer
+        timeout_ms = max(1000, int(cfg.timeout.seconds * 1000))
+        self.conf = {
+            "bootstrap.servers": ",".join(cfg.brokers),
+            "acks": {"all": "all", 0: "0", 1: "1"}[cfg.acks],
+            "enable.idempotence": cfg.idempotent and cfg.acks == "all",
+            "linger.ms": int(cfg.linger.seconds * 1000),
+            "partitioner": "murmur2_random",
+            "message.max.bytes": 16 << 20,
+            # a message not acked within timeout fails (and is sent again by its caller)
+            "message.timeout.ms": timeout_ms,
+            "request.timeout.ms": timeout_ms,
+            "logger": logging.getLogger("traceo_sampler.router.librdkafka"),
+        }
+        self.timeout = timeout_ms / 1000
+        self._p: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    async def start(self) -> None:
+        from confluent_kafka import KafkaException
+        self._loop = asyncio.get_running_loop()
+        self._p = self._make(self.conf)
+        try:
+            # librdkafka connects lazily: ask for metadata to know a broker answers
+            await self._loop.run_in_executor(None, lambda: self._p.list_topics(
+                timeout=self.timeout))
+        except KafkaException:
+            self._p = None
+            raise
+        self._thread = threading.Thread(target=self._poll, name="kafka-producer-poll",
+                                        daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        p = self._p
+        while not self._stop.is_set():
+            p.poll(0.05)
+
+    def _delivered(self, fut: asyncio.Future, err, _msg) -> None:
+        # on the poll thread
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(_settle, fut, err)
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None,
+                   partition: int | None = None) -> asyncio.Future:
+        from confluent_kafka import KafkaError, KafkaException
+        if self._p is None:
+            raise KafkaException(KafkaError(KafkaError._STATE, "producer stopped"))
+        assert self._loop is not None
+        fut = self._loop.create_future()
+        kw: dict[str, Any] = {"value": value, "on_delivery": functools.partial(self._delivered,
+                                                                              fut)}
+        if key is not None:
+            kw["key"] = key
+        if partition is not None:
+            kw["partition"] = partition
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                self._p.produce(topic, **kw)
+                return fut
+            except BufferError:
+                # librdkafka's queue is full: wait for acks to make room
+                if time.monotonic() > deadline:
+                    raise KafkaException(KafkaError(KafkaError._QUEUE_FULL)) from None
+                await asyncio.sleep(0.005)
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        from confluent_kafka import KafkaException
+        assert self._loop is not None
+        md = await self._loop.run_in_executor(None, lambda: self._p.list_topics(
+            topic, timeout=self.timeout))
+        t = md.topics.get(topic)
+        if t is None:
+            return set()
+        if t.error is not None:
+            raise KafkaException(t.error)
+        return set(t.partitions)
+
+    async def stop(self) -> None:
+        p = self._p
+        if p is None:
+            return
+        assert self._loop is not None
+        await self._loop.run_in_executor(None, p.flush, self.timeout)
+        self._stop.set()
+        if self._thread is not None:
+            await self._loop.run_in_executor(None, self._thread.join)
+        self._p = None
+
+
+def _settle(fut: asyncio.Future, err) -> None:
+    if fut.done():
+        return
+    if err is None:
+        fut.set_result(None)
+    else:
+        from confluent_kafka import KafkaException
+        fut.set_exception(KafkaException(err))
+
+
+def kafka_error_kind(exc: BaseException) -> str:
+    """"refused" (the broker will never take this data as it is: a smaller
+    batch may pass), "permanent" (no retry helps: configuration) or
+    "retry", for either client's errors."""
+    if _is_confluent(exc):
+        from confluent_kafka import KafkaError
+        code = exc.args[0].code()
+        if code in (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE,
+                    KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG,
+                    KafkaError.INVALID_MSG_SIZE):
+            return "refused"
+        if code in (KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                    KafkaError.CLUSTER_AUTHORIZATION_FAILED, KafkaError.TOPIC_EXCEPTION,
+                    KafkaError.INVALID_REQUIRED_ACKS):
+            return "permanent"
+        return "retry"
+    from aiokafka import errors as kerr
+    if isinstance(exc, (kerr.MessageSizeTooLargeError, kerr.RecordListTooLargeError,
+                        kerr.CorruptRecordException)):
+        return "refused"
+    if isinstance(exc, (kerr.TopicAuthorizationFailedError,
+                        kerr.ClusterAuthorizationFailedError, kerr.InvalidTopicError,
+                        kerr.InvalidRequiredAcksError)):
+        return "permanent"
+    return "retry"
+
+
+def _is_confluent(exc: BaseException) -> bool:
+    try:
+        from confluent_kafka import KafkaException
+    except ImportError:       # only aiokafka installed
+        return False
+    return isinstance(exc, KafkaException) and bool(exc.args)
+
+
+def _fatal(exc: BaseException) -> bool:
+    """A librdkafka fatal error: the producer (idempotent) cannot go on."""
+    return _is_confluent(exc) and exc.args[0].fatal()
 
 
 class Producer:
@@ -119,7 +280,7 @@ class Producer:
         self.replaced = 0
         self._lock = asyncio.Lock()
         self._stopping: set[asyncio.Task] = set()
-        self._desync = _desync_errors()
+        self._desync = _desync_errors() if cfg.client == "aiokafka" else ()
 
     async def get(self):
         """The started producer; one is started when there is none (what
@@ -144,7 +305,9 @@ class Producer:
 
     def failed(self, p, exc: BaseException) -> None:
         """``p`` (from ``get``) failed a message with ``exc``."""
-        if not (self.idempotent and isinstance(exc, self._desync) and p is self.current):
+        if p is not self.current or not (
+                _fatal(exc) or (self.idempotent and self.cfg.client == "aiokafka"
+                                and isinstance(exc, self._desync))):
             return
         self.current = None
         self.replaced += 1
@@ -216,7 +379,7 @@ class KafkaRouter:
             await asyncio.sleep(30)
             with contextlib.suppress(Exception):
                 p = self._producer.current
-                parts = p.client.cluster.partitions_for_topic(self.cfg.topic) if p else None
+                parts = await p.partitions_for(self.cfg.topic) if p else None
                 if parts:
                     self.partitions = len(parts)
 

@@ -22,25 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-
-from aiokafka import errors as kerr
+import time
 
 from .. import shard as _shard
 from ..config import KafkaExporter as KafkaCfg
 from .base import Exporter
-from .kafka import Producer, split_by_trace
+from .kafka import Producer, kafka_error_kind, split_by_trace
 
 log = logging.getLogger("traceo_sampler.exporters")
 _NO_KEYS: frozenset = frozenset()
-
-# the broker will never take this data as it is: smaller batches may pass
-REFUSED = (kerr.MessageSizeTooLargeError, kerr.RecordListTooLargeError,
-           kerr.CorruptRecordException)
-# no retry helps (a configuration the operator must fix); anything else,
-# unknown errors included, is retried within retry.max_elapsed
-PERMANENT = (kerr.TopicAuthorizationFailedError, kerr.ClusterAuthorizationFailedError,
-             kerr.InvalidTopicError, kerr.InvalidRequiredAcksError)
-
+PARTITIONS_EVERY = 30.0
 
 def _retrieve(fut: asyncio.Future) -> None:
     # a message still in flight when its batch gave up resolves later: its
@@ -59,15 +50,22 @@ class KafkaSampledExporter(Exporter):
         # started on the first batch (and again after it was replaced): a
         # broker not there yet is a retryable failure, not a start-up error
         self._producer = Producer(cfg, metrics, "sampled")
-        self.messages = 0
+        self._parts: tuple | None = None     # (producer, partitions)
+        self._parts_at = 0.0
 
     async def _partitions(self, p) -> int:
-        parts = p.client.cluster.partitions_for_topic(self.cfg.topic)
-        if not parts:
-            # metadata of a topic not seen yet (auto-created by the broker
-            # if it allows); raises KafkaTimeoutError when it does not come
+        """The topic's partition count, asked again every PARTITIONS_EVERY
+        seconds (partitions added to it are used; traces then move, as for
+        any producer keyed by trace ID). Asking for a topic not there yet
+        lets the broker auto-create it, if it allows; an error is a
+        retryable failure of the batch."""
+        now = time.monotonic()
+        if self._parts is None or now - self._parts_at > PARTITIONS_EVERY or self._parts[0] is not p:
             parts = await p.partitions_for(self.cfg.topic)
-        return max(1, len(parts))
+            if not parts:
+                raise OSError(f"topic {self.cfg.topic}: no partitions known yet")
+            self._parts, self._parts_at = (p, len(parts)), now
+        return self._parts[1]
 
     async def send(self, payload: bytes) -> None:
         await asyncio.wait_for(self._produce(payload), self.cfg.timeout.seconds)
@@ -103,15 +101,14 @@ class KafkaSampledExporter(Exporter):
             self._producer.failed(p, e)
         if errors:
             raise errors[0]
-        self.messages += len(futs)
 
     def retryable(self, exc: Exception) -> bool:
-        if isinstance(exc, kerr.KafkaError):
-            return not isinstance(exc, PERMANENT + REFUSED)
-        return isinstance(exc, (asyncio.TimeoutError, OSError))
+        if isinstance(exc, ValueError):
+            return False
+        return kafka_error_kind(exc) == "retry"
 
     def refused(self, exc: Exception) -> bool:
-        return isinstance(exc, REFUSED + (ValueError,))
+        return isinstance(exc, ValueError) or kafka_error_kind(exc) == "refused"
 
     async def aclose(self) -> None:
         await self._producer.close(5.0)
