@@ -926,9 +926,10 @@ def phase_memory(reqs, sink: SinkProc, workdir: Path, concurrency: int, span_bod
 
 def get_load(args, seed: int, n_spans: int):
     """The encoded load: from the cache when built before with the same parameters and
-    the same loadgen.py (timestamps moved to now), else built (and cached)."""
+    the same loadgen package sources (timestamps moved to now), else built (and cached)."""
     key = json.dumps([seed, n_spans, args.spans_per_request, args.services, args.error_rate])
-    digest = hashlib.sha1(key.encode() + Path(loadgen.__file__).read_bytes()).hexdigest()[:20]
+    sources = b"".join(p.read_bytes() for p in sorted(Path(loadgen.__file__).parent.glob("*.py")))
+    digest = hashlib.sha1(key.encode() + sources).hexdigest()[:20]
     path = Path(args.cache) / f"load-{digest}.pickle" if not args.no_cache else None
     if path is not None and path.is_file():
         try:

@@ -9,15 +9,17 @@ filter is two generations of open-addressing tables of 64-bit fingerprints
 instead of Python sets.
 
 ``TraceBuffer.ingest`` is the fused hot path: the scanner's walk
-(ext/_wire.pxi, shared with ext/_scan.pyx) collects every valid span as a C
+(ext/_walk.pxi, shared with ext/_scan.pyx) collects every valid span as a C
 record, and only when the whole request has been walked without error are
 the records inserted (``_insert``, the per-span routine ``add`` uses too) --
 no per-span tuple, no bytes for span or parent IDs, a span name decoded only
 for root spans, a trace_state only when present.
 """
 
-include "_wire.pxi"
+include "_walk.pxi"
 include "_parts.pxi"
+
+from wire cimport field_bytes, field_len, write_head
 
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.dict cimport PyDict_GetItem, PyDict_Next
@@ -104,43 +106,10 @@ cdef inline int _entry(const unsigned char* d, Py_ssize_t pos, Py_ssize_t n, Ent
     return 0
 
 
-cdef inline bytes _varint(Py_ssize_t n):
-    cdef unsigned char buf[10]
-    cdef int i = 0
-    while n > 0x7F:
-        buf[i] = (n & 0x7F) | 0x80
-        n >>= 7
-        i += 1
-    buf[i] = n
-    return (<char*>buf)[:i + 1]
-
-
-cdef inline Py_ssize_t _vlen(Py_ssize_t n):
-    cdef Py_ssize_t k = 1
-    while n > 0x7F:
-        n >>= 7
-        k += 1
-    return k
-
-
-cdef inline Py_ssize_t _wvarint(unsigned char* w, Py_ssize_t n):
-    cdef Py_ssize_t i = 0
-    while n > 0x7F:
-        w[i] = (n & 0x7F) | 0x80
-        n >>= 7
-        i += 1
-    w[i] = n
-    return i + 1
-
-
 cdef inline bytes _suffix(str trace_state):
     """The appended Span.trace_state field (tag 3, length-delimited)."""
     cdef bytes val = trace_state.encode()
-    return b"\x1a" + _varint(len(val)) + val
-
-
-cdef inline bytes _field(int tag, bytes payload):
-    return bytes((tag,)) + _varint(len(payload)) + payload
+    return field_bytes(0x1A, val)
 
 
 # Not tracked by the cyclic GC: a trace refers only to bytes, str, numbers
@@ -746,20 +715,15 @@ cdef class TraceBuffer:
         cdef const unsigned char* d = <const unsigned char*>PyByteArray_AS_STRING(t.data)
         cdef Py_ssize_t n = PyByteArray_GET_SIZE(t.data)
         cdef Py_ssize_t ng = len(self._groups)
-        cdef Py_ssize_t pos = 0, ln, k, v
+        cdef Py_ssize_t pos = 0, ln
         cdef EntryHdr h
         cdef dict out = {}
         while pos < n:
             _entry(d, pos, n, &h, ng)
             ln = h.len
-            k = 1
-            v = ln
-            while v > 0x7F:
-                v >>= 7
-                k += 1
             key = <long>h.gid
             cur = out.get(key)
-            out[key] = (cur if cur is not None else 0) + 1 + k + ln
+            out[key] = (cur if cur is not None else 0) + field_len(ln)
             pos += ENTRY_HDR + ln
         return out
 
@@ -1486,35 +1450,29 @@ cdef class TraceBuffer:
                     nxt[tail[k]] = i
                 tail[k] = i
                 ln = elen[i] + slen[i]
-                sbody[k] += 1 + _vlen(ln) + ln
+                sbody[k] += field_len(ln)
             for k in range(nd):
-                rbody[ridx[k]] += 1 + _vlen(sbody[k]) + sbody[k]
+                rbody[ridx[k]] += field_len(sbody[k])
             for r in range(nr):
-                total += 1 + _vlen(rbody[r]) + rbody[r]
+                total += field_len(rbody[r])
             out = PyBytes_FromStringAndSize(NULL, total)
             w = PyBytes_AS_STRING(out)
             for r in range(nr):
                 rh = <bytes>res_heads[r]
-                w[o] = 0x0A
-                o += 1
-                o += _wvarint(<unsigned char*>w + o, rbody[r])
+                o += write_head(<unsigned char*>w + o, 0x0A, rbody[r])
                 memcpy(w + o, PyBytes_AS_STRING(rh), PyBytes_GET_SIZE(rh))
                 o += PyBytes_GET_SIZE(rh)
                 for k in range(nd):
                     if ridx[k] != r:
                         continue
                     sh = <bytes>scope_heads[k]
-                    w[o] = 0x12
-                    o += 1
-                    o += _wvarint(<unsigned char*>w + o, sbody[k])
+                    o += write_head(<unsigned char*>w + o, 0x12, sbody[k])
                     memcpy(w + o, PyBytes_AS_STRING(sh), PyBytes_GET_SIZE(sh))
                     o += PyBytes_GET_SIZE(sh)
                     i = head[k]
                     while i >= 0:
                         ln = elen[i] + slen[i]
-                        w[o] = 0x12
-                        o += 1
-                        o += _wvarint(<unsigned char*>w + o, ln)
+                        o += write_head(<unsigned char*>w + o, 0x12, ln)
                         memcpy(w + o, d + eoff[i], elen[i])
                         o += elen[i]
                         memcpy(w + o, sptr[i], slen[i])
@@ -1550,6 +1508,6 @@ def encode_groups(items):
         if lst is None:
             lst = []
             by_res[rh] = lst
-        lst.append(_field(0x12, body))
-    return b"".join([_field(0x0A, rh + b"".join(scopes)) for rh, scopes in by_res.items()])
+        lst.append(field_bytes(0x12, body))
+    return b"".join([field_bytes(0x0A, rh + b"".join(scopes)) for rh, scopes in by_res.items()])
 

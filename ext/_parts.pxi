@@ -2,7 +2,7 @@
 # shard splitter (ext/_shard.pyx, split) and the buffer's fused ingest of
 # ``service.workers`` (ext/_buffer.pyx, ingest with nshards > 1, which keeps
 # its own shard's spans and hands the others over) build them the same way.
-# Included after _wire.pxi. Pure twin: shard.py ``parts_py``.
+# Included after _walk.pxi. Pure twin: shard.py ``parts_py``.
 
 cdef extern from *:
     """
@@ -44,28 +44,13 @@ cdef extern from *:
 
 from cpython.mem cimport PyMem_Calloc, PyMem_Realloc
 
+from wire cimport field_len, write_head
+
 
 cdef struct Rec:
     # one span to place: data[off:off + length] of group ``group``
     Py_ssize_t off, length, group
     uint32_t shard
-
-
-cdef inline Py_ssize_t _part_vlen(Py_ssize_t n) noexcept:
-    cdef Py_ssize_t k = 1
-    while n > 0x7F:
-        n >>= 7
-        k += 1
-    return k
-
-
-cdef inline unsigned char* _part_wvarint(unsigned char* w, Py_ssize_t n) noexcept:
-    while n > 0x7F:
-        w[0] = (n & 0x7F) | 0x80
-        n >>= 7
-        w += 1
-    w[0] = <unsigned char>n
-    return w + 1
 
 
 cdef inline int _push_rec(Rec** recs, Py_ssize_t* n, Py_ssize_t* cap, Py_ssize_t off,
@@ -119,7 +104,7 @@ cdef list _build_parts(bytes owned, list groups, Rec* recs, Py_ssize_t nrec, Py_
             hdr_s[g] = groups[g][1]
         for i in range(nrec):
             x = &recs[i]
-            gb[x.shard * ng + x.group] += 1 + _part_vlen(x.length) + x.length
+            gb[x.shard * ng + x.group] += field_len(x.length)
             cnt[x.shard] += 1
         for sh in range(n):
             if cnt[sh]:
@@ -127,8 +112,8 @@ cdef list _build_parts(bytes owned, list groups, Rec* recs, Py_ssize_t nrec, Py_
             for g in range(ng):
                 if gb[sh * ng + g]:
                     scope_in = len(<bytes>hdr_s[g]) + gb[sh * ng + g]
-                    rs_in = len(<bytes>hdr_r[g]) + 1 + _part_vlen(scope_in) + scope_in
-                    total[sh] += 1 + _part_vlen(rs_in) + rs_in
+                    rs_in = len(<bytes>hdr_r[g]) + field_len(scope_in)
+                    total[sh] += field_len(rs_in)
         if used == 1 and whole_ok:
             # the whole request goes to one shard: as it came
             for sh in range(n):
@@ -149,17 +134,14 @@ cdef list _build_parts(bytes owned, list groups, Rec* recs, Py_ssize_t nrec, Py_
                     rh = <bytes>hdr_r[g]
                     sh_b = <bytes>hdr_s[g]
                     scope_in = len(sh_b) + gb[sh * ng + g]
-                    rs_in = len(rh) + 1 + _part_vlen(scope_in) + scope_in
-                    w[sh][0] = 0x0A
-                    w[sh] = _part_wvarint(w[sh] + 1, rs_in)
+                    rs_in = len(rh) + field_len(scope_in)
+                    w[sh] += write_head(w[sh], 0x0A, rs_in)
                     memcpy(w[sh], PyBytes_AS_STRING(rh), len(rh))
                     w[sh] += len(rh)
-                    w[sh][0] = 0x12
-                    w[sh] = _part_wvarint(w[sh] + 1, scope_in)
+                    w[sh] += write_head(w[sh], 0x12, scope_in)
                     memcpy(w[sh], PyBytes_AS_STRING(sh_b), len(sh_b))
                     w[sh] += len(sh_b)
-                w[sh][0] = 0x12
-                w[sh] = _part_wvarint(w[sh] + 1, x.length)
+                w[sh] += write_head(w[sh], 0x12, x.length)
                 memcpy(w[sh], base + x.off, x.length)
                 w[sh] += x.length
             for sh in range(n):

@@ -13,7 +13,7 @@ varints decoded by inline C functions, no Python object created per field
 except those that end up in the result tuples.
 """
 
-include "_wire.pxi"
+include "_walk.pxi"
 
 
 cdef class ScanResult:

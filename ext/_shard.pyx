@@ -5,7 +5,7 @@ router), every trace whole in one shard. Built as ``traceo_sampler._shard``;
 the pure twin is ``traceo_sampler.shard.split_py`` and the two return the
 same result for every input.
 
-The walk is the scanner's (ext/_wire.pxi): the same validation, the same
+The walk is the scanner's (ext/_walk.pxi): the same validation, the same
 errors, so a sub-request the splitter produced never fails the scan of the
 shard that ingests it. Spans are copied byte for byte under their original
 resource and scope headers (no decode, no re-encode): one ResourceSpans
@@ -18,7 +18,7 @@ The shard of a trace is Kafka's partition of a key, ``(murmur2(key) &
 Collector's kafkaexporter does choose the same partition).
 """
 
-include "_wire.pxi"
+include "_walk.pxi"
 include "_parts.pxi"
 
 KEY_RAW = 0

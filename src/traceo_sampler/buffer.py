@@ -50,7 +50,7 @@ from __future__ import annotations
 import collections
 import heapq
 import struct
-from typing import Any, Final, Iterable, Literal, Protocol, overload
+from typing import Any, Iterable, Literal, Protocol, overload
 
 from . import accel
 from .scan import SPAN_LENGTH, SPAN_TRACE_ID, scan_py
@@ -173,29 +173,15 @@ class Trace:
             pos = off + ln
 
 
-# Positions in AddResult.late_kept tuples (a late span of a kept trace):
-# (trace_id, policy, threshold, resource_header, scope_header, span,
-#  trace_state, service); both twins build them in this order.
-LATE_KEPT_TRACE_ID: Final = 0
-LATE_KEPT_POLICY: Final = 1
-LATE_KEPT_THRESHOLD: Final = 2
-LATE_KEPT_RESOURCE: Final = 3
-LATE_KEPT_SCOPE: Final = 4
-LATE_KEPT_SPAN: Final = 5           # the encoded Span message body
-LATE_KEPT_TRACE_STATE: Final = 6
-LATE_KEPT_SERVICE: Final = 7
-# Positions in AddResult.late_dropped_spans tuples (a late span of a trace
-# not sampled): (trace_id, service, status_code, start, end,
-# resource_header, scope_header, span, trace_state).
-LATE_DROPPED_TRACE_ID: Final = 0
-LATE_DROPPED_SERVICE: Final = 1
-LATE_DROPPED_STATUS: Final = 2
-LATE_DROPPED_START: Final = 3
-LATE_DROPPED_END: Final = 4
-LATE_DROPPED_RESOURCE: Final = 5
-LATE_DROPPED_SCOPE: Final = 6
-LATE_DROPPED_SPAN: Final = 7        # the encoded Span message body
-LATE_DROPPED_TRACE_STATE: Final = 8
+# Positions in AddResult.late_kept tuples (a late span of a kept trace) and
+# in AddResult.late_dropped_spans tuples (a late span of a trace not
+# sampled); both twins build them in this order. The span is the encoded
+# Span message body.
+(LATE_KEPT_TRACE_ID, LATE_KEPT_POLICY, LATE_KEPT_THRESHOLD, LATE_KEPT_RESOURCE, LATE_KEPT_SCOPE,
+ LATE_KEPT_SPAN, LATE_KEPT_TRACE_STATE, LATE_KEPT_SERVICE) = range(8)
+(LATE_DROPPED_TRACE_ID, LATE_DROPPED_SERVICE, LATE_DROPPED_STATUS, LATE_DROPPED_START,
+ LATE_DROPPED_END, LATE_DROPPED_RESOURCE, LATE_DROPPED_SCOPE, LATE_DROPPED_SPAN,
+ LATE_DROPPED_TRACE_STATE) = range(9)
 
 
 class AddResult:

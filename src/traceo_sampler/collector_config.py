@@ -442,12 +442,14 @@ def _kafka_exporter(tr: Translation, blk: dict, where: str) -> dict:
         k["batch_max_bytes"] = prod["max_message_bytes"]
         tr.note(f"{where}.producer.max_message_bytes",
                 f"exporters.kafka.batch_max_bytes: {prod['max_message_bytes']}")
+    comp = prod.get("compression") or "none"
+    if comp in ("none", "gzip", "snappy", "lz4", "zstd"):
+        k["compression"] = comp
+    else:
+        tr.refuse(f"{where}.producer.compression", f"not supported: {comp!r}")
     for key in prod:
-        if key == "compression" and prod[key] in ("none", "", None):
-            continue
-        if key not in ("required_acks", "max_message_bytes"):
-            tr.note(f"{where}.producer.{key}", "not read (messages are produced uncompressed)"
-                    if key == "compression" else "not read")
+        if key not in ("required_acks", "max_message_bytes", "compression"):
+            tr.note(f"{where}.producer.{key}", "not read")
     for key in ("tls", "auth"):
         if blk.get(key):
             tr.refuse(f"{where}.{key}", "not supported: exporters.kafka connects in plaintext "

@@ -129,6 +129,7 @@ class WriteAheadLog:
         self._pool: ThreadPoolExecutor | None = None
         self.error = ""                      # the disk error, once one happened
         self.closed = False
+        self._lock_fd = -1
 
     # ------------------------------------------------------------ state
     @property
@@ -168,6 +169,7 @@ class WriteAheadLog:
         """Create the directory, find the segments a previous run left
         (returned, for ``recover``) and start a new one after them."""
         os.makedirs(self.dir, exist_ok=True)
+        self._lock()
         old = self.existing()
         for seq in old:
             size = os.path.getsize(self.path(seq))
@@ -176,6 +178,28 @@ class WriteAheadLog:
         self._rotate(old[-1] + 1 if old else 0)
         self.metrics.wal_healthy.set(1 if self.healthy else 0)
         return old
+
+    LOCK_WAIT = 10.0
+
+    def _lock(self) -> None:
+        """One process per log: a second one appending to or deleting from
+        segments the first still writes would lose what the first
+        acknowledged. A process being killed releases it as it dies, so a
+        restart waits for that (a while) before giving up."""
+        import fcntl
+        fd = os.open(os.path.join(self.dir, "lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise OSError(f"in use by another process (its lock file {self.dir}/lock "
+                                  f"is held)") from None
+                time.sleep(0.05)
+        self._lock_fd = fd
 
     async def start(self) -> None:
         """The fsync task: group commits (always) or the interval timer."""
@@ -237,6 +261,9 @@ class WriteAheadLog:
         self.collect()
         if self._pool is not None:
             self._pool.shutdown(wait=False)
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)      # releases the lock
+            self._lock_fd = -1
 
     # ------------------------------------------------------------ appending
     def append_spans(self, data: bytes, arrival_ns: int) -> int:

@@ -434,3 +434,33 @@ def test_memory_limit_pauses_the_kafka_receiver(kafka_broker):
         assert s.metric("traceo_sampler_spans_received_total") == 0
         assert "fetching paused (process memory above service.memory_limit_mib)" in \
             s.read_stderr()
+
+
+@pytest.mark.parametrize("client,codec", [("confluent-kafka", "zstd"), ("aiokafka", "lz4"),
+                                          ("confluent-kafka", "gzip")])
+def test_compressed_kept_traces_read_back_whole(kafka_broker, client, codec):
+    """exporters.kafka.compression, with either client: a consumer reads the
+    kept traces back whole."""
+    topic = _name(f"kept-{codec}")
+    kafka_broker.create_topic(topic, PARTITIONS)
+    cfg = sampled_cfg(kafka_broker.bootstrap, topic, compression=codec, client=client)
+    with Serve(cfg) as s:
+        kept, _ = send_mixed(s.endpoint, 2)
+        deadline = time.monotonic() + 60
+        want = sum(len(v) for v in kept.values())
+        while s.metric("traceo_sampler_spans_exported_total", exporter="kafka") < want:
+            assert time.monotonic() < deadline, "kept spans not acked by the broker"
+            time.sleep(0.2)
+    got = spans_of(read_topic(kafka_broker.bootstrap, topic))
+    assert set(got) == set(kept)
+    assert all(sorted(got[t]) == sorted(v) for t, v in kept.items())
+    # the record batches on the broker's disk carry the codec (attributes & 7)
+    codecs = set()
+    for seg in Path(kafka_broker.data_dir, "kraft-logs").glob(f"{topic}-*/*.log"):
+        data = seg.read_bytes()
+        pos = 0
+        while pos + 23 <= len(data):
+            length = int.from_bytes(data[pos + 8:pos + 12], "big")
+            codecs.add(int.from_bytes(data[pos + 21:pos + 23], "big") & 7)
+            pos += 12 + length
+    assert codecs == {{"gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}[codec]}, codecs

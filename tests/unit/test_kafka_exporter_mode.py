@@ -125,11 +125,10 @@ def test_a_collector_kafkaexporter_after_tail_sampling_is_the_sampled_exporter()
                                     "    retry_on_failure: {initial_interval: 1s}\n", "f")
     k = cfg.exporters.kafka
     assert (k.mode, k.brokers, k.topic, k.partition_traces_by_id, k.acks, k.batch_max_bytes,
-            k.timeout.seconds, k.retry.initial_interval.seconds) == (
-        "sampled", ["b1:9092", "b2:9092"], "kept", True, "all", 500000, 5.0, 1.0)
+            k.timeout.seconds, k.retry.initial_interval.seconds, k.compression) == (
+        "sampled", ["b1:9092", "b2:9092"], "kept", True, "all", 500000, 5.0, 1.0, "gzip")
     text = "\n".join(lines)
     assert "exporters.kafka (mode sampled: the kept traces): topic kept on b1:9092, b2:9092" in text
-    assert "exporters.kafka.producer.compression" in text and "uncompressed" in text
     # the Collector's defaults: brokers, topic, acks 1, unkeyed batches
     cfg, _ = loads_with_mapping(COLLECTOR % ": {}\n", "f")
     k = cfg.exporters.kafka

@@ -273,6 +273,21 @@ def test_send_reports_unreachable_endpoint():
     assert res["requests_ok"] == 0 and "error" in res
 
 
+def test_send_refuses_one_request_given_as_the_list():
+    # a bytes object is a sequence (of ints): taken as a list of requests it
+    # would fail deep in the walk; it is refused up front instead
+    one = loadgen.TraceGenerator(1, now_ns=NOW).build_requests(1)[0]
+    with pytest.raises(TypeError, match="not one request's bytes"):
+        asyncio.run(loadgen.send("127.0.0.1:1", one))
+
+
+def test_the_package_keeps_the_public_names():
+    # what tests/, benchmarks/ and scripts/ import from traceo_sampler.loadgen
+    for name in ("TraceGenerator", "build_requests", "send", "scan_layout", "count_spans",
+                 "EncodedRequests", "RequestLayout", "add_arguments", "run", "main"):
+        assert name in loadgen.__all__ and getattr(loadgen, name)
+
+
 def test_loadgen_command_against_sink_process(capsys):
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"

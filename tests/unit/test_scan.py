@@ -1,6 +1,6 @@
 """Scanner tests (docs/scan-contract.md), run against both implementations.
 
-The walk is shared with the fused ``TraceBuffer.ingest`` (ext/_wire.pxi), so
+The walk is shared with the fused ``TraceBuffer.ingest`` (ext/_walk.pxi), so
 section (f) feeds the same generated, truncated, mutated and garbage inputs
 to ``ingest`` and checks it reports and raises what the scanner does.
 

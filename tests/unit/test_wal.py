@@ -70,6 +70,15 @@ class Node:
         self.front = WalFront(self.p, self.wal, self.tracker)
         self.old = self.wal.open()
 
+    def crash(self):
+        """What kill -9 leaves: nothing flushed beyond the page cache, the
+        process's files (and its lock on the log) closed by the kernel."""
+        for fd in [self.wal._fd, self.wal._lock_fd] + self.wal._sealed:
+            if fd >= 0:
+                os.close(fd)
+        self.wal._fd = self.wal._lock_fd = -1
+        self.wal._sealed = []
+
     def metric(self, name):
         return self.metrics.registry.get_sample_value("traceo_sampler_" + name) or 0
 
@@ -146,6 +155,7 @@ def test_replay_after_crash(tmp_path):
     a.wal._write_small()
     # kill -9: nothing closed, nothing flushed beyond the page cache
 
+    a.crash()
     b = Node(tmp_path, t0=5000.0)
     assert b.old == [0]
     rec = recover(b.wal, b.old, b.p, b.tracker)
@@ -172,6 +182,7 @@ def test_replay_decides_overdue_traces_at_once(tmp_path):
     a.front.ingest(err)
     a.wal._write_small()
     # arrived "40 s ago": past decision_wait
+    a.crash()
     b = Node(tmp_path, t0=100.0)
     recover(b.wal, b.old, b.p, b.tracker, wall=lambda: time.time_ns() + 40 * 10**9)
     assert b.p.tick() == 2
@@ -322,6 +333,7 @@ def test_replay_over_many_segments_with_a_torn_last_one(tmp_path):
     assert len(segs) == 6
     last = a.wal.path(segs[-2])             # the last full one: cut in its record
     os.truncate(last, os.path.getsize(last) - 7)
+    a.crash()
     b = Node(tmp_path)
     rec = recover(b.wal, b.old, b.p, b.tracker)
     assert rec.segments == 6 and rec.torn == 1 and b.metric("wal_torn_records_total") == 1
@@ -333,3 +345,15 @@ def test_replay_over_many_segments_with_a_torn_last_one(tmp_path):
     b.now[0] += 60                          # decided (not kept: no error)
     b.p.tick()
     assert b.wal.collect() == 6 and b.wal.existing() == [b.wal.seq]
+
+
+def test_one_process_per_log(tmp_path):
+    a = Node(tmp_path)
+    WriteAheadLog.LOCK_WAIT = 0.2
+    try:
+        with pytest.raises(OSError, match="in use by another process"):
+            Node(tmp_path)
+        a.crash()                         # the first one dies: its lock goes with it
+        assert Node(tmp_path).old == [0]
+    finally:
+        WriteAheadLog.LOCK_WAIT = 10.0

@@ -93,6 +93,7 @@ def new_producer(cfg):
     return AIOKafkaProducer(
         bootstrap_servers=",".join(cfg.brokers), acks=cfg.acks,
         enable_idempotence=cfg.idempotent and cfg.acks == "all",
+        compression_type=None if cfg.compression == "none" else cfg.compression,
         linger_ms=int(cfg.linger.seconds * 1000),
         max_request_size=16 << 20, max_batch_size=1 << 20,
         request_timeout_ms=max(1000, int(cfg.timeout.seconds * 1000)))
@@ -118,6 +119,7 @@ class ConfluentProducer:
             "acks": {"all": "all", 0: "0", 1: "1"}[cfg.acks],
             "enable.idempotence": cfg.idempotent and cfg.acks == "all",
             "linger.ms": int(cfg.linger.seconds * 1000),
+            "compression.type": cfg.compression,
             "partitioner": "murmur2_random",
             "message.max.bytes": 16 << 20,
             # a message not acked within timeout fails (and is sent again by its caller)

@@ -1,5 +1,7 @@
-# Included by ext/_scan.pyx and ext/_buffer.pyx (Cython `include`): the one
-# walk over an encoded ExportTraceServiceRequest that both modules share.
+# Included by ext/_scan.pyx, ext/_buffer.pyx and ext/_shard.pyx (Cython
+# `include`): the one walk over an encoded ExportTraceServiceRequest that they
+# share. The wire format itself (varints, fixed values, the Field record) is
+# cimported from ext/wire.pxd.
 #
 # ``_Walker`` walks the request (docs/scan-contract.md: same walks, same check
 # order, same error messages as the pure twin traceo_sampler/scan.py), builds
@@ -29,34 +31,12 @@ from cpython.ref cimport PyObject, Py_DECREF, Py_INCREF, Py_XDECREF
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy
 
+from wire cimport Field, int32, traceo_double, traceo_u32le, traceo_u64le, traceo_varint
+
 cdef extern from *:
     """
     #include <string.h>
     #include <stdint.h>
-
-    static inline uint64_t traceo_u64le(const unsigned char *p) {
-        uint64_t v;
-        memcpy(&v, p, 8);
-    #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-        v = __builtin_bswap64(v);
-    #endif
-        return v;
-    }
-
-    static inline uint64_t traceo_u32le(const unsigned char *p) {
-        uint32_t v;
-        memcpy(&v, p, 4);
-    #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-        v = __builtin_bswap32(v);
-    #endif
-        return (uint64_t)v;
-    }
-
-    static inline double traceo_double(uint64_t bits) {
-        double d;
-        memcpy(&d, &bits, 8);
-        return d;
-    }
 
     static inline int traceo_all_zero(const unsigned char *p, Py_ssize_t n) {
         unsigned char acc = 0;
@@ -139,42 +119,16 @@ cdef extern from *:
         a = a * 0x9E3779B97F4A7C15ULL ^ b * 0xC2B2AE3D27D4EB4FULL ^ (uint64_t)n;
         return (unsigned int)(a >> 57);
     }
-
-    /* Varint at p (p < end or not): returns the byte after it, or NULL when it
-       is truncated or longer than 10 bytes. */
-    static inline const unsigned char *
-    traceo_varint(const unsigned char *p, const unsigned char *end, uint64_t *out) {
-        uint64_t r = 0;
-        int shift = 0;
-        while (p < end && shift < 70) {
-            unsigned char b = *p++;
-            r |= ((uint64_t)(b & 0x7F)) << shift;
-            if (b < 0x80) { *out = r; return p; }
-            shift += 7;
-        }
-        return NULL;
-    }
     """
-    uint64_t traceo_u64le(const unsigned char* p) noexcept nogil
-    uint64_t traceo_u32le(const unsigned char* p) noexcept nogil
-    double traceo_double(uint64_t bits) noexcept nogil
     bint traceo_all_zero(const unsigned char* p, Py_ssize_t n) noexcept nogil
     bint traceo_utf8_ok(const unsigned char* p, Py_ssize_t n) noexcept nogil
     unsigned int traceo_slot(const unsigned char* p, Py_ssize_t n) noexcept nogil
-    const unsigned char* traceo_varint(
-        const unsigned char* p, const unsigned char* end, uint64_t* out) noexcept nogil
 
 cdef extern from "Python.h":
     # Raw variant: returns NULL with an exception set instead of raising, so
     # the caller can replace UnicodeDecodeError by the contract's ValueError.
     PyObject* _decode_utf8_raw "PyUnicode_DecodeUTF8"(
         const char* s, Py_ssize_t size, const char* errors)
-
-
-cdef struct Field:
-    uint64_t tag    # (field number << 3) | wire type
-    uint64_t val    # varint / fixed value, or the length for wire type 2
-    const unsigned char* body   # first byte after the tag (and length)
 
 
 # AnyValue oneof kinds (their field numbers); 0 = no value.
@@ -271,10 +225,6 @@ cdef _Keys _get_keys(object attr_keys):
 
 cdef inline bint _is_service(const unsigned char* p, Py_ssize_t n) noexcept:
     return n == 12 and memcmp(p, _SERVICE_NAME, 12) == 0
-
-
-cdef inline int32_t _int32(uint64_t v) noexcept:
-    return <int32_t>(<uint32_t>(v & 0xFFFFFFFFu))
 
 
 cdef struct SpanRec:
@@ -868,7 +818,7 @@ cdef class _Walker:
                 r.name = f.body
                 r.name_len = <Py_ssize_t>f.val
             elif f.tag == 0x30:  # kind (enum: int32)
-                r.kind = _int32(f.val)
+                r.kind = int32(f.val)
             elif f.tag == 0x39:  # start_time_unix_nano (fixed64)
                 r.start = f.val
             elif f.tag == 0x41:  # end_time_unix_nano (fixed64)
@@ -885,7 +835,7 @@ cdef class _Walker:
                 while s < send:
                     s = self._next(s, send, &g)
                     if g.tag == 0x18:  # code
-                        r.code = _int32(g.val)
+                        r.code = int32(g.val)
                     elif g.tag == 0x12:
                         self._utf8(g.body, g.val, "status message")
         return attrs
