@@ -628,16 +628,6 @@ class Inbound:
 
 
 # ------------------------------------------------------------------ worker process
-def _die_with_parent() -> None:
-    """A worker must not outlive its supervisor (kill -9 of the group's
-    pid kills the group): PR_SET_PDEATHSIG."""
-    try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 async def _run_worker(rt: Runtime, i: int, config_path: str | None, parent: int) -> int:
     from .receivers.otlp_grpc import OtlpGrpcReceiver
     from .receivers.otlp_http import OtlpHttpReceiver
@@ -738,7 +728,8 @@ def _write(path: str, text: str) -> None:
 
 def worker_main(argv: list[str]) -> int:
     """``python -m traceo_sampler.workers RUNTIME_DIR INDEX N PARENT_PID [CONFIG]``"""
-    _die_with_parent()
+    from .lifetime import die_with_parent
+    die_with_parent()
     rt_dir, i, n, parent = argv[0], int(argv[1]), int(argv[2]), int(argv[3])
     config_path = argv[4] if len(argv) > 4 and argv[4] else None
     logging.basicConfig(level=os.environ.get("TRACEO_SAMPLER_LOG_LEVEL", "INFO"),

@@ -27,8 +27,10 @@ class EncodeError(ValueError):
 _fd = -1  # the worker process's file
 
 
-def _open(path: str) -> None:
+def _open(path: str, parent: int) -> None:
     global _fd
+    from ..lifetime import die_with_parent
+    die_with_parent(parent)
     # one write(2) per line on an O_APPEND descriptor: the workers of
     # service.workers append to the same file without interleaving
     _fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -65,7 +67,7 @@ class FileExporter(Exporter):
             # spawn, not fork: the parent runs gRPC threads and an event loop
             self._pool = ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_open, initargs=(os.path.abspath(self.path),))
+                initializer=_open, initargs=(os.path.abspath(self.path), os.getpid()))
         return self._pool
 
     async def send(self, payload: bytes) -> None:

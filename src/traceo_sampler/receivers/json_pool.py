@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -22,10 +23,12 @@ log = logging.getLogger("traceo_sampler.receivers")
 INLINE_MAX = 256 << 10
 
 
-def _quiet() -> None:
+def _quiet(parent: int) -> None:
     # Ctrl-C reaches the whole process group; the parent drains, the helper
     # must not print a KeyboardInterrupt traceback
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from ..lifetime import die_with_parent
+    die_with_parent(parent)
 
 
 class JsonDecoder:
@@ -35,7 +38,7 @@ class JsonDecoder:
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_quiet)
+                                             initializer=_quiet, initargs=(os.getpid(),))
         return self._pool
 
     async def decode(self, body: bytes) -> bytes:
