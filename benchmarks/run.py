@@ -559,7 +559,7 @@ def check_kept(reqs, sink_stats: dict) -> dict:
 
 def phase_full(reqs, sink: SinkProc, workdir: Path, concurrency: int, timers: dict,
                workers: int = 1, policies: list | None = None,
-               tag: str = "") -> tuple[dict, list | None]:
+               tag: str = "", rate: float | None = None) -> tuple[dict, list | None]:
     sink.call("Mode", b"parse")
     sink.call("Reset")
     serve = Serve(workdir, f"serve-full-w{workers}{tag}", timers, sink.endpoint, workers,
@@ -573,7 +573,7 @@ def phase_full(reqs, sink: SinkProc, workdir: Path, concurrency: int, timers: di
         sampler.start()
         cpu0 = cpu_seconds(pid)
         by0 = cpu_by_process(pid)
-        r = send(serve.endpoint, reqs, concurrency)
+        r = send(serve.endpoint, reqs, concurrency, rate)
         cpu_ingest = cpu_seconds(pid) - cpu0
         log(f"full path: sent {r['spans']} spans at {r['spans_per_s']:.0f} spans/s, errors {r['errors']}; "
             f"waiting for decisions to reach the sink")
@@ -629,6 +629,7 @@ def phase_full(reqs, sink: SinkProc, workdir: Path, concurrency: int, timers: di
         "serve_shutdown": stop,
         "serve_metrics": _serve_metric_summary(m),
         "workers": workers,
+        "paced_spans_per_s": rate,
         "forwarded_spans_between_workers": metric_sum(m, "traceo_sampler_worker_forwarded_spans_total"),
     }
     return out, m
@@ -980,6 +981,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="also write the JSON to this file")
     ap.add_argument("--workers", default="1,2",
                     help="service.workers values of phases (b) and (c), comma-separated (default %(default)s)")
+    ap.add_argument("--rate", type=float, default=None,
+                    help="phase (b): pace the load at this many spans/s (default: as fast as it goes); "
+                         "CPU per span of 1 vs N workers without the machine saturated")
     ap.add_argument("--channels", type=int, default=4,
                     help="client TCP connections the load is spread over (default %(default)s)")
     ap.add_argument("--serve-src", default=None,
@@ -1011,7 +1015,8 @@ def main(argv: list[str] | None = None) -> int:
         "params": {"spans": n_spans, "memory_spans": mem_spans, "quick": args.quick,
                    "concurrency": args.concurrency, "spans_per_request": args.spans_per_request,
                    "seed": args.seed, "services": args.services, "error_rate": args.error_rate,
-                   "policies": POLICIES, "workers": worker_counts, "channels": args.channels},
+                   "policies": POLICIES, "workers": worker_counts, "channels": args.channels,
+                   "rate_spans_per_s": args.rate},
         "serve_src": str(SERVE_SRC),
         "load": None, "ceiling": None, "full_path": None, "memory": None, "exporters": None,
         "full_path_by_workers": {}, "memory_by_workers": {}, "collector": None, "full_path_ottl": None,
@@ -1053,7 +1058,8 @@ def main(argv: list[str] | None = None) -> int:
                 timers = {"decision_wait": args.decision_wait, "root_wait": args.root_wait,
                           "idle_timeout": args.idle_timeout}
                 for w in worker_counts:
-                    full, m = phase_full(reqs, sink, workdir, args.concurrency, timers, w)
+                    full, m = phase_full(reqs, sink, workdir, args.concurrency, timers, w,
+                                         rate=args.rate)
                     full["decision_latency_s"] = histogram_quantiles(
                         m, "traceo_sampler_decision_latency_seconds")
                     result["full_path_by_workers"][str(w)] = full
