@@ -527,6 +527,11 @@ class WalFront:
             return True
         return self.pipeline.backpressure()
 
+    def pushback_reason(self) -> str:
+        if self.wal.full() and self.wal.healthy:
+            return "write-ahead log full (sampler.wal.max_bytes)"
+        return "exporter queue full"
+
     def _refused(self) -> _Result:
         fut = asyncio.get_running_loop().create_future()
         fut.set_result(self.wal.error)

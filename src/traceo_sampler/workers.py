@@ -486,6 +486,13 @@ class ShardFront:
                 return True
         return False
 
+    def pushback_reason(self) -> str:
+        if self.pipeline.backpressure():
+            reason = getattr(self.pipeline, "pushback_reason", None)
+            return reason() if reason is not None else "exporter queue full"
+        return ("another worker cannot take more (its exporter queue or write-ahead log "
+                "is full, or it is restarting)")
+
     def ingest(self, data: bytes):
         from .pipeline import IngestResult
         p = self.pipeline

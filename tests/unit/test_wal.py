@@ -262,6 +262,7 @@ def test_max_bytes_pushes_back(tmp_path):
     big = make_request([trace(400, name="x" * 3000)])
     n.front.ingest(big)
     assert n.wal.full() and n.front.backpressure()
+    assert n.front.pushback_reason() == "write-ahead log full (sampler.wal.max_bytes)"
     n.wal._gauges()
     assert n.metric("wal_full") == 1
 
@@ -357,3 +358,35 @@ def test_one_process_per_log(tmp_path):
         assert Node(tmp_path).old == [0]
     finally:
         WriteAheadLog.LOCK_WAIT = 10.0
+
+
+def test_serve_app_with_the_log(tmp_path):
+    """App: the log in front of the pipeline, opened and recovered at start
+    (before the receivers), /readyz failing after a disk error, its status,
+    a clean shutdown leaving no segment."""
+    from traceo_sampler import config
+    from traceo_sampler.server import App
+
+    async def main():
+        cfg = config.parse({"sampler": {"wal": {"dir": str(tmp_path)}, "policies": [
+                                {"name": "errors", "type": "status_code",
+                                 "status_code": {"status_codes": ["ERROR"]}}]},
+                            "exporters": {"file": {"path": str(tmp_path / "k.jsonl")}}})
+        app = App(cfg)
+        assert isinstance(app.intake, WalFront) and app.wal.dir == str(tmp_path / "worker-0")
+        await app._recover()
+        class Listening:
+            name = "otlp_grpc"
+        app.receivers.append(Listening())
+        assert app.ready() == (True, "")
+        res = app.intake.ingest(_req(2)[0])
+        assert res.accepted == 6 and app.status()["wal"]["segments"] == 1
+        app.wal._fail("fsync", OSError(5, "Input/output error"))
+        ok, why = app.ready()
+        assert not ok and "fsync failed" in why and "Input/output error" in why
+        assert app.status()["wal"]["healthy"] is False
+        app.wal.error = ""
+        app.receivers.clear()
+        await app.shutdown()
+        assert [f for f in os.listdir(app.wal.dir) if f.endswith(".wal")] == []
+    asyncio.run(main())

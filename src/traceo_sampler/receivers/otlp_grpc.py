@@ -37,6 +37,13 @@ def retry_info_trailer(message: str, delay: float) -> tuple:
     return (("grpc-status-details-bin", st.SerializeToString()),)
 
 
+def pushback_reason(front) -> str:
+    """Why ``front.backpressure()`` holds, for the client (a front without
+    ``pushback_reason`` pushes back only for a full exporter queue)."""
+    reason = getattr(front, "pushback_reason", None)
+    return reason() if reason is not None else "exporter queue full"
+
+
 class OtlpGrpcReceiver:
     name = "otlp_grpc"
     # service.workers: every worker listens on the same port
@@ -57,7 +64,7 @@ class OtlpGrpcReceiver:
         m = self.metrics
         if self.pipeline.backpressure():
             m.receiver_requests_total.labels(self.name, "backpressure").inc()
-            msg = "exporter queue full; retry later"
+            msg = pushback_reason(self.pipeline) + "; retry later"
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, msg,
                                 trailing_metadata=retry_info_trailer(msg, self.pipeline.RETRY_AFTER))
         try:

@@ -9,7 +9,7 @@ from google.rpc import status_pb2  # shipped with grpcio-status / googleapis-com
 
 from .encoding import BodyError, decode, read_body
 from .json_pool import JsonDecoder
-from .otlp_grpc import partial_success
+from .otlp_grpc import partial_success, pushback_reason
 
 log = logging.getLogger("traceo_sampler.receivers")
 
@@ -50,7 +50,7 @@ class OtlpHttpReceiver:
             return web.Response(status=415, text=f"unsupported content type {ctype!r}")
         if self.pipeline.backpressure():
             self.metrics.receiver_requests_total.labels(self.name, "backpressure").inc()
-            return web.Response(status=429, text="exporter queue full; retry later\n",
+            return web.Response(status=429, text=pushback_reason(self.pipeline) + "; retry later\n",
                                 headers={"Retry-After": str(int(self.pipeline.RETRY_AFTER))})
         try:
             body = decode(await read_body(request, self.max_bytes),
