@@ -29,6 +29,11 @@ Phases, all on the same pre-encoded synthetic load (traceo_sampler.loadgen):
                  clients' request latency (the file exporter's encoding must
                  not hold back the OTLP exporter or the receivers).
 
+(g) control    — with ``--workers`` holding 2: two independent one-process
+                 serves, each sent one shard's whole traces at the same time
+                 (no hand-off at all): what two busy processes cost per span
+                 on this machine, the yardstick for the 2-worker ratio.
+
 ``--serve-src DIR`` runs serve from another build (e.g. the previous commit
 built in its own tree), for a before/after in the same session.
 
@@ -693,6 +698,61 @@ def phase_wal(reqs, sink: SinkProc, workdir: Path, concurrency: int, timers: dic
     return out
 
 
+def phase_control(reqs, sink: SinkProc, workdir: Path, concurrency: int, timers: dict,
+                  rate: float | None = None) -> dict:
+    """The control beside ``workers: 2``: two independent one-process serves,
+    each sent, at the same time, the spans of the traces of one shard (split
+    before the clock starts, whole traces, half the in-flight requests and
+    connections each). No hand-off at all: what two busy processes cost per
+    span on this machine, against which the group's ratio is read."""
+    from traceo_sampler import shard
+    sink.call("Mode", b"parse")
+    sink.call("Reset")
+    loads: list[list] = [[], []]
+    for data in reqs:
+        res = shard.split(data, 2)
+        for j in range(2):
+            if res.parts[j]:
+                loads[j].append((res.parts[j], res.counts[j]))
+    serves = [Serve(workdir, f"serve-control-{k}", timers, sink.endpoint, 1) for k in range(2)]
+    try:
+        for sv in serves:
+            sv.wait_ready()
+        cpu0 = [cpu_seconds(sv.proc.pid) for sv in serves]
+        out: list = [None, None]
+
+        def go(k: int) -> None:
+            out[k] = send(serves[k].endpoint, iter(loads[k]), max(1, concurrency // 2),
+                          rate / 2 if rate else None)
+        threads = [threading.Thread(target=go, args=(k,)) for k in range(2)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.monotonic() - t0
+
+        def drained() -> bool:
+            return all((metric_sum(sv.metrics(), "traceo_sampler_buffer_traces") or 0) == 0
+                       for sv in serves)
+        _, waited, settled = wait_stable(lambda: sink.call("Stats"), 3.0, 180.0, drained)
+        cpu = sum(cpu_seconds(sv.proc.pid) - c for sv, c in zip(serves, cpu0))
+    finally:
+        for sv in serves:
+            sv.stop(30)
+    spans = sum(r["spans"] for r in out if r) or 1
+    return {
+        "spans_per_s_in": round(spans / elapsed, 1),
+        "spans_sent": spans,
+        "errors": [r["errors"] for r in out if r],
+        "client_cpu_s": round(sum(r["client_cpu_s"] for r in out if r), 3),
+        "serve_cpu_s_total": round(cpu, 3),
+        "serve_cpu_s_per_million_spans": round(cpu / spans * 1e6, 3),
+        "wait_for_sink_s": round(waited, 2),
+        "sink_settled": settled,
+    }
+
+
 def phase_exporters(reqs, sink: SinkProc, workdir: Path, concurrency: int, timers: dict,
                     with_file: bool) -> dict:
     """(e) The OTLP exporter with and without a ``file`` exporter beside it,
@@ -973,7 +1033,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-cache", action="store_true", help="always build the load")
     ap.add_argument("--memory-limit-mib", type=int, default=4096, help="serve's memory limit in phase (c)")
     ap.add_argument("--skip", action="append", default=[],
-                    choices=("ceiling", "full", "memory", "collector", "ottl", "exporters", "wal"),
+                    choices=("ceiling", "full", "memory", "collector", "ottl", "exporters", "wal", "control"),
                     help="skip a phase (repeatable)")
     ap.add_argument("--wal-rounds", type=int, default=2,
                     help="phase (f): rounds of off/always/interval/never (default %(default)s)")
@@ -1020,6 +1080,7 @@ def main(argv: list[str] | None = None) -> int:
         "serve_src": str(SERVE_SRC),
         "load": None, "ceiling": None, "full_path": None, "memory": None, "exporters": None,
         "full_path_by_workers": {}, "memory_by_workers": {}, "collector": None, "full_path_ottl": None,
+        "control_two_processes": None,
         "wal": None,
         "decision_latency_s": None, "ratios": {}, "errors": [],
     }
@@ -1085,6 +1146,18 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # noqa: BLE001
                 result["errors"].append(f"full_path: {exc}")
                 log(f"full path failed: {exc}")
+
+        if psutil is not None and "control" not in args.skip and 2 in worker_counts:
+            try:
+                timers = {"decision_wait": args.decision_wait, "root_wait": args.root_wait,
+                          "idle_timeout": args.idle_timeout}
+                result["control_two_processes"] = ctl = phase_control(
+                    reqs, sink, workdir, args.concurrency, timers, args.rate)
+                log(f"control, two independent serves: {ctl['spans_per_s_in']:.0f} spans/s, "
+                    f"{ctl['serve_cpu_s_per_million_spans']} CPU s per million spans")
+            except Exception as exc:  # noqa: BLE001
+                result["errors"].append(f"control: {exc}")
+                log(f"control phase failed: {exc}")
 
         if psutil is not None and "wal" not in args.skip:
             try:
@@ -1171,6 +1244,15 @@ def main(argv: list[str] | None = None) -> int:
             # the CPU the group spends beyond one worker's, per span handed over
             extra = f["serve_cpu_s_total"] - base["serve_cpu_s_per_million_spans"] * f["spans_sent"] / 1e6
             result["ratios"][f"workers_{w}_extra_cpu_us_per_forwarded_span"] = round(extra / fwd * 1e6, 3)
+    ctl = result.get("control_two_processes")
+    if ctl and base is not None:
+        # two busy processes without any hand-off, over one: the machine's
+        # share of the group's ratio
+        result["ratios"]["control_two_processes_over_1_cpu_s_per_million_spans"] = round(
+            ctl["serve_cpu_s_per_million_spans"] / base["serve_cpu_s_per_million_spans"], 3)
+        if fw.get("2"):
+            result["ratios"]["workers_2_over_control_cpu_s_per_million_spans"] = round(
+                fw["2"]["serve_cpu_s_per_million_spans"] / ctl["serve_cpu_s_per_million_spans"], 3)
     col = result.get("collector")
     if col:
         for w, f in fw.items():

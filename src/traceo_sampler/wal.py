@@ -316,6 +316,10 @@ class WriteAheadLog:
         if len(self._small) >= SMALL_FLUSH:
             self._write_small()
 
+    def write_records(self) -> None:
+        """Write the pending decision and ack entries (to the page cache)."""
+        self._write_small()
+
     def _write_small(self) -> None:
         if not self._small:
             return
@@ -469,11 +473,18 @@ class WalTracker(OffsetTracker):
 
     def take(self, tids, n_exporters: int):
         holds = self.holds
+        noted = False
         for tid in tids:
             if tid in holds:
                 c = self.cached(tid)
                 if isinstance(c, tuple):
                     self.wal.note_decision(tid, True, c[0], c[1])
+                    noted = True
+        if noted:
+            # written before the exporters get the item: a kill -9 after it
+            # left must find the decision, so a restart exports the trace
+            # again as a counted duplicate instead of deciding it anew
+            self.wal.write_records()
         return super().take(tids, n_exporters)
 
     def acked(self, tids: list[bytes]) -> None:

@@ -142,12 +142,14 @@ def sampled_cfg(bootstrap: str, topic: str, **kafka) -> dict:
                                     **kafka}}}
 
 
-@pytest.mark.parametrize("by_id", [False, True])
-def test_kept_traces_arrive_whole_and_once(kafka_broker, tmp_path, by_id):
-    """Beside a file exporter, as in docs/design.md §4 (mode unset: sampled)."""
+@pytest.mark.parametrize("by_id,workers", [(False, 1), (True, 1), (False, 2)])
+def test_kept_traces_arrive_whole_and_once(kafka_broker, tmp_path, by_id, workers):
+    """Beside a file exporter, as in docs/design.md §4 (mode unset: sampled);
+    with service.workers: 2 each worker produces what it keeps."""
     topic = _name("kept")
     kafka_broker.create_topic(topic, PARTITIONS)
     cfg = sampled_cfg(kafka_broker.bootstrap, topic, partition_traces_by_id=by_id)
+    cfg["service"]["workers"] = workers
     del cfg["exporters"]["kafka"]["mode"]
     cfg["exporters"]["file"] = {"path": str(tmp_path / "kept.jsonl")}
     with Serve(cfg) as s:
