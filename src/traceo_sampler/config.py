@@ -291,8 +291,8 @@ class Tls(_Base):
     # OTLP/HTTP only: do not verify the backend's certificate or host name (the gRPC
     # exporter does not read it and always verifies)
     insecure_skip_verify: bool = False
-    # OTLP/gRPC only: the host name the backend's certificate is verified for, instead of
-    # the endpoint's (the HTTP exporter does not read it)
+    # the host name the backend's certificate is verified for (and sent as SNI), instead
+    # of the endpoint's
     server_name_override: str = ""
 
 

@@ -174,3 +174,57 @@ def test_parse_retry_after(value, expect):
 ])
 def test_traces_url(endpoint, url):
     assert traces_url(endpoint) == url
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_server_name_override_checks_the_certificate_for_that_name(protocol, tmp_path):
+    """The endpoint is an IP; the backend's certificate names only
+    backend.example: trusted with server_name_override, refused without."""
+    import trustme
+    ca = trustme.CA()
+    leaf = ca.issue_cert("backend.example")
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(ca.cert_pem.bytes())
+    key, chain = leaf.private_key_pem.bytes(), leaf.cert_chain_pems[0].bytes()
+    got = []
+    if protocol == "grpc":
+        server = grpc.server(futures.ThreadPoolExecutor(2))
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {
+            "Export": grpc.unary_unary_rpc_method_handler(
+                lambda req, ctx: got.append(req) or b"", request_deserializer=None,
+                response_serializer=None)}),))
+        port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key, chain)]))
+        server.start()
+        stop = lambda: server.stop(0)  # noqa: E731
+        cls = OtlpGrpcExporter
+    else:
+        srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        srv.seen, srv.answers = got, []
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        (tmp_path / "leaf.pem").write_bytes(chain)
+        (tmp_path / "leaf.key").write_bytes(key)
+        ctx.load_cert_chain(tmp_path / "leaf.pem", tmp_path / "leaf.key")
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        port = srv.server_address[1]
+        stop = srv.shutdown
+        cls = OtlpHttpExporter
+    try:
+        async def main():
+            m = Metrics()
+            raw = make_request([trace(2)])
+            out = {}
+            for name in ("backend.example", ""):
+                exp = cls(OtlpCfg(endpoint=f"https://127.0.0.1:{port}", protocol=protocol,
+                                  tls=Tls(ca_file=str(ca_file), server_name_override=name),
+                                  retry=Retry(max_elapsed=Duration("300ms"))), m)
+                exp.start()
+                exp.submit(_item(raw, 2))
+                assert await exp.flush(10)
+                await exp.close(1)
+                out[name] = (exp.sent_spans, exp.dropped_spans)
+            assert out == {"backend.example": (2, 0), "": (0, 2)}
+            assert len(got) == 1
+        asyncio.run(main())
+    finally:
+        stop()

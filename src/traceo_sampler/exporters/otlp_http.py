@@ -66,6 +66,9 @@ class OtlpHttpExporter(Exporter):
         if cfg.compression == "gzip":
             self.headers["Content-Encoding"] = "gzip"
         self.timeout = aiohttp.ClientTimeout(total=cfg.timeout.seconds)
+        # the name the backend's certificate is checked for (SNI too), when
+        # it is not the endpoint's host (an IP, or a name behind a proxy)
+        self._server_hostname = (cfg.tls.server_name_override or None) if cfg.tls else None
         self._session: aiohttp.ClientSession | None = None
 
     async def send(self, payload: bytes) -> None:
@@ -75,7 +78,8 @@ class OtlpHttpExporter(Exporter):
         body = (await asyncio.to_thread(gzip.compress, payload, 5)
                 if self.cfg.compression == "gzip" else payload)
         async with self._session.post(self.url, data=body, headers=self.headers,
-                                      ssl=self._ssl) as resp:
+                                      ssl=self._ssl,
+                                      server_hostname=self._server_hostname) as resp:
             data = await resp.read()
             if resp.status != 200:
                 raise HttpError(resp.status, data.decode("utf-8", "replace"),
