@@ -50,13 +50,15 @@ class MemoryLimiter:
     def __init__(self, limit_mib: int, metrics=None):
         self.limit = limit_mib << 20
         self.metrics = metrics
-        self.rss = rss_bytes()
+        self.rss = 0
         self.refusing = False
-        self._read_at = time.monotonic()
         self._trimmed_at = 0.0
         self._trim = _malloc_trim()
         if metrics is not None:
             metrics.memory_limit_bytes.set(self.limit)
+        # read now, not INTERVAL later: a receiver started right after must
+        # not take its first request (or Kafka fetch) above the limit
+        self._sample(time.monotonic())
 
     def _sample(self, now: float) -> None:
         self._read_at = now
