@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,8 +32,6 @@ for p in (str(ROOT), str(ROOT / "tests")):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-from aiokafka import AIOKafkaConsumer  # noqa: E402
-from aiokafka.partitioner import murmur2  # noqa: E402
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: E402
     ExportTraceServiceRequest,
 )
@@ -43,7 +40,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span  # noqa: E402
 from support_otlp import CaptureSink, make_request  # noqa: E402
 from support_serve import Serve  # noqa: E402
 from tests.support.fixtures import kafka_broker  # noqa: E402,F401
-from tests.support.kafka import run_async  # noqa: E402
+from tests.support.kafka import java_partition, read_records, topic_name  # noqa: E402
 from tests.support.otelcol import Otelcol, otelcol_binary  # noqa: E402
 from tests.support.procs import free_ports  # noqa: E402
 import yaml  # noqa: E402
@@ -84,10 +81,6 @@ def _started(col: Otelcol, serve: Serve):
     finally:
         serve.__exit__(None, None, None)
         col.__exit__(None, None, None)
-
-
-def _name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 def _traces(n: int, error_every: int = 3):
@@ -138,26 +131,6 @@ def _wait(pred, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-async def _read_all(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list:
-    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=_name("check"),
-                         auto_offset_reset="earliest", enable_auto_commit=False)
-    await c.start()
-    out: list = []
-    try:
-        deadline = time.monotonic() + timeout
-        while len(out) < expected and time.monotonic() < deadline:
-            for recs in (await c.getmany(timeout_ms=300)).values():
-                out.extend(recs)
-    finally:
-        await c.stop()
-    return out
-
-
-def _java_partition(key: bytes, n: int) -> int:
-    """The Java client's (and Traceo's) partition of a keyed record."""
-    return (murmur2(key) & 0x7FFFFFFF) % n
-
-
 def _sarama_partition(key: bytes, n: int) -> int:
     """franz-go's SaramaCompatHasher over FNV-1a, the Collector's default."""
     h = 0x811C9DC5
@@ -194,7 +167,7 @@ def _collector_to_kafka(port: int, exporters: dict) -> dict:
 def test_collector_kafkaexporter_feeds_a_traceo_group(kafka_broker, by_id, compression):
     """Kept traces reach the sink whole although each was produced in two
     messages (the root one request after its children)."""
-    topic, group = _name("col-exp"), _name("traceo")
+    topic, group = topic_name("col-exp"), topic_name("traceo")
     kafka_broker.create_topic(topic, PARTITIONS)
     traces = _traces(30)
     errors = {tid for i, (tid, _, _) in enumerate(traces) if i % 3 == 0}
@@ -240,7 +213,7 @@ def test_collector_kafkaexporter_feeds_a_traceo_group(kafka_broker, by_id, compr
     if not by_id:
         # what the Collector produced: one message per request, no key (so
         # the two parts of a trace may be in two partitions: README)
-        recs = run_async(lambda: _read_all(kafka_broker.bootstrap, topic, 2), 60)
+        recs = read_records(kafka_broker.bootstrap, topic, 2, settle=0.0, timeout=30.0)
         assert [r.key for r in recs] == [None, None]
 
 
@@ -250,7 +223,7 @@ def test_a_collector_file_kafka_to_kafka_runs_on_traceo(kafka_broker):
     it is, between two pipelines of one real Collector: its kafkaexporter
     (snappy) feeds it, its kafkareceiver reads the kept traces Traceo
     produced (exporters.kafka, mode sampled) and hands them to a sink."""
-    t_in, t_out = _name("dropin-in"), _name("dropin-out")
+    t_in, t_out = topic_name("dropin-in"), topic_name("dropin-out")
     for t in (t_in, t_out):
         kafka_broker.create_topic(t, PARTITIONS)
     traces = _traces(15)
@@ -265,7 +238,7 @@ def test_a_collector_file_kafka_to_kafka_runs_on_traceo(kafka_broker):
                 "otlp": {"protocols": {"grpc": {"endpoint": f"127.0.0.1:{port}"}}},
                 "kafka": {"brokers": [kafka_broker.bootstrap],
                           "traces": {"topics": [t_out], "encoding": "otlp_proto"},
-                          "group_id": _name("otelcol"), "initial_offset": "earliest"}},
+                          "group_id": topic_name("otelcol"), "initial_offset": "earliest"}},
             "exporters": {
                 "kafka": _kafka_exporter(kafka_broker.bootstrap, t_in, False,
                                          compression="snappy"),
@@ -277,7 +250,7 @@ def test_a_collector_file_kafka_to_kafka_runs_on_traceo(kafka_broker):
         text = yaml.safe_dump({
             "receivers": {"kafka": {"brokers": [kafka_broker.bootstrap],
                                     "traces": {"topics": [t_in], "encoding": "otlp_proto"},
-                                    "group_id": _name("dropin"), "initial_offset": "earliest"}},
+                                    "group_id": topic_name("dropin"), "initial_offset": "earliest"}},
             "processors": {"tail_sampling": {"decision_wait": "1s", "policies": [
                 {"name": "errors", "type": "status_code",
                  "status_code": {"status_codes": ["ERROR"]}}]}},
@@ -323,7 +296,7 @@ def test_a_collector_file_kafka_to_kafka_runs_on_traceo(kafka_broker):
 def test_traceo_router_feeds_collector_kafkareceiver(kafka_broker, by_id):
     """Every span the router produced comes out of the Collector's pipeline
     unchanged (the receiver decodes Traceo's otlp_proto messages)."""
-    topic = _name("router-col")
+    topic = topic_name("router-col")
     kafka_broker.create_topic(topic, PARTITIONS)
     traces = _traces(40)
     bodies = [make_request([kids for _, kids, _ in traces[:20]], service="a"),
@@ -340,7 +313,7 @@ def test_traceo_router_feeds_collector_kafkareceiver(kafka_broker, by_id):
         col_cfg = {
             "receivers": {"kafka": {"brokers": [kafka_broker.bootstrap],
                                     "traces": {"topics": [topic], "encoding": "otlp_proto"},
-                                    "group_id": _name("otelcol"),
+                                    "group_id": topic_name("otelcol"),
                                     "initial_offset": "earliest"}},
             "exporters": {"otlp": {"endpoint": sink.endpoint, "tls": {"insecure": True},
                                    "compression": "none"}},
@@ -369,7 +342,7 @@ def test_trace_partition_agrees_with_the_collector_keyed_by_trace_id(kafka_broke
     """Children produced by the Collector (keyed by trace ID, murmur2),
     roots by Traceo's router: every trace in one partition. The Collector's
     default hasher (sarama_compat) puts a trace elsewhere."""
-    mixed, sarama = _name("mixed"), _name("sarama")
+    mixed, sarama = topic_name("mixed"), topic_name("sarama")
     for t in (mixed, sarama):
         kafka_broker.create_topic(t, PARTITIONS)
     traces = _traces(40)
@@ -382,7 +355,7 @@ def test_trace_partition_agrees_with_the_collector_keyed_by_trace_id(kafka_broke
     with _started(Otelcol(col_cfg), Serve(router)) as (_, s):
         _export(f"127.0.0.1:{port}", make_request([kids for _, kids, _ in traces]))
         _export(s.endpoint, make_request([top for _, _, top in traces]))
-    recs = run_async(lambda: _read_all(kafka_broker.bootstrap, mixed, 40 + PARTITIONS), 60)
+    recs = read_records(kafka_broker.bootstrap, mixed, 40 + PARTITIONS, settle=0.0, timeout=30.0)
     where: dict[bytes, set[int]] = {}
     for rec in recs:
         for rs in ExportTraceServiceRequest.FromString(rec.value).resource_spans:
@@ -392,12 +365,12 @@ def test_trace_partition_agrees_with_the_collector_keyed_by_trace_id(kafka_broke
     assert len(recs) == 40 + PARTITIONS    # 40 keyed messages + the router's per-partition ones
     assert set(where) == {tid for tid, _, _ in traces}
     for tid, parts in where.items():
-        assert parts == {_java_partition(tid.hex().encode(), PARTITIONS)}, "one partition"
+        assert parts == {java_partition(tid.hex().encode(), PARTITIONS)}, "one partition"
 
-    recs = run_async(lambda: _read_all(kafka_broker.bootstrap, sarama, 40), 60)
+    recs = read_records(kafka_broker.bootstrap, sarama, 40, settle=0.0, timeout=30.0)
     assert len(recs) == 40
     differ = 0
     for rec in recs:
         assert rec.partition == _sarama_partition(rec.key, PARTITIONS)
-        differ += rec.partition != _java_partition(rec.key, PARTITIONS)
+        differ += rec.partition != java_partition(rec.key, PARTITIONS)
     assert differ > len(recs) // 2      # ~3 in 4 with 4 partitions: "most" (README)

@@ -31,7 +31,8 @@ for p in (str(ROOT), str(ROOT / "tests")):
 from support_otlp import make_request, trace  # noqa: E402
 from support_serve import Serve  # noqa: E402
 from tests.support.fixtures import kafka_broker  # noqa: E402,F401
-from test_kafka_sampled import read_topic, spans_of  # noqa: E402
+from test_kafka_sampled import spans_of  # noqa: E402
+from tests.support.kafka import read_records  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -98,7 +99,7 @@ def test_the_router_acks_again_after_broker_restarts(kafka_broker, client):
     acked: dict[bytes, int] = {}
     for c in clients:
         acked.update(c.acked)
-    got = spans_of(read_topic(kafka_broker.bootstrap, topic, settle=3.0))
+    got = spans_of(read_records(kafka_broker.bootstrap, topic, settle=3.0))
     lost = [t for t, n in acked.items() if len(set(got.get(t, ()))) != n]
     dup = sum(len(v) - len(set(v)) for v in got.values())
     print(f"{client}: recovered after {recovered} s; producers replaced {replaced}; "

@@ -10,7 +10,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
 
 import grpc
@@ -21,8 +20,6 @@ for p in (str(ROOT), str(ROOT / "tests")):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-from aiokafka import AIOKafkaConsumer  # noqa: E402
-from aiokafka.partitioner import murmur2  # noqa: E402
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: E402
     ExportTraceServiceRequest,
 )
@@ -30,43 +27,17 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: 
 from support_otlp import make_request, trace  # noqa: E402
 from support_serve import Serve  # noqa: E402
 from tests.support.fixtures import kafka_broker  # noqa: E402,F401
-from tests.support.kafka import run_async  # noqa: E402
+from tests.support.kafka import java_partition, read_records, topic_name  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 PARTITIONS = 4
 
 
-def _name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-async def _read_all(bootstrap: str, topic: str, expected: int, timeout: float = 60.0) -> list:
-    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=_name("check"),
-                         auto_offset_reset="earliest", enable_auto_commit=False)
-    await c.start()
-    out: list = []
-    try:
-        deadline = time.monotonic() + timeout
-        while len(out) < expected and time.monotonic() < deadline:
-            for recs in (await c.getmany(timeout_ms=500)).values():
-                out.extend(recs)
-        for recs in (await c.getmany(timeout_ms=1000)).values():
-            out.extend(recs)
-    finally:
-        await c.stop()
-    return out
-
-
-def java_partition(key: bytes, n: int) -> int:
-    """The Java client's default partitioner for a keyed record."""
-    return (murmur2(key) & 0x7FFFFFFF) % n
-
-
 def test_router_batches_many_traces_per_partition_message(kafka_broker):
     """The default: one message per partition a request touches, each
     trace whole in the partition murmur2 of its hex trace ID chooses."""
-    topic = _name("router-batch")
+    topic = topic_name("router-batch")
     kafka_broker.create_topic(topic, PARTITIONS)
     cfg = {"exporters": {"kafka": {"brokers": [kafka_broker.bootstrap], "topic": topic}},
            "service": {"workers": 1}}
@@ -85,7 +56,7 @@ def test_router_batches_many_traces_per_partition_message(kafka_broker):
                 export(body, timeout=30)
         acked = s.metric("traceo_sampler_kafka_produced_messages_total", outcome="acked")
     assert acked == 5 * PARTITIONS      # 40 traces touch every partition
-    recs = run_async(lambda: _read_all(kafka_broker.bootstrap, topic, int(acked)), 90)
+    recs = read_records(kafka_broker.bootstrap, topic, int(acked), settle=1.0, timeout=60.0)
     assert len(recs) == acked
     got: dict[bytes, int] = {}
     for rec in recs:
@@ -103,7 +74,7 @@ def test_router_batches_many_traces_per_partition_message(kafka_broker):
 
 
 def test_router_one_message_per_trace_keyed_by_trace_id(kafka_broker):
-    topic = _name("router")
+    topic = topic_name("router")
     kafka_broker.create_topic(topic, PARTITIONS)
     cfg = {"exporters": {"kafka": {"brokers": [kafka_broker.bootstrap], "topic": topic,
                                    "partition_traces_by_id": True}}}
@@ -140,7 +111,7 @@ def test_router_one_message_per_trace_keyed_by_trace_id(kafka_broker):
         acked = s.metric("traceo_sampler_kafka_produced_messages_total", outcome="acked")
     # the response came after the broker's ack: every message is there now
     assert acked == 10 * 5 + 3
-    recs = run_async(lambda: _read_all(kafka_broker.bootstrap, topic, 53), 90)
+    recs = read_records(kafka_broker.bootstrap, topic, 53, settle=1.0, timeout=60.0)
     assert len(recs) == 53
     got: dict[bytes, int] = {}
     for rec in recs:
@@ -164,7 +135,7 @@ def test_router_one_message_per_trace_keyed_by_trace_id(kafka_broker):
 
 
 def test_router_answers_unavailable_when_the_broker_does_not_ack(kafka_broker):
-    topic = _name("router-down")
+    topic = topic_name("router-down")
     kafka_broker.create_topic(topic, PARTITIONS)
     cfg = {"exporters": {"kafka": {"brokers": [kafka_broker.bootstrap], "topic": topic,
                                    "timeout": "3s"}}}

@@ -9,7 +9,6 @@ import socket
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import grpc
@@ -20,8 +19,6 @@ for p in (str(ROOT), str(ROOT / "tests")):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-from aiokafka import AIOKafkaConsumer  # noqa: E402
-from aiokafka.partitioner import murmur2  # noqa: E402
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: E402
     ExportTraceServiceRequest,
 )
@@ -29,7 +26,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: 
 from support_otlp import make_request, trace  # noqa: E402
 from support_serve import Serve  # noqa: E402
 from tests.support.fixtures import kafka_broker  # noqa: E402,F401
-from tests.support.kafka import run_async  # noqa: E402
+from tests.support.kafka import java_partition, read_records, run_async, topic_name  # noqa: E402
 from tests.support.procs import free_ports  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -38,38 +35,6 @@ PARTITIONS = 4
 ERRORS_ONLY = {"root_wait": "200ms", "idle_timeout": "500ms", "decision_wait": "5s",
                "policies": [{"name": "errors", "type": "status_code",
                              "status_code": {"status_codes": ["ERROR"]}}]}
-
-
-def _name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-async def _read(bootstrap: str, topic: str, settle: float = 2.0, timeout: float = 60.0,
-                expected: int = 0) -> list:
-    """Every record of ``topic``: read until ``expected`` are there and
-    nothing more came for ``settle`` seconds."""
-    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=_name("check"),
-                         auto_offset_reset="earliest", enable_auto_commit=False)
-    await c.start()
-    out: list = []
-    try:
-        deadline = time.monotonic() + timeout
-        quiet_since = time.monotonic()
-        while time.monotonic() < deadline:
-            got = await c.getmany(timeout_ms=300)
-            for recs in got.values():
-                out.extend(recs)
-            if got:
-                quiet_since = time.monotonic()
-            elif len(out) >= expected and time.monotonic() - quiet_since > settle:
-                break
-    finally:
-        await c.stop()
-    return out
-
-
-def read_topic(bootstrap: str, topic: str, expected: int = 0, settle: float = 2.0) -> list:
-    return run_async(lambda: _read(bootstrap, topic, settle=settle, expected=expected), 120)
 
 
 def _norm(sp) -> bytes:
@@ -96,10 +61,6 @@ def spans_of(recs) -> dict[bytes, list[bytes]]:
 def tids_of(rec) -> set[bytes]:
     req = ExportTraceServiceRequest.FromString(rec.value)
     return {sp.trace_id for rs in req.resource_spans for ss in rs.scope_spans for sp in ss.spans}
-
-
-def java_partition(key: bytes, n: int) -> int:
-    return (murmur2(key) & 0x7FFFFFFF) % n
 
 
 def send_mixed(endpoint: str, n_requests: int, per_request: int = 30,
@@ -146,7 +107,7 @@ def sampled_cfg(bootstrap: str, topic: str, **kafka) -> dict:
 def test_kept_traces_arrive_whole_and_once(kafka_broker, tmp_path, by_id, workers):
     """Beside a file exporter, as in docs/design.md §4 (mode unset: sampled);
     with service.workers: 2 each worker produces what it keeps."""
-    topic = _name("kept")
+    topic = topic_name("kept")
     kafka_broker.create_topic(topic, PARTITIONS)
     cfg = sampled_cfg(kafka_broker.bootstrap, topic, partition_traces_by_id=by_id)
     cfg["service"]["workers"] = workers
@@ -165,7 +126,7 @@ def test_kept_traces_arrive_whole_and_once(kafka_broker, tmp_path, by_id, worker
         assert s.metric("traceo_sampler_export_failures_total", exporter="kafka") == 0
         status = s.get("/api/status")
     assert '"kafka"' in status
-    recs = read_topic(kafka_broker.bootstrap, topic)
+    recs = read_records(kafka_broker.bootstrap, topic)
     got = spans_of(recs)
     # exactly the kept traces, every one whole, every span once, byte-identical
     assert set(got) == set(kept)
@@ -198,7 +159,7 @@ def test_broker_down_retries_bounded_queue_nothing_lost(kafka_broker):
     """While the broker is down the batches are retried, the queue stays
     within queue_max_bytes and the receivers push back once it is full;
     once the broker is back every kept trace arrives."""
-    topic = _name("kept-down")
+    topic = topic_name("kept-down")
     kafka_broker.create_topic(topic, PARTITIONS)
     qmax = 64 << 10
     cfg = sampled_cfg(kafka_broker.bootstrap, topic, timeout="2s", queue_max_bytes=qmax,
@@ -251,7 +212,7 @@ def test_broker_down_retries_bounded_queue_nothing_lost(kafka_broker):
             print("producers replaced:", s.metric("traceo_sampler_kafka_producer_replaced_total"))
     finally:
         kafka_broker.ensure_running()
-    got = spans_of(read_topic(kafka_broker.bootstrap, topic))
+    got = spans_of(read_records(kafka_broker.bootstrap, topic))
     # nothing lost (a batch acked in part before a failure may be there twice)
     assert set(got) == set(sent)
     assert all(len(set(got[t])) == n for t, n in sent.items())
@@ -344,7 +305,7 @@ def test_consume_sample_produce_commits_input_only_after_the_output_acked(kafka_
     until it takes the kept traces no input offset holding one is
     committed (the dropped traces' offsets are). Then every kept trace
     arrives and the input offsets reach the end."""
-    src, dst, group = _name("in"), _name("out"), _name("group")
+    src, dst, group = topic_name("in"), topic_name("out"), topic_name("group")
     kafka_broker.create_topic(src, PARTITIONS)
     kafka_broker.create_topic(dst, PARTITIONS)
     bodies, kept = [], {}
@@ -387,7 +348,7 @@ def test_consume_sample_produce_commits_input_only_after_the_output_acked(kafka_
             assert s.metric("traceo_sampler_kafka_uncommitted_messages") == 0
     finally:
         out.close()
-    got = spans_of(read_topic(kafka_broker.bootstrap, dst))
+    got = spans_of(read_records(kafka_broker.bootstrap, dst))
     assert set(got) == set(kept)
     assert all(len(set(got[t])) == n for t, n in kept.items())
 
@@ -396,7 +357,7 @@ def test_a_trace_too_large_for_the_topic_is_refused_alone(kafka_broker):
     """The topic takes messages up to 4 KiB: the batch holding one trace
     over that is refused by the broker, split down to that trace, which is
     dropped and counted; the kept traces decided with it arrive."""
-    topic = _name("kept-small")
+    topic = topic_name("kept-small")
     kafka_broker.create_topic(topic, 1, config={"max.message.bytes": "4096"})
     cfg = sampled_cfg(kafka_broker.bootstrap, topic)
     small = [trace(2, status=2) for _ in range(8)]
@@ -410,7 +371,7 @@ def test_a_trace_too_large_for_the_topic_is_refused_alone(kafka_broker):
             time.sleep(0.2)
         assert s.metric("traceo_sampler_spans_exported_total", exporter="kafka") == 16
         assert s.metric("traceo_sampler_export_dropped_spans_total", exporter="kafka") == 2
-    got = spans_of(read_topic(kafka_broker.bootstrap, topic))
+    got = spans_of(read_records(kafka_broker.bootstrap, topic))
     assert set(got) == {t[0]["trace_id"] for t in small}
 
 
@@ -418,7 +379,7 @@ def test_memory_limit_pauses_the_kafka_receiver(kafka_broker):
     """service.memory_limit_mib below what the process needs: the limiter
     pushes back for good, so the Kafka receiver pauses its partitions and
     reads nothing (the resume is tests/unit/test_kafka_pause.py)."""
-    src, group = _name("in-mem"), _name("group")
+    src, group = topic_name("in-mem"), topic_name("group")
     kafka_broker.create_topic(src, PARTITIONS)
     produce(kafka_broker.bootstrap, src, [make_request([trace(3)]) for _ in range(8)])
     cfg = {"receivers": {"kafka": {"brokers": [kafka_broker.bootstrap], "topic": src,
@@ -443,7 +404,7 @@ def test_memory_limit_pauses_the_kafka_receiver(kafka_broker):
 def test_compressed_kept_traces_read_back_whole(kafka_broker, client, codec):
     """exporters.kafka.compression, with either client: a consumer reads the
     kept traces back whole."""
-    topic = _name(f"kept-{codec}")
+    topic = topic_name(f"kept-{codec}")
     kafka_broker.create_topic(topic, PARTITIONS)
     cfg = sampled_cfg(kafka_broker.bootstrap, topic, compression=codec, client=client)
     with Serve(cfg) as s:
@@ -453,7 +414,7 @@ def test_compressed_kept_traces_read_back_whole(kafka_broker, client, codec):
         while s.metric("traceo_sampler_spans_exported_total", exporter="kafka") < want:
             assert time.monotonic() < deadline, "kept spans not acked by the broker"
             time.sleep(0.2)
-    got = spans_of(read_topic(kafka_broker.bootstrap, topic))
+    got = spans_of(read_records(kafka_broker.bootstrap, topic))
     assert set(got) == set(kept)
     assert all(sorted(got[t]) == sorted(v) for t, v in kept.items())
     # the record batches on the broker's disk carry the codec (attributes & 7)

@@ -613,3 +613,45 @@ class KafkaBroker:
                 await asyncio.sleep(0.1)
         finally:
             await admin.close()
+
+
+def topic_name(prefix: str) -> str:
+    """A topic (or group) name no other test on the same broker uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def java_partition(key: bytes, n: int) -> int:
+    """The Java client's default partition of a keyed record (Traceo's too)."""
+    from aiokafka.partitioner import murmur2
+    return (murmur2(key) & 0x7FFFFFFF) % n
+
+
+async def _read_records(bootstrap: str, topic: str, expected: int, settle: float,
+                        timeout: float) -> list:
+    from aiokafka import AIOKafkaConsumer
+    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=topic_name("check"),
+                         auto_offset_reset="earliest", enable_auto_commit=False)
+    await c.start()
+    out: list = []
+    try:
+        deadline = time.monotonic() + timeout
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            got = await c.getmany(timeout_ms=300)
+            for recs in got.values():
+                out.extend(recs)
+            if got:
+                quiet_since = time.monotonic()
+            elif len(out) >= expected and time.monotonic() - quiet_since >= settle:
+                break
+    finally:
+        await c.stop()
+    return out
+
+
+def read_records(bootstrap: str, topic: str, expected: int = 0, settle: float = 2.0,
+                 timeout: float = 60.0) -> list:
+    """Every record of ``topic`` from the start: read until ``expected`` are
+    there and nothing more came for ``settle`` seconds (or ``timeout``)."""
+    return run_async(lambda: _read_records(bootstrap, topic, expected, settle, timeout),
+                     timeout + 60)
