@@ -101,7 +101,7 @@ class OtlpGrpcReceiver:
             from .security import CertificateFiles, grpc_credentials
             counter = self.metrics.tls_reloads_total
             certs = CertificateFiles(self.tls, lambda result: counter.labels(self.name, result).inc())
-            self.port = self.server.add_secure_port(self.endpoint, grpc_credentials(self.tls, certs))
+            self.port = self.server.add_secure_port(self.endpoint, grpc_credentials(certs))
         else:
             self.port = self.server.add_insecure_port(self.endpoint)
         if self.port == 0:

@@ -132,15 +132,10 @@ def reloading_ssl_context(certs: CertificateFiles) -> ssl.SSLContext:
     return listening
 
 
-def grpc_credentials(tls, certs: CertificateFiles | None = None):
-    """Server credentials for ``tls``; with ``certs``, gRPC asks for changed
-    files before each new connection's handshake."""
+def grpc_credentials(certs: CertificateFiles):
+    """Server credentials for ``certs``: gRPC asks for changed files before
+    each new connection's handshake."""
     import grpc
-    if certs is None:
-        certs = CertificateFiles(tls)      # the same checks and messages as the HTTP side
-        cert, key, ca = certs.pem
-        return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca,
-                                           require_client_auth=ca is not None)
     cert, key, ca = certs.pem
 
     def fetch():
