@@ -54,7 +54,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from .procs import die_with_parent as _die_with_parent
+from .procs import with_parent_death
 from .procs import finalize as _finalize
 from .procs import free_ports, port_open as _port_open
 from .procs import send_signal as _send_signal
@@ -533,13 +533,14 @@ exporters:
         self._close_log()
         self._log_file = open(self.log_path, "ab", buffering=0)
         self._log_file.write(f"=== start #{self.started_count + 1} ===\n".encode())
+        argv, extra = with_parent_death([str(self.binary), "--config", str(self.config_file)])
         self._proc_holder[0] = subprocess.Popen(
-            [str(self.binary), "--config", str(self.config_file)],
+            argv,
             cwd=str(self.work_dir),
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            **extra,
         )
         self.started_count += 1
 

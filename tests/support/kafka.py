@@ -36,7 +36,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
-from .procs import die_with_parent as _die_with_parent
+from .procs import with_parent_death
 from .procs import finalize as _finalize
 from .procs import free_ports, port_open as _port_open
 from .procs import send_signal as _send_signal
@@ -499,15 +499,15 @@ class KafkaBroker:
             console.write(f"\n=== {time.strftime('%F %T')} start #{self.started_count + 1}: "
                           f"{' '.join(cmd)}\n".encode())  # fmt: skip
             console.flush()
+            argv, extra = with_parent_death(cmd) if in_main_thread else (cmd, {})
             proc = subprocess.Popen(
-                cmd,
+                argv,
                 cwd=self._require_data_dir(),
                 stdin=subprocess.DEVNULL,
                 stdout=console,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                # PDEATHSIG follows the forking *thread*: only safe from the main one.
-                preexec_fn=_die_with_parent if in_main_thread else None,
+                **extra,
             )
         self._proc_holder[0] = proc
         self.started_count += 1

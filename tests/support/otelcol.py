@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -37,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from .procs import die_with_parent as _die_with_parent
+from .procs import with_parent_death
 from .procs import finalize as _finalize
 from .procs import port_open as _port_open
 from .procs import send_signal as _send_signal
@@ -109,14 +108,7 @@ class Otelcol:
     def start(self) -> None:
         binary = otelcol_binary()
         self._log = open(self.dir / "otelcol.log", "ab")
-        argv = [binary, "--config", str(self.path)]
-        # setpriv sets PR_SET_PDEATHSIG without running Python in the forked
-        # child: a preexec_fn there can abort when the test process's gRPC
-        # threads hold locks at fork time (seen as "otelcol exited with -6").
-        setpriv = shutil.which("setpriv")
-        extra = {} if setpriv else {"preexec_fn": _die_with_parent}
-        if setpriv:
-            argv = [setpriv, "--pdeathsig", "KILL", *argv]
+        argv, extra = with_parent_death([binary, "--config", str(self.path)])
         self.proc = subprocess.Popen(
             argv, stdout=self._log, stderr=subprocess.STDOUT,
             env={**os.environ, **self.env}, cwd=self.dir, **extra)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ctypes
+import shutil
 import signal
 import socket
 import subprocess
@@ -47,6 +48,20 @@ def die_with_parent() -> None:  # runs in the child between fork and exec
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except Exception:
         pass
+
+
+def with_parent_death(argv: list[str]) -> tuple[list[str], dict]:
+    """`argv` and Popen keywords so the child is killed when this thread dies.
+
+    setpriv sets PR_SET_PDEATHSIG without running Python in the forked child:
+    a preexec_fn there can abort when the test process's gRPC threads hold
+    locks at fork time (seen as a Kafka broker or otelcol "exited with -6",
+    gRPC's "epoll_wait error: Bad file descriptor" in its console log).
+    PDEATHSIG follows the forking *thread*: call this from the main one."""
+    setpriv = shutil.which("setpriv")
+    if setpriv:
+        return [setpriv, "--pdeathsig", "KILL", *argv], {}
+    return argv, {"preexec_fn": die_with_parent}
 
 
 def send_signal(proc: subprocess.Popen, sig: int) -> None:
