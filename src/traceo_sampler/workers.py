@@ -60,6 +60,7 @@ import msgspec
 from . import shard as _shard
 from .accounting import Account, Prices
 from .config import Config, ConfigError, PolicyCfg, _dec_hook, _enc_hook, dump, load, loads
+from .history import Counters
 
 log = logging.getLogger("traceo_sampler.workers")
 
@@ -946,6 +947,7 @@ class _Child:
         self.ready = False
         self.status: dict | None = None     # last /api/status
         self.metrics: dict | None = None    # last parsed /metrics
+        self.counters: Counters | None = None   # last /api/counters
         self.failures = 0
 
     @property
@@ -978,6 +980,7 @@ class Supervisor:
         # merged series
         self.retired: list[dict] = []
         self.retired_status: list[dict] = []
+        self.retired_counters: list = []
         self.services: set[str] = set()
         self.stopping = False
         self.started = time.time()
@@ -1084,6 +1087,10 @@ class Supervisor:
                       "kafka_router"):
                 st.pop(k, None)
             self.retired_status.append(st)
+        if c.counters is not None:
+            # its last second's figures stay in the group's history (rates never go back)
+            self.retired_counters.append(c.counters)
+            c.counters = None
         c.failures += 1 if not c.ready else 0
         log.error("worker %d (pid %d) died with code %s; %d buffered spans of %d traces lost; "
                   "restarting", c.index, c.process.pid, c.process.returncode, spans, traces)
@@ -1145,11 +1152,25 @@ class Supervisor:
         st["forecast"] = self.history.forecast(self.cfg.cost.monthly_budget_usd)
         return st
 
+    async def _fetch_counters(self, c: _Child) -> None:
+        from .history import counters_from_json
+        try:
+            c.counters = counters_from_json(json.loads((await self._get(c, "/api/counters"))[1]))
+        except Exception:  # noqa: BLE001 - not up yet, or dying: its last ones stand
+            pass
+
     async def sample_history(self) -> None:
-        from .history import buckets_from_samples, counters_from_status
-        st = await self.status(with_metrics=True)
-        samples, _ = merge_metrics([c.metrics for c in self.children if c.metrics] + self.retired)
-        self.history.sample(counters_from_status(st, buckets_from_samples(samples)))
+        """One point of the group's history: the sum of every worker's
+        counters (history.Counters, a few numbers each: the workers are not
+        asked to render /metrics and /api/status every second)."""
+        from .history import merge_counters
+        await asyncio.gather(*(self._fetch_counters(c) for c in self.children if c.ready))
+        live = [c.counters for c in self.children if c.counters is not None]
+        if not live:
+            return
+        merged = merge_counters(live + self.retired_counters, self._label)
+        self.history.sample(merged._replace(
+            buffer_occupancy=sum(c.buffer_occupancy for c in live) / len(live)))
 
     async def metrics_text(self) -> str:
         await asyncio.gather(*(self._scrape(c, status=False) for c in self.children if c.ready))
