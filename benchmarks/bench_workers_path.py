@@ -3,8 +3,9 @@ list): what the group spends per span beyond one worker, measured so that
 the machine's noise cannot move it (``--callgrind``: instructions counted
 by valgrind).
 
-On serve's event loop (uvloop when installed). Per worker: the real ``Pipeline`` (fused ingest, the decision ticks every
-50 ms of its clock, the decider, ``finish``), its own ``Metrics`` and an
+On serve's event loop (uvloop when installed). Per worker: the real
+``Pipeline`` (fused ingest, the decision ticks every 50 ms of its clock,
+the decider, ``finish``), its own ``Metrics`` and an
 ``Exporter`` whose ``send`` only takes the payload (the exporter's queue,
 batching and join are real; no backend). With N > 1, every worker is a
 real ``workers.ShardFront`` with real ``Peer`` and ``Inbound`` objects
@@ -16,14 +17,18 @@ requests are received per event loop tick. The clock is simulated
 (``--rate`` spans/s of arrival), so timers fire at the same points in the
 load whatever the speed.
 
-Not in it (the same per request with 1 or N workers, or time-based): the
-gRPC receiver and the client, the exporter's gRPC call, the kernel's side
-of the Unix socket (callgrind counts user space only), and the workers'
-once-a-second bookkeeping (history, /metrics snapshots, the supervisor);
+``--grpc``: the requests come instead over gRPC, from client processes
+(two per worker, not counted), into each worker's real OTLP receiver, so
+the receive side is in the count too. Not in it either way: the exporter's
+gRPC call (the payload stops at ``send``), the kernel's side of the sockets
+(callgrind counts user space only), and the workers' time-driven
+bookkeeping (history, /metrics snapshots, the supervisor);
 benchmarks/run.py --workers 1,2 has all of it, on the real processes.
+Copies weigh more in the count than in time (callgrind counts every
+iteration of a ``rep movsb`` copy).
 
     .venv/bin/python benchmarks/bench_workers_path.py [--spans 200000] [--workers 1,2]
-    .venv/bin/python benchmarks/bench_workers_path.py --callgrind [--spans 100000]
+    .venv/bin/python benchmarks/bench_workers_path.py --callgrind [--grpc] [--spans 100000]
 
 Prints one JSON document: per N, CPU µs per span (time.process_time, best
 of ``--reps``) or instructions per span (``--callgrind``: the measured run
@@ -133,7 +138,8 @@ import asyncio, pickle, sys
 from traceo_sampler import loadgen
 reqs = pickle.load(open(sys.argv[1], "rb"))
 n, i, ep = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-asyncio.run(loadgen.send(ep, reqs[i::n], None, None, 4, channels=2))
+# valgrind slows the receiver 50x: few in flight, and a long deadline, so none is refused
+asyncio.run(loadgen.send(ep, reqs[i::n], None, None, 2, channels=1, timeout_s=3600))
 """
 
 
@@ -194,6 +200,8 @@ async def run(reqs: list[bytes], n: int, per_tick: int, rate: float, rundir: str
                 if await c.wait() != 0:
                     raise RuntimeError("a load client failed")
         spans = sum(r.pipeline.accepted for r in receivers)
+        if spans != sum(_count(r) for r in reqs):
+            raise RuntimeError("a request was refused: the counts are not of the whole load")
         while held() < spans:      # the last hand-off frames
             await asyncio.sleep(0.001)
     else:
@@ -234,6 +242,11 @@ async def run(reqs: list[bytes], n: int, per_tick: int, rate: float, rundir: str
         "kept_traces": len(ids),
         "kept_trace_ids_sha256": hashlib.sha256(b"".join(ids)).hexdigest()[:16],
     }
+
+
+def _count(data: bytes) -> int:
+    from traceo_sampler.loadgen.encoding import count_spans
+    return count_spans(data)
 
 
 def _run(coro):
