@@ -26,7 +26,6 @@ import base64
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
@@ -36,10 +35,9 @@ import weakref
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
-from .procs import with_parent_death
+from .procs import kill as _kill, terminate as _terminate, with_parent_death
 from .procs import finalize as _finalize
 from .procs import free_ports, port_open as _port_open
-from .procs import send_signal as _send_signal
 from .procs import tail as _tail
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -312,12 +310,10 @@ class KafkaBroker:
         if proc is None or proc.poll() is not None:
             self._settle_cds_dump()
             return proc.returncode if proc else None
-        _send_signal(proc, signal.SIGTERM)
         if self._cds_dump is not None:
             timeout += 90.0  # this JVM writes the class-data archive (~50 MB) as it exits
-        try:
-            code = proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+        code = _terminate(proc, timeout)
+        if code is None:
             return self.kill()
         self._settle_cds_dump()
         return code
@@ -327,14 +323,9 @@ class KafkaBroker:
         proc = self.proc
         if proc is None:
             return None
-        if proc.poll() is None:
-            _send_signal(proc, signal.SIGKILL)
-            try:
-                proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired as exc:
-                raise KafkaError(f"broker pid {proc.pid} survived SIGKILL") from exc
+        code = _kill(proc, STOP_TIMEOUT_S, KafkaError, "broker")
         self._settle_cds_dump()
-        return proc.returncode
+        return code
 
     def close(self) -> None:
         """Stop the broker and remove its data folder (unless keep_data)."""

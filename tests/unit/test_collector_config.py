@@ -440,16 +440,7 @@ def test_drop_pending_traces_on_shutdown():
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
     from traceo_sampler.pipeline import Pipeline
     from traceo_sampler.telemetry import Metrics
-
-    class Capture:
-        name = "capture"
-
-        def __init__(self):
-            self.items = []
-
-        def submit(self, item):
-            self.items.append(item)
-            return True
+    from support_otlp import ItemSink
 
     req = ExportTraceServiceRequest()
     ss = req.resource_spans.add().scope_spans.add()
@@ -458,7 +449,7 @@ def test_drop_pending_traces_on_shutdown():
     for drop, kept in ((False, 1), (True, 0)):
         cfg = loads(f"sampler: {{drop_pending_traces_on_shutdown: {str(drop).lower()}, "
                     "policies: [{name: all, type: always_sample}]}")
-        cap = Capture()
+        cap = ItemSink()
         p = Pipeline(cfg, Metrics(), [cap], clock=lambda: 0.0)
         p.ingest(req.SerializeToString())
         assert p.drain(shutdown=True) == 1
