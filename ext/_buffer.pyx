@@ -827,7 +827,8 @@ cdef class TraceBuffer:
         q.fold()
         return res
 
-    def ingest(self, data, attr_keys, double now, Py_ssize_t nshards=1, Py_ssize_t shard=0):
+    def ingest(self, data, attr_keys, double now, Py_ssize_t nshards=1, Py_ssize_t shard=0,
+               bint checked=False):
         """Scan and buffer one encoded ExportTraceServiceRequest in one pass;
         the same result as ``add(scan(data, attr_keys), data, now)``.
 
@@ -835,6 +836,11 @@ cdef class TraceBuffer:
         ``shard`` (``shard.shard_of``) are buffered; the others are returned
         in ``parts``, one request per shard, as ``shard.split`` builds them,
         and are left out of ``accepted`` and ``span_bytes``.
+
+        ``checked``: ``data`` was built by another worker out of spans it had
+        checked (service.workers' hand-off): the content checks (UTF-8,
+        events, links, nested values, the scope) are skipped, what is
+        buffered is the same; bad framing still raises.
 
         Raises ValueError exactly where ``scan`` does, and then the buffer
         is left unchanged (the spans are inserted after the whole walk)."""
@@ -846,6 +852,7 @@ cdef class TraceBuffer:
         w.attrs = []
         w.nshards = <uint32_t>nshards
         w.own = <uint32_t>shard
+        w.checked = checked
         w.walk(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), attr_keys)
         cdef AddResult res = AddResult()
         res.accepted = w.n

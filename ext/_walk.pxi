@@ -259,6 +259,11 @@ cdef class _Walker:
     cdef Py_ssize_t group        # index of the ScopeSpans being walked
     cdef object group_obj        # the same as a Python int
     cdef object gbad             # (prefix, ContentError) rejecting the group's spans, or None
+    # The request was built by another worker out of spans it checked
+    # (service.workers' hand-off): only what the buffer needs is extracted;
+    # the content checks (UTF-8, events, links, nested values, the scope)
+    # are not done again. Framing stays checked: bad bytes still raise.
+    cdef bint checked
     # Per-call cache of decoded strings (span names, attribute values repeat
     # a lot within a request): slot -> bytes in the buffer and owned str.
     cdef const unsigned char* c_ptr[CACHE_SIZE]
@@ -358,7 +363,7 @@ cdef class _Walker:
 
     @cython.final
     cdef inline int _utf8(self, const unsigned char* p, uint64_t n, str what) except -1:
-        if not traceo_utf8_ok(p, <Py_ssize_t>n):
+        if not self.checked and not traceo_utf8_ok(p, <Py_ssize_t>n):
             self._bad_utf8(p, what)
         return 0
 
@@ -554,7 +559,7 @@ cdef class _Walker:
             p = self._next(p, end, &f)
             if f.tag == 0x0A:  # attributes
                 rattrs = self.key_value(f.body, f.body + f.val, rattrs, True)
-            elif f.tag == 0x1A:  # entity_refs
+            elif f.tag == 0x1A and not self.checked:  # entity_refs
                 self.entity_ref(f.body, f.body + f.val)
         return rattrs
 
@@ -594,7 +599,7 @@ cdef class _Walker:
         # taken. The header holds every field but the spans, so it is walked
         # instead of the whole ScopeSpans; only when it is bad is the check
         # done again on the request itself, for the byte offsets.
-        if bad is None and PyBytes_GET_SIZE(sh):
+        if bad is None and PyBytes_GET_SIZE(sh) and not self.checked:
             self.base = <const unsigned char*>PyBytes_AS_STRING(sh)
             try:
                 self.scope_header(self.base, self.base + PyBytes_GET_SIZE(sh))
@@ -714,7 +719,9 @@ cdef class _Walker:
                             vkind = <int>fn
                             vbody = g.body
                             vval = g.val
-                            if fn == 1:
+                            if self.checked:
+                                pass
+                            elif fn == 1:
                                 self._utf8(g.body, g.val, "attribute value")
                             elif fn == 5:
                                 self.array_value(g.body, g.body + g.val, 2)
@@ -824,11 +831,14 @@ cdef class _Walker:
             elif f.tag == 0x41:  # end_time_unix_nano (fixed64)
                 r.end = f.val
             elif f.tag == 0x4A:  # attributes
-                attrs = self.key_value(f.body, f.body + f.val, attrs, False)
+                if not self.checked or self.keys.decode:
+                    attrs = self.key_value(f.body, f.body + f.val, attrs, False)
             elif f.tag == 0x5A:  # events
-                self.event(f.body, f.body + f.val)
+                if not self.checked:
+                    self.event(f.body, f.body + f.val)
             elif f.tag == 0x6A:  # links
-                self.link(f.body, f.body + f.val)
+                if not self.checked:
+                    self.link(f.body, f.body + f.val)
             elif f.tag == 0x7A:  # status (occurrences merge)
                 s = f.body
                 send = s + f.val

@@ -62,6 +62,14 @@ class Admin:
         return web.Response(text=json.dumps(self.state.history.since(since), separators=(",", ":")),
                             content_type="application/json")
 
+    async def api_counters(self, request: web.Request) -> web.Response:
+        """The cumulative figures the history samples (history.Counters): a
+        supervisor of service.workers sums its workers' for the group's
+        history, instead of having each render /metrics and /api/status
+        every second."""
+        return web.Response(text=json.dumps(self.state.counters()._asdict(), separators=(",", ":")),
+                            content_type="application/json")
+
     async def plotly_js(self, request: web.Request) -> web.Response:
         """plotly.js from the installed plotly package, for the page's
         charts: served from here, so the page needs no CDN. Compressed once,
@@ -83,6 +91,8 @@ class Admin:
         routes = {"/metrics": self.metrics, "/healthz": self.healthz, "/readyz": self.readyz,
                   "/api/status": self.api_status, "/status": self.page,
                   "/api/history": self.api_history, "/assets/plotly.min.js": self.plotly_js,
+                  # a worker's private socket: what its supervisor samples each second
+                  **({"/api/counters": self.api_counters} if self.unix is not None else {}),
                   **(overrides or {})}
         app = web.Application(middlewares=[self.gate.http_middleware()] if self.gate else [])
         for path, handler in routes.items():

@@ -389,7 +389,7 @@ class TraceBufferPy:
 
     # ------------------------------------------------------------ insert
     def ingest(self, data: bytes, attr_keys: frozenset[str], now: float,
-               nshards: int = 1, shard: int = 0) -> AddResult:
+               nshards: int = 1, shard: int = 0, checked: bool = False) -> AddResult:
         """Scan and buffer one encoded ExportTraceServiceRequest: the same as
         ``add(scan_py(data, attr_keys), data, now)``. Raises ValueError (the
         scanner's) before anything is buffered.
@@ -397,12 +397,17 @@ class TraceBufferPy:
         ``nshards > 1`` (service.workers): only the spans of traces in shard
         ``shard`` (``shard.shard_of``) are buffered; the others are returned
         in ``parts``, one request per shard, as ``shard.split`` builds them,
-        and are left out of ``accepted`` and ``span_bytes``."""
+        and are left out of ``accepted`` and ``span_bytes``.
+
+        ``checked``: ``data`` was built by another worker out of spans it had
+        checked (service.workers' hand-off): the content checks (UTF-8,
+        events, links, nested values, the scope) are skipped, what is
+        buffered is the same; bad framing still raises."""
         if type(data) is not bytes:
             data = bytes(data)
         if nshards < 1 or not 0 <= shard < nshards:
             raise ValueError("ingest: shard out of range")
-        sc = scan_py(data, attr_keys)
+        sc = scan_py(data, attr_keys, checked)
         if nshards == 1:
             return self.add(sc, data, now)
         from .shard import parts_py, shard_of_py
@@ -852,7 +857,7 @@ class TraceBufferLike(Protocol):
     def remember(self, trace_id: bytes, sampled: bool, policy: str, threshold: int) -> None: ...
     def cached(self, trace_id: bytes) -> tuple[str, int] | bool | None: ...
     def ingest(self, data: bytes, attr_keys: frozenset[str], now: float,
-               nshards: int = ..., shard: int = ...) -> Any: ...
+               nshards: int = ..., shard: int = ..., checked: bool = ...) -> Any: ...
     def add(self, scan: Any, data: bytes, now: float) -> Any: ...
     def deadline(self, t: Any) -> float: ...
     def trigger(self, t: Any) -> str: ...

@@ -60,23 +60,33 @@ def histogram_buckets(hist) -> tuple[tuple[float, float], ...]:
                  for s in fam.samples if s.name.endswith("_bucket"))
 
 
-def counters_from_status(st: dict, latency_buckets: tuple) -> Counters:
-    """Counters from an /api/status dict (the supervisor of service.workers
-    samples the group's merged status)."""
-    services = st.get("services") or {}
-    by = {svc: (v["usd_received"], v["usd_exported"]) for svc, v in services.items()}
-    return Counters(time.time(), st.get("spans_received", 0),
-                    sum(e.get("sent_spans", 0) for e in (st.get("exporters") or {}).values()),
-                    st.get("traces_decided", 0), st.get("traces_kept", 0),
-                    (st.get("buffer") or {}).get("occupancy", 0.0), latency_buckets,
-                    sum(i for i, _ in by.values()), sum(o for _, o in by.values()), by)
+def counters_from_json(d: dict) -> Counters:
+    """Counters as a worker's ``/api/counters`` sends them (JSON lists)."""
+    return Counters(d["t"], d["spans_in"], d["spans_out"], d["traces_decided"], d["traces_kept"],
+                    d["buffer_occupancy"], tuple((le, n) for le, n in d["latency_buckets"]),
+                    d["usd_received"], d["usd_exported"],
+                    {svc: (i, o) for svc, (i, o) in d["usd_by_service"].items()})
 
 
-def buckets_from_samples(samples: dict, name: str = "traceo_sampler_decision_latency_seconds_bucket") -> tuple:
-    """(upper bound, cumulative count) from parsed Prometheus samples
-    ``{(sample name, ((label, value), ...)): value}``."""
-    out = [(float(dict(labels)["le"]), v) for (n, labels), v in samples.items() if n == name]
-    return tuple(sorted(out))
+def merge_counters(parts: list[Counters], label=None) -> Counters:
+    """The sum of several workers' Counters (service.workers' group history):
+    counts, costs and latency buckets added, the buffer occupancy the mean
+    (each worker has an equal share of the memory limit); ``label`` maps a
+    service to the group's label (telemetry.max_services)."""
+    buckets: dict[float, float] = {}
+    by: dict[str, tuple[float, float]] = {}
+    for c in parts:
+        for le, n in c.latency_buckets:
+            buckets[le] = buckets.get(le, 0) + n
+        for svc, (i, o) in c.usd_by_service.items():
+            key = label(svc) if label is not None else svc
+            i0, o0 = by.get(key, (0.0, 0.0))
+            by[key] = (i0 + i, o0 + o)
+    occ = [c.buffer_occupancy for c in parts]
+    return Counters(time.time(), sum(c.spans_in for c in parts), sum(c.spans_out for c in parts),
+                    sum(c.traces_decided for c in parts), sum(c.traces_kept for c in parts),
+                    sum(occ) / len(occ) if occ else 0.0, tuple(sorted(buckets.items())),
+                    sum(c.usd_received for c in parts), sum(c.usd_exported for c in parts), by)
 
 
 class History:

@@ -119,7 +119,7 @@ class Pipeline:
         return False
 
     def ingest(self, data: bytes, scanned=None, now: float | None = None,
-               shards: tuple[int, int] | None = None) -> IngestResult:
+               shards: tuple[int, int] | None = None, checked: bool = False) -> IngestResult:
         """Scan and buffer one encoded ExportTraceServiceRequest.
 
         Raises ValueError when the bytes are not a valid request (the buffer
@@ -140,6 +140,10 @@ class Pipeline:
         here and returned in ``parts`` (one request per shard) instead of
         buffered; ``accepted`` counts them too. Room is made for this
         shard's share of the request.
+
+        ``checked``: the request is another worker's hand-off, built out of
+        spans that worker checked (workers.Inbound): only extracted, not
+        checked again.
         """
         if now is None:
             now = self.clock()
@@ -151,7 +155,7 @@ class Pipeline:
         if shards is not None:
             res = buf.ingest(data, self.attr_keys, now, shards[0], shards[1])
         elif scanned is None:
-            res = buf.ingest(data, self.attr_keys, now)
+            res = buf.ingest(data, self.attr_keys, now, 1, 0, checked)
         else:
             res = buf.add(scanned, data, now)
         m = self.metrics

@@ -200,10 +200,14 @@ class _PyScan:
         "span_index",
         "service",
         "gbad",
+        "checked",
     )
 
-    def __init__(self, data: bytes, attr_keys: frozenset[str]) -> None:
+    def __init__(self, data: bytes, attr_keys: frozenset[str], checked: bool = False) -> None:
         self.data = data
+        # built by another worker out of spans it checked (service.workers'
+        # hand-off): extract only, as ext/_walk.pxi does; framing stays checked
+        self.checked = checked
         self.attr_keys = attr_keys
         self.groups: list[tuple] = []
         self.spans: list[tuple] = []
@@ -269,7 +273,7 @@ class _PyScan:
             tag, ln, body, pos = _field(data, pos, end)
             if tag == 0x0A:  # attributes
                 rattrs = self.key_value(body, body + ln, rattrs, True)
-            elif tag == 0x1A:  # entity_refs
+            elif tag == 0x1A and not self.checked:  # entity_refs
                 self.entity_ref(body, body + ln)
         return rattrs
 
@@ -300,7 +304,7 @@ class _PyScan:
         self.groups.append((resource_header, self.header(pos, end), service, rattrs))
         # the scope may come after the spans: check it before any span is taken
         p = pos
-        while bad is None and p < end:
+        while bad is None and not self.checked and p < end:
             tag, ln, body, p = _field(data, p, end)
             try:
                 if tag == 0x0A:  # scope
@@ -359,11 +363,13 @@ class _PyScan:
         vkind = 0
         vval = 0
         vlen = 0
+        check = not self.checked
         while pos < end:
             tag, ln, body, pos = _field(data, pos, end)
             if tag == 0x0A:  # key
                 key_pos, key_len = body, ln
-                _utf8(data, body, ln, "attribute key")
+                if check:
+                    _utf8(data, body, ln, "attribute key")
             elif tag == 0x12:  # value: AnyValue; occurrences merge
                 p, vend = body, body + ln
                 while p < vend:
@@ -373,7 +379,9 @@ class _PyScan:
                     if fn == 1 or fn == 7 or fn == 5 or fn == 6:
                         if wt == 2:
                             vkind, vval, vlen = fn, vbody, v
-                            if fn == 1:
+                            if not check:
+                                pass
+                            elif fn == 1:
                                 _utf8(data, vbody, v, "attribute value")
                             elif fn == 5:
                                 self.values(vbody, vbody + v, 2, self.any_value)
@@ -462,6 +470,7 @@ class _PyScan:
         tid_len = sid_len = pid_len = ts_len = name_len = 0
         start_ns = end_ns = kind = code = 0
         attrs = None
+        check = not self.checked
         p = pos
         try:
             while p < end:
@@ -471,12 +480,14 @@ class _PyScan:
                 elif tag == 0x12:
                     sid_pos, sid_len = body, v
                 elif tag == 0x1A:
-                    _utf8(data, body, v, "span trace_state")
+                    if check:
+                        _utf8(data, body, v, "span trace_state")
                     ts_pos, ts_len = body, v
                 elif tag == 0x22:
                     pid_pos, pid_len = body, v
                 elif tag == 0x2A:
-                    _utf8(data, body, v, "span name")
+                    if check:
+                        _utf8(data, body, v, "span name")
                     name_pos, name_len = body, v
                 elif tag == 0x30:  # kind (enum: int32)
                     kind = _int32(v)
@@ -485,18 +496,21 @@ class _PyScan:
                 elif tag == 0x41:  # end_time_unix_nano (fixed64)
                     end_ns = v
                 elif tag == 0x4A:  # attributes
-                    attrs = self.key_value(body, body + v, attrs, False)
+                    if check or self.attr_keys:
+                        attrs = self.key_value(body, body + v, attrs, False)
                 elif tag == 0x5A:  # events
-                    self.event(body, body + v)
+                    if check:
+                        self.event(body, body + v)
                 elif tag == 0x6A:  # links
-                    self.link(body, body + v)
+                    if check:
+                        self.link(body, body + v)
                 elif tag == 0x7A:  # status (occurrences merge)
                     q, qend = body, body + v
                     while q < qend:
                         stag, sv, sbody, q = _field(data, q, qend)
                         if stag == 0x18:  # code
                             code = _int32(sv)
-                        elif stag == 0x12:
+                        elif stag == 0x12 and check:
                             _utf8(data, sbody, sv, "status message")
         except ValueError as exc:  # its frame is sound: the other spans go on
             self._reject(index, "", exc)
@@ -546,11 +560,12 @@ class _PyScan:
         )
 
 
-def scan_py(data: bytes, attr_keys: frozenset[str]) -> ScanResultPy:
-    """Pure-Python scanner; see docs/scan-contract.md."""
+def scan_py(data: bytes, attr_keys: frozenset[str], checked: bool = False) -> ScanResultPy:
+    """Pure-Python scanner; see docs/scan-contract.md. ``checked``: see
+    ``TraceBuffer.ingest``."""
     if type(data) is not bytes:
         data = bytes(data)
-    s = _PyScan(data, attr_keys)
+    s = _PyScan(data, attr_keys, checked)
     s.request()
     return ScanResultPy(s.groups, s.spans, s.rejected, s.errors, s.reasons, s.span_bytes)
 

@@ -60,6 +60,7 @@ import msgspec
 from . import shard as _shard
 from .accounting import Account, Prices
 from .config import Config, ConfigError, PolicyCfg, _dec_hook, _enc_hook, dump, load, loads
+from .history import Counters
 
 log = logging.getLogger("traceo_sampler.workers")
 
@@ -245,48 +246,75 @@ _FRAME = struct.Struct(">II")
 
 
 class FrameReader:
-    """Frames out of a byte stream that arrives in pieces of any size."""
+    """Frames out of a byte stream that arrives in pieces of any size.
+
+    A frame (the parts for one owner of one tick, often larger than one
+    socket read) is copied once: the pieces it arrives in are kept as they
+    came and joined when it is complete; whole frames inside one piece are
+    sliced out of it."""
 
     def __init__(self) -> None:
-        self.buf = bytearray()
+        self.pieces: list = []     # the unfinished frame's pieces (bytes or views)
+        self.have = 0              # their bytes
+        self.need = 0              # the frame's bytes, header included (0: header not yet whole)
 
-    def feed(self, chunk: bytes) -> list[tuple[bytes, int]]:
-        """The (body, spans) of every frame completed by ``chunk``."""
-        buf = self.buf
+    def feed(self, data: bytes) -> list[tuple[bytes, int]]:
+        """The (body, spans) of every frame completed by ``data``."""
         out: list[tuple[bytes, int]] = []
-        if not buf and len(chunk) >= _FRAME.size:
-            # common case: the chunk starts a frame; whole frames are cut
-            # from it without first copying it into the buffer
-            pos, end = 0, len(chunk)
-            while end - pos >= _FRAME.size:
-                ln, spans = _FRAME.unpack_from(chunk, pos)
-                if end - pos - _FRAME.size < ln:
-                    break
-                out.append((chunk[pos + _FRAME.size:pos + _FRAME.size + ln], spans))
-                pos += _FRAME.size + ln
-            if pos < end:
-                buf += chunk[pos:] if pos else chunk
-            return out
-        buf += chunk
-        pos, end = 0, len(buf)
+        chunk: bytes | memoryview = data
+        pieces = self.pieces
+        if pieces:
+            pieces.append(chunk)
+            self.have += len(chunk)
+            if not self.need:
+                if self.have < _FRAME.size:
+                    return out
+                # the header itself was cut (rare): one piece again
+                pieces[:] = [b"".join(pieces)]
+                self.need = _FRAME.size + _FRAME.unpack_from(pieces[0], 0)[0]
+            if self.have < self.need:
+                return out
+            # complete: its body joined in one copy; the first piece holds the header
+            spans = _FRAME.unpack_from(pieces[0], 0)[1]
+            last = memoryview(pieces[-1])
+            keep = len(last) - (self.have - self.need)   # bytes of the last piece in the frame
+            if len(pieces) == 1:
+                body = bytes(last[_FRAME.size:keep])
+            else:
+                body = b"".join([memoryview(pieces[0])[_FRAME.size:], *pieces[1:-1], last[:keep]])
+            out.append((body, spans))
+            self.pieces, self.have, self.need = [], 0, 0
+            if keep == len(last):
+                return out
+            chunk = last[keep:]                    # what follows, as a view: no copy
+        # whole frames inside this piece are sliced out; the rest is kept
+        pos, end = 0, len(chunk)
         while end - pos >= _FRAME.size:
-            ln, spans = _FRAME.unpack_from(buf, pos)
+            ln, spans = _FRAME.unpack_from(chunk, pos)
             if end - pos - _FRAME.size < ln:
                 break
-            out.append((bytes(buf[pos + _FRAME.size:pos + _FRAME.size + ln]), spans))
+            cut = chunk[pos + _FRAME.size:pos + _FRAME.size + ln]
+            out.append((cut if isinstance(cut, bytes) else bytes(cut), spans))
             pos += _FRAME.size + ln
-        if pos:
-            del buf[:pos]
+        if pos < end:
+            rest = memoryview(chunk)[pos:]
+            self.pieces = [rest]
+            self.have = end - pos
+            self.need = (_FRAME.size + _FRAME.unpack_from(rest, 0)[0]
+                         if self.have >= _FRAME.size else 0)
         return out
+
+    def _spans(self) -> int:
+        return _FRAME.unpack_from(b"".join(self.pieces)[:_FRAME.size], 0)[1]
 
     def cut(self) -> tuple[int, int]:
         """At the end of the stream: (bytes, spans) of the frame left
         unfinished (spans -1 when not even its header arrived)."""
-        n = len(self.buf)
+        n = self.have
         if not n:
             return 0, 0
-        spans = _FRAME.unpack_from(self.buf, 0)[1] if n >= _FRAME.size else -1
-        self.buf.clear()
+        spans = self._spans() if n >= _FRAME.size else -1
+        self.pieces, self.have, self.need = [], 0, 0
         return n, spans
 
 
@@ -566,11 +594,19 @@ class _InboundConn(asyncio.Protocol):
                 Inbound._answer(self.answers, transport))
 
     def data_received(self, data: bytes) -> None:
-        ingest = self.inbound.pipeline.ingest
+        inbound = self.inbound
+        ingest = inbound.pipeline.ingest
+        checked = inbound.checked
         answers = self.answers
         for body, _spans in self.frames.feed(data):
             try:
-                acked = getattr(ingest(body), "acked", None) or ""
+                if checked:
+                    # the pipeline itself (no log in front); the spans were
+                    # checked by the worker that received them
+                    ingest(body, checked=True)
+                    acked = ""
+                else:
+                    acked = getattr(ingest(body), "acked", None) or ""
             except Exception:  # noqa: BLE001 - one bad part must not stop the hand-off
                 log.exception("ingest of a forwarded part failed")
                 acked = "ingest failed"
@@ -598,8 +634,12 @@ class Inbound:
         """``pipeline``: what the frames are ingested into (the pipeline,
         or the log in front of it); ``acks``: answer each frame with a byte
         once it is logged (see ``Peer``)."""
+        from .pipeline import Pipeline
         self.path = path
         self.pipeline = pipeline
+        # every frame is a peer's, cut out of spans that peer checked: the
+        # pipeline only extracts them (the log in front keeps its own ingest)
+        self.checked = isinstance(pipeline, Pipeline)
         self.metrics = metrics
         self.acks = acks
         self.server: asyncio.AbstractServer | None = None
@@ -907,6 +947,7 @@ class _Child:
         self.ready = False
         self.status: dict | None = None     # last /api/status
         self.metrics: dict | None = None    # last parsed /metrics
+        self.counters: Counters | None = None   # last /api/counters
         self.failures = 0
 
     @property
@@ -939,6 +980,7 @@ class Supervisor:
         # merged series
         self.retired: list[dict] = []
         self.retired_status: list[dict] = []
+        self.retired_counters: list = []
         self.services: set[str] = set()
         self.stopping = False
         self.started = time.time()
@@ -1045,6 +1087,10 @@ class Supervisor:
                       "kafka_router"):
                 st.pop(k, None)
             self.retired_status.append(st)
+        if c.counters is not None:
+            # its last second's figures stay in the group's history (rates never go back)
+            self.retired_counters.append(c.counters)
+            c.counters = None
         c.failures += 1 if not c.ready else 0
         log.error("worker %d (pid %d) died with code %s; %d buffered spans of %d traces lost; "
                   "restarting", c.index, c.process.pid, c.process.returncode, spans, traces)
@@ -1106,11 +1152,25 @@ class Supervisor:
         st["forecast"] = self.history.forecast(self.cfg.cost.monthly_budget_usd)
         return st
 
+    async def _fetch_counters(self, c: _Child) -> None:
+        from .history import counters_from_json
+        try:
+            c.counters = counters_from_json(json.loads((await self._get(c, "/api/counters"))[1]))
+        except Exception:  # noqa: BLE001 - not up yet, or dying: its last ones stand
+            pass
+
     async def sample_history(self) -> None:
-        from .history import buckets_from_samples, counters_from_status
-        st = await self.status(with_metrics=True)
-        samples, _ = merge_metrics([c.metrics for c in self.children if c.metrics] + self.retired)
-        self.history.sample(counters_from_status(st, buckets_from_samples(samples)))
+        """One point of the group's history: the sum of every worker's
+        counters (history.Counters, a few numbers each: the workers are not
+        asked to render /metrics and /api/status every second)."""
+        from .history import merge_counters
+        await asyncio.gather(*(self._fetch_counters(c) for c in self.children if c.ready))
+        live = [c.counters for c in self.children if c.counters is not None]
+        if not live:
+            return
+        merged = merge_counters(live + self.retired_counters, self._label)
+        self.history.sample(merged._replace(
+            buffer_occupancy=sum(c.buffer_occupancy for c in live) / len(live)))
 
     async def metrics_text(self) -> str:
         await asyncio.gather(*(self._scrape(c, status=False) for c in self.children if c.ready))

@@ -403,6 +403,28 @@ def test_ingest_accepts_bytes_like(impl):
     assert _snapshot(a) == _snapshot(b)
 
 
+@pytest.mark.parametrize("impl", [p for p in IMPLS if p.values[0].mode == "ingest"])
+@pytest.mark.parametrize("keys", [frozenset(), frozenset({"http.route", "service.name"})])
+def test_checked_ingest_buffers_the_same(impl, keys):
+    """A peer's hand-off (checked=True: its spans were checked by the
+    worker that received them) is only extracted: the buffer ends up the
+    same, attributes the policies read included, as with the full checks;
+    bad framing still raises and leaves the buffer as it was."""
+    from traceo_sampler import loadgen
+    reqs = list(loadgen.build_requests(n_spans=3000, spans_per_request_target=300, seed=3))
+    a, b = mkbuf(impl), mkbuf(impl)
+    for k, raw in enumerate(reqs):
+        ra = a.ingest(raw, keys, float(k))
+        rb = b.ingest(raw, keys, float(k), 1, 0, True)
+        assert (ra.accepted, ra.rejected, ra.span_bytes, ra.new_traces) == \
+            (rb.accepted, rb.rejected, rb.span_bytes, rb.new_traces)
+    assert _snapshot(a) == _snapshot(b)
+    before = _snapshot(b)
+    with pytest.raises(ValueError):
+        b.ingest(reqs[0] + b"\x0a\x05\x12", keys, 99.0, 1, 0, True)
+    assert _snapshot(b) == before
+
+
 # ---------------------------------------------------------------- consistency
 def _sp(tid, sid, parent=b"", start=100, end=200, **kw):
     return dict(trace_id=tid, span_id=sid, parent=parent, start=start, end=end, **kw)

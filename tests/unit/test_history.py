@@ -72,3 +72,24 @@ def test_trace_url_needs_the_placeholder(tmp_path):
     with pytest.raises(config.ConfigError) as e:
         config.load(str(bad))
     assert any(p.startswith("admin.trace_url:") and "{trace_id}" in p for p in e.value.problems)
+
+
+def test_group_counters_are_the_sum_of_the_workers():
+    """service.workers: the supervisor's history point is its workers'
+    counters (their /api/counters, JSON) added up, services under the
+    group's label."""
+    import json
+
+    from traceo_sampler.history import counters_from_json, merge_counters
+    a = _c(10.0, spans_in=100, spans_out=10, decided=7, kept=2, occ=0.5,
+           lat=((0.1, 3), (1.0, 4), (INF, 5)), usd={"a": (1.0, 0.5), "b": (2.0, 0.0)})
+    b = _c(10.2, spans_in=50, spans_out=5, decided=3, kept=1, occ=0.1,
+           lat=((0.1, 1), (1.0, 1), (INF, 2)), usd={"a": (0.5, 0.25), "c": (4.0, 1.0)})
+    wire = [counters_from_json(json.loads(json.dumps(c._asdict()))) for c in (a, b)]
+    assert wire == [a, b]
+    m = merge_counters(wire, label=lambda s: "other" if s == "c" else s)
+    assert (m.spans_in, m.spans_out, m.traces_decided, m.traces_kept) == (150, 15, 10, 3)
+    assert m.buffer_occupancy == pytest.approx(0.3)
+    assert m.latency_buckets == ((0.1, 4), (1.0, 5), (INF, 7))
+    assert m.usd_by_service == {"a": (1.5, 0.75), "b": (2.0, 0.0), "other": (4.0, 1.0)}
+    assert m.usd_received == pytest.approx(7.5) and m.usd_exported == pytest.approx(1.75)
