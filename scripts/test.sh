@@ -30,7 +30,10 @@ scripts/check.sh || rc=1
 # Two lanes side by side: the unit and e2e tests (compiled, then the
 # pure-Python twins) in one, the builds and then the integration tests in
 # the other. Both spend most of their time waiting on subprocesses, brokers
-# and timers: in turn they took 7.8 + 7.5 + 10.7 minutes. The unit lane's
+# and timers: in turn they took 7.8 + 7.5 + 10.7 minutes; in two lanes, a
+# fresh clone with warm caches took 21.8 minutes with two benchmarking
+# agents loading the machine (load average 7-8; units 10.4 + 8.4, integration
+# 13.7 beside them). The unit lane's
 # output follows the integration tests'. TRACEO_TESTS_SERIAL=1 runs
 # everything one after the other, in the foreground.
 run_compiled() {
