@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite, from nothing: system packages, virtualenv, Cython
-# build, then the tests against the compiled hot path and again against the
-# pure-Python twins, then the integration tests on a real Kafka broker and a
-# real Jaeger and the real OpenTelemetry Collector. Kafka's jars, Jaeger's
-# and the Collector's binaries are fetched/built into the user's caches in the background while the first tests run (a cold Jaeger
-# build takes 10-30 minutes on 2 cores; warm, nothing happens).
+# build, lint and type checks, then two lanes at once: the unit and e2e
+# tests against the compiled hot path and again against the pure-Python
+# twins; and the integration tests on a real Kafka broker, a real Jaeger,
+# the real OpenTelemetry Collector, Helm and the image, once Kafka's jars and
+# the binaries are fetched/built into the user's caches (a cold Jaeger build
+# takes 10-30 minutes on 2 cores; warm, nothing happens).
 # Exits non-zero when any test fails. Extra arguments go to every pytest run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -26,36 +27,42 @@ image_pid=$!
 rc=0
 # lint, types, stubs against the compiled modules, generated docs: seconds
 scripts/check.sh || rc=1
-echo "== unit and e2e tests, compiled hot path =="
-.venv/bin/python -m pytest -p no:cacheprovider -q tests/unit tests/e2e "$@" || rc=$?
-# The pure-twin run and the integration tests run side by side: both spend
-# most of their time waiting on subprocesses, brokers and timers, and in
-# turn they took 7 + 10 minutes. TRACEO_TESTS_SERIAL=1 runs them one after
-# the other. The pure run's output follows the integration tests'.
-pure_log="$logs/pure.log"
+# Two lanes side by side: the unit and e2e tests (compiled, then the
+# pure-Python twins) in one, the builds and then the integration tests in
+# the other. Both spend most of their time waiting on subprocesses, brokers
+# and timers: in turn they took 7.8 + 7.5 + 10.7 minutes; in two lanes, a
+# fresh clone with warm caches took 21.8 minutes with two benchmarking
+# agents loading the machine (load average 7-8; units 10.4 + 8.4, integration
+# 13.7 beside them). The unit lane's
+# output follows the integration tests'. TRACEO_TESTS_SERIAL=1 runs
+# everything one after the other, in the foreground.
+run_compiled() {
+  echo "== unit and e2e tests, compiled hot path =="
+  .venv/bin/python -m pytest -p no:cacheprovider -q tests/unit tests/e2e "$@"
+}
 run_pure() {
+  echo "== unit and e2e tests, pure-Python twins (TRACEO_SAMPLER_PURE=1) =="
   TRACEO_SAMPLER_PURE=1 .venv/bin/python -m pytest -p no:cacheprovider -q tests/unit tests/e2e "$@"
 }
+units_log="$logs/units.log"
 if [ "${TRACEO_TESTS_SERIAL:-0}" = 1 ]; then
-  echo "== unit and e2e tests, pure-Python twins (TRACEO_SAMPLER_PURE=1) =="
-  run_pure "$@" || rc=$?
+  run_compiled "$@" || rc=1
+  run_pure "$@" || rc=1
 else
-  run_pure "$@" >"$pure_log" 2>&1 &
-  pure_pid=$!
+  ( urc=0; run_compiled "$@" || urc=1; run_pure "$@" || urc=1; exit $urc ) >"$units_log" 2>&1 &
+  units_pid=$!
 fi
-echo "== integration tests: real Kafka broker, real Jaeger, the real Collector, Helm, the image =="
 wait $kafka_pid || { echo "test: Kafka fetch failed:" >&2; tail -30 "$logs/kafka-fetch.log" >&2; rc=1; }
 wait $jaeger_pid || { echo "test: Jaeger build failed:" >&2; tail -30 "$logs/jaeger-build.log" >&2; rc=1; }
 wait $otelcol_pid || { echo "test: Collector build failed:" >&2; tail -30 "$logs/otelcol-build.log" >&2; rc=1; }
 wait $helm_pid || { echo "test: Helm build failed:" >&2; tail -30 "$logs/helm-build.log" >&2; rc=1; }
 wait $image_pid || { echo "test: image build failed:" >&2; tail -30 "$logs/image-build.log" >&2; rc=1; }
-.venv/bin/python -m pytest -p no:cacheprovider -q tests/integration "$@" || rc=$?
+echo "== integration tests: real Kafka broker, real Jaeger, the real Collector, Helm, the image =="
+.venv/bin/python -m pytest -p no:cacheprovider -q --durations=12 tests/integration "$@" || rc=1
 if [ "${TRACEO_TESTS_SERIAL:-0}" != 1 ]; then
-  prc=0
-  wait $pure_pid || prc=$?
-  echo "== unit and e2e tests, pure-Python twins (TRACEO_SAMPLER_PURE=1), run beside the integration tests =="
-  cat "$pure_log"
-  [ "$prc" -ne 0 ] && rc=$prc
+  wait $units_pid || rc=1
+  echo "== (run beside the builds and the integration tests) =="
+  cat "$units_log"
 fi
 rm -rf "$logs"
 if [ "$rc" -ne 0 ]; then

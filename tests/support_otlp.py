@@ -54,6 +54,33 @@ def trace(n_spans=3, root=True, tid=None, **kw):
     return spans
 
 
+class ItemSink:
+    """An exporter for a Pipeline built in the test: keeps the items it is
+    handed; ``ack_all()`` acknowledges them as a backend would."""
+    name = "sink"
+    blocking = False
+
+    def __init__(self):
+        self.items = []
+
+    def submit(self, item):
+        self.items.append(item)
+        return True
+
+    def ack_all(self):
+        for it in self.items:
+            if it.ack is not None:
+                it.ack()
+            it.ack = None
+
+    def trace_ids(self) -> list[bytes]:
+        return [t for it in self.items for t in it.trace_ids]
+
+    @property
+    def spans(self) -> int:
+        return sum(it.spans for it in self.items)
+
+
 class CaptureSink:
     """An OTLP gRPC server in the test process that records every request."""
 

@@ -29,11 +29,12 @@ class Serve:
 
     def __init__(self, cfg: dict, http: bool = False, grpc_opts: dict | None = None,
                  http_opts: dict | None = None, admin_opts: dict | None = None,
-                 admin_ssl=None, admin_headers: dict | None = None):
+                 admin_ssl=None, admin_headers: dict | None = None, wait_ready: bool = True):
         """grpc_opts / http_opts / admin_opts: more fields of
         receivers.otlp.grpc / .http / admin (http_opts implies http);
         admin_ssl (an ssl.SSLContext) and admin_headers: how the admin
-        endpoint is reached when it has TLS or a token."""
+        endpoint is reached when it has TLS or a token; wait_ready=False:
+        return once started, for a serve that is not meant to become ready."""
         self.cfg = dict(cfg)
         self.grpc_port = free_port()
         self.admin_port = free_port()
@@ -46,6 +47,7 @@ class Serve:
                              **(admin_opts or {})}
         self.admin_ssl = admin_ssl
         self.admin_headers = admin_headers or {}
+        self.wait_ready = wait_ready
         self.admin_url = f"{'https' if admin_ssl else 'http'}://127.0.0.1:{self.admin_port}"
         self.dir = tempfile.mkdtemp(prefix="traceo-e2e-")
         self.path = os.path.join(self.dir, "config.yaml")
@@ -66,6 +68,8 @@ class Serve:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "traceo_sampler", "serve", "-c", self.path],
             stdout=subprocess.DEVNULL, stderr=self._err, env=env, cwd=self.dir)
+        if not self.wait_ready:
+            return self
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -266,18 +266,77 @@ def _kafka_receiver(tr: Translation, blk: dict, where: str, rec: dict) -> None:
     enc = traces.get("encoding") or blk.get("encoding") or "otlp_proto"
     if enc != "otlp_proto":
         tr.refuse(f"{where}.traces.encoding", f"not supported: encoding {enc!r} (only otlp_proto)")
-    for k in ("tls", "auth"):
-        if k == "tls" and isinstance(blk.get(k), dict) and blk[k].get("insecure") is True:
-            tr.note(f"{where}.tls", "plaintext (tls.insecure), as receivers.kafka connects")
-        elif blk.get(k):
-            tr.refuse(f"{where}.{k}", "not supported: receivers.kafka connects in plaintext "
-                                      "without authentication")
+    _kafka_security(tr, blk, where, kcfg, "receivers.kafka")
     for k in blk:
         if k not in _KAFKA_READ and k not in ("tls", "auth"):
             tr.note(f"{where}.{k}", "not read")
     for k in traces:
         if k not in ("topics", "topic", "encoding"):
             tr.note(f"{where}.traces.{k}", "not read")
+
+
+# configtls.ClientConfig keys that Traceo's Tls reads, as they are
+_TLS_KEYS = ("ca_file", "cert_file", "key_file", "insecure", "insecure_skip_verify",
+             "server_name_override")
+_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _kafka_security(tr: Translation, blk: dict, where: str, out: dict, ours: str) -> None:
+    """configkafka's ``tls`` and ``auth`` (v0.161.0) → our block's ``tls``
+    and ``auth.sasl``: PLAIN and SCRAM (and the deprecated
+    ``auth.plain_text`` / ``auth.tls``); Kerberos, OAUTHBEARER, AWS MSK IAM
+    and inline PEM are refused, each named."""
+    a = blk.get("auth")
+    auth: dict = a if isinstance(a, dict) else {}
+    tls = blk.get("tls")
+    tls_where = f"{where}.tls"
+    if tls is None and isinstance(auth.get("tls"), dict):
+        # deprecated since v0.124.0, read when tls is not set (as the Collector)
+        tls, tls_where = auth["tls"], f"{where}.auth.tls"
+    if isinstance(tls, dict):
+        out["tls"] = {k: v for k, v in tls.items() if k in _TLS_KEYS}
+        for k in tls:
+            if k in ("ca_pem", "cert_pem", "key_pem"):
+                tr.refuse(f"{tls_where}.{k}", f"not supported: inline PEM; put it in a file "
+                                              f"and set {k[:-4]}_file")
+            elif k not in _TLS_KEYS:
+                tr.note(f"{tls_where}.{k}", "not read")
+        tr.note(tls_where, "plaintext (tls.insecure)" if tls.get("insecure") is True
+                else f"{ours}.tls: TLS to the brokers")
+        if tls.get("server_name_override") and ours == "exporters.kafka":
+            # librdkafka has no such option; aiokafka's producer does it
+            out["client"] = "aiokafka"
+            tr.note(f"{tls_where}.server_name_override", "exporters.kafka.client: aiokafka "
+                                                         "(librdkafka cannot override the name)")
+    sasl = auth.get("sasl")
+    plain = auth.get("plain_text")
+    if not isinstance(sasl, dict) and isinstance(plain, dict):
+        # deprecated since v0.123.0: SASL/PLAIN
+        sasl = {"mechanism": "PLAIN", **plain}
+        tr.note(f"{where}.auth.plain_text", f"{ours}.auth.sasl with mechanism PLAIN")
+    if isinstance(sasl, dict):
+        mech = sasl.get("mechanism")
+        if mech not in _SASL_MECHANISMS:
+            tr.refuse(f"{where}.auth.sasl.mechanism",
+                      f"not supported: {mech!r} (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)")
+        else:
+            # the file was env-expanded already: a '$' left in it is literal
+            pw = str(sasl.get("password") or "").replace("$", "$$")
+            out["auth"] = {"sasl": {"mechanism": mech, "username": str(sasl.get("username") or ""),
+                                    "password": pw}}
+            tr.note(f"{where}.auth.sasl", f"{ours}.auth.sasl: {mech} as "
+                                          f"{sasl.get('username') or '(no user)'}")
+        for k in sasl:
+            if k in ("aws_msk", "oauthbearer_token_source") and mech in _SASL_MECHANISMS:
+                tr.refuse(f"{where}.auth.sasl.{k}", "not supported: only PLAIN and SCRAM")
+            elif k not in ("mechanism", "username", "password"):
+                tr.note(f"{where}.auth.sasl.{k}", "not read")
+    for k in auth:
+        if k == "kerberos":
+            tr.refuse(f"{where}.auth.kerberos", "not supported: Kerberos (GSSAPI); Traceo "
+                                                "authenticates with SASL PLAIN or SCRAM")
+        elif k not in ("sasl", "plain_text", "tls"):
+            tr.note(f"{where}.auth.{k}", "not read")
 
 
 def _processors(tr: Translation, comps: dict, ids: list, out: dict) -> None:
@@ -450,10 +509,7 @@ def _kafka_exporter(tr: Translation, blk: dict, where: str) -> dict:
     for key in prod:
         if key not in ("required_acks", "max_message_bytes", "compression"):
             tr.note(f"{where}.producer.{key}", "not read")
-    for key in ("tls", "auth"):
-        if blk.get(key):
-            tr.refuse(f"{where}.{key}", "not supported: exporters.kafka connects in plaintext "
-                                        "without authentication in this version")
+    _kafka_security(tr, blk, where, k, "exporters.kafka")
     if "record_partitioner" in blk or k["partition_traces_by_id"]:
         tr.note(f"{where}.record_partitioner", "each trace goes to the partition murmur2 of its "
                                                "hex trace ID picks (the Java client's "

@@ -89,6 +89,28 @@ class KafkaReceiver(_Base):
     # brokers' offset.metadata.max.bytes (default 4096). Raising both lets a
     # new owner skip every trace the previous one decided, even after kill -9
     handoff_max_bytes: Annotated[int, msgspec.Meta(ge=256)] = 3900
+    # TLS to the brokers (a tls block means TLS unless insecure: true); null: plaintext
+    tls: Tls | None = None
+    # authentication to the brokers (SASL); null: none
+    auth: KafkaAuth | None = None
+
+
+class KafkaSasl(_Base):
+    """SASL authentication to the Kafka brokers, as the Collector's
+    configkafka ``auth.sasl`` (over TLS when the block has ``tls``)."""
+
+    # PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+    mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+    # the SASL user
+    username: str
+    # the SASL password; ${env:NAME} reads it from the environment variable NAME when a
+    # client connects (never logged)
+    password: str
+
+
+class KafkaAuth(_Base):
+    # SASL PLAIN or SCRAM; null: no authentication
+    sasl: KafkaSasl | None = None
 
 
 class Receivers(_Base):
@@ -277,8 +299,9 @@ class Sampler(_Base):
 
 # ---------------------------------------------------------------- exporters
 class Tls(_Base):
-    """TLS for an exporter. ``insecure: true`` turns TLS off (plaintext)
-    even for an ``https://`` endpoint, as in the Collector's configtls."""
+    """TLS for an exporter or a Kafka client. ``insecure: true`` turns TLS
+    off (plaintext) even for an ``https://`` endpoint, as in the Collector's
+    configtls."""
 
     # CA certificates (PEM) the backend's certificate is checked against; "" = the system's
     ca_file: str = ""
@@ -288,11 +311,12 @@ class Tls(_Base):
     key_file: str = ""
     # plaintext, even for an https:// endpoint
     insecure: bool = False
-    # OTLP/HTTP only: do not verify the backend's certificate or host name (the gRPC
+    # OTLP/HTTP and Kafka: do not verify the backend's certificate or host name (the gRPC
     # exporter does not read it and always verifies)
     insecure_skip_verify: bool = False
     # the host name the backend's certificate is verified for (and sent as SNI), instead
-    # of the endpoint's
+    # of the endpoint's (Kafka: client: aiokafka and the consumer only; librdkafka has
+    # no such option)
     server_name_override: str = ""
 
 
@@ -406,6 +430,10 @@ class KafkaExporter(_Base):
     # sampled mode only: block: receivers push back while the queue is
     # full; drop_oldest: make room by dropping (counted)
     queue_full: Literal["block", "drop_oldest"] = "block"
+    # TLS to the brokers (a tls block means TLS unless insecure: true); null: plaintext
+    tls: Tls | None = None
+    # authentication to the brokers (SASL); null: none
+    auth: KafkaAuth | None = None
 
 
 # fields of exporters.kafka that only mode: sampled reads
@@ -800,6 +828,27 @@ def _check_endpoint(ep: str, path: str, problems: list[str]) -> None:
         problems.append(f"{path}: must be host:port, got {ep!r}")
 
 
+def _check_kafka_security(blk, path: str, client: str, problems: list[str]) -> None:
+    """``tls`` and ``auth.sasl`` of a Kafka block (kafka_security.py turns
+    them into the client's options)."""
+    from .kafka_security import env_password
+    tls = blk.tls
+    if tls is not None and not tls.insecure:
+        if tls.key_file and not tls.cert_file:
+            problems.append(f"{path}.tls.key_file: set without cert_file")
+        if tls.server_name_override and client == "confluent-kafka":
+            problems.append(f"{path}.tls.server_name_override: not supported by the "
+                            "confluent-kafka client (librdkafka verifies the broker's own "
+                            "host name); set client: aiokafka, or connect by that name")
+    sasl = blk.auth.sasl if blk.auth is not None else None
+    if sasl is not None:
+        if not sasl.username:
+            problems.append(f"{path}.auth.sasl.username: must not be empty")
+        _, why = env_password(sasl.password)
+        if why:
+            problems.append(f"{path}.auth.sasl.password: {why}")
+
+
 def _check_kafka_mode(exp: Exporters, rec: Receivers, problems: list[str]) -> None:
     m = kafka_mode(exp, rec)
     k = exp.kafka
@@ -893,6 +942,7 @@ def parse(raw: Any, ignored_blocks: list[str] | None = None) -> Config:
         if not exp.kafka.brokers:
             problems.append("exporters.kafka.brokers: must not be empty")
         _check_kafka_mode(exp, rec or Receivers(), problems)
+        _check_kafka_security(exp.kafka, "exporters.kafka", exp.kafka.client, problems)
     if sampler is not None and sampler.shared_decisions is not None \
             and not sampler.shared_decisions.brokers:
         problems.append("sampler.shared_decisions.brokers: must not be empty")
@@ -913,8 +963,10 @@ def parse(raw: Any, ignored_blocks: list[str] | None = None) -> Config:
             problems.append("sampler.wal.fsync_interval: must be > 0")
         if not sampler.wal.dir:
             problems.append("sampler.wal.dir: must not be empty")
-    if rec is not None and rec.kafka is not None and not rec.kafka.brokers:
-        problems.append("receivers.kafka.brokers: must not be empty")
+    if rec is not None and rec.kafka is not None:
+        if not rec.kafka.brokers:
+            problems.append("receivers.kafka.brokers: must not be empty")
+        _check_kafka_security(rec.kafka, "receivers.kafka", "aiokafka", problems)
     if values.get("admin") is not None:
         _check_endpoint(values["admin"].endpoint, "admin.endpoint", problems)
         url = values["admin"].trace_url

@@ -99,6 +99,10 @@ class App:
                 return False, f"exporter {e.name} unreachable: {e.last_error}"
         if self.router is not None and not self.router.reachable:
             return False, f"kafka (router mode) unreachable: {self.router.last_error}"
+        for r in self.receivers:
+            # the Kafka receiver's last failed connection ('' once connected)
+            if getattr(r, "last_error", ""):
+                return False, f"receivers.kafka not connected: {r.last_error}"
         return True, ""
 
     def _rates(self) -> dict:

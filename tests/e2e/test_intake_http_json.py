@@ -107,14 +107,13 @@ def _measure_stall(srv):
     export = ch.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
     small = make_request([trace(2)])
     export(small, timeout=30)
-    lat: list[float] = []
+    ends: list[float] = []
     done = threading.Event()
 
     def loop():
         while not done.is_set():
-            t = time.perf_counter()
             export(small, timeout=60)
-            lat.append(time.perf_counter() - t)
+            ends.append(time.perf_counter())
             time.sleep(0.002)
     th = threading.Thread(target=loop)
     # warm the helper process up, then measure
@@ -129,6 +128,9 @@ def _measure_stall(srv):
     ch.close()
     assert code == 200
     # before: the decode ran on the event loop and every gRPC call waited
-    # for all of it (max latency == the JSON request's time, ~5 s)
-    assert max(lat) < 0.5 * took, (max(lat), took)
-    assert len(lat) > 20
+    # for all of it (no call answered until the JSON request was). Counted
+    # as calls answered in the middle of the JSON request, not as a latency
+    # bound: on a loaded 2-core machine one call can wait a second anyway.
+    middle = [e for e in ends if t0 + 0.2 * took <= e <= t0 + 0.9 * took]
+    assert len(middle) >= 3, (len(middle), len(ends), took)
+    assert len(ends) > 20

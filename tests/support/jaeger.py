@@ -44,7 +44,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -54,10 +53,9 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from .procs import with_parent_death
+from .procs import kill as _kill, terminate as _terminate, with_parent_death
 from .procs import finalize as _finalize
 from .procs import free_ports, port_open as _port_open
-from .procs import send_signal as _send_signal
 from .procs import tail as _tail
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -340,10 +338,8 @@ class Jaeger:
         if proc is None or proc.poll() is not None:
             self._close_log()
             return proc.returncode if proc else None
-        _send_signal(proc, signal.SIGTERM)
-        try:
-            code = proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+        code = _terminate(proc, timeout)
+        if code is None:
             return self.kill()
         self._close_log()
         return code
@@ -353,14 +349,9 @@ class Jaeger:
         proc = self.proc
         if proc is None:
             return None
-        if proc.poll() is None:
-            _send_signal(proc, signal.SIGKILL)
-            try:
-                proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired as exc:
-                raise JaegerError(f"jaeger pid {proc.pid} survived SIGKILL") from exc
+        code = _kill(proc, STOP_TIMEOUT_S, JaegerError, "jaeger")
         self._close_log()
-        return proc.returncode
+        return code
 
     def close(self) -> None:
         """Stop Jaeger and remove its work folder (unless keep_data)."""

@@ -11,6 +11,10 @@ fetched on first use, so only Java 17+ and Maven need to be on the machine.
         broker.kill()      # crash it (SIGKILL)
         broker.restart()   # same ports, same data: back and ready
 
+    # TLS and SASL listeners beside the plaintext one (SecureListeners)
+    with KafkaBroker(secure=SecureListeners(tmpdir)) as broker:
+        broker.bootstrap_of("SASL_SSL")   # "127.0.0.1:<port>"
+
 Environment knobs:
     TRACEO_KAFKA_LIBS       use this folder of jars instead of fetching
     KAFKA_VERSION           another 4.x release (see scripts/kafka.sh)
@@ -26,7 +30,6 @@ import base64
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
@@ -36,10 +39,9 @@ import weakref
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
-from .procs import with_parent_death
+from .procs import kill as _kill, terminate as _terminate, with_parent_death
 from .procs import finalize as _finalize
 from .procs import free_ports, port_open as _port_open
-from .procs import send_signal as _send_signal
 from .procs import tail as _tail
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -153,6 +155,86 @@ def _cds_archive(java: str, libs: Path) -> Path:
     return cache / "traceo-sampler" / "cds" / f"kafka-{key}.jsa"
 
 
+# ------------------------------------------------------- TLS and SASL listeners
+
+SECURE_PROTOCOLS = ("SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _pkcs8(pem: bytes) -> bytes:
+    """A PEM private key as unencrypted PKCS#8 (``BEGIN PRIVATE KEY``), the
+    form Kafka's PEM keystore reads (trustme writes the traditional one)."""
+    from cryptography.hazmat.primitives import serialization
+    key = serialization.load_pem_private_key(pem, password=None)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+class SecureListeners:
+    """Three more listeners of a test broker, on 127.0.0.1: ``SSL`` (mutual
+    TLS: the client must present a certificate the CA signed), and
+    ``SASL_PLAINTEXT`` and ``SASL_SSL`` (no client certificate) taking
+    PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 for every user of ``users``
+    (SCRAM credentials are written when the storage is formatted).
+
+    A CA (trustme) signs the broker's certificate (for ``localhost`` and
+    ``127.0.0.1``) and a client certificate. Files in ``directory``:
+    ``ca.pem``; ``broker.pem`` (PKCS#8 key and chain: Kafka's PEM
+    keystore); ``client.pem`` / ``client.key``; ``other-ca.pem`` (a CA that
+    signed nothing here, for "not trusted")."""
+
+    def __init__(self, directory: str | os.PathLike,
+                 users: Mapping[str, str] | None = None) -> None:
+        import trustme
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.users = dict(users or {"traceo": "traceo-secret"})
+        ca = trustme.CA()
+        self.ca_file = str(self.dir / "ca.pem")
+        ca.cert_pem.write_to_path(self.ca_file)
+        trustme.CA().cert_pem.write_to_path(str(self.dir / "other-ca.pem"))
+        self.other_ca_file = str(self.dir / "other-ca.pem")
+        server = ca.issue_cert("localhost", "127.0.0.1")
+        self.keystore = str(self.dir / "broker.pem")
+        Path(self.keystore).write_bytes(
+            _pkcs8(server.private_key_pem.bytes())
+            + b"".join(c.bytes() for c in server.cert_chain_pems))
+        client = ca.issue_cert("traceo-client")
+        self.cert_file = str(self.dir / "client.pem")
+        self.key_file = str(self.dir / "client.key")
+        Path(self.cert_file).write_bytes(b"".join(c.bytes() for c in client.cert_chain_pems))
+        Path(self.key_file).write_bytes(client.private_key_pem.bytes())
+
+    def properties(self) -> dict[str, Any]:
+        """server.properties entries (the listeners themselves are the broker's)."""
+        plain_users = "".join(f' user_{u}="{pw}"' for u, pw in self.users.items())
+        props: dict[str, Any] = {
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": self.keystore,
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": self.ca_file,
+            "listener.name.ssl.ssl.client.auth": "required",
+            "sasl.enabled.mechanisms": ",".join(SASL_MECHANISMS),
+        }
+        for name in ("sasl_plaintext", "sasl_ssl"):
+            props[f"listener.name.{name}.sasl.enabled.mechanisms"] = ",".join(SASL_MECHANISMS)
+            props[f"listener.name.{name}.plain.sasl.jaas.config"] = (
+                "org.apache.kafka.common.security.plain.PlainLoginModule required"
+                f"{plain_users};")
+            for mech in ("scram-sha-256", "scram-sha-512"):
+                props[f"listener.name.{name}.{mech}.sasl.jaas.config"] = (
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;")
+        return props
+
+    def format_args(self) -> list[str]:
+        """``StorageTool format`` arguments writing the SCRAM credentials."""
+        out: list[str] = []
+        for mech in SASL_MECHANISMS[1:]:
+            for u, pw in self.users.items():
+                out += ["--add-scram", f"{mech}=[name={u},password={pw}]"]
+        return out
+
+
 # ------------------------------------------------------------------------ broker
 
 
@@ -180,8 +262,11 @@ class KafkaBroker:
         libs_dir: str | os.PathLike | None = None,
         keep_data: bool | None = None,
         fast_start: bool | None = None,
+        secure: SecureListeners | None = None,
     ) -> None:
         self.host = "127.0.0.1"
+        self.secure = secure
+        self.secure_ports: dict[str, int] = {}
         self.num_partitions = num_partitions
         self.node_id = node_id
         self.heap = heap
@@ -215,6 +300,12 @@ class KafkaBroker:
         if self.port is None:
             raise KafkaError("the broker has not been started")
         return f"{self.host}:{self.port}"
+
+    def bootstrap_of(self, protocol: str) -> str:
+        """host:port of the ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL`` listener."""
+        if protocol not in self.secure_ports:
+            raise KafkaError(f"no {protocol} listener (KafkaBroker(secure=SecureListeners(...)))")
+        return f"{self.host}:{self.secure_ports[protocol]}"
 
     @property
     def proc(self) -> subprocess.Popen | None:
@@ -277,7 +368,10 @@ class KafkaBroker:
         if self._formatted and self.data_dir is not None:
             return self.restart()
         self.libs_dir = self.libs_dir or kafka_libs()
-        self.port, self.controller_port = free_ports(2, self.host)
+        ports = free_ports(2 + (len(SECURE_PROTOCOLS) if self.secure else 0), self.host)
+        self.port, self.controller_port = ports[:2]
+        if self.secure:
+            self.secure_ports = dict(zip(SECURE_PROTOCOLS, ports[2:]))
         self.cluster_id = random_cluster_id()
         self.data_dir = Path(tempfile.mkdtemp(prefix="traceo-kafka-"))
         try:
@@ -312,12 +406,10 @@ class KafkaBroker:
         if proc is None or proc.poll() is not None:
             self._settle_cds_dump()
             return proc.returncode if proc else None
-        _send_signal(proc, signal.SIGTERM)
         if self._cds_dump is not None:
             timeout += 90.0  # this JVM writes the class-data archive (~50 MB) as it exits
-        try:
-            code = proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+        code = _terminate(proc, timeout)
+        if code is None:
             return self.kill()
         self._settle_cds_dump()
         return code
@@ -327,14 +419,9 @@ class KafkaBroker:
         proc = self.proc
         if proc is None:
             return None
-        if proc.poll() is None:
-            _send_signal(proc, signal.SIGKILL)
-            try:
-                proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired as exc:
-                raise KafkaError(f"broker pid {proc.pid} survived SIGKILL") from exc
+        code = _kill(proc, STOP_TIMEOUT_S, KafkaError, "broker")
         self._settle_cds_dump()
-        return proc.returncode
+        return code
 
     def close(self) -> None:
         """Stop the broker and remove its data folder (unless keep_data)."""
@@ -410,15 +497,18 @@ class KafkaBroker:
     def _write_configs(self) -> None:
         data = self._require_data_dir()
         ctrl = f"{self.host}:{self.controller_port}"
+        extra = "".join(f",{p}://{self.host}:{port}" for p, port in self.secure_ports.items())
         props: dict[str, Any] = {
             "process.roles": "broker,controller",
             "node.id": self.node_id,
             "controller.quorum.bootstrap.servers": ctrl,
-            "listeners": f"PLAINTEXT://{self.host}:{self.port},CONTROLLER://{ctrl}",
-            "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port},CONTROLLER://{ctrl}",
+            "listeners": f"PLAINTEXT://{self.host}:{self.port}{extra},CONTROLLER://{ctrl}",
+            "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port}{extra},"
+                                    f"CONTROLLER://{ctrl}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+                                              + "".join(f",{p}:{p}" for p in self.secure_ports),
             "log.dirs": data / "kraft-logs",
             "num.partitions": self.num_partitions,
             "default.replication.factor": 1,
@@ -442,6 +532,8 @@ class KafkaBroker:
             "num.recovery.threads.per.data.dir": 1,
             "log.retention.check.interval.ms": 300000,
         }
+        if self.secure is not None:
+            props.update(self.secure.properties())
         props.update(self.extra_properties)
         text = "".join(f"{k}={v}\n" for k, v in props.items())
         (data / "server.properties").write_text(text)
@@ -465,6 +557,7 @@ class KafkaBroker:
             "-cp", self._classpath(),
             "kafka.tools.StorageTool", "format",
             "-t", str(self.cluster_id), "-c", str(self.properties_file), "--standalone",
+            *(self.secure.format_args() if self.secure is not None else []),
         ]  # fmt: skip
         try:
             out = subprocess.run(

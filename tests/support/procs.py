@@ -71,6 +71,27 @@ def send_signal(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
+def terminate(proc: subprocess.Popen, timeout: float) -> int | None:
+    """SIGTERM and wait up to `timeout`: the exit code, or None if it is
+    still running (the caller kills it)."""
+    send_signal(proc, signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def kill(proc: subprocess.Popen, timeout: float, error: type[Exception], what: str) -> int | None:
+    """SIGKILL, as a crash would, and wait for it: its exit code."""
+    if proc.poll() is None:
+        send_signal(proc, signal.SIGKILL)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise error(f"{what} pid {proc.pid} survived SIGKILL") from exc
+    return proc.returncode
+
+
 def finalize(proc_holder: list) -> None:
     """Last resort (interpreter exit, garbage collection): no child process outlives us."""
     proc = proc_holder[0] if proc_holder else None

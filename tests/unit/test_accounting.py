@@ -2,7 +2,7 @@
 the summary, simulate) and the merge of several workers' accounts."""
 import json
 
-from support_otlp import make_request, trace
+from support_otlp import ItemSink, make_request, trace
 from traceo_sampler import workers
 from traceo_sampler.accounting import RECENT, Account, Kept, Prices
 from traceo_sampler.config import loads
@@ -162,15 +162,8 @@ def test_pipeline_counts_into_its_account():
     cfg = loads("sampler:\n  root_wait: 1s\n  idle_timeout: 1s\n  policies:\n"
                 "    - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}\n")
     now = [0.0]
-
-    class Sink:
-        name, blocking = "sink", False
-        spans = 0
-
-        def submit(self, item):
-            Sink.spans += item.spans
-            return True
-    p = Pipeline(cfg, Metrics(), [Sink()], clock=lambda: now[0])
+    sink = ItemSink()
+    p = Pipeline(cfg, Metrics(), [sink], clock=lambda: now[0])
     err, ok = trace(3, status=2), trace(2)
     p.ingest(make_request([err, ok], service="front") + make_request([trace(2)], service="db"))
     now[0] = 2.0
@@ -180,7 +173,7 @@ def test_pipeline_counts_into_its_account():
     p.drain()
     a = p.account
     assert (a.decided, a.traces_kept, a.traces_not_kept) == (3, 1, 2)
-    assert a.spans_received == 8 and a.spans_exported == 4 == Sink.spans
+    assert a.spans_received == 8 and a.spans_exported == 4 == sink.spans
     assert a.late_kept == 1 and sum(a.by_trigger.values()) == 3
     assert a.services["front"].spans_exported == 3 and a.services["db"].spans_exported == 1
     assert sum(r.spans_received for r in a.services.values()) == a.spans_received
@@ -191,13 +184,7 @@ def test_pipeline_counts_into_its_account():
 def test_shutdown_drop_counts_its_trigger():
     cfg = loads("sampler:\n  drop_pending_traces_on_shutdown: true\n  policies:\n"
                 "    - {name: all, type: always_sample}\n")
-
-    class Sink:
-        name, blocking = "sink", False
-
-        def submit(self, item):
-            return True
-    p = Pipeline(cfg, Metrics(), [Sink()], clock=lambda: 0.0)
+    p = Pipeline(cfg, Metrics(), [ItemSink()], clock=lambda: 0.0)
     p.ingest(make_request([trace(2), trace(2)]))
     p.drain(shutdown=True)
     st = p.account.status(p.prices)

@@ -440,16 +440,7 @@ def test_drop_pending_traces_on_shutdown():
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
     from traceo_sampler.pipeline import Pipeline
     from traceo_sampler.telemetry import Metrics
-
-    class Capture:
-        name = "capture"
-
-        def __init__(self):
-            self.items = []
-
-        def submit(self, item):
-            self.items.append(item)
-            return True
+    from support_otlp import ItemSink
 
     req = ExportTraceServiceRequest()
     ss = req.resource_spans.add().scope_spans.add()
@@ -458,7 +449,7 @@ def test_drop_pending_traces_on_shutdown():
     for drop, kept in ((False, 1), (True, 0)):
         cfg = loads(f"sampler: {{drop_pending_traces_on_shutdown: {str(drop).lower()}, "
                     "policies: [{name: all, type: always_sample}]}")
-        cap = Capture()
+        cap = ItemSink()
         p = Pipeline(cfg, Metrics(), [cap], clock=lambda: 0.0)
         p.ingest(req.SerializeToString())
         assert p.drain(shutdown=True) == 1
@@ -511,13 +502,59 @@ def test_kafka_receiver_as_the_collector(tmp_path):
      "not supported: ['^spans-.*'] (receivers.kafka reads one topic, named, not a pattern)"),
     ("kafka: {traces: {encoding: jaeger_proto}}\n", "receivers.kafka.traces.encoding",
      "not supported: encoding 'jaeger_proto' (only otlp_proto)"),
-    ("kafka: {tls: {ca_file: /etc/ca.pem}}\n", "receivers.kafka.tls",
-     "not supported: receivers.kafka connects in plaintext without authentication"),
-    ("kafka: {auth: {sasl: {mechanism: PLAIN, username: u, password: p}}}\n",
-     "receivers.kafka.auth",
-     "not supported: receivers.kafka connects in plaintext without authentication"),
+    ("kafka: {auth: {kerberos: {service_name: kafka, realm: EXAMPLE.COM}}}\n",
+     "receivers.kafka.auth.kerberos",
+     "not supported: Kerberos (GSSAPI); Traceo authenticates with SASL PLAIN or SCRAM"),
+    ("kafka: {auth: {sasl: {mechanism: AWS_MSK_IAM_OAUTHBEARER, aws_msk: {region: eu-west-1}}}}\n",
+     "receivers.kafka.auth.sasl.mechanism",
+     "not supported: 'AWS_MSK_IAM_OAUTHBEARER' (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"),
+    ("kafka: {auth: {sasl: {mechanism: PLAIN, username: u, password: p, aws_msk: {region: x}}}}\n",
+     "receivers.kafka.auth.sasl.aws_msk", "not supported: only PLAIN and SCRAM"),
+    ("kafka: {tls: {ca_pem: '-----BEGIN CERTIFICATE-----'}}\n", "receivers.kafka.tls.ca_pem",
+     "not supported: inline PEM; put it in a file and set ca_file"),
 ])
 def test_kafka_receiver_refusals(block, where, what):
     with pytest.raises(ConfigError) as ei:
         loads_with_mapping(kafka_file(block), "f", ignore_unsupported=False)
     assert ei.value.problems == [f"{where}: {what} (pass --ignore-unsupported to run without it)"]
+
+
+def test_kafka_tls_and_sasl_as_the_collector(tmp_path, monkeypatch):
+    """configkafka's tls and auth.sasl (testdata/client_config.yaml's
+    kafka/full) on the kafkareceiver and the kafkaexporter → our tls and
+    auth.sasl; ${env:...} as the Collector expands it; the real Collector
+    accepts the same file."""
+    monkeypatch.setenv("KAFKA_PW", "s3cr$t")
+    sec = ("  tls: {ca_file: /etc/ca.pem, cert_file: /etc/c.pem, key_file: /etc/c.key,\n"
+           "        server_name_override: kafka.internal, min_version: '1.3'}\n"
+           "  auth: {sasl: {mechanism: SCRAM-SHA-512, username: traceo,\n"
+           "                password: '${env:KAFKA_PW}', version: 1}}\n")
+    text = kafka_file("kafka:\n  brokers: [k1:9093]\n" + sec).replace(
+        "exporters:\n", "exporters:\n  kafka:\n    brokers: [k1:9093]\n"
+        + textwrap.indent(sec, "  ")).replace("exporters: [otlp]", "exporters: [kafka]")
+    cfg, mapping = loads_with_mapping(text, "otelcol.yaml")
+    for k in (cfg.receivers.kafka, cfg.exporters.kafka):
+        assert (k.tls.ca_file, k.tls.cert_file, k.tls.key_file, k.tls.server_name_override,
+                k.tls.insecure) == ("/etc/ca.pem", "/etc/c.pem", "/etc/c.key", "kafka.internal",
+                                    False)
+        s = k.auth.sasl
+        assert (s.mechanism, s.username) == ("SCRAM-SHA-512", "traceo")
+        from traceo_sampler.kafka_security import env_password
+        assert env_password(s.password) == ("s3cr$t", "")
+    lines = [" ".join(line.split()) for line in mapping]
+    assert "receivers.kafka.auth.sasl receivers.kafka.auth.sasl: SCRAM-SHA-512 as traceo" in lines
+    assert "exporters.kafka.tls exporters.kafka.tls: TLS to the brokers" in lines
+    assert "receivers.kafka.tls.min_version not read" in lines
+    assert not any("s3cr" in line for line in mapping), "the password is never shown"
+    assert collector_verdict(text, tmp_path) in (True, None)
+    # the deprecated spellings: auth.plain_text (SASL/PLAIN) and auth.tls
+    k = loads(kafka_file("kafka: {auth: {plain_text: {username: u, password: p},\n"
+                         "                tls: {ca_file: /ca.pem}}}\n")).receivers.kafka
+    assert (k.auth.sasl.mechanism, k.auth.sasl.username, k.tls.ca_file) == ("PLAIN", "u", "/ca.pem")
+    # tls.insecure: plaintext, as the Collector
+    k = loads(kafka_file("kafka: {tls: {insecure: true}}\n")).receivers.kafka
+    assert k.tls.insecure is True
+    # the Collector's own rule: a SASL user and password are required
+    with pytest.raises(ConfigError) as ei:
+        loads(kafka_file("kafka: {auth: {sasl: {mechanism: PLAIN, username: u}}}\n"))
+    assert ei.value.problems == ["receivers.kafka.auth.sasl.password: must not be empty"]

@@ -9,7 +9,7 @@ import pytest
 
 import test_buffer as tb
 from conftest import PURE
-from support_otlp import make_request, trace
+from support_otlp import ItemSink, make_request, trace
 from traceo_sampler.buffer import LAG_BOUNDS, NLAG, lag_bucket
 from traceo_sampler.completion import Completion, Window, _bucket, _upper
 from traceo_sampler.config import loads, timers
@@ -239,22 +239,10 @@ POLICIES = """
 """
 
 
-class _Sink:
-    name = "sink"
-    blocking = False
-
-    def __init__(self):
-        self.items = []
-
-    def submit(self, item):
-        self.items.append(item)
-        return True
-
-
 def _pipeline(sampler_yaml):
     cfg = loads("sampler:\n" + sampler_yaml + POLICIES)
     now = [0.0]
-    sink = _Sink()
+    sink = ItemSink()
     p = Pipeline(cfg, Metrics(), [sink], clock=lambda: now[0])
     return p, sink, now
 

@@ -140,7 +140,7 @@ def test_a_collector_kafkaexporter_it_cannot_run_is_refused_by_field():
     from traceo_sampler.config import loads_with_mapping
     with pytest.raises(ConfigError) as ei:
         loads_with_mapping(COLLECTOR % ":\n    traces: {encoding: jaeger_proto}\n"
-                           "    auth: {sasl: {mechanism: PLAIN}}\n", "f",
+                           "    auth: {kerberos: {service_name: kafka}}\n", "f",
                            ignore_unsupported=False)
     assert [p.split(":")[0] for p in ei.value.problems] == [
-        "exporters.kafka.traces.encoding", "exporters.kafka.auth"]
+        "exporters.kafka.traces.encoding", "exporters.kafka.auth.kerberos"]

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from support_otlp import make_request, trace
+from support_otlp import ItemSink, make_request, trace
 from traceo_sampler.config import ConfigError, loads
 from traceo_sampler.pipeline import Pipeline
 from traceo_sampler.shared_decisions import decode, encode
@@ -25,19 +25,6 @@ sampler:
 """
 
 
-class Sink:
-    def __init__(self):
-        self.items = []
-        self.blocking = False
-
-    def submit(self, item):
-        self.items.append(item)
-        return True
-
-    def trace_ids(self):
-        return [tid for it in self.items for tid in it.trace_ids]
-
-
 def _tid(keep: bool) -> bytes:
     # the low 56 bits are the randomness: high keeps at 50 %, low does not
     return os.urandom(9) + (b"\xff" * 7 if keep else b"\x00" * 7)
@@ -45,7 +32,7 @@ def _tid(keep: bool) -> bytes:
 
 def _pipeline(text=CFG, up=True):
     now = [0.0]
-    sink = Sink()
+    sink = ItemSink()
     m = Metrics()
     p = Pipeline(loads(text), m, [sink], clock=lambda: now[0])
     p.shared.up = up

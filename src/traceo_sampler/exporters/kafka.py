@@ -32,6 +32,9 @@ from typing import Any
 
 from .. import shard as _shard
 from ..buffer import TraceBuffer
+from ..config import ConfigError
+from ..kafka_security import (KafkaRefused, aiokafka_options, connect_error, describe,
+                              librdkafka_options)
 from ..scan import SPAN_GROUP, SPAN_LENGTH, SPAN_OFFSET, SPAN_TRACE_ID, ScanResultLike, scan
 from ..wire import field as _field
 
@@ -96,7 +99,8 @@ def new_producer(cfg):
         compression_type=None if cfg.compression == "none" else cfg.compression,
         linger_ms=int(cfg.linger.seconds * 1000),
         max_request_size=16 << 20, max_batch_size=1 << 20,
-        request_timeout_ms=max(1000, int(cfg.timeout.seconds * 1000)))
+        request_timeout_ms=max(1000, int(cfg.timeout.seconds * 1000)),
+        **aiokafka_options(cfg))
 
 
 class ConfluentProducer:
@@ -126,8 +130,13 @@ class ConfluentProducer:
             "message.timeout.ms": timeout_ms,
             "request.timeout.ms": timeout_ms,
             "logger": logging.getLogger("traceo_sampler.router.librdkafka"),
+            **librdkafka_options(cfg),
         }
         self.timeout = timeout_ms / 1000
+        # the last login or TLS refusal librdkafka reported ('' = none)
+        self.refusal = ""
+        sasl = cfg.auth.sasl if cfg.auth is not None else None
+        self._who = f" ({sasl.mechanism}, user {sasl.username})" if sasl is not None else ""
         self._p: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
@@ -136,17 +145,40 @@ class ConfluentProducer:
     async def start(self) -> None:
         from confluent_kafka import KafkaException
         self._loop = asyncio.get_running_loop()
-        self._p = self._make(self.conf)
+        self._p = self._make({**self.conf, "error_cb": self._error})
         try:
-            # librdkafka connects lazily: ask for metadata to know a broker answers
-            await self._loop.run_in_executor(None, lambda: self._p.list_topics(
-                timeout=self.timeout))
-        except KafkaException:
+            await self._loop.run_in_executor(None, self._metadata)
+        except (KafkaException, KafkaRefused):
             self._p = None
             raise
         self._thread = threading.Thread(target=self._poll, name="kafka-producer-poll",
                                         daemon=True)
         self._thread.start()
+
+    def _error(self, err) -> None:
+        # on a librdkafka thread (poll): a client-level error, e.g. a refused login
+        from confluent_kafka import KafkaError
+        if err.code() == KafkaError._AUTHENTICATION:
+            self.refusal = f"the broker refused the SASL credentials{self._who}: {err.str()}"
+        elif err.code() == KafkaError._SSL:
+            self.refusal = f"TLS: {err.str()}"
+
+    def _metadata(self) -> None:
+        """librdkafka connects lazily: ask for metadata to know a broker
+        answers; a refused login or TLS handshake (reported to error_cb,
+        served by poll) fails at once rather than at the timeout."""
+        from confluent_kafka import KafkaException
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                self._p.list_topics(timeout=min(1.0, self.timeout))
+                return
+            except KafkaException:
+                self._p.poll(0)
+                if self.refusal:
+                    raise KafkaRefused(self.refusal) from None
+                if time.monotonic() >= deadline:
+                    raise
 
     def _poll(self) -> None:
         p = self._p
@@ -295,13 +327,17 @@ class Producer:
                 p = new_producer(self.cfg)
                 try:
                     await asyncio.wait_for(p.start(), max(1.0, self.cfg.timeout.seconds))
+                except Exception as exc:
+                    await p.stop()
+                    # the cause, in words: a refused login, an untrusted certificate
+                    raise await connect_error(self.cfg, exc) from exc
                 except BaseException:
                     await p.stop()
                     raise
                 self.current = p
                 c = self.cfg
-                log.info("exporters.kafka (%s): producing to topic %s at %s (acks=%s%s)",
-                         self.mode, c.topic, ",".join(c.brokers), c.acks,
+                log.info("exporters.kafka (%s): producing to topic %s at %s (%s, acks=%s%s)",
+                         self.mode, c.topic, ",".join(c.brokers), describe(c), c.acks,
                          ", idempotent" if self.idempotent else "")
             return self.current
 
@@ -351,11 +387,14 @@ class KafkaRouter:
         while True:
             try:
                 p = await self._producer.get()
+            except KafkaRefused as exc:
+                # credentials or TLS: waiting would not help
+                raise ConfigError([f"exporters.kafka: {exc}"]) from None
             except Exception as exc:  # noqa: BLE001 - broker not there yet
                 self.last_error = str(exc)[:200]
                 if time.monotonic() > deadline:
-                    raise OSError(f"exporters.kafka: no broker reachable at "
-                                  f"{','.join(c.brokers)}: {exc}") from exc
+                    raise ConfigError([f"exporters.kafka: no broker reachable at "
+                                       f"{','.join(c.brokers)}: {exc}"]) from None
                 log.warning("router: broker not reachable yet (%s); retrying", exc)
                 await asyncio.sleep(1.0)
                 continue

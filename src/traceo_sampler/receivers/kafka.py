@@ -29,6 +29,7 @@ import time
 from typing import Any
 
 from ..holds import Ledger, OffsetTracker
+from ..kafka_security import aiokafka_options, connect_error, describe
 from ..scan import SPAN_LENGTH, SPAN_TRACE_ID, scan
 from ..shard import KEY_RAW, split
 
@@ -217,6 +218,9 @@ class KafkaReceiver:
         self.messages = 0
         self.invalid = 0
         self.discarded = 0
+        # why the last attempt to connect failed ('' before one did and once one
+        # succeeded): /readyz says it
+        self.last_error = ""
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -236,27 +240,37 @@ class KafkaReceiver:
                 recv._assign(list(assigned))
                 await recv._inherit(list(assigned))
 
+        security = aiokafka_options(c)
+        delay = 1.0
         while not self._stopping:
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=",".join(c.brokers), group_id=c.group_id,
                 enable_auto_commit=False, auto_offset_reset=c.initial_offset,
                 session_timeout_ms=int(c.session_timeout.seconds * 1000),
                 heartbeat_interval_ms=max(100, int(c.session_timeout.seconds * 1000) // 4),
-                max_partition_fetch_bytes=4 << 20, fetch_max_bytes=16 << 20)
+                max_partition_fetch_bytes=4 << 20, fetch_max_bytes=16 << 20, **security)
             consumer.subscribe([c.topic], listener=Listener())
             self.consumer = consumer
             try:
                 await consumer.start()
             except Exception as exc:  # noqa: BLE001 - broker not there yet
-                log.warning("kafka receiver: cannot reach %s yet (%s); retrying",
-                            ",".join(c.brokers), exc)
                 try:
                     await consumer.stop()
                 except Exception:  # noqa: BLE001
                     pass
-                await asyncio.sleep(1.0)
+                # aiokafka only says it could not bootstrap; the cause (a
+                # refused password, an untrusted certificate) is found by
+                # connecting once more, for the log and /readyz
+                why = str(await connect_error(c, exc))
+                self.last_error = why
+                log.warning("kafka receiver: cannot connect to %s (%s): %s; retrying in %.0f s",
+                            ",".join(c.brokers), describe(c), why, delay)
+                await asyncio.sleep(delay)
+                delay = min(10.0, delay * 2)
                 continue
-            log.info("kafka receiver: group %s consuming topic %s", c.group_id, c.topic)
+            self.last_error = ""
+            log.info("kafka receiver: group %s consuming topic %s (%s)", c.group_id, c.topic,
+                     describe(c))
             return consumer
         return None
 
