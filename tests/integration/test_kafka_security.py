@@ -163,16 +163,20 @@ def test_member_consumes_a_sasl_ssl_topic_and_keeps_traces(broker, monkeypatch):
 @pytest.mark.parametrize("client,wrong", [("confluent-kafka", "password"),
                                           ("aiokafka", "password"),
                                           ("confluent-kafka", "ca"),
-                                          ("aiokafka", "ca")])
+                                          ("aiokafka", "ca"),
+                                          ("aiokafka", "server name")])
 def test_router_refused_by_the_brokers_says_why_and_exits(broker, client, wrong):
-    """A wrong password or a broker certificate the CA file does not
-    trust: serve exits 1 at once with one line naming the cause (not after
-    the 60 s a broker that is down gets), no traceback."""
+    """A wrong password, a broker certificate the CA file does not trust,
+    or one not valid for tls.server_name_override (the name checked instead
+    of 127.0.0.1): serve exits 1 at once with one line naming the cause
+    (not after the 60 s a broker that is down gets), no traceback."""
     sec = broker.secure
     assert sec is not None
     blk = client_block(broker, "SASL_SSL", "SCRAM-SHA-256",
                        password="not-" + PASSWORD if wrong == "password" else PASSWORD,
                        ca_file=sec.other_ca_file if wrong == "ca" else None)
+    if wrong == "server name":
+        blk["tls"]["server_name_override"] = "other.test"
     cfg = {"exporters": {"kafka": {**blk, "topic": topic_name("sec-refused"),
                                    "client": client, "timeout": "20s"}},
            "service": {"workers": 1}}
@@ -189,8 +193,10 @@ def test_router_refused_by_the_brokers_says_why_and_exits(broker, client, wrong)
     if wrong == "password":
         assert "exporters.kafka:" in err and "refused the SASL credentials (SCRAM-SHA-256, " \
             "user traceo)" in err, err
-    else:
+    elif wrong == "ca":
         assert "exporters.kafka:" in err and "certificate" in err, err
+    else:
+        assert "exporters.kafka:" in err and "not valid for 'other.test'" in err, err
 
 
 @pytest.mark.parametrize("wrong,why", [
