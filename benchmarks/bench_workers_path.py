@@ -3,8 +3,9 @@ list): what the group spends per span beyond one worker, measured so that
 the machine's noise cannot move it (``--callgrind``: instructions counted
 by valgrind).
 
-Per worker: the real ``Pipeline`` (fused ingest, the decision ticks every
-50 ms of its clock, the decider, ``finish``), its own ``Metrics`` and an
+On serve's event loop (uvloop when installed). Per worker: the real
+``Pipeline`` (fused ingest, the decision ticks every 50 ms of its clock,
+the decider, ``finish``), its own ``Metrics`` and an
 ``Exporter`` whose ``send`` only takes the payload (the exporter's queue,
 batching and join are real; no backend). With N > 1, every worker is a
 real ``workers.ShardFront`` with real ``Peer`` and ``Inbound`` objects
@@ -16,14 +17,18 @@ requests are received per event loop tick. The clock is simulated
 (``--rate`` spans/s of arrival), so timers fire at the same points in the
 load whatever the speed.
 
-Not in it (the same per request with 1 or N workers, or time-based): the
-gRPC receiver and the client, the exporter's gRPC call, the kernel's side
-of the Unix socket (callgrind counts user space only), and the workers'
-once-a-second bookkeeping (history, /metrics snapshots, the supervisor);
+``--grpc``: the requests come instead over gRPC, from client processes
+(two per worker, not counted), into each worker's real OTLP receiver, so
+the receive side is in the count too. Not in it either way: the exporter's
+gRPC call (the payload stops at ``send``), the kernel's side of the sockets
+(callgrind counts user space only), and the workers' time-driven
+bookkeeping (history, /metrics snapshots, the supervisor);
 benchmarks/run.py --workers 1,2 has all of it, on the real processes.
+Copies weigh more in the count than in time (callgrind counts every
+iteration of a ``rep movsb`` copy).
 
     .venv/bin/python benchmarks/bench_workers_path.py [--spans 200000] [--workers 1,2]
-    .venv/bin/python benchmarks/bench_workers_path.py --callgrind [--spans 100000]
+    .venv/bin/python benchmarks/bench_workers_path.py --callgrind [--grpc] [--spans 100000]
 
 Prints one JSON document: per N, CPU µs per span (time.process_time, best
 of ``--reps``) or instructions per span (``--callgrind``: the measured run
@@ -47,7 +52,8 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "src"))
+SRC = os.path.join(HERE, "..", "src")
+sys.path.insert(0, SRC)
 
 from traceo_sampler import accel  # noqa: E402
 from traceo_sampler.config import loads  # noqa: E402
@@ -86,20 +92,68 @@ class _Taker(Exporter):
 
 
 class _Clock:
-    def __init__(self) -> None:
+    """The pipelines' clock: arrival time moves with the spans received
+    (``rate`` spans/s), and the decision ticks (every TICK) run as it
+    passes them, whatever the real speed (valgrind's is 50x slower)."""
+
+    def __init__(self, pipes: list, rate: float) -> None:
         self.now = 1000.0
+        self.pipes = pipes
+        self.rate = rate
+        self.next_tick = self.now + TICK
 
     def __call__(self) -> float:
         return self.now
 
+    def received(self, spans: int) -> None:
+        self.now += spans / self.rate
+        while self.now >= self.next_tick:
+            for p in self.pipes:
+                p.tick()
+            self.next_tick += TICK
 
-async def run(reqs: list[bytes], n: int, per_tick: int, rate: float, rundir: str) -> dict:
-    """The whole path of ``reqs`` through n workers; returns its counts."""
+
+class _Clocked:
+    """What a receiver sees: the worker's front, the clock moved on by each
+    request it takes in."""
+
+    def __init__(self, front, clock: _Clock) -> None:
+        self.front = front
+        self.clock = clock
+        self.RETRY_AFTER = front.RETRY_AFTER
+        self.accepted = 0
+
+    def backpressure(self) -> bool:
+        return self.front.backpressure()
+
+    def ingest(self, data: bytes):
+        res = self.front.ingest(data)
+        self.accepted += res.accepted
+        self.clock.received(res.accepted)
+        return res
+
+
+_CLIENT = """
+import asyncio, pickle, sys
+from traceo_sampler import loadgen
+reqs = pickle.load(open(sys.argv[1], "rb"))
+n, i, ep = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+# valgrind slows the receiver 50x: few in flight, and a long deadline, so none is refused
+asyncio.run(loadgen.send(ep, reqs[i::n], None, None, 2, channels=1, timeout_s=3600))
+"""
+
+
+async def run(reqs: list[bytes], n: int, per_tick: int, rate: float, rundir: str,
+              grpc_load: str | None = None) -> dict:
+    """The whole path of ``reqs`` through n workers; returns its counts.
+    ``grpc_load``: the requests (pickled there) come over gRPC instead,
+    from two client processes into each worker's real OTLP receiver."""
     cfg = loads(CONFIG)
-    clock = _Clock()
+    pipes: list = []
+    clock = _Clock(pipes, rate)
     metrics = [Metrics() for _ in range(n)]
     exps = [_Taker(m) for m in metrics]
-    pipes = [Pipeline(cfg, m, [e], clock=clock) for m, e in zip(metrics, exps)]
+    pipes += [Pipeline(cfg, m, [e], clock=clock) for m, e in zip(metrics, exps)]
     kept: list[set] = [set() for _ in range(n)]
     for p, k in zip(pipes, kept):
         p.observer = (lambda k: lambda t, trig, dec, out: dec.sampled and k.add(t.trace_id))(k)
@@ -128,26 +182,41 @@ async def run(reqs: list[bytes], n: int, per_tick: int, rate: float, rundir: str
         return sum(p.account.spans_received for p in pipes)
 
     spans = 0
-    next_tick = clock.now + TICK
+    receivers: list = []
+    if grpc_load is not None:
+        from traceo_sampler.receivers.otlp_grpc import OtlpGrpcReceiver
+        for i in range(n):
+            rec = OtlpGrpcReceiver("127.0.0.1:0", _Clocked(fronts[i], clock), metrics[i])
+            await rec.start()
+            receivers.append(rec)
     t0 = time.process_time()
-    for k, data in enumerate(reqs):
-        res = fronts[k % n].ingest(data)
-        spans += res.accepted
-        clock.now += res.accepted / rate
-        if k % per_tick == per_tick - 1 or k == len(reqs) - 1:
-            # one event loop tick: the hand-off frames go out and are read
-            while held() < spans:
-                await asyncio.sleep(0)
-        while clock.now >= next_tick:
-            for p in pipes:
-                p.tick()
-            next_tick += TICK
+    if grpc_load is not None:
+        if reqs:
+            clients = [await asyncio.create_subprocess_exec(
+                sys.executable, "-c", _CLIENT, grpc_load, str(2 * n), str(c),
+                f"127.0.0.1:{receivers[c % n].port}", env={**os.environ, "PYTHONPATH": SRC})
+                for c in range(2 * n)]
+            for c in clients:
+                if await c.wait() != 0:
+                    raise RuntimeError("a load client failed")
+        spans = sum(r.pipeline.accepted for r in receivers)
+        if spans != sum(_count(r) for r in reqs):
+            raise RuntimeError("a request was refused: the counts are not of the whole load")
+        while held() < spans:      # the last hand-off frames
+            await asyncio.sleep(0.001)
+    else:
+        for k, data in enumerate(reqs):
+            res = fronts[k % n].ingest(data)
+            spans += res.accepted
+            clock.received(res.accepted)
+            if k % per_tick == per_tick - 1 or k == len(reqs) - 1:
+                # one event loop tick: the hand-off frames go out and are read
+                while held() < spans:
+                    await asyncio.sleep(0)
     # the rest is decided as the timers come due
     while any(p.buffer.ntraces for p in pipes):
-        clock.now = next_tick
-        for p in pipes:
-            p.tick()
-        next_tick += TICK
+        clock.now = clock.next_tick
+        clock.received(0)
         await asyncio.sleep(0)
     for e in exps:
         await e.flush(60.0)
@@ -157,6 +226,8 @@ async def run(reqs: list[bytes], n: int, per_tick: int, rate: float, rundir: str
             await p.close(5.0)
     for inb in inbounds:
         await inb.stop()
+    for rec in receivers:
+        await rec.stop(0)
     for e in exps:
         await e.close(5.0)
     ids = sorted(t for k in kept for t in k)
@@ -171,6 +242,20 @@ async def run(reqs: list[bytes], n: int, per_tick: int, rate: float, rundir: str
         "kept_traces": len(ids),
         "kept_trace_ids_sha256": hashlib.sha256(b"".join(ids)).hexdigest()[:16],
     }
+
+
+def _count(data: bytes) -> int:
+    from traceo_sampler.loadgen.encoding import count_spans
+    return count_spans(data)
+
+
+def _run(coro):
+    """On the event loop serve runs on (uvloop when installed)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 def _load(args) -> list[bytes]:
@@ -188,7 +273,8 @@ def child(args) -> int:
     if args.no_load:
         reqs = []
     with tempfile.TemporaryDirectory(prefix="traceo-wpath-") as d:
-        out = asyncio.run(run(reqs, args.n, args.per_tick, args.rate, d))
+        out = _run(run(reqs, args.n, args.per_tick, args.rate, d,
+                              args.load if args.grpc else None))
     print(json.dumps(out))
     return 0
 
@@ -203,6 +289,8 @@ def _callgrind(args, load: str, n: int, no_load: bool) -> tuple[int, dict]:
                "--n", str(n), "--per-tick", str(args.per_tick), "--rate", str(args.rate)]
         if no_load:
             cmd.append("--no-load")
+        if args.grpc:
+            cmd.append("--grpc")
         r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ,
                            "PYTHONHASHSEED": "0"})
         if r.returncode != 0:
@@ -225,6 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--callgrind", action="store_true",
                     help="count instructions under valgrind instead of timing")
+    ap.add_argument("--grpc", action="store_true",
+                    help="the requests come over gRPC into each worker's OTLP receiver (two "
+                         "client processes per worker, not counted) instead of being handed "
+                         "to the receiving worker's front")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--load", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, default=1, help=argparse.SUPPRESS)
@@ -234,12 +326,12 @@ def main(argv: list[str] | None = None) -> int:
         return child(args)
     counts = [int(x) for x in args.workers.split(",")]
     rows: dict = {}
-    if args.callgrind:
-        reqs = _load(args)
-        with tempfile.NamedTemporaryFile(suffix=".pickle", delete=False) as fh:
-            pickle.dump(reqs, fh)
-            load = fh.name
-        try:
+    reqs = _load(args)
+    with tempfile.NamedTemporaryFile(suffix=".pickle", delete=False) as fh:
+        pickle.dump(reqs, fh)
+        load = fh.name
+    try:
+        if args.callgrind:
             # two at a time: instruction counts do not depend on the machine's load
             with concurrent.futures.ThreadPoolExecutor(2) as pool:
                 runs = {(n, empty): pool.submit(_callgrind, args, load, n, empty)
@@ -251,21 +343,21 @@ def main(argv: list[str] | None = None) -> int:
                 out["instructions"] = total - base
                 out["instructions_per_span"] = round((total - base) / out["spans"], 1)
                 rows[str(n)] = out
-        finally:
-            os.unlink(load)
-        key = "instructions_per_span"
-    else:
-        reqs = _load(args)
-        for _rep in range(args.reps):
-            for n in counts:
-                with tempfile.TemporaryDirectory(prefix="traceo-wpath-") as d:
-                    out = asyncio.run(run(reqs, n, args.per_tick, args.rate, d))
-                cpu = out.pop("cpu_s")
-                row = rows.setdefault(str(n), {**out, "cpu_us_per_span_runs": []})
-                row["cpu_us_per_span_runs"].append(round(cpu / out["spans"] * 1e6, 3))
-        for row in rows.values():
-            row["cpu_us_per_span"] = min(row["cpu_us_per_span_runs"])
-        key = "cpu_us_per_span"
+            key = "instructions_per_span"
+        else:
+            for _rep in range(args.reps):
+                for n in counts:
+                    with tempfile.TemporaryDirectory(prefix="traceo-wpath-") as d:
+                        out = _run(run(reqs, n, args.per_tick, args.rate, d,
+                                              load if args.grpc else None))
+                    cpu = out.pop("cpu_s")
+                    row = rows.setdefault(str(n), {**out, "cpu_us_per_span_runs": []})
+                    row["cpu_us_per_span_runs"].append(round(cpu / out["spans"] * 1e6, 3))
+            for row in rows.values():
+                row["cpu_us_per_span"] = min(row["cpu_us_per_span_runs"])
+            key = "cpu_us_per_span"
+    finally:
+        os.unlink(load)
     one = rows.get(str(counts[0]))
     for n, row in rows.items():
         if one is not None and row is not one:
@@ -278,7 +370,9 @@ def main(argv: list[str] | None = None) -> int:
                       "measure": "instructions (valgrind --tool=callgrind, user space)"
                       if args.callgrind else "time.process_time, one process",
                       "pure_twins": accel.PURE, "load_errors": accel.LOAD_ERRORS,
-                      "spans_per_request": 512, "per_tick": args.per_tick,
+                      "spans_per_request": 512,
+                      "requests_from": "gRPC clients (2 processes per worker, not counted)"
+                      if args.grpc else f"handed to the fronts, {args.per_tick} per loop tick",
                       "simulated_rate_spans_per_s": args.rate,
                       "same_kept_traces": same, "by_workers": rows}, indent=1))
     return 0
