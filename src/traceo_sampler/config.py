@@ -194,6 +194,10 @@ class SharedDecisions(_Base):
     heartbeat: Duration = msgspec.field(default_factory=lambda: Duration("1s"))
     # keeps heard from other sidecars remembered for spans still to come
     cache: Positive = 100_000
+    # TLS to the brokers (a tls block means TLS unless insecure: true); null: plaintext
+    tls: Tls | None = None
+    # authentication to the brokers (SASL); null: none
+    auth: KafkaAuth | None = None
 
 
 _SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|TiB|KB|MB|GB|TB)?\s*$")
@@ -943,9 +947,11 @@ def parse(raw: Any, ignored_blocks: list[str] | None = None) -> Config:
             problems.append("exporters.kafka.brokers: must not be empty")
         _check_kafka_mode(exp, rec or Receivers(), problems)
         _check_kafka_security(exp.kafka, "exporters.kafka", exp.kafka.client, problems)
-    if sampler is not None and sampler.shared_decisions is not None \
-            and not sampler.shared_decisions.brokers:
-        problems.append("sampler.shared_decisions.brokers: must not be empty")
+    if sampler is not None and sampler.shared_decisions is not None:
+        if not sampler.shared_decisions.brokers:
+            problems.append("sampler.shared_decisions.brokers: must not be empty")
+        _check_kafka_security(sampler.shared_decisions, "sampler.shared_decisions", "aiokafka",
+                              problems)
     if sampler is not None and sampler.wal is not None:
         if rec is not None and rec.kafka is not None:
             problems.append("sampler.wal: not with receivers.kafka (Kafka already keeps what "

@@ -148,7 +148,8 @@ def check(cfg: Config) -> list[str]:
     if otlp is not None and otlp.tls is not None and not otlp.tls.insecure:
         _client_tls(otlp.tls, "exporters.otlp", problems)
     for path, kafka in (("receivers.kafka", cfg.receivers.kafka),
-                        ("exporters.kafka", cfg.exporters.kafka)):
+                        ("exporters.kafka", cfg.exporters.kafka),
+                        ("sampler.shared_decisions", cfg.sampler.shared_decisions)):
         if kafka is not None and kafka.tls is not None and not kafka.tls.insecure:
             _client_tls(kafka.tls, path, problems)
     if cfg.exporters.file is not None:

@@ -39,6 +39,7 @@ import struct
 import time
 
 from .decider import Decision
+from .kafka_security import aiokafka_options, connect_error
 
 log = logging.getLogger("traceo_sampler")
 
@@ -129,6 +130,7 @@ class SharedDecisions:
         self._remote: dict[bytes, str] = {}
         self._pending: list[tuple[bytes, str]] = []
         self.up = False
+        self._why = ""     # the last reason the broker was unreachable
         self.closing = False
         self.published = 0
         self.messages_out = 0
@@ -295,9 +297,13 @@ class SharedDecisions:
                     pass
 
     def _down(self, why) -> None:
-        if self.up:
+        why = str(why)
+        if self.up or why != self._why:
+            # also before the first connection: a refused login must not be silent
             log.warning("shared decisions: broker unreachable (%s); deciding locally", why)
+        if self.up:
             self.m.shared_decisions_outages_total.inc()
+        self._why = why
         self.up = False
         self.m.shared_decisions_broker_up.set(0)
 
@@ -313,12 +319,13 @@ class SharedDecisions:
         while self._producer is None:
             p = AIOKafkaProducer(bootstrap_servers=c.brokers, acks=1, linger_ms=0,
                                  request_timeout_ms=max(1000, int(c.timeout.seconds * 1000)),
-                                 retry_backoff_ms=200)
+                                 retry_backoff_ms=200, **aiokafka_options(c))
             try:
                 await asyncio.wait_for(p.start(), c.timeout.seconds * 2)
                 self._producer = p
             except Exception as exc:  # noqa: BLE001 - broker not there yet: local decisions
-                self._down(exc)
+                # the cause in words (a refused login, an untrusted certificate)
+                self._down(await connect_error(c, exc))
                 try:
                     await p.stop()
                 except Exception:  # noqa: BLE001
@@ -380,12 +387,13 @@ class SharedDecisions:
             cons = AIOKafkaConsumer(c.topic, bootstrap_servers=c.brokers, group_id=None,
                                     auto_offset_reset="latest", enable_auto_commit=False,
                                     request_timeout_ms=max(1000, int(c.timeout.seconds * 1000) + 1000),
-                                    fetch_max_wait_ms=50, retry_backoff_ms=200)
+                                    fetch_max_wait_ms=50, retry_backoff_ms=200,
+                                    **aiokafka_options(c))
             try:
                 await asyncio.wait_for(cons.start(), c.timeout.seconds * 2)
                 self._consumer = cons
             except Exception as exc:  # noqa: BLE001 - broker not there yet
-                self._down(exc)
+                self._down(await connect_error(c, exc))
                 try:
                     await cons.stop()
                 except Exception:  # noqa: BLE001

@@ -240,7 +240,8 @@ def test_sampled_exporter_refused_is_unready_and_says_why(broker):
                        "policies": [{"name": "all", "type": "always_sample"}]},
            "exporters": {"kafka": {**blk, "mode": "sampled", "topic": topic_name("sec-kept"),
                                    "timeout": "5s"}},
-           "service": {"workers": 1}}
+           # the kept trace cannot be delivered: do not wait the default 30 s for it
+           "service": {"workers": 1, "shutdown_timeout": "2s"}}
     with Serve(cfg, wait_ready=False) as s:
         deadline = time.monotonic() + 30
         sent = False
@@ -356,3 +357,47 @@ def test_a_collector_file_with_kafka_tls_and_sasl_runs_unchanged(broker, monkeyp
     assert set(got.values()) == errors
     assert got == {sid: tid for sid, tid in spans.items() if tid in errors}, "traces whole"
     assert PASSWORD not in log and "Traceback" not in log
+
+
+def test_sidecar_shares_decisions_over_sasl_ssl(broker):
+    """sampler.shared_decisions over SASL_SSL: a kept trace's decision is
+    published to the decisions topic (read back on the plaintext listener);
+    with a wrong password the sidecar decides locally and says why."""
+    from traceo_sampler.shared_decisions import decode
+    topic = topic_name("sec-decisions")
+    broker.create_topic(topic, 1)
+    err = trace(2, status=2)
+    sampler = {"root_wait": "200ms", "idle_timeout": "500ms",
+               "policies": [{"name": "errors", "type": "status_code",
+                             "status_code": {"status_codes": ["ERROR"]}}]}
+
+    def cfg(password: str) -> dict:
+        sd = {**client_block(broker, "SASL_SSL", "SCRAM-SHA-256", password=password),
+              "topic": topic, "hold": "1s", "timeout": "2s", "heartbeat": "500ms"}
+        return {"sampler": {**sampler, "shared_decisions": sd},
+                "exporters": {"file": {"path": os.path.join(tempfile.mkdtemp(), "o.jsonl")}},
+                "service": {"workers": 1}}
+    with Serve(cfg(PASSWORD)) as s:
+        deadline = time.monotonic() + 30
+        while s.metric("traceo_sampler_shared_decisions_broker_up") != 1:
+            assert time.monotonic() < deadline, s.read_stderr()[-2000:]
+            time.sleep(0.2)
+        with grpc.insecure_channel(s.endpoint) as ch:
+            ch.unary_unary(METHOD)(make_request([err]), timeout=10)
+        while s.metric("traceo_sampler_shared_decisions_kept_total", source="published") < 1:
+            assert time.monotonic() < deadline, s.read_stderr()[-2000:]
+            time.sleep(0.2)
+        s.stop()
+    assert PASSWORD not in s.stderr
+    published = set()
+    for r in read_records(broker.bootstrap, topic, 1, settle=0.5, timeout=20.0):
+        published |= {tid for tid, _reason in decode(r.value)[2]}
+    assert err[0]["trace_id"] in published
+    with Serve(cfg("not-" + PASSWORD)) as s:
+        deadline = time.monotonic() + 30
+        while "refused the SASL credentials" not in s.read_stderr():
+            assert time.monotonic() < deadline, s.read_stderr()[-2000:]
+            time.sleep(0.2)
+        assert s.metric("traceo_sampler_shared_decisions_broker_up") == 0
+        s.stop()
+    assert "shared decisions: broker unreachable" in s.stderr and "Traceback" not in s.stderr

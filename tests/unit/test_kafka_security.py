@@ -123,6 +123,19 @@ def test_config_problems_name_the_field(monkeypatch):
         "exporters.kafka.tls.key_file: set without cert_file"]
 
 
+def test_shared_decisions_take_the_same_tls_and_auth(monkeypatch):
+    monkeypatch.delenv("NO_SUCH_PW", raising=False)
+    base = ("sampler:\n  shared_decisions:\n    brokers: [k:1]\n%s"
+            "  policies: [{name: all, type: always_sample}]\n")
+    sd = loads(base % "    tls: {}\n    auth: {sasl: {mechanism: PLAIN, username: u, "
+                      "password: p}}\n").sampler.shared_decisions
+    assert aiokafka_options(sd)["security_protocol"] == "SASL_SSL"
+    assert problems(base % "    auth: {sasl: {mechanism: PLAIN, username: u, "
+                           "password: '${env:NO_SUCH_PW}'}}\n") == [
+        "sampler.shared_decisions.auth.sasl.password: the environment variable NO_SUCH_PW "
+        "is not set"]
+
+
 def test_unknown_mechanism_is_a_config_error():
     out = problems("exporters:\n  kafka:\n    brokers: [k:1]\n    mode: router\n"
                    "    auth: {sasl: {mechanism: GSSAPI, username: u, password: p}}\n")

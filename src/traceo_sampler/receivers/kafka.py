@@ -29,7 +29,7 @@ import time
 from typing import Any
 
 from ..holds import Ledger, OffsetTracker
-from ..kafka_security import aiokafka_options, connect_error, describe
+from ..kafka_security import KafkaRefused, aiokafka_options, connect_error, describe
 from ..scan import SPAN_LENGTH, SPAN_TRACE_ID, scan
 from ..shard import KEY_RAW, split
 
@@ -261,12 +261,14 @@ class KafkaReceiver:
                 # aiokafka only says it could not bootstrap; the cause (a
                 # refused password, an untrusted certificate) is found by
                 # connecting once more, for the log and /readyz
-                why = str(await connect_error(c, exc))
-                self.last_error = why
+                err = await connect_error(c, exc)
+                self.last_error = why = str(err)
                 log.warning("kafka receiver: cannot connect to %s (%s): %s; retrying in %.0f s",
                             ",".join(c.brokers), describe(c), why, delay)
                 await asyncio.sleep(delay)
-                delay = min(10.0, delay * 2)
+                # refused (credentials, TLS): back off, the brokers log every attempt;
+                # not there yet: every second, as ever
+                delay = min(10.0, delay * 2) if isinstance(err, KafkaRefused) else 1.0
                 continue
             self.last_error = ""
             log.info("kafka receiver: group %s consuming topic %s (%s)", c.group_id, c.topic,
