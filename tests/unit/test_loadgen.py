@@ -264,6 +264,61 @@ def test_send_paced_and_for_a_duration():
     assert timed_stats["spans"] == timed["spans"]
 
 
+class _PushBack:
+    """An OTLP gRPC server answering the first ``n`` calls RESOURCE_EXHAUSTED
+    (with RetryInfo when ``hint``), then OK."""
+
+    def __init__(self, n: int, hint: bool):
+        self.n, self.hint, self.calls = n, hint, 0
+
+    async def start(self) -> int:
+        import grpc
+
+        from traceo_sampler.receivers.otlp_grpc import retry_info_trailer
+
+        async def export(request: bytes, context):
+            self.calls += 1
+            if self.calls <= self.n:
+                if self.hint:
+                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "full",
+                                        retry_info_trailer("full", 0.02))
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too large")
+            return b""
+        handler = grpc.method_handlers_generic_handler(
+            "opentelemetry.proto.collector.trace.v1.TraceService",
+            {"Export": grpc.unary_unary_rpc_method_handler(export)})
+        self.server = grpc.aio.server()
+        self.server.add_generic_rpc_handlers((handler,))
+        port = self.server.add_insecure_port("127.0.0.1:0")
+        await self.server.start()
+        return port
+
+
+@pytest.mark.parametrize("hint, retries, ok, retried", [
+    (True, 5, 4, 3),     # pushed back with RetryInfo: sent again, as the SDK does
+    (True, 0, 1, 0),     # retries off: the pushed-back requests fail
+    (False, 5, 1, 0),    # RESOURCE_EXHAUSTED without RetryInfo (too large): not retried
+])
+def test_send_retries_pushback_as_the_sdk_does(hint, retries, ok, retried):
+    reqs = loadgen.TraceGenerator(13, now_ns=NOW).build_requests(40, spans_per_request_target=100)
+    assert len(reqs) >= 4
+    reqs = list(reqs)[:4]
+
+    async def main():
+        srv = _PushBack(3, hint)
+        port = await srv.start()
+        try:
+            return await loadgen.send(f"127.0.0.1:{port}", reqs, None, None, concurrency=1,
+                                      retries=retries)
+        finally:
+            await srv.server.stop(None)
+
+    res = asyncio.run(main())
+    assert (res["requests_ok"], res["requests_retried"]) == (ok, retried), res
+    assert res["requests_failed"] == 4 - ok
+    assert res["errors"] == ({"RESOURCE_EXHAUSTED": 4 - ok} if ok < 4 else {})
+
+
 def test_send_reports_unreachable_endpoint():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -33,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batching", choices=("collector", "sdk"), default="collector",
                         help="requests mix all services (collector) or one per service (sdk)")
     parser.add_argument("--compression", choices=("none", "gzip"), default="none")
+    parser.add_argument("--retries", type=int, default=5, metavar="N",
+                        help="times a pushed-back (RESOURCE_EXHAUSTED with RetryInfo) or UNAVAILABLE "
+                             "request is sent again, as the OpenTelemetry SDK does; 0: never "
+                             "(default %(default)s)")
     parser.add_argument("--pool-spans", type=int, default=200_000, metavar="N",
                         help="spans pre-encoded and replayed with fresh trace IDs (default %(default)s)")
 
@@ -117,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         with _LoadBar(duration, args.spans, reqs.n_spans) as bar:
             return await send(args.endpoint, source, args.rate, duration, args.concurrency,
                               compression=args.compression, stop=stop, channels=args.channels,
-                              progress=bar)
+                              progress=bar, retries=args.retries)
 
     result = asyncio.run(main())
     summary = {"command": "loadgen", "seed": gen.seed, "services": args.services, "error_rate": args.error_rate,

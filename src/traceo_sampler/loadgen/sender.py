@@ -14,6 +14,23 @@ from .encoding import EncodedRequests, count_spans
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
+def _retry_delay(exc, attempt: int) -> float | None:
+    """Seconds to wait before sending again, or None: not worth a retry.
+    The SDK retries RESOURCE_EXHAUSTED only when the server says when
+    (RetryInfo): without it, it is a request too large to ever pass."""
+    import grpc
+
+    from ..exporters.otlp_grpc import retry_info_delay
+
+    code = exc.code()
+    hint = retry_info_delay(exc)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return hint
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return hint if hint is not None else min(2.0, 0.05 * 2 ** attempt)
+    return None
+
+
 def _percentile(sorted_vals: list[float], q: float) -> float | None:
     if not sorted_vals:
         return None
@@ -24,10 +41,12 @@ def _percentile(sorted_vals: list[float], q: float) -> float | None:
 class _Counts:
     """What ``send`` counted so far."""
 
-    __slots__ = ("req_ok", "req_fail", "spans_ok", "spans_fail", "bytes_ok", "scheduled", "last_done")
+    __slots__ = ("req_ok", "req_fail", "spans_ok", "spans_fail", "bytes_ok", "retried", "scheduled",
+                 "last_done")
 
     def __init__(self) -> None:
         self.req_ok = self.req_fail = self.spans_ok = self.spans_fail = self.bytes_ok = 0
+        self.retried = 0
         self.scheduled = 0            # spans given a send time (pacing)
         self.last_done: float | None = None
 
@@ -36,7 +55,8 @@ async def send(endpoint: str, requests: Iterable[Any], rate_spans_per_s: float |
                duration_s: float | None = None, concurrency: int = 4, *, timeout_s: float = 30.0,
                connect_timeout_s: float = 10.0, compression: str | None = None,
                stop: asyncio.Event | None = None, channels: int = 1,
-               progress: Callable[[int, float], None] | None = None) -> dict:
+               progress: Callable[[int, float], None] | None = None,
+               retries: int = 5) -> dict:
     """Send encoded requests to ``endpoint``'s OTLP gRPC ``TraceService/Export``.
 
     ``requests``: a list of encoded requests (an :class:`EncodedRequests`
@@ -50,6 +70,10 @@ async def send(endpoint: str, requests: Iterable[Any], rate_spans_per_s: float |
     whose workers share the port by ``SO_REUSEPORT`` sees each connection
     land on one worker, as many clients would spread over them).
     ``progress(spans, elapsed_s)`` is told each answered request's spans.
+    ``retries``: as the OpenTelemetry SDK's exporter does, a request pushed
+    back (RESOURCE_EXHAUSTED with RetryInfo) or refused as UNAVAILABLE is
+    sent again after the server's delay (or 50 ms doubling up to 2 s), up to
+    this many times; 0 counts it failed at once.
 
     Returns counts: requests (ok / failed), spans, bytes, errors by gRPC
     status code name, elapsed seconds, rates and RPC latency percentiles.
@@ -118,18 +142,27 @@ async def send(endpoint: str, requests: Iterable[Any], rate_spans_per_s: float |
                     if delay > 0:
                         await asyncio.sleep(delay)
                 t = time.perf_counter()
-                try:
-                    await call(data, timeout=timeout_s, compression=comp)
-                except grpc.aio.AioRpcError as exc:
-                    name = exc.code().name
-                    errors[name] = errors.get(name, 0) + 1
-                    st.req_fail += 1
-                    st.spans_fail += n
-                else:
-                    st.req_ok += 1
-                    st.spans_ok += n
-                    st.bytes_ok += len(data)
-                    latencies.append(time.perf_counter() - t)
+                attempt = 0
+                while True:
+                    try:
+                        await call(data, timeout=timeout_s, compression=comp)
+                    except grpc.aio.AioRpcError as exc:
+                        wait = _retry_delay(exc, attempt) if attempt < retries else None
+                        if wait is not None and not (stop is not None and stop.is_set()):
+                            attempt += 1
+                            st.retried += 1
+                            await asyncio.sleep(wait)
+                            continue
+                        name = exc.code().name
+                        errors[name] = errors.get(name, 0) + 1
+                        st.req_fail += 1
+                        st.spans_fail += n
+                    else:
+                        st.req_ok += 1
+                        st.spans_ok += n
+                        st.bytes_ok += len(data)
+                        latencies.append(time.perf_counter() - t)
+                    break
                 st.last_done = loop.time()
                 if progress is not None:
                     progress(n, st.last_done - t0)
@@ -146,6 +179,7 @@ async def send(endpoint: str, requests: Iterable[Any], rate_spans_per_s: float |
         "requests": st.req_ok + st.req_fail,
         "requests_ok": st.req_ok,
         "requests_failed": st.req_fail,
+        "requests_retried": st.retried,
         "spans": st.spans_ok,
         "spans_failed": st.spans_fail,
         "bytes": st.bytes_ok,
