@@ -33,7 +33,8 @@ scripts/check.sh || rc=1
 # and timers: in turn they took 7.8 + 7.5 + 10.7 minutes; in two lanes, a
 # fresh clone with warm caches took 21.8 minutes with two benchmarking
 # agents loading the machine (load average 7-8; units 10.4 + 8.4, integration
-# 13.7 beside them). The unit lane's
+# 13.7 beside them); on a quiet machine, 18.1 minutes (units 8.2 + 7.2,
+# integration 12.0). The unit lane's
 # output follows the integration tests'. TRACEO_TESTS_SERIAL=1 runs
 # everything one after the other, in the foreground.
 run_compiled() {
