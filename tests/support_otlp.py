@@ -84,7 +84,7 @@ class ItemSink:
 class CaptureSink:
     """An OTLP gRPC server in the test process that records every request."""
 
-    def __init__(self):
+    def __init__(self, port: int = 0):
         self.requests: list[bytes] = []
         self.lock = threading.Lock()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4),
@@ -93,7 +93,7 @@ class CaptureSink:
             "Export": grpc.unary_unary_rpc_method_handler(
                 self._export, request_deserializer=None, response_serializer=None)})
         self.server.add_generic_rpc_handlers((handler,))
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
 
     def _export(self, request, context):
         with self.lock:

@@ -106,6 +106,40 @@ def test_otlp_exporter_sends_and_gives_up_when_down():
     asyncio.run(main())
 
 
+def test_otlp_exporter_reconnects_within_its_retry_interval_after_an_outage():
+    """gRPC's own reconnect backoff grows to 120 s: 20 s into an outage the
+    channel's next attempt would be 2-10 s away, every retry failing at once
+    meanwhile. It follows retry.max_interval (here 1 s) instead."""
+    import socket
+    import time
+
+    from traceo_sampler.config import Duration, Retry
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def main():
+        m = Metrics()
+        retry = Retry(initial_interval=Duration("100ms"), max_interval=Duration("1s"))
+        exp = OtlpGrpcExporter(OtlpCfg(endpoint=f"127.0.0.1:{port}", retry=retry), m)
+        exp.start()
+        raw = make_request([trace(2)])
+        exp.submit(item(raw, 2))
+        await asyncio.sleep(20)
+        assert exp.sent_spans == 0
+        with CaptureSink(port) as sink:
+            t0 = time.monotonic()
+            assert await exp.flush(30)
+            took = time.monotonic() - t0
+            await exp.close(5)
+            assert sink.requests == [raw]
+        return took
+
+    took = asyncio.run(main())
+    assert took < 3.0, took
+
+
 def test_file_exporter_writes_otlp_json_lines(tmp_path):
     async def main():
         m = Metrics()

@@ -51,6 +51,15 @@ class OtlpGrpcExporter(Exporter):
         self.cfg = cfg
         target = host_port(cfg.endpoint)
         opts: list[tuple[str, int | str]] = [("grpc.max_send_message_length", 64 << 20)]
+        if cfg.retry.enabled:
+            # gRPC's own reconnect backoff grows to 120 s: after a backend
+            # outage of a minute the channel would stay down for another, every
+            # retry failing at once while the queue fills and clients are
+            # pushed back. It follows the retry settings instead.
+            opts += [("grpc.initial_reconnect_backoff_ms",
+                      max(100, int(cfg.retry.initial_interval.seconds * 1000))),
+                     ("grpc.max_reconnect_backoff_ms",
+                      max(100, int(cfg.retry.max_interval.seconds * 1000)))]
         if uses_tls(cfg.endpoint, cfg.tls):
             if cfg.tls is not None and cfg.tls.server_name_override:
                 opts.append(("grpc.ssl_target_name_override", cfg.tls.server_name_override))
