@@ -17,6 +17,7 @@ import ssl
 from typing import Any
 
 from .config import KafkaSasl, Tls
+from .exporters.tls import ssl_context as client_context
 
 _ENV = re.compile(r"\$\$|\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -86,17 +87,9 @@ class _NamedContext(ssl.SSLContext):
 
 
 def ssl_context(tls: Tls) -> ssl.SSLContext:
-    ctx = _NamedContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx = client_context(tls, _NamedContext)
+    assert isinstance(ctx, _NamedContext)
     ctx.server_name = tls.server_name_override
-    if tls.ca_file:
-        ctx.load_verify_locations(cafile=tls.ca_file)
-    else:
-        ctx.load_default_certs()
-    if tls.cert_file:
-        ctx.load_cert_chain(tls.cert_file, tls.key_file or None)
-    if tls.insecure_skip_verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
     return ctx
 
 

@@ -35,9 +35,16 @@ def grpc_credentials(tls: Tls | None):
         certificate_chain=_read(tls.cert_file))
 
 
-def ssl_context(tls: Tls | None) -> ssl.SSLContext:
+def ssl_context(tls: Tls | None, context_class: type[ssl.SSLContext] = ssl.SSLContext
+                ) -> ssl.SSLContext:
+    """A client context for ``tls``; ``context_class`` for a subclass (the
+    Kafka clients' fixed server name)."""
     tls = tls or Tls()
-    ctx = ssl.create_default_context(cafile=tls.ca_file or None)
+    ctx = context_class(ssl.PROTOCOL_TLS_CLIENT)
+    if tls.ca_file:
+        ctx.load_verify_locations(cafile=tls.ca_file)
+    else:
+        ctx.load_default_certs()
     if tls.cert_file:
         ctx.load_cert_chain(tls.cert_file, tls.key_file or None)
     if tls.insecure_skip_verify:
