@@ -29,6 +29,7 @@ iteration of a ``rep movsb`` copy).
 
     .venv/bin/python benchmarks/bench_workers_path.py [--spans 200000] [--workers 1,2]
     .venv/bin/python benchmarks/bench_workers_path.py --callgrind [--grpc] [--spans 100000]
+        [--keep DIR]    (then: callgrind_annotate --inclusive=no DIR/cg-2.out)
 
 Prints one JSON document: per N, CPU µs per span (time.process_time, best
 of ``--reps``) or instructions per span (``--callgrind``: the measured run
@@ -46,6 +47,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -293,6 +295,11 @@ def _callgrind(args, load: str, n: int, no_load: bool) -> tuple[int, dict]:
             cmd.append("--grpc")
         r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ,
                            "PYTHONHASHSEED": "0"})
+        if args.keep and r.returncode == 0:
+            # for callgrind_annotate: where the instructions went
+            os.makedirs(args.keep, exist_ok=True)
+            shutil.copy(f"{d}/cg.out", os.path.join(
+                args.keep, f"cg-{n}{'-empty' if no_load else ''}.out"))
         if r.returncode != 0:
             raise RuntimeError(f"valgrind run failed ({r.returncode}): {r.stderr[-2000:]}")
         m = _COLLECTED.search(r.stderr)
@@ -313,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--callgrind", action="store_true",
                     help="count instructions under valgrind instead of timing")
+    ap.add_argument("--keep", metavar="DIR", default=None,
+                    help="with --callgrind: keep each run's callgrind output in DIR")
     ap.add_argument("--grpc", action="store_true",
                     help="the requests come over gRPC into each worker's OTLP receiver (two "
                          "client processes per worker, not counted) instead of being handed "
