@@ -243,6 +243,9 @@ class Flags:
 # span count travels with the frame so that a frame cut off (its sender died
 # mid-write) is counted as lost by its receiver.
 _FRAME = struct.Struct(">II")
+# how long a starting worker waits for its peers' forwarding sockets before it
+# says ready anyway
+PEERS_WAIT = 10.0
 
 
 class FrameReader:
@@ -746,6 +749,13 @@ async def _run_worker(rt: Runtime, i: int, config_path: str | None, parent: int)
                 _write(rt.file(f"w{i}.status.json"), json.dumps(app.status()))
             await asyncio.sleep(STATE_INTERVAL)
     ptask = loop.create_task(pressure())
+    # ready (and so /readyz) only once the hand-off reaches every peer: a
+    # part for a peer not yet connected makes the receivers push back, so a
+    # client's first request would be refused by a serve that said ready
+    # (bounded: a peer recovering a long log lets this one start anyway)
+    deadline = time.monotonic() + PEERS_WAIT
+    while not all(p.connected for p in peers.values()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
     with open(rt.file(f"w{i}.ready"), "w") as fh:
         fh.write(json.dumps({"pid": os.getpid()}))
     await stop.wait()
