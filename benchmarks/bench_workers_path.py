@@ -295,13 +295,13 @@ def _callgrind(args, load: str, n: int, no_load: bool) -> tuple[int, dict]:
             cmd.append("--grpc")
         r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ,
                            "PYTHONHASHSEED": "0"})
-        if args.keep and r.returncode == 0:
+        if r.returncode != 0:
+            raise RuntimeError(f"valgrind run failed ({r.returncode}): {r.stderr[-2000:]}")
+        if args.keep:
             # for callgrind_annotate: where the instructions went
             os.makedirs(args.keep, exist_ok=True)
             shutil.copy(f"{d}/cg.out", os.path.join(
                 args.keep, f"cg-{n}{'-empty' if no_load else ''}.out"))
-        if r.returncode != 0:
-            raise RuntimeError(f"valgrind run failed ({r.returncode}): {r.stderr[-2000:]}")
         m = _COLLECTED.search(r.stderr)
         if m is None:
             raise RuntimeError(f"no instruction count in valgrind's output: {r.stderr[-2000:]}")
