@@ -55,6 +55,7 @@ cdef enum:
     NLAG = 13               # = buffer.NLAG: len(LAG_BOUNDS) + the +Inf bucket
 
 assert len(_LAG_BOUNDS) + 1 == NLAG
+assert sizeof(PreRec) == 48   # = buffer.PRE_REC_SIZE
 cdef double _lag_bounds[NLAG - 1]
 for _i, _b in enumerate(_LAG_BOUNDS):
     _lag_bounds[_i] = _b
@@ -214,10 +215,13 @@ cdef class AddResult:
     # ingest with nshards > 1: the request of each other shard (b"" for
     # this one and for a shard without spans) and its span count; else None
     cdef public list parts, counts
+    # with parts: the span records of each part (see ``ingest``'s recs)
+    cdef public list recs
 
     def __init__(self):
         self.parts = None
         self.counts = None
+        self.recs = None
         self.overflow = []
         self.late_kept = []
         self.late_dropped_spans = []
@@ -341,20 +345,31 @@ cdef class _Ingest(_Walker):
     # service.workers: spans of the other shards are set aside, not kept
     cdef uint32_t nshards, own
     cdef Rec* fwd
+    cdef PreRec* fwd_pre        # fwd[i]'s span record, for its owner's walk
     cdef Py_ssize_t nfwd, fwd_cap, fwd_bytes
 
     def __dealloc__(self):
         PyMem_Free(self.recs)
         PyMem_Free(self.fwd)
+        PyMem_Free(self.fwd_pre)
 
     cdef int on_span(self, SpanRec* r, dict attrs) except -1:
         cdef SpanRec* grown
+        cdef PreRec* pgrown
         cdef Py_ssize_t cap
         cdef uint32_t sh
         if self.nshards > 1:
             sh = traceo_shard_of(r.tid, 0, self.nshards)
             if sh != self.own:
+                cap = self.fwd_cap
                 _push_rec(&self.fwd, &self.nfwd, &self.fwd_cap, r.off, r.length, r.group, sh)
+                if self.fwd_cap != cap:
+                    pgrown = <PreRec*>PyMem_Realloc(self.fwd_pre, self.fwd_cap * sizeof(PreRec))
+                    if pgrown == NULL:
+                        raise MemoryError()
+                    self.fwd_pre = pgrown
+                _pre_from(&self.fwd_pre[self.nfwd - 1], r, self.base + r.off, self.keys.fp,
+                          attrs is not None)
                 self.fwd_bytes += r.length
                 return 0
         if self.n == self.cap:
@@ -370,6 +385,28 @@ cdef class _Ingest(_Walker):
         self.recs[self.n] = r[0]
         self.n += 1
         return 0
+
+
+cdef list _build_recs(Rec* fwd, PreRec* pre, Py_ssize_t nfwd, Py_ssize_t n, list counts):
+    """Per shard, its forwarded spans' records in the order _build_parts
+    wrote the spans (b"" for a shard without any)."""
+    cdef list out = []
+    cdef Py_ssize_t sh, i, k
+    cdef bytes b
+    cdef PreRec* dst
+    for sh in range(n):
+        k = counts[sh]
+        if not k:
+            out.append(_EMPTY_BYTES)
+            continue
+        b = PyBytes_FromStringAndSize(NULL, k * sizeof(PreRec))
+        dst = <PreRec*>PyBytes_AS_STRING(b)
+        for i in range(nfwd):
+            if fwd[i].shard == <uint32_t>sh:
+                dst[0] = pre[i]
+                dst += 1
+        out.append(b)
+    return out
 
 
 cdef struct TidSlot:
@@ -828,7 +865,7 @@ cdef class TraceBuffer:
         return res
 
     def ingest(self, data, attr_keys, double now, Py_ssize_t nshards=1, Py_ssize_t shard=0,
-               bint checked=False):
+               bint checked=False, Py_ssize_t recs=0):
         """Scan and buffer one encoded ExportTraceServiceRequest in one pass;
         the same result as ``add(scan(data, attr_keys), data, now)``.
 
@@ -842,18 +879,34 @@ cdef class TraceBuffer:
         events, links, nested values, the scope) are skipped, what is
         buffered is the same; bad framing still raises.
 
+        With nshards > 1, ``recs`` of the result holds for each part the
+        span records (one per span, in order) of what this walk extracted;
+        the owner's checked ingest is given them back: then ``recs`` is the
+        number of bytes at the end of ``data`` that are the records of the
+        request before them, and a span is taken from its record instead of
+        walked again (the buffer ends up the same). The pure twin builds no
+        records and skips them.
+
         Raises ValueError exactly where ``scan`` does, and then the buffer
         is left unchanged (the spans are inserted after the whole walk)."""
         if type(data) is not bytes:
             data = bytes(data)
         if nshards < 1 or not 0 <= shard < nshards:
             raise ValueError("ingest: shard out of range")
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
+        if recs:
+            if not checked or recs < 0 or recs > size or recs % sizeof(PreRec):
+                raise ValueError(f"ingest: recs={recs} does not fit the request")
+            size -= recs
         cdef _Ingest w = _Ingest.__new__(_Ingest)
         w.attrs = []
         w.nshards = <uint32_t>nshards
         w.own = <uint32_t>shard
         w.checked = checked
-        w.walk(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), attr_keys)
+        if recs:
+            w.pre = <const PreRec*>(PyBytes_AS_STRING(data) + size)
+            w.pre_n = recs // <Py_ssize_t>sizeof(PreRec)
+        w.walk(<const unsigned char*>PyBytes_AS_STRING(data), size, attr_keys)
         cdef AddResult res = AddResult()
         res.accepted = w.n
         res.groups, res.rejected, res.errors, res.reasons, res.span_bytes = w.figures()
@@ -862,6 +915,7 @@ cdef class TraceBuffer:
             res.counts = []
             res.parts = _build_parts(<bytes>data, res.groups, w.fwd, w.nfwd, nshards, res.counts,
                                      res.rejected == 0 and w.n == 0)
+            res.recs = _build_recs(w.fwd, w.fwd_pre, w.nfwd, nshards, res.counts)
         cdef _Req q = self._request(res, w.groups, data, now)
         cdef Py_ssize_t i
         cdef SpanRec* r

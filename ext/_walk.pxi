@@ -19,6 +19,13 @@
 # batch holding it. A span with bad content is rejected alone (its frame is
 # sound, so the walk goes on); a resource or scope with bad content rejects
 # the spans under it.
+#
+# Two shortcuts keep the walk's results the same: a resource or scope header
+# identical to a good one met earlier in the same walk is taken from it (the
+# same bytes give the same checks and the same extraction), and in a
+# service.workers hand-off (``checked``) a span that comes with its
+# ``PreRec`` (what the sending worker's walk extracted) is taken from it
+# instead of walked.
 
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -28,7 +35,7 @@ from cpython.float cimport PyFloat_FromDouble
 from cpython.long cimport PyLong_FromLongLong, PyLong_FromSsize_t, PyLong_FromUnsignedLongLong
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.ref cimport PyObject, Py_DECREF, Py_INCREF, Py_XDECREF
-from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy
 
 from wire cimport Field, int32, traceo_double, traceo_u32le, traceo_u64le, traceo_varint
@@ -171,10 +178,25 @@ cdef class _Keys:
     cdef Py_ssize_t* lens
     cdef tuple strs           # the str objects, used as dict keys
     cdef tuple encoded        # keeps the encodings alive
+    cdef uint32_t fp          # fingerprint of the set (PreRec.keys)
 
     def __dealloc__(self):
         PyMem_Free(self.ptrs)
         PyMem_Free(self.lens)
+
+
+cdef uint32_t _keys_fp(list encoded):
+    # FNV-1a 32 over the sorted keys, each ended by a 0 byte (not UTF-8
+    # inside a key): equal sets, equal fingerprints, whatever their order
+    cdef uint32_t h = 0x811C9DC5u
+    cdef const unsigned char* p
+    cdef Py_ssize_t i
+    for b in sorted(encoded):
+        p = <const unsigned char*>PyBytes_AS_STRING(b)
+        for i in range(PyBytes_GET_SIZE(b)):
+            h = (h ^ p[i]) * 0x01000193u
+        h = (h ^ 0) * 0x01000193u
+    return h
 
 
 cdef _Keys _make_keys(object attr_keys):
@@ -196,6 +218,7 @@ cdef _Keys _make_keys(object attr_keys):
     k.strs = tuple(strs)
     k.encoded = tuple(encoded)
     k.n = len(strs)
+    k.fp = _keys_fp(encoded)
     if k.n:
         k.ptrs = <const unsigned char**>PyMem_Malloc(k.n * sizeof(const unsigned char*))
         k.lens = <Py_ssize_t*>PyMem_Malloc(k.n * sizeof(Py_ssize_t))
@@ -243,6 +266,90 @@ cdef struct SpanRec:
     Py_ssize_t slot              # left to on_span (the fused path: its trace's slot)
 
 
+cdef enum:
+    # Distinct resource (and scope) headers remembered per walk: a request
+    # repeats a few of them across many groups, a hand-off frame (the parts
+    # of several requests) across hundreds.
+    HDR_CACHE = 32
+    HDR_RUNS = 4        # a header in more pieces than this is not remembered
+
+cdef enum:
+    # PreRec.flags
+    PRE_PARENT = 1      # the span has a parent (pid: 8 bytes at PreRec.pid)
+    PRE_WALK = 2        # walk the span itself: it has attributes the policies read
+
+
+cdef struct PreRec:
+    # What the walk extracted of one span, for the walk of the same span
+    # bytes in another worker (service.workers' hand-off): the owner takes
+    # it instead of walking the span's fields again. Offsets are from the
+    # start of the Span body, so they hold wherever the bytes are copied.
+    # Written and read by this same build only (native layout, 48 bytes).
+    uint64_t start, end
+    uint32_t length
+    int32_t kind, code
+    uint32_t keys           # _Keys.fp of the attr_keys it was extracted with
+    uint16_t tid, sid, pid, ts, ts_len, name, name_len, flags
+
+
+cdef inline int _pre_from(PreRec* x, SpanRec* r, const unsigned char* p, uint32_t keys,
+                          bint wanted) noexcept:
+    """Fill x from r (a span at p); PRE_WALK when the span is too long for
+    16-bit offsets or carried ``wanted`` attributes."""
+    x.start = r.start
+    x.end = r.end
+    x.length = <uint32_t>r.length
+    x.kind = r.kind
+    x.code = r.code
+    x.keys = keys
+    x.flags = PRE_PARENT if r.pid_len else 0
+    if wanted or r.length > 0xFFFF:
+        x.flags |= PRE_WALK
+        x.tid = x.sid = x.pid = x.ts = x.ts_len = x.name = x.name_len = 0
+        return 0
+    x.tid = <uint16_t>(r.tid - p)
+    x.sid = <uint16_t>(r.sid - p)
+    x.pid = <uint16_t>(r.pid - p)
+    x.ts = <uint16_t>(r.ts - p)
+    x.ts_len = <uint16_t>r.ts_len
+    x.name = <uint16_t>(r.name - p)
+    x.name_len = <uint16_t>r.name_len
+    return 0
+
+
+cdef inline Py_ssize_t _find_header(const char** ptrs, Py_ssize_t* lens, Py_ssize_t n,
+                                    const unsigned char** run_p, Py_ssize_t* run_n, int runs,
+                                    Py_ssize_t total) noexcept:
+    """Index of the remembered header equal to these runs, or -1."""
+    cdef Py_ssize_t i, off
+    cdef int k
+    for i in range(n):
+        if lens[i] != total:
+            continue
+        off = 0
+        for k in range(runs):
+            if memcmp(ptrs[i] + off, run_p[k], run_n[k]) != 0:
+                break
+            off += run_n[k]
+        else:
+            return i
+    return -1
+
+
+cdef bytes _join_runs(const unsigned char** run_p, Py_ssize_t* run_n, int runs, Py_ssize_t total):
+    if runs == 0:
+        return _EMPTY_BYTES
+    if runs == 1:
+        return PyBytes_FromStringAndSize(<const char*>run_p[0], total)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, total)
+    cdef char* dst = PyBytes_AS_STRING(out)
+    cdef int k
+    for k in range(runs):
+        memcpy(dst, run_p[k], run_n[k])
+        dst += run_n[k]
+    return out
+
+
 cdef class _Walker:
     """The shared walk; subclasses implement ``on_span``. Every other method
     is final (a direct C call); ``on_span`` is the one virtual step."""
@@ -264,6 +371,17 @@ cdef class _Walker:
     # the content checks (UTF-8, events, links, nested values, the scope)
     # are not done again. Framing stays checked: bad bytes still raise.
     cdef bint checked
+    # With ``checked``: the PreRec of every span, in order (ingest's ``recs``)
+    cdef const PreRec* pre
+    cdef Py_ssize_t pre_n, pre_i
+    # The good resource headers of this walk, as (header, service, rattrs),
+    # and the good scope headers: an identical header is neither walked nor
+    # checked again, and its one bytes object (hash computed once) is reused
+    cdef list rcache, scache
+    cdef const char* rc_ptr[HDR_CACHE]      # their bytes, compared in C
+    cdef Py_ssize_t rc_len[HDR_CACHE]
+    cdef const char* sc_ptr[HDR_CACHE]
+    cdef Py_ssize_t sc_len[HDR_CACHE]
     # Per-call cache of decoded strings (span names, attribute values repeat
     # a lot within a request): slot -> bytes in the buffer and owned str.
     cdef const unsigned char* c_ptr[CACHE_SIZE]
@@ -283,8 +401,13 @@ cdef class _Walker:
         self.errors = []
         self.reasons = []
         self.service = _EMPTY_STR
+        self.rcache = []
+        self.scache = []
         self.base = buf
-        return self.request(buf, buf + n)
+        self.request(buf, buf + n)
+        if self.pre != NULL and self.pre_i != self.pre_n:
+            raise ValueError(f"hand-off: {self.pre_n} span records for {self.pre_i} spans")
+        return 0
 
     cdef int on_span(self, SpanRec* r, dict attrs) except -1:
         raise NotImplementedError
@@ -522,29 +645,74 @@ cdef class _Walker:
         return out
 
     @cython.final
+    cdef int _runs(self, const unsigned char* p, const unsigned char* end,
+                   const unsigned char** run_p, Py_ssize_t* run_n, Py_ssize_t* total) except -1:
+        """The header of [p, end) (every field but field 2) as its runs of
+        contiguous bytes: their count, or HDR_RUNS + 1 when there are more."""
+        cdef Field f
+        cdef const unsigned char* q = p
+        cdef const unsigned char* start
+        cdef const unsigned char* last_end = NULL
+        cdef int runs = 0
+        total[0] = 0
+        while q < end:
+            start = q
+            q = self._next(q, end, &f)
+            if f.tag != 0x12:
+                if start != last_end:
+                    if runs == HDR_RUNS:
+                        runs += 1
+                        while q < end:              # framing still checked
+                            q = self._next(q, end, &f)
+                        return runs
+                    run_p[runs] = start
+                    run_n[runs] = 0
+                    runs += 1
+                run_n[runs - 1] += q - start
+                total[0] += q - start
+                last_end = q
+        return runs
+
+    @cython.final
     cdef int resource_spans(self, const unsigned char* p, const unsigned char* end) except -1:
         cdef Field f
         cdef const unsigned char* q
-        cdef bytes header = self.header(p, end)
+        cdef bytes header
         cdef dict rattrs = None
         cdef object bad = None
-        self.service = _EMPTY_STR
-        q = p
-        while q < end:
-            q = self._next(q, end, &f)
-            if bad is not None:
-                continue
-            try:
-                if f.tag == 0x0A:  # resource (repeated occurrences merge)
-                    rattrs = self.resource(f.body, f.body + f.val, rattrs)
-                elif f.tag == 0x1A:
-                    self._utf8(f.body, f.val, "schema_url")
-            except ValueError as exc:
-                bad = ("resource: ", exc)
-        service = self.service
-        if bad is not None:  # its spans are all rejected: nothing to extract
-            rattrs = None
-            service = _EMPTY_STR
+        cdef const unsigned char* run_p[HDR_RUNS]
+        cdef Py_ssize_t run_n[HDR_RUNS]
+        cdef Py_ssize_t total, hit = -1, nc = len(self.rcache)
+        cdef int runs = self._runs(p, end, run_p, run_n, &total)
+        if runs <= HDR_RUNS:
+            hit = _find_header(self.rc_ptr, self.rc_len, nc, run_p, run_n, runs, total)
+        if hit >= 0:
+            header, service, rattrs = <tuple>self.rcache[hit]
+            self.service = service
+        else:
+            header = (_join_runs(run_p, run_n, runs, total) if runs <= HDR_RUNS
+                      else self.header(p, end))
+            self.service = _EMPTY_STR
+            q = p
+            while q < end:
+                q = self._next(q, end, &f)
+                if bad is not None:
+                    continue
+                try:
+                    if f.tag == 0x0A:  # resource (repeated occurrences merge)
+                        rattrs = self.resource(f.body, f.body + f.val, rattrs)
+                    elif f.tag == 0x1A:
+                        self._utf8(f.body, f.val, "schema_url")
+                except ValueError as exc:
+                    bad = ("resource: ", exc)
+            service = self.service
+            if bad is not None:  # its spans are all rejected: nothing to extract
+                rattrs = None
+                service = _EMPTY_STR
+            elif nc < HDR_CACHE:
+                self.rcache.append((header, service, rattrs))
+                self.rc_ptr[nc] = PyBytes_AS_STRING(header)
+                self.rc_len[nc] = PyBytes_GET_SIZE(header)
         q = p
         while q < end:
             q = self._next(q, end, &f)
@@ -590,8 +758,20 @@ cdef class _Walker:
                          bytes resource_header, object service, dict rattrs,
                          object bad) except -1:
         cdef Field f
-        cdef bytes sh = self.header(p, end)
+        cdef bytes sh
         cdef const unsigned char* base = self.base
+        cdef const unsigned char* run_p[HDR_RUNS]
+        cdef Py_ssize_t run_n[HDR_RUNS]
+        cdef Py_ssize_t total, hit = -1, nc = len(self.scache)
+        cdef int runs = self._runs(p, end, run_p, run_n, &total)
+        if runs <= HDR_RUNS and bad is None:
+            hit = _find_header(self.sc_ptr, self.sc_len, nc, run_p, run_n, runs, total)
+        if hit >= 0:
+            sh = <bytes>self.scache[hit]
+        elif runs <= HDR_RUNS:
+            sh = _join_runs(run_p, run_n, runs, total)
+        else:
+            sh = self.header(p, end)
         self.group = len(self.groups)
         self.group_obj = PyLong_FromSsize_t(self.group)
         self.groups.append((resource_header, sh, service, rattrs))
@@ -599,7 +779,7 @@ cdef class _Walker:
         # taken. The header holds every field but the spans, so it is walked
         # instead of the whole ScopeSpans; only when it is bad is the check
         # done again on the request itself, for the byte offsets.
-        if bad is None and PyBytes_GET_SIZE(sh) and not self.checked:
+        if bad is None and PyBytes_GET_SIZE(sh) and not self.checked and hit < 0:
             self.base = <const unsigned char*>PyBytes_AS_STRING(sh)
             try:
                 self.scope_header(self.base, self.base + PyBytes_GET_SIZE(sh))
@@ -610,6 +790,10 @@ cdef class _Walker:
                 except ValueError as exc:
                     bad = ("scope: ", exc)
             self.base = base
+        if bad is None and hit < 0 and nc < HDR_CACHE:
+            self.scache.append(sh)
+            self.sc_ptr[nc] = PyBytes_AS_STRING(sh)
+            self.sc_len[nc] = PyBytes_GET_SIZE(sh)
         self.gbad = bad
         while p < end:
             p = self._next(p, end, &f)
@@ -859,6 +1043,10 @@ cdef class _Walker:
         self.span_index = index + 1
         if self.gbad is not None:
             return self._reject_content(index, self.gbad[0], self.gbad[1])
+        if self.pre != NULL and self._pre_span(p, length, &r):
+            self.on_span(&r, None)
+            self.span_bytes += length
+            return 0
         id_lens[0] = id_lens[1] = 0
         r.tid = r.sid = r.pid = r.ts = r.name = p
         r.pid_len = r.ts_len = r.name_len = 0
@@ -880,6 +1068,43 @@ cdef class _Walker:
         self.on_span(&r, attrs)
         self.span_bytes += length
         return 0
+
+    @cython.final
+    cdef bint _pre_span(self, const unsigned char* p, Py_ssize_t length, SpanRec* r) except -1:
+        """Take the span at p from its PreRec instead of walking it: True
+        when r is filled, False when the span must be walked (PRE_WALK, or
+        extracted with other attr_keys, as in a reload)."""
+        if self.pre_i >= self.pre_n:
+            raise ValueError(f"hand-off: more spans than the {self.pre_n} span records")
+        cdef PreRec x
+        memcpy(&x, &self.pre[self.pre_i], sizeof(PreRec))
+        self.pre_i += 1
+        if x.length != <uint64_t>length:
+            raise ValueError(f"hand-off: span record {self.pre_i - 1} is not of its span "
+                             f"({x.length} bytes, the span {length})")
+        if x.flags & PRE_WALK or x.keys != self.keys.fp:
+            return False
+        if (x.tid + 16 > length or x.sid + 8 > length
+                or (x.flags & PRE_PARENT and x.pid + 8 > length)
+                or x.ts + x.ts_len > length or x.name + x.name_len > length):
+            raise ValueError(f"hand-off: span record {self.pre_i - 1} points outside its span")
+        r.tid = p + x.tid
+        r.sid = p + x.sid
+        r.pid = p + x.pid
+        r.pid_len = 8 if x.flags & PRE_PARENT else 0
+        r.ts = p + x.ts
+        r.ts_len = x.ts_len
+        r.name = p + x.name
+        r.name_len = x.name_len
+        r.start = x.start
+        r.end = x.end
+        r.kind = x.kind
+        r.code = x.code
+        r.group = self.group
+        r.off = p - self.base
+        r.length = length
+        r.attrs = -1
+        return True
 
     @cython.final
     cdef int _reject_content(self, Py_ssize_t index, str where, object exc) except -1:

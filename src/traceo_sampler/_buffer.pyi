@@ -86,6 +86,9 @@ class AddResult:
     # ingest with nshards > 1: each other shard's request and span count
     parts: list[bytes] | None
     counts: list[int] | None
+    # with parts: each part's span records (b"" for none), for its owner's
+    # ingest(..., checked=True, recs=len(records)) after the part's bytes
+    recs: list[bytes] | None
     def __init__(self) -> None: ...
 
 @final
@@ -120,7 +123,8 @@ class TraceBuffer:
     def cached(self, trace_id: bytes) -> tuple[str, int] | bool | None: ...
     def add(self, scan: _ScanLike, data: bytes, now: float) -> AddResult: ...
     def ingest(self, data: bytes | Buffer, attr_keys: AbstractSet[str], now: float,
-               nshards: int = 1, shard: int = 0, checked: bool = False) -> AddResult:
+               nshards: int = 1, shard: int = 0, checked: bool = False,
+               recs: int = 0) -> AddResult:
         """Scan and buffer one request in one pass. Raises ValueError (the
         scanner's, before anything is buffered) on bad bytes."""
     def deadline(self, t: Trace) -> float: ...

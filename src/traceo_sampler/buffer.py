@@ -61,6 +61,9 @@ from .tracestate import merge_threshold, randomness
 # when none), start and end (ns).
 _HDR = struct.Struct("<II8s8sQQ")
 ENTRY_HDR = _HDR.size   # 40
+# bytes of one span record of the compiled ingest's hand-off (ext/_walk.pxi
+# PreRec), which the twin skips
+PRE_REC_SIZE = 48
 _ZERO8 = bytes(8)
 # Python objects, dict slot, heap entries, bytearray slack and summary of one
 # trace beyond its span entries, measured with tracemalloc (loadgen traffic,
@@ -189,13 +192,15 @@ class AddResult:
 
     __slots__ = ("late_kept", "late_dropped", "full", "new_traces", "spans", "per_service",
                  "overflow", "groups", "accepted", "rejected", "errors", "reasons",
-                 "span_bytes", "late_dropped_spans", "parts", "counts")
+                 "span_bytes", "late_dropped_spans", "parts", "counts", "recs")
 
     def __init__(self):
         # ingest with nshards > 1: the request of each other shard (b"" for
         # this one and for a shard without spans) and its span count
         self.parts: list[bytes] | None = None
         self.counts: list[int] | None = None
+        # the compiled ingest's span records of each part; the twin builds none
+        self.recs: list[bytes] | None = None
         # the scanner's figures: valid spans, invalid ones with a message and
         # a reason label each, bytes of the valid spans
         self.accepted = 0
@@ -389,7 +394,8 @@ class TraceBufferPy:
 
     # ------------------------------------------------------------ insert
     def ingest(self, data: bytes, attr_keys: frozenset[str], now: float,
-               nshards: int = 1, shard: int = 0, checked: bool = False) -> AddResult:
+                nshards: int = 1, shard: int = 0, checked: bool = False,
+               recs: int = 0) -> AddResult:
         """Scan and buffer one encoded ExportTraceServiceRequest: the same as
         ``add(scan_py(data, attr_keys), data, now)``. Raises ValueError (the
         scanner's) before anything is buffered.
@@ -402,11 +408,19 @@ class TraceBufferPy:
         ``checked``: ``data`` was built by another worker out of spans it had
         checked (service.workers' hand-off): the content checks (UTF-8,
         events, links, nested values, the scope) are skipped, what is
-        buffered is the same; bad framing still raises."""
+        buffered is the same; bad framing still raises.
+
+        ``recs``: the last ``recs`` bytes of ``data`` are the compiled
+        ingest's span records of the request before them (a hand-off from a
+        compiled worker); the twin walks the spans and skips the records."""
         if type(data) is not bytes:
             data = bytes(data)
         if nshards < 1 or not 0 <= shard < nshards:
             raise ValueError("ingest: shard out of range")
+        if recs:
+            if not checked or recs < 0 or recs > len(data) or recs % PRE_REC_SIZE:
+                raise ValueError(f"ingest: recs={recs} does not fit the request")
+            data = data[:len(data) - recs]
         sc = scan_py(data, attr_keys, checked)
         if nshards == 1:
             return self.add(sc, data, now)

@@ -32,16 +32,19 @@ EXPORT_ITEM_BYTES = 1 << 20
 
 
 class IngestResult:
-    __slots__ = ("accepted", "rejected", "errors", "parts", "counts")
+    __slots__ = ("accepted", "rejected", "errors", "parts", "counts", "recs")
 
     def __init__(self, accepted: int, rejected: int, errors: list[str],
-                 parts: list[bytes] | None = None, counts: list[int] | None = None):
+                 parts: list[bytes] | None = None, counts: list[int] | None = None,
+                 recs: list[bytes] | None = None):
         self.accepted = accepted
         self.rejected = rejected
         self.errors = errors
         # ingest with shards: each other shard's request and span count
         self.parts = parts
         self.counts = counts
+        # and its span records (TraceBuffer.ingest), or None
+        self.recs = recs
 
 
 class _Spans:
@@ -119,7 +122,8 @@ class Pipeline:
         return False
 
     def ingest(self, data: bytes, scanned=None, now: float | None = None,
-               shards: tuple[int, int] | None = None, checked: bool = False) -> IngestResult:
+               shards: tuple[int, int] | None = None, checked: bool = False,
+               recs: int = 0) -> IngestResult:
         """Scan and buffer one encoded ExportTraceServiceRequest.
 
         Raises ValueError when the bytes are not a valid request (the buffer
@@ -143,7 +147,9 @@ class Pipeline:
 
         ``checked``: the request is another worker's hand-off, built out of
         spans that worker checked (workers.Inbound): only extracted, not
-        checked again.
+        checked again; ``recs``: the last ``recs`` bytes of ``data`` are the
+        span records the sending worker's ingest returned with its part
+        (``TraceBuffer.ingest``), so the spans are not walked again.
         """
         if now is None:
             now = self.clock()
@@ -155,7 +161,7 @@ class Pipeline:
         if shards is not None:
             res = buf.ingest(data, self.attr_keys, now, shards[0], shards[1])
         elif scanned is None:
-            res = buf.ingest(data, self.attr_keys, now, 1, 0, checked)
+            res = buf.ingest(data, self.attr_keys, now, 1, 0, checked, recs)
         else:
             res = buf.add(scanned, data, now)
         m = self.metrics
@@ -164,7 +170,7 @@ class Pipeline:
                 m.invalid_spans_total.labels(reason).inc()
         fwd = sum(res.counts) if res.counts else 0
         if not res.accepted:
-            return IngestResult(fwd, res.rejected, res.errors, res.parts, res.counts)
+            return IngestResult(fwd, res.rejected, res.errors, res.parts, res.counts, res.recs)
         self._after_add(res, now)
         if res.full:
             self._decide([(t, "max_spans") for t in res.full], now)
@@ -176,7 +182,8 @@ class Pipeline:
             self._decide(buf.make_room(0), now)
         self.account.received(res.accepted, res.span_bytes)
         self._gauges()
-        return IngestResult(res.accepted + fwd, res.rejected, res.errors, res.parts, res.counts)
+        return IngestResult(res.accepted + fwd, res.rejected, res.errors, res.parts, res.counts,
+                            res.recs)
 
     def holds(self, trace_id: bytes) -> bool:
         """Whether the trace is buffered, undecided."""

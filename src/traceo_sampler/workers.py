@@ -239,10 +239,12 @@ class Flags:
 
 
 # ------------------------------------------------------------------ forwarding
-# A frame: [u32 body length][u32 spans in it][body: an encoded request]. The
+# A frame: [u32 body length][u32 spans in it][u32 record bytes][body: an
+# encoded request, then the span records of the sender's walk, if any]. The
 # span count travels with the frame so that a frame cut off (its sender died
-# mid-write) is counted as lost by its receiver.
-_FRAME = struct.Struct(">II")
+# mid-write) is counted as lost by its receiver. The records (one per span,
+# TraceBuffer.ingest's ``recs``) spare the owner a second walk of each span.
+_FRAME = struct.Struct(">III")
 # how long a starting worker waits for its peers' forwarding sockets before it
 # says ready anyway
 PEERS_WAIT = 10.0
@@ -261,9 +263,10 @@ class FrameReader:
         self.have = 0              # their bytes
         self.need = 0              # the frame's bytes, header included (0: header not yet whole)
 
-    def feed(self, data: bytes) -> list[tuple[bytes, int]]:
-        """The (body, spans) of every frame completed by ``data``."""
-        out: list[tuple[bytes, int]] = []
+    def feed(self, data: bytes) -> list[tuple[bytes, int, int]]:
+        """The (body, spans, record bytes at the end of body) of every
+        frame completed by ``data``."""
+        out: list[tuple[bytes, int, int]] = []
         chunk: bytes | memoryview = data
         pieces = self.pieces
         if pieces:
@@ -278,14 +281,14 @@ class FrameReader:
             if self.have < self.need:
                 return out
             # complete: its body joined in one copy; the first piece holds the header
-            spans = _FRAME.unpack_from(pieces[0], 0)[1]
+            _, spans, recs = _FRAME.unpack_from(pieces[0], 0)
             last = memoryview(pieces[-1])
             keep = len(last) - (self.have - self.need)   # bytes of the last piece in the frame
             if len(pieces) == 1:
                 body = bytes(last[_FRAME.size:keep])
             else:
                 body = b"".join([memoryview(pieces[0])[_FRAME.size:], *pieces[1:-1], last[:keep]])
-            out.append((body, spans))
+            out.append((body, spans, recs))
             self.pieces, self.have, self.need = [], 0, 0
             if keep == len(last):
                 return out
@@ -293,11 +296,11 @@ class FrameReader:
         # whole frames inside this piece are sliced out; the rest is kept
         pos, end = 0, len(chunk)
         while end - pos >= _FRAME.size:
-            ln, spans = _FRAME.unpack_from(chunk, pos)
+            ln, spans, recs = _FRAME.unpack_from(chunk, pos)
             if end - pos - _FRAME.size < ln:
                 break
             cut = chunk[pos + _FRAME.size:pos + _FRAME.size + ln]
-            out.append((cut if isinstance(cut, bytes) else bytes(cut), spans))
+            out.append((cut if isinstance(cut, bytes) else bytes(cut), spans, recs))
             pos += _FRAME.size + ln
         if pos < end:
             rest = memoryview(chunk)[pos:]
@@ -344,8 +347,10 @@ class Peer:
     to it in one event loop tick go out as one frame, their concatenation (a
     valid request: its resource_spans are those of every part), in one
     write: one syscall, and one ingest call at the owner, however many
-    requests that tick brought. While the peer is down (restarting) parts
-    wait, up to PENDING_MAX bytes, and are sent on reconnect."""
+    requests that tick brought. The parts' span records follow them, in
+    the same order, when every part of the frame has them. While the peer
+    is down (restarting) parts wait, up to PENDING_MAX bytes, and are sent
+    on reconnect (without records)."""
 
     def __init__(self, index: int, path: str, metrics, acks: bool = False):
         """``acks`` (with sampler.wal): the owner answers every frame with a
@@ -363,6 +368,7 @@ class Peer:
         self.pending_bytes = 0
         # this tick's parts, not yet written, and the futures they answer
         self.batch: list[bytes] = []
+        self.batch_recs: list[bytes] | None = []   # None: a part came without
         self.batch_futs: list[asyncio.Future] = []
         self.batch_spans = 0
         self.batch_bytes = 0
@@ -419,23 +425,31 @@ class Peer:
         t = self._transport()
         return t is None or t.get_write_buffer_size() + self.batch_bytes > FORWARD_HIGH
 
-    def _batch(self, data: bytes, spans: int, fut: asyncio.Future | None) -> None:
+    def _batch(self, data: bytes, spans: int, fut: asyncio.Future | None,
+               recs: bytes = b"") -> None:
         if not self.batch:
             asyncio.get_running_loop().call_soon(self._flush)
         self.batch.append(data)
+        if self.batch_recs is not None:
+            if recs or not spans:
+                self.batch_recs.append(recs)
+            else:
+                self.batch_recs = None
         if fut is not None:
             self.batch_futs.append(fut)
         self.batch_spans += spans
         self.batch_bytes += len(data)
 
-    def send(self, data: bytes, spans: int) -> asyncio.Future | None:
+    def send(self, data: bytes, spans: int, recs: bytes = b"") -> asyncio.Future | None:
+        """Send one part of ``spans`` spans; ``recs``: their span records
+        (TraceBuffer.ingest), b"" for none."""
         fut = None
         if self.acks:
             # every part of this tick is answered by its frame's one ack
             fut = (self.batch_futs[0] if self.batch_futs and self.connected
                    else asyncio.get_running_loop().create_future())
         if self.connected:
-            self._batch(data, spans, None if fut in self.batch_futs else fut)
+            self._batch(data, spans, None if fut in self.batch_futs else fut, recs)
         elif self.pending_bytes + len(data) <= PENDING_MAX:
             self.pending.append((data, spans, fut))
             self.pending_bytes += len(data)
@@ -448,9 +462,10 @@ class Peer:
         return fut
 
     def _flush(self) -> None:
-        batch, futs = self.batch, self.batch_futs
+        batch, futs, recs = self.batch, self.batch_futs, self.batch_recs
         spans, nbytes = self.batch_spans, self.batch_bytes
         self.batch, self.batch_futs, self.batch_spans, self.batch_bytes = [], [], 0, 0
+        self.batch_recs = []
         if not batch:
             return
         t = self._transport()
@@ -461,7 +476,11 @@ class Peer:
             self.pending.extend((b"", 0, f) for f in futs[1:])
             self.pending_bytes += nbytes
             return
-        t.writelines([_FRAME.pack(nbytes, spans), *batch])
+        nrec = sum(len(r) for r in recs) if recs else 0
+        if nrec:
+            t.writelines([_FRAME.pack(nbytes + nrec, spans, nrec), *batch, *recs])
+        else:
+            t.writelines([_FRAME.pack(nbytes, spans, 0), *batch])
         if self.acks:
             self.waiting.append(futs)
         self.metrics.worker_forwarded_spans_total.labels("sent").inc(spans)
@@ -490,6 +509,18 @@ class Peer:
         self._lost(f"worker {self.index}: shutting down")
         if self._task is not None:
             self._task.cancel()
+
+
+async def peers_connected(peers, timeout: float) -> bool:
+    """Wait until every peer's connection is up, at most ``timeout``
+    seconds; whether they all are."""
+    peers = list(peers)
+    deadline = time.monotonic() + timeout
+    while not all(p.connected for p in peers):
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
 
 
 class ShardFront:
@@ -531,9 +562,10 @@ class ShardFront:
         if self.fused:
             res = p.ingest(data, shards=(self.n, self.index))
             accepted, rejected, errors = res.accepted, res.rejected, res.errors
+            recs = res.recs
             for j, part in enumerate(res.parts):
                 if part:
-                    f = self.peers[j].send(part, res.counts[j])
+                    f = self.peers[j].send(part, res.counts[j], recs[j] if recs else b"")
                     if f is not None:
                         waits.append(f)
         else:
@@ -601,14 +633,16 @@ class _InboundConn(asyncio.Protocol):
         ingest = inbound.pipeline.ingest
         checked = inbound.checked
         answers = self.answers
-        for body, _spans in self.frames.feed(data):
+        for body, _spans, recs in self.frames.feed(data):
             try:
                 if checked:
                     # the pipeline itself (no log in front); the spans were
                     # checked by the worker that received them
-                    ingest(body, checked=True)
+                    ingest(body, checked=True, recs=recs)
                     acked = ""
                 else:
+                    if recs:
+                        body = body[:len(body) - recs]
                     acked = getattr(ingest(body), "acked", None) or ""
             except Exception:  # noqa: BLE001 - one bad part must not stop the hand-off
                 log.exception("ingest of a forwarded part failed")
@@ -753,9 +787,7 @@ async def _run_worker(rt: Runtime, i: int, config_path: str | None, parent: int)
     # part for a peer not yet connected makes the receivers push back, so a
     # client's first request would be refused by a serve that said ready
     # (bounded: a peer recovering a long log lets this one start anyway)
-    deadline = time.monotonic() + PEERS_WAIT
-    while not all(p.connected for p in peers.values()) and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
+    await peers_connected(peers.values(), PEERS_WAIT)
     with open(rt.file(f"w{i}.ready"), "w") as fh:
         fh.write(json.dumps({"pid": os.getpid()}))
     await stop.wait()

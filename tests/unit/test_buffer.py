@@ -425,6 +425,76 @@ def test_checked_ingest_buffers_the_same(impl, keys):
     assert _snapshot(b) == before
 
 
+@pytest.mark.skipif(CY is None, reason="span records come from the compiled ingest")
+@pytest.mark.parametrize("owner", [p for p in IMPLS if p.values[0].mode == "ingest"])
+@pytest.mark.parametrize("keys", [frozenset(), frozenset({"http.route", "service.name"})])
+@pytest.mark.parametrize("n", [2, 3])
+def test_hand_off_with_span_records_buffers_the_same(owner, keys, n):
+    """service.workers' hand-off carries each forwarded span's record of
+    what the sender's walk extracted, so its owner does not walk the span
+    again: a frame of several parts and their records (as workers.Peer
+    concatenates them) leaves the owner's buffer exactly as the checked
+    walk of the same parts without records; spans with attributes the
+    policies read are walked anyway. The pure twin skips the records."""
+    from traceo_sampler import loadgen
+    reqs = list(loadgen.build_requests(n_spans=4000, spans_per_request_target=250, seed=11))
+    sender = mkbuf(CY)
+    with_recs = [mkbuf(owner) for _ in range(n)]
+    without = [mkbuf(owner) for _ in range(n)]
+    for k in range(0, len(reqs), 3):
+        frames = [[] for _ in range(n)]
+        for raw in reqs[k:k + 3]:
+            res = sender.ingest(raw, keys, float(k), n, 0)
+            for j in range(1, n):
+                if res.parts[j]:
+                    assert len(res.recs[j]) == 48 * res.counts[j]
+                    frames[j].append((res.parts[j], res.recs[j]))
+        for j in range(1, n):
+            if not frames[j]:
+                continue
+            body = b"".join(p for p, _ in frames[j])
+            recs = b"".join(r for _, r in frames[j])
+            ra = with_recs[j].ingest(body + recs, keys, float(k), 1, 0, True, len(recs))
+            rb = without[j].ingest(body, keys, float(k), 1, 0, True)
+            assert (ra.accepted, ra.rejected, ra.span_bytes, ra.new_traces) == \
+                (rb.accepted, rb.rejected, rb.span_bytes, rb.new_traces)
+    assert sum(b.nspans for b in with_recs) > 0
+    for a, b in zip(with_recs, without):
+        assert _snapshot(a) == _snapshot(b)
+
+
+@pytest.mark.skipif(CY is None, reason="span records come from the compiled ingest")
+def test_span_records_of_other_attr_keys_are_walked_and_bad_ones_raise():
+    """A record made with other attr_keys than the owner's (a reload that
+    reached one worker first) is not trusted: the span is walked with the
+    owner's keys. Records that do not fit their spans raise ValueError and
+    leave the buffer as it was."""
+    from traceo_sampler import loadgen
+    raw = list(loadgen.build_requests(n_spans=600, spans_per_request_target=300, seed=5))[0]
+    res = mkbuf(CY).ingest(raw, frozenset(), 0.0, 2, 0)
+    part, recs = res.parts[1], res.recs[1]
+    assert part and len(recs) == 48 * res.counts[1]
+    keys = frozenset({"http.route"})
+    a, b = mkbuf(CY), mkbuf(CY)
+    a.ingest(part + recs, keys, 1.0, 1, 0, True, len(recs))
+    b.ingest(part, keys, 1.0, 1, 0, True)
+    assert _snapshot(a) == _snapshot(b)
+    assert any(t.attrs for t in a.traces.values())
+    c = mkbuf(CY)
+    before = _snapshot(c)
+    for data, nrec, match in [
+            (part + recs[:-48], len(recs) - 48, "more spans than"),      # one record short
+            (part + recs + recs[:48], len(recs) + 48, "span records for"),  # one too many
+            (part + recs[48:] + recs[:48], len(recs), "not of its span|outside"),  # out of order
+            (part + recs, len(recs) - 1, "does not fit"),
+            (part + recs, len(part) + len(recs) + 48, "does not fit")]:
+        with pytest.raises(ValueError, match=match):
+            c.ingest(data, frozenset(), 2.0, 1, 0, True, nrec)
+        assert _snapshot(c) == before
+    with pytest.raises(ValueError, match="does not fit"):
+        c.ingest(part + recs, frozenset(), 2.0, 1, 0, False, len(recs))
+
+
 # ---------------------------------------------------------------- consistency
 def _sp(tid, sid, parent=b"", start=100, end=200, **kw):
     return dict(trace_id=tid, span_id=sid, parent=parent, start=start, end=end, **kw)

@@ -1107,6 +1107,46 @@ def test_bad_resource_or_scope_rejects_its_spans(impl, keys, resource, scope, re
 
 
 @pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("keys", CUT_KEYS)
+def test_repeated_resource_and_scope_headers_read_as_the_first(impl, keys):
+    """A request (and a hand-off frame, the parts of several requests)
+    repeats a few resource and scope headers across many groups; the
+    compiled walk remembers the good ones and reuses them: every group
+    still reads as if walked alone, a bad header repeated is rejected
+    again with its own offsets, and a header in pieces (schema_url after
+    the scope_spans) is compared piece by piece."""
+    res_a = f_len(1, f_len(1, _kv(b"service.name", f_len(1, b"a")))
+                  + f_len(1, _kv(b"http.route", f_len(1, b"/r"))))
+    res_b = f_len(1, f_len(1, _kv(b"service.name", f_len(1, b"b"))))
+    bad_res = f_len(1, f_len(1, _kv(b"service.name", f_len(1, b"\xfe"))))
+    scope = f_len(1, f_len(1, b"lib"))
+    bad_scope = f_len(1, f_len(1, b"\xfe"))
+    schema = f_len(3, b"https://opentelemetry.io/schemas/1.21.0")
+
+    def rs(resource, scope_fields, tail=b""):
+        return f_len(1, resource + f_len(2, scope_fields + f_len(2, OK_TAIL)) + tail)
+
+    data = b"".join([
+        rs(res_a, scope), rs(res_b, scope), rs(res_a, scope), rs(bad_res, scope),
+        rs(res_a, bad_scope), rs(bad_res, scope), rs(res_a, scope, schema),
+        rs(res_a, scope, schema), rs(res_a, scope + b""), rs(res_a, bad_scope)])
+    res = get_scan(impl)(data, keys)
+    assert [g[2] for g in res.groups] == ["a", "b", "a", "", "a", "", "a", "a", "a", "a"]
+    assert res.groups[6][0] == res.groups[7][0] == res_a + schema
+    assert res.groups[6][0] != res.groups[0][0] == res_a
+    assert [s[7] for s in res.spans] == [0, 1, 2, 6, 7, 8]
+    assert res.reasons == ["invalid_utf8"] * 4 and res.rejected == 4
+    # each bad one with its own byte offsets
+    assert len(set(res.errors)) == 4
+    check_both_agree(impl, data, keys, res)
+    want = {"a": {k: v for k, v in {"http.route": "/r", "service.name": "a"}.items() if k in keys},
+            "b": {k: v for k, v in {"service.name": "b"}.items() if k in keys}}
+    for sp in res.spans:
+        g = res.groups[sp[7]]
+        assert g[3] == (want[g[2]] or None)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 def test_unknown_fields_and_wrong_wire_types_are_skipped(impl):
     body = (
         SPAN_OK

@@ -1,5 +1,5 @@
-"""The hand-off between service.workers: frames of [length][spans][request]
-over a Unix socket, cut correctly out of pieces of any size, the parts of
+"""The hand-off between service.workers: frames of [length][spans][record
+bytes][request, then its span records] over a Unix socket, cut correctly out of pieces of any size, the parts of
 one loop tick sent as one frame in one write, a peer that is down waited
 for, and a frame cut off by its sender dying counted as lost."""
 import asyncio
@@ -11,15 +11,15 @@ from traceo_sampler import workers
 from traceo_sampler.telemetry import Metrics
 
 
-def _frame(body: bytes, spans: int) -> bytes:
-    return struct.pack(">II", len(body), spans) + body
+def _frame(body: bytes, spans: int, recs: int = 0) -> bytes:
+    return struct.pack(">III", len(body), spans, recs) + body
 
 
 def test_frames_cut_out_of_any_pieces():
     rnd = random.Random(3)
-    frames = [(bytes(rnd.randrange(256) for _ in range(rnd.randrange(0, 300))), rnd.randrange(1000))
-              for _ in range(60)]
-    stream = b"".join(_frame(b, s) for b, s in frames)
+    frames = [(bytes(rnd.randrange(256) for _ in range(rnd.randrange(0, 300))), rnd.randrange(1000),
+               rnd.randrange(2) * 48) for _ in range(60)]
+    stream = b"".join(_frame(b, s, r) for b, s, r in frames)
     for trial in range(30):
         r = workers.FrameReader()
         got, pos = [], 0
@@ -33,8 +33,8 @@ def test_frames_cut_out_of_any_pieces():
 
 def test_an_unfinished_frame_is_reported_with_its_spans():
     r = workers.FrameReader()
-    assert r.feed(_frame(b"abc", 3) + _frame(b"defgh", 7)[:10]) == [(b"abc", 3)]
-    assert r.cut() == (10, 7)
+    assert r.feed(_frame(b"abc", 3) + _frame(b"defgh", 7)[:13]) == [(b"abc", 3, 0)]
+    assert r.cut() == (13, 7)
     r.feed(b"\x00\x00")            # not even a header
     assert r.cut() == (2, -1)
 
@@ -81,11 +81,31 @@ def test_parts_of_one_tick_go_as_one_frame_in_one_write(tmp_path):
         # one frame, one write, one ingest for the whole tick
         assert pipe.got == [b"".join(parts)] and writes == [21]
         assert _count(m, "sent") == sum(range(1, 21))
+        assert writes == [21]
+        # parts with their span records: the records follow the parts in the
+        # same order; a part without them sends the frame without any
+        peer.send(b"AA", 1, b"a" * 48)
+        peer.send(b"BBB", 2, b"b" * 96)
+        await _until(lambda: len(pipe.got) == 2)
+        # (not a Pipeline: the records are cut off before its ingest)
+        assert pipe.got[1] == b"AABBB"
+        frames = []
+        t.writelines = lambda chunks: (frames.append(b"".join(chunks)), orig(chunks))
+        peer.send(b"CC", 1, b"c" * 48)
+        peer.send(b"DD", 1)
+        await _until(lambda: len(pipe.got) == 3)
+        assert pipe.got[2] == b"CCDD" and frames == [_frame(b"CCDD", 2, 0)]
+        peer.send(b"EE", 1, b"e" * 48)
+        peer.send(b"FF", 1, b"f" * 48)
+        await _until(lambda: len(pipe.got) == 4)
+        assert frames[1] == _frame(b"EEFF" + b"e" * 48 + b"f" * 48, 2, 96)
+        t.writelines = orig
+        del pipe.got[1:]
         peer.send(b"bad", 1)          # an ingest error does not stop the hand-off
         await asyncio.sleep(0.05)
         peer.send(b"last", 2)
         await _until(lambda: len(pipe.got) == 2)
-        assert pipe.got[1] == b"last" and _count(m, "sent") == sum(range(1, 21)) + 3
+        assert pipe.got[1] == b"last" and _count(m, "sent") == sum(range(1, 21)) + 7 + 3
         await peer.close(2.0)
         await _until(lambda: inb.open == 0)
         await inb.stop()
@@ -178,4 +198,37 @@ def test_with_acks_every_part_of_a_frame_is_answered_by_its_one_ack(tmp_path):
         assert "went away" in await asyncio.wait_for(d, 2.0)
         await peer.close(1.0)
         await inb.stop()
+    asyncio.run(main())
+
+
+def test_a_worker_is_ready_only_once_every_peer_is_connected(tmp_path):
+    """A worker says ready (so /readyz is 200) only once its hand-off
+    reaches every peer: a part for a peer not yet connected makes the
+    receivers push back, so a client's first request would be refused. The
+    wait is bounded, so a peer that never comes does not stop the start."""
+    async def main():
+        m = Metrics()
+        paths = [str(tmp_path / f"w{k}.sock") for k in (1, 2)]
+        peers = [workers.Peer(k, path, m) for k, path in zip((1, 2), paths)]
+        for p in peers:
+            p.start()
+        waiting = asyncio.ensure_future(workers.peers_connected(peers, 5.0))
+        first = workers.Inbound(paths[0], _Pipe(), m)
+        await first.start()
+        await asyncio.sleep(0.3)
+        assert not waiting.done()           # one peer is still starting
+        assert peers[1].congested()         # and a request now would be pushed back
+        second = workers.Inbound(paths[1], _Pipe(), m)
+        await second.start()
+        assert await asyncio.wait_for(waiting, 2.0) is True
+        assert not any(p.congested() for p in peers)
+        await second.stop()
+        lonely = workers.Peer(3, str(tmp_path / "w3.sock"), m)
+        lonely.start()
+        t0 = asyncio.get_running_loop().time()
+        assert await workers.peers_connected([lonely], 0.3) is False
+        assert asyncio.get_running_loop().time() - t0 < 1.0
+        for p in (*peers, lonely):
+            await p.close(0.5)
+        await first.stop()
     asyncio.run(main())
