@@ -477,7 +477,7 @@ class Peer:
             self.pending_bytes += nbytes
             return
         nrec = sum(len(r) for r in recs) if recs else 0
-        if nrec:
+        if recs and nrec:
             t.writelines([_FRAME.pack(nbytes + nrec, spans, nrec), *batch, *recs])
         else:
             t.writelines([_FRAME.pack(nbytes, spans, 0), *batch])
