@@ -389,23 +389,25 @@ cdef class _Ingest(_Walker):
 
 cdef list _build_recs(Rec* fwd, PreRec* pre, Py_ssize_t nfwd, Py_ssize_t n, list counts):
     """Per shard, its forwarded spans' records in the order _build_parts
-    wrote the spans (b"" for a shard without any)."""
+    wrote the spans (b"" for a shard without any), in one pass."""
     cdef list out = []
     cdef Py_ssize_t sh, i, k
     cdef bytes b
-    cdef PreRec* dst
-    for sh in range(n):
-        k = counts[sh]
-        if not k:
-            out.append(_EMPTY_BYTES)
-            continue
-        b = PyBytes_FromStringAndSize(NULL, k * sizeof(PreRec))
-        dst = <PreRec*>PyBytes_AS_STRING(b)
+    cdef PreRec** dst = <PreRec**>PyMem_Calloc(n + 1, sizeof(PreRec*))
+    if dst == NULL:
+        raise MemoryError()
+    try:
+        for sh in range(n):
+            k = counts[sh]
+            b = PyBytes_FromStringAndSize(NULL, k * sizeof(PreRec)) if k else _EMPTY_BYTES
+            out.append(b)
+            dst[sh] = <PreRec*>PyBytes_AS_STRING(b)
         for i in range(nfwd):
-            if fwd[i].shard == <uint32_t>sh:
-                dst[0] = pre[i]
-                dst += 1
-        out.append(b)
+            sh = fwd[i].shard
+            dst[sh][0] = pre[i]
+            dst[sh] += 1
+    finally:
+        PyMem_Free(dst)
     return out
 
 

@@ -661,10 +661,7 @@ cdef class _Walker:
             if f.tag != 0x12:
                 if start != last_end:
                     if runs == HDR_RUNS:
-                        runs += 1
-                        while q < end:              # framing still checked
-                            q = self._next(q, end, &f)
-                        return runs
+                        return runs + 1     # (header() walks it all, framing included)
                     run_p[runs] = start
                     run_n[runs] = 0
                     runs += 1

@@ -394,7 +394,7 @@ class TraceBufferPy:
 
     # ------------------------------------------------------------ insert
     def ingest(self, data: bytes, attr_keys: frozenset[str], now: float,
-                nshards: int = 1, shard: int = 0, checked: bool = False,
+               nshards: int = 1, shard: int = 0, checked: bool = False,
                recs: int = 0) -> AddResult:
         """Scan and buffer one encoded ExportTraceServiceRequest: the same as
         ``add(scan_py(data, attr_keys), data, now)``. Raises ValueError (the

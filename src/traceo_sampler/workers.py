@@ -476,11 +476,9 @@ class Peer:
             self.pending.extend((b"", 0, f) for f in futs[1:])
             self.pending_bytes += nbytes
             return
-        nrec = sum(len(r) for r in recs) if recs else 0
-        if recs and nrec:
-            t.writelines([_FRAME.pack(nbytes + nrec, spans, nrec), *batch, *recs])
-        else:
-            t.writelines([_FRAME.pack(nbytes, spans, 0), *batch])
+        recs = recs or []
+        nrec = sum(map(len, recs))
+        t.writelines([_FRAME.pack(nbytes + nrec, spans, nrec), *batch, *recs])
         if self.acks:
             self.waiting.append(futs)
         self.metrics.worker_forwarded_spans_total.labels("sent").inc(spans)
